@@ -1,0 +1,137 @@
+import { createPublicKey } from 'node:crypto'
+import fastifyJwt from '@fastify/jwt'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { z } from 'zod'
+import { HttpProblem } from './errors.ts'
+
+export type Scope = 'events:publish' | 'events:broadcast' | 'admin'
+
+/** Who is calling, from a verified JWT. */
+export interface Caller {
+  userId: string
+  tenant: string
+  roles: string[]
+  /** Topic patterns the caller may subscribe to: `class:7A` (exact) or `class:*` (prefix). */
+  topics: string[]
+  scopes: Set<string>
+  /** Token expiry, seconds since the epoch. */
+  exp?: number
+}
+
+const claimsSchema = z.object({
+  sub: z.string().min(1).max(200),
+  tenant: z.string().min(1).max(200),
+  roles: z.array(z.string().min(1).max(200)).max(100).default([]),
+  topics: z.array(z.string().min(1).max(200)).max(100).default([]),
+  scope: z.string().max(1000).default(''),
+  exp: z.number().optional(),
+})
+
+export interface AuthOptions {
+  /** HS256 shared secret. */
+  secret?: string
+  /** RS256 or ES256 public key (PEM). */
+  publicKey?: string
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller: Caller
+  }
+  interface FastifyInstance {
+    /** preHandler: verifies the bearer token and sets `request.caller`, or answers 401. */
+    authenticate: (request: FastifyRequest) => Promise<void>
+    /** Verifies a raw token string; throws a 401 HttpProblem. */
+    verifyToken: (token: string) => Caller
+  }
+}
+
+export const authPlugin = fp(
+  async (app: FastifyInstance, options: AuthOptions) => {
+    if (options.secret) {
+      await app.register(fastifyJwt, { secret: options.secret, verify: { algorithms: ['HS256'] } })
+    } else if (options.publicKey) {
+      const keyType = createPublicKey(options.publicKey).asymmetricKeyType
+      const algorithm = keyType === 'ec' ? 'ES256' : 'RS256'
+      await app.register(fastifyJwt, { secret: { public: options.publicKey }, verify: { algorithms: [algorithm] } })
+    } else {
+      throw new Error('auth needs a secret or a public key')
+    }
+
+    const verifyToken = (token: string): Caller => {
+      let payload: unknown
+      try {
+        payload = app.jwt.verify(token)
+      } catch (err) {
+        const code = (err as { code?: string }).code
+        const why = code === 'FAST_JWT_EXPIRED' ? 'The token has expired.' : 'The token is not valid.'
+        throw new HttpProblem('unauthorized', why, undefined, { 'www-authenticate': 'Bearer' })
+      }
+      const claims = claimsSchema.safeParse(payload)
+      if (!claims.success) {
+        const fields = claims.error.issues.map((i) => i.path.join('.')).join(', ')
+        throw new HttpProblem('unauthorized', `The token's claims are not valid (${fields}).`, undefined, {
+          'www-authenticate': 'Bearer',
+        })
+      }
+      const c = claims.data
+      return {
+        userId: c.sub,
+        tenant: c.tenant,
+        roles: c.roles,
+        topics: c.topics,
+        scopes: new Set(c.scope.split(' ').filter(Boolean)),
+        exp: c.exp,
+      }
+    }
+
+    app.decorate('verifyToken', verifyToken)
+    app.decorateRequest('caller', null as unknown as Caller)
+    app.decorate('authenticate', async (request: FastifyRequest) => {
+      request.caller = verifyToken(bearerToken(request))
+    })
+  },
+  { name: 'auth' },
+)
+
+/** The token from `Authorization: Bearer`, or `?access_token=` on the stream (EventSource cannot set headers). */
+function bearerToken(request: FastifyRequest): string {
+  const header = request.headers.authorization
+  if (header) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
+    if (match) return match[1]
+    throw new HttpProblem('unauthorized', 'Authorization must be "Bearer <token>".', undefined, {
+      'www-authenticate': 'Bearer',
+    })
+  }
+  const query = request.query as { access_token?: unknown } | undefined
+  if (request.routeOptions.config?.tokenInQuery && typeof query?.access_token === 'string' && query.access_token) {
+    return query.access_token
+  }
+  throw new HttpProblem('unauthorized', 'A bearer token is required.', undefined, { 'www-authenticate': 'Bearer' })
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Accept `?access_token=` as well as the Authorization header. */
+    tokenInQuery?: boolean
+  }
+}
+
+export function requireScope(caller: Caller, scope: Scope, what: string) {
+  if (!caller.scopes.has(scope)) throw new HttpProblem('forbidden', `${what} needs the "${scope}" scope.`)
+}
+
+/** True when `pattern` (exact, or prefix ending in `*`) matches the concrete topic. */
+export function topicMatches(pattern: string, topic: string): boolean {
+  return pattern.endsWith('*') ? topic.startsWith(pattern.slice(0, -1)) : pattern === topic
+}
+
+/** True when a stream may subscribe to `wanted` (a topic or pattern) under the token's topic claims. */
+export function topicAllowed(claims: string[], wanted: string): boolean {
+  return claims.some((claim) => {
+    if (!wanted.endsWith('*')) return topicMatches(claim, wanted)
+    return claim.endsWith('*') && wanted.slice(0, -1).startsWith(claim.slice(0, -1))
+  })
+}

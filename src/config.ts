@@ -1,0 +1,81 @@
+import { z } from 'zod'
+
+/** Heartbeat comment interval. 15 s keeps proxies with a 30-60 s idle timeout from cutting streams. */
+export const DEFAULT_HEARTBEAT_MS = 15_000
+/** Open streams per user before the oldest is closed: a few tabs and devices, not a leak. */
+export const DEFAULT_MAX_CONNECTIONS_PER_USER = 10
+/** Bytes a stream may have queued in the kernel and Node before we call it a slow reader and drop it. */
+export const DEFAULT_STREAM_BUFFER_LIMIT_BYTES = 1024 * 1024
+/** 1 MiB: a batch of 1,000 events fits, an accidental upload does not. */
+export const DEFAULT_BODY_LIMIT = 1024 * 1024
+/** A safety net under the in-process wake-up: re-read the log this often even if nobody woke us. */
+export const DEFAULT_LOG_POLL_MS = 1_000
+
+const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
+const optionalText = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v))
+
+const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  PORT: intFrom(0, 65535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  DATABASE_URL: optionalText.pipe(
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
+      .optional(),
+  ),
+  DB_POOL_SIZE: intFrom(1, 500).default(20),
+  DATA_DIR: z.string().min(1).default('./data'),
+  JWT_SECRET: optionalText.pipe(
+    z.string().min(32, 'must be at least 32 characters (use: openssl rand -base64 48)').optional(),
+  ),
+  JWT_PUBLIC_KEY: optionalText.pipe(
+    z
+      .string()
+      .includes('BEGIN PUBLIC KEY', { message: 'must be a PEM public key (-----BEGIN PUBLIC KEY-----)' })
+      .optional(),
+  ),
+  HEARTBEAT_MS: intFrom(1_000, 300_000).default(DEFAULT_HEARTBEAT_MS),
+  MAX_CONNECTIONS_PER_USER: intFrom(1, 1_000).default(DEFAULT_MAX_CONNECTIONS_PER_USER),
+  STREAM_BUFFER_LIMIT_BYTES: intFrom(16 * 1024, 256 * 1024 * 1024).default(DEFAULT_STREAM_BUFFER_LIMIT_BYTES),
+  BODY_LIMIT: intFrom(1024, 100 * 1024 * 1024).default(DEFAULT_BODY_LIMIT),
+  LOG_POLL_MS: intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
+  CORS_ORIGINS: optionalText,
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+})
+
+export type Config = z.infer<typeof envSchema> & {
+  /** True when no JWT key was configured and the service made (and kept) its own secret: dev sign-in is allowed. */
+  jwtSecretGenerated: boolean
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/**
+ * Parses and cross-checks the environment. Throws a ConfigError whose message names every bad variable
+ * and how to fix it. JWT_SECRET may still be unset afterwards: the server fills it from DATA_DIR.
+ */
+export function loadConfig(env: Record<string, string | undefined>): Omit<Config, 'jwtSecretGenerated'> {
+  const parsed = envSchema.safeParse(env)
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`)
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`)
+  }
+  const config = parsed.data
+  if (config.JWT_SECRET && config.JWT_PUBLIC_KEY) {
+    throw new ConfigError(
+      'Invalid configuration:\n  JWT_SECRET and JWT_PUBLIC_KEY are both set: choose HS256 (JWT_SECRET) or RS256/ES256 (JWT_PUBLIC_KEY).',
+    )
+  }
+  if (config.NODE_ENV === 'production' && !config.JWT_SECRET && !config.JWT_PUBLIC_KEY) {
+    throw new ConfigError(
+      'Invalid configuration:\n  NODE_ENV=production needs JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256/ES256): the tokens come from your application backend.',
+    )
+  }
+  return config
+}

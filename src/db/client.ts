@@ -1,0 +1,69 @@
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import type { SQL } from 'drizzle-orm'
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
+import postgres from 'postgres'
+import * as schema from './schema.ts'
+
+export type Db = PgDatabase<PgQueryResultHKT, typeof schema>
+
+/** One database handle, whichever backend is under it. App code uses `db` and, for raw SQL, `query`. */
+export interface Database {
+  kind: 'pglite' | 'postgres'
+  db: Db
+  /** Raw SQL that the query builder cannot express; rows come back the same shape on both drivers. */
+  query<Row = Record<string, unknown>>(statement: SQL, on?: Db): Promise<Row[]>
+  close(): Promise<void>
+  /** The postgres.js client, for LISTEN/NOTIFY and advisory locks; undefined on PGlite. */
+  pg?: postgres.Sql
+  pglite?: PGlite
+}
+
+export interface DatabaseOptions {
+  /** PostgreSQL connection string. Unset: embedded PGlite. */
+  url?: string
+  /** PGlite's directory; `memory://` keeps it in memory (tests). */
+  pgliteDir?: string
+  poolSize?: number
+}
+
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  if (options.url) {
+    const pg = postgres(options.url, {
+      max: options.poolSize ?? 20,
+      onnotice: () => {},
+      // Fail fast when the server is down so publishes get a 503 rather than hanging.
+      connect_timeout: 5,
+      idle_timeout: 60,
+    })
+    const db = drizzlePostgres(pg, { schema }) as unknown as Db
+    return {
+      kind: 'postgres',
+      db,
+      pg,
+      async query<Row>(statement: SQL, on: Db = db) {
+        return [...((await on.execute(statement)) as unknown as Row[])]
+      },
+      close: () => pg.end({ timeout: 5 }),
+    }
+  }
+  const dir = options.pgliteDir ?? 'memory://'
+  if (!dir.startsWith('memory://')) mkdirSync(dir, { recursive: true })
+  const pglite = await PGlite.create(dir)
+  const db = drizzlePglite(pglite, { schema }) as unknown as Db
+  return {
+    kind: 'pglite',
+    db,
+    pglite,
+    async query<Row>(statement: SQL, on: Db = db) {
+      return ((await on.execute(statement)) as unknown as { rows: Row[] }).rows
+    },
+    close: () => pglite.close(),
+  }
+}
+
+/** Where PGlite keeps its files inside DATA_DIR. */
+export const pgliteDirIn = (dataDir: string) => join(dataDir, 'pglite')

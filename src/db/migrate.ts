@@ -1,0 +1,39 @@
+import { fileURLToPath } from 'node:url'
+import { sql } from 'drizzle-orm'
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
+import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
+import type { Database } from './client.ts'
+
+export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url))
+/** Arbitrary constant: instances starting together on one PostgreSQL take turns migrating. */
+const MIGRATION_LOCK_KEY = 727_140_001
+
+/** Applies drizzle-kit's migrations from `drizzle/`. Safe to run from several instances at once. */
+export async function runMigrations(database: Database): Promise<void> {
+  if (database.kind === 'pglite') {
+    // biome-ignore lint/suspicious/noExplicitAny: the migrator wants the concrete driver type
+    await migratePglite(database.db as any, { migrationsFolder: MIGRATIONS_FOLDER })
+    return
+  }
+  const pg = database.pg
+  if (!pg) throw new Error('postgres client missing')
+  const lock = await pg.reserve()
+  try {
+    await lock`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
+    // biome-ignore lint/suspicious/noExplicitAny: the migrator wants the concrete driver type
+    await migratePostgres(database.db as any, { migrationsFolder: MIGRATIONS_FOLDER })
+  } finally {
+    await lock`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`.catch(() => {})
+    lock.release()
+  }
+}
+
+/** True when the database answers. */
+export async function ping(database: Database): Promise<boolean> {
+  try {
+    await database.query(sql`select 1`)
+    return true
+  } catch {
+    return false
+  }
+}

@@ -1,0 +1,137 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
+
+/** Seconds a client should wait before retrying when the database is unreachable. */
+export const DATABASE_DOWN_RETRY_AFTER_S = 5
+
+/** The coded errors a client can see. `type` is a stable URI-ish slug; the title is the human summary. */
+export const problems = {
+  badRequest: { status: 400, type: 'bad-request', title: 'Bad request' },
+  validation: { status: 400, type: 'validation', title: 'The request is not valid' },
+  unauthorized: { status: 401, type: 'unauthorized', title: 'Missing or invalid token' },
+  forbidden: { status: 403, type: 'forbidden', title: 'Not allowed' },
+  notFound: { status: 404, type: 'not-found', title: 'Not found' },
+  conflict: { status: 409, type: 'conflict', title: 'Conflict' },
+  tooLarge: { status: 413, type: 'payload-too-large', title: 'Request body too large' },
+  unsupportedMediaType: { status: 415, type: 'unsupported-media-type', title: 'Unsupported media type' },
+  tooManyRequests: { status: 429, type: 'too-many-requests', title: 'Too many requests' },
+  internal: { status: 500, type: 'internal', title: 'Internal server error' },
+  unavailable: { status: 503, type: 'unavailable', title: 'Service unavailable' },
+} as const
+
+export type ProblemCode = keyof typeof problems
+
+export interface FieldError {
+  path: string
+  message: string
+}
+
+/** An error a route throws on purpose; the handler turns it into problem+json. */
+export class HttpProblem extends Error {
+  constructor(
+    readonly code: ProblemCode,
+    readonly detail: string,
+    readonly errors?: FieldError[],
+    readonly headers?: Record<string, string>,
+  ) {
+    super(detail)
+  }
+}
+
+export function sendProblem(
+  reply: FastifyReply,
+  code: ProblemCode,
+  detail: string,
+  errors?: FieldError[],
+  headers?: Record<string, string>,
+) {
+  const p = problems[code]
+  if (headers) reply.headers(headers)
+  return reply
+    .code(p.status)
+    .type('application/problem+json')
+    .send({
+      type: `urn:herald:problem:${p.type}`,
+      title: p.title,
+      status: p.status,
+      detail,
+      ...(errors ? { errors } : {}),
+    })
+}
+
+/** Errors that mean "the database cannot be reached right now", on either driver. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const e = err as { code?: string; cause?: unknown } | undefined
+  if (!e || typeof e !== 'object') return false
+  const code = String(e.code ?? '')
+  if (
+    [
+      'ECONNREFUSED',
+      'ECONNRESET',
+      'ETIMEDOUT',
+      'EPIPE',
+      'ENOTFOUND',
+      'CONNECTION_CLOSED',
+      'CONNECTION_ENDED',
+      'CONNECTION_DESTROYED',
+      'CONNECT_TIMEOUT',
+    ].includes(code)
+  )
+    return true
+  // SQLSTATE 08xxx connection exceptions, 57P01-03 shutdown / cannot connect now, 53300 too many connections.
+  if (/^08/.test(code) || /^57P0[1-3]$/.test(code) || code === '53300') return true
+  return e.cause ? isDatabaseUnavailable(e.cause) : false
+}
+
+const fastifyCodes: Record<string, ProblemCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'tooLarge',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupportedMediaType',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'badRequest',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'badRequest',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'badRequest',
+  FST_JWT_NO_AUTHORIZATION_IN_HEADER: 'unauthorized',
+  FST_JWT_AUTHORIZATION_TOKEN_INVALID: 'unauthorized',
+  FST_JWT_AUTHORIZATION_TOKEN_EXPIRED: 'unauthorized',
+  FST_JWT_AUTHORIZATION_TOKEN_UNTRUSTED: 'unauthorized',
+  FST_JWT_BAD_REQUEST: 'unauthorized',
+  FST_ERR_VALIDATION: 'validation',
+}
+
+/** The one error handler: every failure leaves as application/problem+json; 5xx details stay in the log. */
+export function registerErrorHandling(app: FastifyInstance) {
+  app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    if (err instanceof HttpProblem) return sendProblem(reply, err.code, err.detail, err.errors, err.headers)
+    if (hasZodFastifySchemaValidationErrors(err)) {
+      const errors = err.validation.map((v) => ({
+        path: [err.validationContext, ...v.instancePath.split('/').filter(Boolean)].join('.'),
+        message: v.message ?? 'invalid',
+      }))
+      return sendProblem(reply, 'validation', describeFieldErrors(errors), errors)
+    }
+    if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+      return sendProblem(reply, 'badRequest', 'The body is not valid JSON.')
+    }
+    const mapped = err.code ? fastifyCodes[err.code] : undefined
+    if (mapped) return sendProblem(reply, mapped, err.message)
+    if (isDatabaseUnavailable(err)) {
+      request.log.warn({ err }, 'database unavailable')
+      return sendProblem(reply, 'unavailable', 'The database cannot be reached; retry shortly.', undefined, {
+        'retry-after': String(DATABASE_DOWN_RETRY_AFTER_S),
+      })
+    }
+    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+      const code = (Object.keys(problems) as ProblemCode[]).find((k) => problems[k].status === err.statusCode)
+      return sendProblem(reply, code ?? 'badRequest', err.message)
+    }
+    request.log.error({ err }, 'unhandled error')
+    return sendProblem(reply, 'internal', 'Something went wrong on our side; it has been logged.')
+  })
+
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, 'notFound', `No route for ${request.method} ${request.url.split('?')[0]}.`),
+  )
+}
+
+export function describeFieldErrors(errors: FieldError[]): string {
+  return errors.map((e) => `${e.path}: ${e.message}`).join('; ')
+}

@@ -1,0 +1,69 @@
+import { and, asc, count, desc, eq, gt, isNull, lt, lte } from 'drizzle-orm'
+import type { Caller } from '../auth.ts'
+import type { Database } from '../db/client.ts'
+import { events, receipts } from '../db/schema.ts'
+import { eventJson } from './model.ts'
+import { viewerOf, visibleTo } from './visibility.ts'
+
+/** Page size for history and polling; at most MAX_PAGE. */
+export const DEFAULT_PAGE = 50
+export const MAX_PAGE = 500
+
+export interface ListQuery {
+  after?: number
+  before?: number
+  limit: number
+  unread: boolean
+  /** With `after`: read no further than the log tail's watermark, so a poller never skips an event still in flight. */
+  upTo?: number
+}
+
+const myReceipt = (caller: Caller) =>
+  and(eq(receipts.tenant, caller.tenant), eq(receipts.userId, caller.userId), eq(receipts.eventId, events.id))
+
+/**
+ * The caller's events as a JSON text `{ "events": [...], "next": ... }`. With `after`: ascending (the polling
+ * fallback), `next` is the last id or `after` itself when nothing is new. Otherwise newest first (history),
+ * `next` is the id to pass as `before` for the following page, or null at the end.
+ */
+export async function listEvents(database: Database, caller: Caller, q: ListQuery): Promise<string> {
+  const conditions = [visibleTo(viewerOf(caller))]
+  if (q.after !== undefined) conditions.push(gt(events.id, q.after))
+  if (q.upTo !== undefined) conditions.push(lte(events.id, q.upTo))
+  if (q.before !== undefined) conditions.push(lt(events.id, q.before))
+  if (q.unread) conditions.push(isNull(receipts.readAt))
+  const rows = await database.db
+    .select({ e: events, readAt: receipts.readAt, ackedAt: receipts.ackedAt })
+    .from(events)
+    .leftJoin(receipts, myReceipt(caller))
+    .where(and(...conditions))
+    .orderBy(q.after !== undefined ? asc(events.id) : desc(events.id))
+    .limit(q.limit)
+  const last = rows.at(-1)?.e.id
+  const next =
+    q.after !== undefined
+      ? String(last ?? q.after)
+      : rows.length === q.limit && last !== undefined
+        ? String(last)
+        : null
+  return `{"events":[${rows.map((r) => eventJson(r.e, r)).join(',')}],"next":${next === null ? 'null' : `"${next}"`}}`
+}
+
+/** One visible event as JSON text, or undefined (the route answers 404: existence does not leak). */
+export async function getEvent(database: Database, caller: Caller, id: number): Promise<string | undefined> {
+  const [row] = await database.db
+    .select({ e: events, readAt: receipts.readAt, ackedAt: receipts.ackedAt })
+    .from(events)
+    .leftJoin(receipts, myReceipt(caller))
+    .where(and(visibleTo(viewerOf(caller)), eq(events.id, id)))
+  return row ? eventJson(row.e, row) : undefined
+}
+
+export async function unreadCount(database: Database, caller: Caller): Promise<number> {
+  const [row] = await database.db
+    .select({ n: count() })
+    .from(events)
+    .leftJoin(receipts, myReceipt(caller))
+    .where(and(visibleTo(viewerOf(caller)), isNull(receipts.readAt)))
+  return Number(row.n)
+}

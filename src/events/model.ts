@@ -1,0 +1,100 @@
+import { z } from 'zod'
+import type { EventRow } from '../db/schema.ts'
+
+/** Seven days: long enough for a weekend away, short enough that stale news is not pushed. */
+export const DEFAULT_EVENT_TTL_S = 7 * 24 * 3600
+export const MIN_EVENT_TTL_S = 60
+export const MAX_EVENT_TTL_S = 2_592_000
+export const MAX_DATA_BYTES = 16 * 1024
+export const MAX_BATCH_EVENTS = 1_000
+
+/** Text that PostgreSQL can store as given: no NUL characters and no lone UTF-16 surrogates. */
+const text = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((s) => !s.includes('\u0000'), 'must not contain NUL characters')
+    .refine((s) => s.isWellFormed(), 'must be valid Unicode (no lone surrogates)')
+
+const name = text(200).min(1)
+const topicName = text(200)
+  .min(1)
+  .regex(/^[^*\s,]+$/, 'must not contain "*", commas or spaces')
+
+export const audienceSchema = z
+  .strictObject({
+    users: z.array(name).max(10_000).optional(),
+    roles: z.array(name).max(100).optional(),
+    topics: z.array(topicName).max(100).optional(),
+    tenant: z.boolean().optional(),
+  })
+  .refine((to) => Boolean(to.users?.length || to.roles?.length || to.topics?.length || to.tenant), {
+    message: 'name at least one audience: users, roles, topics or tenant: true',
+  })
+
+const relativeOrHttps = text(2048).refine(
+  (u) => (u.startsWith('/') && !u.startsWith('//')) || /^https:\/\/[^\s/?#]+/i.test(u),
+  'must be a relative path ("/grades/42") or an https URL',
+)
+
+export const newEventSchema = z.object({
+  type: text(100).regex(
+    /^[a-z0-9]+(?:[_-][a-z0-9]+)*(?:\.[a-z0-9]+(?:[_-][a-z0-9]+)*)*$/,
+    'must be lower-case dotted words, like "grade.updated"',
+  ),
+  to: audienceSchema,
+  title: text(200).min(1),
+  body: text(2_000).nullish(),
+  data: z
+    .unknown()
+    .optional()
+    .refine(
+      (d) => d === undefined || Buffer.byteLength(JSON.stringify(d)) <= MAX_DATA_BYTES,
+      `must be at most ${MAX_DATA_BYTES} bytes of JSON`,
+    ),
+  priority: z.enum(['low', 'normal', 'high', 'urgent']).default('normal'),
+  url: relativeOrHttps.nullish(),
+  collapseKey: text(64).min(1).nullish(),
+  ttl: z.number().int().min(MIN_EVENT_TTL_S).max(MAX_EVENT_TTL_S).default(DEFAULT_EVENT_TTL_S),
+})
+
+export const batchSchema = z.object({
+  events: z.array(newEventSchema).min(1).max(MAX_BATCH_EVENTS),
+})
+
+export type NewEvent = z.infer<typeof newEventSchema>
+export type Priority = NewEvent['priority']
+
+/** Decimal event id as it appears in URLs, Last-Event-ID and bodies. */
+export const eventIdSchema = z.string().regex(/^(0|[1-9][0-9]{0,17})$/, 'must be a decimal event id')
+export const parseEventId = (s: string) => Number(s)
+
+const q = JSON.stringify
+
+/**
+ * The event as every client sees it, as JSON text. Built by concatenation so `data` goes out exactly as
+ * it was stored and the live path serializes each event once, whatever the number of recipients.
+ */
+export function eventJson(
+  row: Pick<
+    EventRow,
+    | 'id'
+    | 'type'
+    | 'title'
+    | 'body'
+    | 'dataJson'
+    | 'priority'
+    | 'url'
+    | 'collapseKey'
+    | 'actor'
+    | 'createdAt'
+    | 'expiresAt'
+  >,
+  receipt?: { readAt: Date | null; ackedAt: Date | null },
+): string {
+  let json = `{"id":"${row.id}","type":${q(row.type)},"title":${q(row.title)},"body":${row.body === null ? 'null' : q(row.body)},"data":${row.dataJson ?? 'null'},"priority":"${row.priority}","url":${row.url === null ? 'null' : q(row.url)},"collapseKey":${row.collapseKey === null ? 'null' : q(row.collapseKey)},"actor":${q(row.actor)},"createdAt":"${row.createdAt.toISOString()}","expiresAt":"${row.expiresAt.toISOString()}"`
+  if (receipt) {
+    json += `,"readAt":${receipt.readAt ? `"${receipt.readAt.toISOString()}"` : 'null'},"ackedAt":${receipt.ackedAt ? `"${receipt.ackedAt.toISOString()}"` : 'null'}`
+  }
+  return `${json}}`
+}

@@ -1,0 +1,91 @@
+import { and, eq, sql } from 'drizzle-orm'
+import { type Caller, requireScope } from '../auth.ts'
+import type { Database } from '../db/client.ts'
+import { events, idempotencyKeys } from '../db/schema.ts'
+import { HttpProblem } from '../errors.ts'
+import type { NewEvent } from './model.ts'
+
+export interface Published {
+  ids: number[]
+  createdAt: Date
+  /** True when an Idempotency-Key matched an earlier publish and nothing new was created. */
+  replayed: boolean
+}
+
+/** A publisher may address users and topics with `events:publish`, roles and the tenant with `events:broadcast`. */
+function assertMayAddress(caller: Caller, to: NewEvent['to']) {
+  if (to.users?.length || to.topics?.length) requireScope(caller, 'events:publish', 'Publishing to users or topics')
+  if (to.roles?.length || to.tenant) requireScope(caller, 'events:broadcast', 'Publishing to roles or the whole tenant')
+}
+
+/**
+ * Persists events in one transaction (all or nothing) and returns their ids in order. The caller wakes the
+ * log tail afterwards; nothing is delivered from here, so what streams see is always what was committed.
+ */
+export async function publishEvents(
+  database: Database,
+  caller: Caller,
+  batch: NewEvent[],
+  options: { idempotencyKey?: string; kind: 'single' | 'batch' },
+): Promise<Published> {
+  for (const e of batch) assertMayAddress(caller, e.to)
+  const { db } = database
+  const key = options.idempotencyKey
+  return db.transaction(async (tx) => {
+    // Take a transaction id before any event id: the log tail relies on it to tell an open
+    // transaction's gap from a rolled-back one (see log-tail.ts).
+    await database.query(sql`select pg_current_xact_id()`, tx)
+    if (key) {
+      const claimed = await tx
+        .insert(idempotencyKeys)
+        .values({ tenant: caller.tenant, key, kind: options.kind })
+        .onConflictDoUpdate({
+          target: [idempotencyKeys.tenant, idempotencyKeys.key],
+          set: { kind: options.kind, eventIds: [], createdAt: sql`now()` },
+          setWhere: sql`${idempotencyKeys.createdAt} < now() - interval '24 hours'`,
+        })
+        .returning({ key: idempotencyKeys.key })
+      if (claimed.length === 0) {
+        const [earlier] = await tx
+          .select()
+          .from(idempotencyKeys)
+          .where(and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.key, key)))
+        if (earlier.kind !== options.kind) {
+          throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
+        }
+        return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true }
+      }
+    }
+    const rows = await tx
+      .insert(events)
+      .values(
+        batch.map((e) => ({
+          tenant: caller.tenant,
+          type: e.type,
+          title: e.title,
+          body: e.body ?? null,
+          dataJson: e.data === undefined ? null : JSON.stringify(e.data),
+          priority: e.priority,
+          url: e.url ?? null,
+          collapseKey: e.collapseKey ?? null,
+          actor: caller.userId,
+          toUsers: dedupe(e.to.users),
+          toRoles: dedupe(e.to.roles),
+          toTopics: dedupe(e.to.topics),
+          toTenant: e.to.tenant ?? false,
+          expiresAt: sql`now() + make_interval(secs => ${e.ttl})`,
+        })),
+      )
+      .returning({ id: events.id, createdAt: events.createdAt })
+    const ids = rows.map((r) => Number(r.id))
+    if (key) {
+      await tx
+        .update(idempotencyKeys)
+        .set({ eventIds: ids })
+        .where(and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.key, key)))
+    }
+    return { ids, createdAt: rows[0].createdAt, replayed: false }
+  })
+}
+
+const dedupe = (values: string[] | undefined) => [...new Set(values ?? [])]

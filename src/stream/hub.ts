@@ -1,0 +1,111 @@
+import type { EventRow } from '../db/schema.ts'
+import { eventJson } from '../events/model.ts'
+import type { StreamConnection } from './connection.ts'
+
+export const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
+export const HEARTBEAT_FRAME = ': ping\n\n'
+
+/** Open streams of one tenant, indexed by who they are, so a publish touches only the streams it names. */
+class TenantStreams {
+  readonly all = new Set<StreamConnection>()
+  readonly byUser = new Map<string, Set<StreamConnection>>()
+  readonly byRole = new Map<string, Set<StreamConnection>>()
+  readonly byTopic = new Map<string, Set<StreamConnection>>()
+  /** Streams following a `prefix*` pattern: few, so matched by scanning. */
+  readonly withPrefixes = new Set<StreamConnection>()
+}
+
+function addTo<K>(map: Map<K, Set<StreamConnection>>, key: K, c: StreamConnection) {
+  let set = map.get(key)
+  if (!set) map.set(key, (set = new Set()))
+  set.add(c)
+}
+
+function removeFrom<K>(map: Map<K, Set<StreamConnection>>, key: K, c: StreamConnection) {
+  const set = map.get(key)
+  if (!set) return
+  set.delete(c)
+  if (set.size === 0) map.delete(key)
+}
+
+/** The per-instance registry of open streams and the fan-out of live events to them. */
+export class StreamHub {
+  private readonly tenants = new Map<string, TenantStreams>()
+  private heartbeat: NodeJS.Timeout
+  size = 0
+
+  constructor(
+    heartbeatMs: number,
+    private readonly maxPerUser: number,
+  ) {
+    this.heartbeat = setInterval(() => this.broadcastAll(HEARTBEAT_FRAME), heartbeatMs)
+    this.heartbeat.unref()
+  }
+
+  /** Adds a stream; past the per-user limit the user's oldest stream is closed. */
+  add(c: StreamConnection): void {
+    let t = this.tenants.get(c.tenant)
+    if (!t) this.tenants.set(c.tenant, (t = new TenantStreams()))
+    const mine = t.byUser.get(c.userId)
+    if (mine && mine.size >= this.maxPerUser) {
+      // Sets iterate in insertion order: the first is the oldest.
+      const oldest = mine.values().next().value
+      oldest?.close('evicted')
+    }
+    t.all.add(c)
+    addTo(t.byUser, c.userId, c)
+    for (const role of c.roles) addTo(t.byRole, role, c)
+    for (const topic of c.exactTopics) addTo(t.byTopic, topic, c)
+    if (c.topicPrefixes.length) t.withPrefixes.add(c)
+    this.size++
+    c.onClose(() => this.remove(c))
+  }
+
+  private remove(c: StreamConnection): void {
+    const t = this.tenants.get(c.tenant)
+    if (!t?.all.delete(c)) return
+    removeFrom(t.byUser, c.userId, c)
+    for (const role of c.roles) removeFrom(t.byRole, role, c)
+    for (const topic of c.exactTopics) removeFrom(t.byTopic, topic, c)
+    t.withPrefixes.delete(c)
+    if (t.all.size === 0) this.tenants.delete(c.tenant)
+    this.size--
+  }
+
+  /** Fans committed events out, in id order. Each event is serialized once. */
+  dispatch(rows: readonly EventRow[]): void {
+    for (const e of rows) {
+      const t = this.tenants.get(e.tenant)
+      if (!t) continue
+      const frame = notificationFrame(e.id, eventJson(e))
+      if (e.toTenant) {
+        for (const c of t.all) c.deliver(e.id, frame)
+        continue
+      }
+      // A stream named twice (as user and by role, say) gets the event once: deliver() skips repeated ids.
+      for (const user of e.toUsers) for (const c of t.byUser.get(user) ?? []) c.deliver(e.id, frame)
+      for (const role of e.toRoles) for (const c of t.byRole.get(role) ?? []) c.deliver(e.id, frame)
+      for (const topic of e.toTopics) for (const c of t.byTopic.get(topic) ?? []) c.deliver(e.id, frame)
+      if (e.toTopics.length) for (const c of t.withPrefixes) if (c.followsAnyTopic(e.toTopics)) c.deliver(e.id, frame)
+    }
+  }
+
+  /** A frame without an id to every open stream of one user (receipts). */
+  sendToUser(tenant: string, userId: string, frame: string): void {
+    for (const c of this.tenants.get(tenant)?.byUser.get(userId) ?? []) c.write(frame)
+  }
+
+  countForUser(tenant: string, userId: string): number {
+    return this.tenants.get(tenant)?.byUser.get(userId)?.size ?? 0
+  }
+
+  private broadcastAll(frame: string) {
+    for (const t of this.tenants.values()) for (const c of t.all) c.write(frame)
+  }
+
+  /** Ends every stream (shutdown); clients reconnect elsewhere and resume. */
+  closeAll(): void {
+    clearInterval(this.heartbeat)
+    for (const t of [...this.tenants.values()]) for (const c of [...t.all]) c.close('shutdown')
+  }
+}

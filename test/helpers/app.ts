@@ -1,0 +1,65 @@
+import type { AddressInfo } from 'node:net'
+import supertest from 'supertest'
+import { type AppConfig, buildApp, type LogOptions } from '../../src/app.ts'
+import {
+  DEFAULT_BODY_LIMIT,
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_MAX_CONNECTIONS_PER_USER,
+  DEFAULT_STREAM_BUFFER_LIMIT_BYTES,
+} from '../../src/config.ts'
+import type { Database } from '../../src/db/client.ts'
+import { mintToken, type TokenClaims } from '../../src/tokens.ts'
+import { type BackendName, freshDatabase } from './backends.ts'
+
+export const TEST_JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789'
+
+export interface TestApp {
+  /** http://127.0.0.1:<port> */
+  url: string
+  app: Awaited<ReturnType<typeof buildApp>>
+  database: Database
+  backend: BackendName
+  /** supertest against the listening server */
+  http: () => supertest.Agent
+  /** An HS256 token for the test secret; defaults: tenant "t1", no roles, no scope. */
+  token: (claims: Partial<TokenClaims> & { sub: string }, ttlSeconds?: number) => string
+  close: () => Promise<void>
+}
+
+export interface StartOptions {
+  config?: Partial<AppConfig>
+  log?: LogOptions
+}
+
+/** Builds the real app on a fresh database and listens on an ephemeral port of 127.0.0.1. */
+export async function startApp(backend: BackendName, options: StartOptions = {}): Promise<TestApp> {
+  const db = await freshDatabase(backend)
+  const config: AppConfig = {
+    JWT_SECRET: TEST_JWT_SECRET,
+    JWT_PUBLIC_KEY: undefined,
+    HEARTBEAT_MS: DEFAULT_HEARTBEAT_MS,
+    MAX_CONNECTIONS_PER_USER: DEFAULT_MAX_CONNECTIONS_PER_USER,
+    STREAM_BUFFER_LIMIT_BYTES: DEFAULT_STREAM_BUFFER_LIMIT_BYTES,
+    BODY_LIMIT: DEFAULT_BODY_LIMIT,
+    LOG_POLL_MS: 1_000,
+    ...options.config,
+  }
+  const app = await buildApp(config, db.database, options.log ?? false)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+  return {
+    url,
+    app,
+    database: db.database,
+    backend,
+    http: () => supertest.agent(url),
+    token: (claims, ttl) => mintToken(TEST_JWT_SECRET, { tenant: 't1', ...claims }, ttl),
+    close: async () => {
+      await app.close()
+      await db.drop()
+    },
+  }
+}
+
+/** Scopes as a token's `scope` claim. */
+export const PUBLISHER = 'events:publish events:broadcast'

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    // Each file builds its own databases; a few at a time keeps two cores busy without starving streams.
+    maxWorkers: 3,
+    fileParallelism: true,
+  },
+})
