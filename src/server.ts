@@ -59,14 +59,16 @@ async function main() {
   const shown = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST
   const url = `http://${shown}:${(app.server.address() as { port: number }).port}`
   const storage = database.kind === 'pglite' ? `embedded PGlite in ${pgliteDirIn(config.DATA_DIR)}` : 'PostgreSQL'
-  console.log(`\nherald is listening on ${url} (${storage})`)
+  const lines = [`\nherald is listening on ${url} (${storage})`]
   if (config.jwtSecretGenerated) {
-    console.log('Try it: mint a token with')
-    console.log(
-      '  npm run cli -- token --sub alice --tenant demo --roles student --scope "events:publish events:broadcast"',
+    lines.push(
+      'Try it: mint a token, open a stream, publish to yourself from another terminal:',
+      '  TOKEN=$(npm run -s cli -- token --sub alice --tenant demo --scope "events:publish events:broadcast")',
+      `  curl -N -H "Authorization: Bearer $TOKEN" ${url}/v1/stream`,
+      `  npm run -s cli -- publish --server ${url} --token $TOKEN --to-user alice --title "Hello"\n`,
     )
-    console.log(`then: curl -N -H "Authorization: Bearer $TOKEN" ${url}/v1/stream\n`)
   }
+  console.log(lines.join('\n'))
 }
 
 main().catch((err) => {

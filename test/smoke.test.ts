@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { describeEachBackend } from './helpers/backends.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
+import { describeEachBackend } from './helpers/backends.ts'
 import { SseClient } from './helpers/sse.ts'
 
 describeEachBackend('smoke', (backend) => {

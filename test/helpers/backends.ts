@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
-import { describe } from 'vitest'
 import postgres from 'postgres'
+import { describe } from 'vitest'
 import { type Database, openDatabase } from '../../src/db/client.ts'
 import { runMigrations } from '../../src/db/migrate.ts'
 

@@ -137,7 +137,9 @@ export class SseClient {
       const timer = setTimeout(() => {
         this.listeners.delete(check)
         reject(
-          new Error(`timed out after ${timeoutMs} ms waiting for ${what}; got ${this.events.length} events: ${this.raw.slice(-500)}`),
+          new Error(
+            `timed out after ${timeoutMs} ms waiting for ${what}; got ${this.events.length} events: ${this.raw.slice(-500)}`,
+          ),
         )
       }, timeoutMs)
       this.listeners.add(check)

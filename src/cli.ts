@@ -1,0 +1,283 @@
+import { parseArgs } from 'node:util'
+import { createParser } from 'eventsource-parser'
+import { ConfigError, loadConfig } from './config.ts'
+import { DEFAULT_TOKEN_TTL_S, loadOrCreateDevSecret, mintToken } from './tokens.ts'
+
+/** Exit codes scripts can rely on. */
+const EXIT = { ok: 0, failed: 1, usage: 2, config: 78 } as const
+const DEFAULT_URL = 'http://localhost:3000'
+
+class UsageError extends Error {}
+
+const commands: Record<string, { summary: string; help: string; run: (args: string[]) => Promise<number> }> = {
+  token: {
+    summary: 'mint a JWT for local use',
+    help: `herald token --sub <user> --tenant <tenant> [--roles a,b] [--topics 'class:*,news'] [--scope 'events:publish events:broadcast admin'] [--ttl seconds]
+
+Signs with JWT_SECRET, or the development secret kept in DATA_DIR (what \`npm start\` uses when no key is configured).
+Prints the token on stdout.`,
+    run: async (args) => {
+      const { values } = parse(args, {
+        sub: { type: 'string' },
+        tenant: { type: 'string' },
+        roles: { type: 'string' },
+        topics: { type: 'string' },
+        scope: { type: 'string' },
+        ttl: { type: 'string' },
+      })
+      if (!values.sub || !values.tenant) throw new UsageError('--sub and --tenant are required')
+      const ttl = values.ttl === undefined ? DEFAULT_TOKEN_TTL_S : Number(values.ttl)
+      if (!Number.isInteger(ttl) || ttl <= 0) throw new UsageError('--ttl must be a positive number of seconds')
+      const config = loadConfig(process.env)
+      if (config.JWT_PUBLIC_KEY && !config.JWT_SECRET) {
+        throw new ConfigError('JWT_PUBLIC_KEY is set: tokens come from the holder of the private key, not this CLI.')
+      }
+      const secret = config.JWT_SECRET ?? loadOrCreateDevSecret(config.DATA_DIR)
+      const token = mintToken(
+        secret,
+        {
+          sub: values.sub,
+          tenant: values.tenant,
+          roles: list(values.roles),
+          topics: list(values.topics),
+          scope: values.scope ?? '',
+        },
+        ttl,
+      )
+      console.log(token)
+      return EXIT.ok
+    },
+  },
+  publish: {
+    summary: 'publish an event',
+    help: `herald publish --token <jwt> --title <text> [--to-user u1,u2] [--to-role r] [--to-topic t] [--to-tenant]
+               [--type app.notice] [--body text] [--priority low|normal|high|urgent] [--url /path] [--data '{"k":1}']
+               [--json '<whole body>'] [--idempotency-key k] [--server ${DEFAULT_URL}]
+
+The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer.`,
+    run: async (args) => {
+      const { values } = parse(args, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        json: { type: 'string' },
+        title: { type: 'string' },
+        type: { type: 'string' },
+        body: { type: 'string' },
+        priority: { type: 'string' },
+        url: { type: 'string' },
+        data: { type: 'string' },
+        'to-user': { type: 'string' },
+        'to-role': { type: 'string' },
+        'to-topic': { type: 'string' },
+        'to-tenant': { type: 'boolean' },
+        'idempotency-key': { type: 'string' },
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      let body: unknown
+      if (values.json !== undefined) body = parseJson(values.json, '--json')
+      else {
+        if (!values.title) throw new UsageError('--title is required (or give the whole body with --json)')
+        body = {
+          type: values.type ?? 'app.notice',
+          title: values.title,
+          to: {
+            users: list(values['to-user']),
+            roles: list(values['to-role']),
+            topics: list(values['to-topic']),
+            tenant: Boolean(values['to-tenant']),
+          },
+          ...(values.body !== undefined ? { body: values.body } : {}),
+          ...(values.priority !== undefined ? { priority: values.priority } : {}),
+          ...(values.url !== undefined ? { url: values.url } : {}),
+          ...(values.data !== undefined ? { data: parseJson(values.data, '--data') } : {}),
+        }
+      }
+      const res = await fetch(new URL('/v1/events', serverUrl(values.server)), {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/json',
+          ...(values['idempotency-key'] ? { 'idempotency-key': values['idempotency-key'] } : {}),
+        },
+        body: JSON.stringify(body),
+      })
+      const text = await res.text()
+      if (!res.ok) {
+        console.error(`publish failed: HTTP ${res.status} ${text}`)
+        return EXIT.failed
+      }
+      console.log(text)
+      return EXIT.ok
+    },
+  },
+  tail: {
+    summary: 'print a stream, one JSON line per event; resumes after drops',
+    help: `herald tail --token <jwt> [--topics a,b] [--last-event-id N] [--server ${DEFAULT_URL}]
+
+Prints each notification and receipt as a JSON line on stdout; reconnects with Last-Event-ID after a drop,
+like a browser. Stops on Ctrl-C, or with exit code 1 when the server refuses the stream.`,
+    run: async (args) => {
+      const { values } = parse(args, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        topics: { type: 'string' },
+        'last-event-id': { type: 'string' },
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const url = new URL('/v1/stream', serverUrl(values.server))
+      if (values.topics) url.searchParams.set('topics', values.topics)
+      let lastEventId = values['last-event-id']
+      let retryMs = 3_000
+      for (;;) {
+        const res = await fetch(url, {
+          headers: {
+            authorization: `Bearer ${token}`,
+            accept: 'text/event-stream',
+            ...(lastEventId ? { 'last-event-id': lastEventId } : {}),
+          },
+        }).catch((err: Error) => {
+          console.error(`cannot reach ${url.origin}: ${err.message}; retrying`)
+          return undefined
+        })
+        if (res && !res.ok) {
+          console.error(`stream refused: HTTP ${res.status} ${await res.text()}`)
+          return EXIT.failed
+        }
+        if (res?.body) {
+          const parser = createParser({
+            onEvent: (e) => {
+              if (e.id) lastEventId = e.id
+              console.log(JSON.stringify({ event: e.event ?? 'message', id: e.id, data: safeJson(e.data) }))
+            },
+            onRetry: (ms) => {
+              retryMs = ms
+            },
+          })
+          const decoder = new TextDecoder()
+          try {
+            for await (const chunk of res.body) parser.feed(decoder.decode(chunk, { stream: true }))
+          } catch {
+            // dropped: fall through and resume
+          }
+          console.error(`stream ended; resuming after ${lastEventId ?? 'nothing'} in ${retryMs} ms`)
+        }
+        await new Promise((r) => setTimeout(r, retryMs))
+      }
+    },
+  },
+  migrate: {
+    summary: 'apply database migrations (DATABASE_URL, or PGlite in DATA_DIR)',
+    help: `herald migrate
+
+Applies the migrations in drizzle/ to DATABASE_URL, or to the embedded PGlite in DATA_DIR when it is unset.
+The server also does this at start; run it yourself to migrate ahead of a deploy.`,
+    run: async (args) => {
+      parse(args, {})
+      const config = loadConfig(process.env)
+      // Loaded here, not at the top: the database drivers take a second to load and only this command needs them.
+      const { openDatabase, pgliteDirIn } = await import('./db/client.ts')
+      const { runMigrations } = await import('./db/migrate.ts')
+      const database = await openDatabase({
+        url: config.DATABASE_URL,
+        pgliteDir: pgliteDirIn(config.DATA_DIR),
+        poolSize: 2,
+      })
+      try {
+        await runMigrations(database)
+      } finally {
+        await database.close()
+      }
+      console.log(`migrations applied (${database.kind})`)
+      return EXIT.ok
+    },
+  },
+}
+
+type OptionKinds = Record<string, { type: 'string' | 'boolean' }>
+
+/** Strict flag parsing: an unknown flag is a usage error (exit 2), not something silently ignored. */
+function parse(args: string[], options: OptionKinds): { values: Record<string, string | undefined> } {
+  try {
+    const { values } = parseArgs({ args, options, strict: true })
+    return { values: values as Record<string, string | undefined> }
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+}
+
+const list = (v: string | undefined) =>
+  (v ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+
+function parseJson(text: string, flag: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new UsageError(`${flag} is not valid JSON`)
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+
+function serverUrl(flag: string | undefined): string {
+  const url = flag ?? process.env.HERALD_URL ?? DEFAULT_URL
+  if (!/^https?:\/\//.test(url)) throw new UsageError(`--server must be an http(s) URL, got "${url}"`)
+  return url
+}
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length))
+  return `herald <command> [options]
+
+Commands:
+${Object.entries(commands)
+  .map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`)
+  .join('\n')}
+
+Run \`herald <command> --help\` for a command's options.`
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  const [name, ...args] = argv
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage())
+    return name ? EXIT.ok : EXIT.usage
+  }
+  const command = commands[name]
+  if (!command) {
+    console.error(`unknown command "${name}"\n\n${usage()}`)
+    return EXIT.usage
+  }
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(command.help)
+    return EXIT.ok
+  }
+  try {
+    return await command.run(args)
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`herald ${name}: ${err.message}\n\n${command.help}`)
+      return EXIT.usage
+    }
+    if (err instanceof ConfigError) {
+      console.error(err.message)
+      return EXIT.config
+    }
+    console.error(`herald ${name}: ${(err as Error).message}`)
+    return EXIT.failed
+  }
+}
+
+runCli(process.argv.slice(2)).then((code) => {
+  process.exitCode = code
+})

@@ -1,0 +1,149 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { PUBLISHER, startApp, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
+import { createPostgresDatabase, dropPostgresDatabase, hasPostgres } from './helpers/backends.ts'
+import { runToEnd, runTs } from './helpers/process.ts'
+
+const cli = (args: string[], env: Record<string, string> = {}) =>
+  runToEnd('src/cli.ts', args, { JWT_SECRET: TEST_JWT_SECRET, ...env })
+
+describe('the CLI, run as a user runs it', () => {
+  let t: TestApp
+  const dataDir = mkdtempSync(join(tmpdir(), 'herald-cli-'))
+  beforeAll(async () => {
+    t = await startApp('pglite')
+  })
+  afterAll(async () => {
+    await t.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  it('lists its commands with --help, and exits 2 with usage when given none or an unknown one', async () => {
+    const help = await cli(['--help'])
+    expect(help.code).toBe(0)
+    for (const c of ['token', 'publish', 'tail', 'migrate']) expect(help.stdout).toContain(c)
+    expect((await cli([])).code).toBe(2)
+    const unknown = await cli(['frobnicate'])
+    expect(unknown.code).toBe(2)
+    expect(unknown.stderr).toMatch(/unknown command "frobnicate"/)
+  })
+
+  it.each(['token', 'publish', 'tail', 'migrate'])('%s --help explains its options', async (command) => {
+    const { code, stdout } = await cli([command, '--help'])
+    expect(code).toBe(0)
+    expect(stdout).toMatch(new RegExp(`herald ${command}`))
+  })
+
+  it('token mints a JWT the server accepts, with the claims asked for', async () => {
+    const { code, stdout } = await cli(['token', '--sub', 'carol', '--tenant', 't1', '--roles', 'parent'])
+    expect(code).toBe(0)
+    const token = stdout.trim()
+    await t
+      .http()
+      .post('/v1/events')
+      .set('authorization', `Bearer ${t.token({ sub: 'school', scope: PUBLISHER })}`)
+      .send({ type: 'school.news', to: { roles: ['parent'] }, title: 'For parents' })
+      .expect(201)
+    const list = await t.http().get('/v1/events').set('authorization', `Bearer ${token}`).expect(200)
+    expect(list.body.events.map((e: { title: string }) => e.title)).toEqual(['For parents'])
+  })
+
+  it('token refuses missing or unknown options with exit code 2 and says what is missing', async () => {
+    const missing = await cli(['token', '--sub', 'x'])
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toMatch(/--sub and --tenant are required/)
+    const unknown = await cli(['token', '--sub', 'x', '--tenant', 'y', '--colour', 'red'])
+    expect(unknown.code).toBe(2)
+    expect(unknown.stderr).toMatch(/colour/)
+    expect((await cli(['token', '--sub', 'x', '--tenant', 'y', '--ttl', '-5'])).code).toBe(2)
+  })
+
+  it('publish sends an event that its recipient then lists; exit 0 and the JSON answer', async () => {
+    const token = t.token({ sub: 'teacher', scope: PUBLISHER })
+    const { code, stdout } = await cli([
+      'publish',
+      '--server',
+      t.url,
+      '--token',
+      token,
+      '--to-user',
+      'dave',
+      '--title',
+      'Exam submitted',
+      '--data',
+      '{"examId":7}',
+    ])
+    expect(code).toBe(0)
+    const { id } = JSON.parse(stdout)
+    const got = await t
+      .http()
+      .get(`/v1/events/${id}`)
+      .set('authorization', `Bearer ${t.token({ sub: 'dave' })}`)
+    expect(got.body).toMatchObject({ title: 'Exam submitted', data: { examId: 7 } })
+  })
+
+  it('publish exits 2 without a token and 1 when the server refuses, printing why', async () => {
+    const noToken = await cli(['publish', '--server', t.url, '--title', 'x', '--to-user', 'u'])
+    expect(noToken.code).toBe(2)
+    expect(noToken.stderr).toMatch(/--token/)
+    const refused = await cli(['publish', '--server', t.url, '--token', 'nonsense', '--title', 'x', '--to-user', 'u'])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(/HTTP 401/)
+    const badJson = await cli(['publish', '--server', t.url, '--token', 'x', '--json', '{nope'])
+    expect(badJson.code).toBe(2)
+  })
+
+  it('tail prints each notification as a JSON line', async () => {
+    const child = runTs('src/cli.ts', ['tail', '--server', t.url, '--token', t.token({ sub: 'erin' })], {
+      JWT_SECRET: TEST_JWT_SECRET,
+    })
+    try {
+      // The stream is open once the server has registered it.
+      await expect.poll(() => t.app.hub.countForUser('t1', 'erin'), { timeout: 15_000 }).toBe(1)
+      await t
+        .http()
+        .post('/v1/events')
+        .set('authorization', `Bearer ${t.token({ sub: 'school', scope: PUBLISHER })}`)
+        .send({ type: 'school.news', to: { users: ['erin'] }, title: 'Tail me' })
+        .expect(201)
+      const [line] = await child.waitForOutput(/\{"event":"notification".*\n/)
+      expect(JSON.parse(line)).toMatchObject({ event: 'notification', data: { title: 'Tail me' } })
+    } finally {
+      child.proc.kill('SIGTERM')
+      await child.exited
+    }
+  })
+
+  it('tail exits 1 when the server refuses the stream', async () => {
+    const { code, stderr } = await cli(['tail', '--server', t.url, '--token', 'nonsense'])
+    expect(code).toBe(1)
+    expect(stderr).toMatch(/HTTP 401/)
+  })
+
+  it('migrate prepares an empty embedded database', async () => {
+    const { code, stdout } = await cli(['migrate'], { DATA_DIR: dataDir, DATABASE_URL: '' })
+    expect(code).toBe(0)
+    expect(stdout).toMatch(/migrations applied \(pglite\)/)
+  })
+
+  it.skipIf(!hasPostgres)(
+    'migrate prepares an empty PostgreSQL database, and a second run changes nothing',
+    async () => {
+      const url = await createPostgresDatabase()
+      try {
+        expect((await cli(['migrate'], { DATABASE_URL: url })).stdout).toMatch(/migrations applied \(postgres\)/)
+        expect((await cli(['migrate'], { DATABASE_URL: url })).code).toBe(0)
+      } finally {
+        await dropPostgresDatabase(url)
+      }
+    },
+  )
+
+  it('migrate says which setting is wrong and exits 78', async () => {
+    const { code, stderr } = await cli(['migrate'], { DATABASE_URL: 'mysql://nope' })
+    expect(code).toBe(78)
+    expect(stderr).toMatch(/DATABASE_URL/)
+  })
+})

@@ -1,0 +1,59 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const TSX = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url))
+
+export interface Child {
+  proc: ChildProcess
+  stdout: string
+  stderr: string
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  /** Resolves with the first match of `re` in stdout+stderr. */
+  waitForOutput(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>
+}
+
+/** Runs a TypeScript entry point (src/server.ts, src/cli.ts) as a real child process, as a user would. */
+export function runTs(entry: string, args: string[] = [], env: Record<string, string | undefined> = {}): Child {
+  const proc = spawn(TSX, [entry, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const child: Child = {
+    proc,
+    stdout: '',
+    stderr: '',
+    exited: new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal }))),
+    waitForOutput(re, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = (child.stdout + child.stderr).match(re)
+          if (m) {
+            clearTimeout(timer)
+            proc.stdout?.off('data', check)
+            proc.stderr?.off('data', check)
+            resolve(m)
+          }
+        }
+        const timer = setTimeout(
+          () => reject(new Error(`no ${re} within ${timeoutMs} ms; output:\n${child.stdout}\n${child.stderr}`)),
+          timeoutMs,
+        )
+        proc.stdout?.on('data', check)
+        proc.stderr?.on('data', check)
+        check()
+      })
+    },
+  }
+  proc.stdout?.setEncoding('utf8').on('data', (d: string) => (child.stdout += d))
+  proc.stderr?.setEncoding('utf8').on('data', (d: string) => (child.stderr += d))
+  return child
+}
+
+/** Runs to completion and returns the exit code and output. */
+export async function runToEnd(entry: string, args: string[], env: Record<string, string | undefined> = {}) {
+  const child = runTs(entry, args, env)
+  const { code } = await child.exited
+  return { code, stdout: child.stdout, stderr: child.stderr }
+}

@@ -1,0 +1,87 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
+import { runToEnd, runTs } from './helpers/process.ts'
+import { SseClient } from './helpers/sse.ts'
+
+const dataDir = mkdtempSync(join(tmpdir(), 'herald-server-'))
+afterAll(() => rmSync(dataDir, { recursive: true, force: true }))
+
+/** Starts `src/server.ts` as `npm start` does, with no configuration but a private DATA_DIR and a free port. */
+async function startServer() {
+  const child = runTs('src/server.ts', [], { DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', DATABASE_URL: '' })
+  const [, url] = await child.waitForOutput(/listening on (http:\/\/\S+)/)
+  return { child, url }
+}
+
+async function mintDevToken(sub: string) {
+  const { code, stdout } = await runToEnd(
+    'src/cli.ts',
+    ['token', '--sub', sub, '--tenant', 'demo', '--scope', 'events:publish'],
+    {
+      DATA_DIR: dataDir,
+    },
+  )
+  expect(code).toBe(0)
+  return stdout.trim()
+}
+
+describe('the server process, with no configuration (embedded PGlite in DATA_DIR)', () => {
+  let eventId = ''
+
+  it('serves, tells how to get a token, and ends streams and exits 0 on SIGTERM', async () => {
+    const { child, url } = await startServer()
+    onTestFinished(() => {
+      child.proc.kill('SIGKILL')
+    })
+    expect(child.stdout).toMatch(/embedded PGlite/)
+    expect(child.stdout).toMatch(/token --sub/)
+    expect((await fetch(`${url}/health`)).status).toBe(200)
+    expect(await (await fetch(`${url}/ready`)).json()).toMatchObject({ status: 'ready', database: 'pglite' })
+
+    const token = await mintDevToken('alice')
+    const res = await fetch(`${url}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'school.closing', to: { users: ['alice'] }, title: 'Closing at noon' }),
+    })
+    expect(res.status).toBe(201)
+    eventId = (await res.json()).id
+
+    const stream = await SseClient.open(url, { token })
+    expect(stream.status).toBe(200)
+    const started = Date.now()
+    child.proc.kill('SIGTERM')
+    await stream.waitForEnd(10_000)
+    const { code } = await child.exited
+    expect(code).toBe(0)
+    expect(Date.now() - started).toBeLessThan(10_000)
+  })
+
+  it('keeps events and its development secret across a restart', async () => {
+    expect(eventId).not.toBe('')
+    const { child, url } = await startServer()
+    try {
+      const token = await mintDevToken('alice')
+      const res = await fetch(`${url}/v1/events/${eventId}`, { headers: { authorization: `Bearer ${token}` } })
+      expect(res.status).toBe(200)
+      expect(await res.json()).toMatchObject({ id: eventId, title: 'Closing at noon' })
+    } finally {
+      child.proc.kill('SIGTERM')
+      await child.exited
+    }
+  })
+
+  it('refuses a bad setting at start with a message naming it', async () => {
+    const { code, stderr } = await runToEnd('src/server.ts', [], { DATA_DIR: dataDir, PORT: 'eighty' })
+    expect(code).toBe(78)
+    expect(stderr).toMatch(/PORT: /)
+  })
+
+  it('refuses to start in production without a JWT key', async () => {
+    const { code, stderr } = await runToEnd('src/server.ts', [], { DATA_DIR: dataDir, NODE_ENV: 'production' })
+    expect(code).toBe(78)
+    expect(stderr).toMatch(/JWT_SECRET/)
+  })
+})

@@ -1,0 +1,572 @@
+import type { IncomingMessage } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { sql } from 'drizzle-orm'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
+import { describeEachBackend } from './helpers/backends.ts'
+import { type OpenStreamOptions, SseClient } from './helpers/sse.ts'
+
+/** Claims of a stream's token (tenant is required here so every test names its own). */
+interface Who {
+  sub: string
+  tenant: string
+  roles?: string[]
+  topics?: string[]
+}
+
+let counter = 0
+/** A name no other test (or backend run) uses. */
+const unique = (prefix: string) => `${prefix}-${process.pid}-${++counter}`
+
+/** The raw text with heartbeat comments taken out (they may arrive at any time). */
+const withoutPings = (raw: string) => raw.replace(/^: ?ping\n\n/gm, '')
+
+/** Publishes one event as a publisher of `tenant`; returns its id. */
+async function publish(t: TestApp, tenant: string, event: Record<string, unknown>): Promise<string> {
+  const res = await t
+    .http()
+    .post('/v1/events')
+    .set('authorization', `Bearer ${t.token({ sub: 'publisher', tenant, scope: PUBLISHER })}`)
+    .send({ type: 'test.event', title: 'Test', ...event })
+  expect(res.status, JSON.stringify(res.body)).toBe(201)
+  return res.body.id as string
+}
+
+async function publishBatch(t: TestApp, tenant: string, events: Array<Record<string, unknown>>): Promise<string[]> {
+  const res = await t
+    .http()
+    .post('/v1/events/batch')
+    .set('authorization', `Bearer ${t.token({ sub: 'publisher', tenant, scope: PUBLISHER })}`)
+    .send({ events: events.map((e) => ({ type: 'test.event', title: 'Test', ...e })) })
+  expect(res.status, JSON.stringify(res.body).slice(0, 500)).toBe(201)
+  return res.body.ids as string[]
+}
+
+/** A stream helper bound to one app that closes every stream it opened after each test. */
+function streams(get: () => TestApp) {
+  const opened: SseClient[] = []
+  afterEach(() => {
+    for (const c of opened.splice(0)) c.close()
+  })
+  return async (who: Who, options: Omit<OpenStreamOptions, 'token'> & { ttlSeconds?: number } = {}) => {
+    const t = get()
+    const { ttlSeconds, ...rest } = options
+    const client = await SseClient.open(t.url, { token: t.token(who, ttlSeconds), ...rest })
+    opened.push(client)
+    return client
+  }
+}
+
+/** Opens a stream and checks it is live (the server wrote its first line). */
+async function live(client: SseClient): Promise<SseClient> {
+  expect(client.status, client.body).toBe(200)
+  await client.waitFor((c) => c.raw.startsWith('retry: 3000'), 5_000, 'the retry line')
+  return client
+}
+
+const waitForId = (client: SseClient, id: string, timeoutMs = 10_000) =>
+  client.waitFor((c) => c.notificationIds.includes(id), timeoutMs, `notification ${id}`)
+
+describeEachBackend('stream', (backend) => {
+  describe('with default settings', () => {
+    let t: TestApp
+    beforeAll(async () => {
+      t = await startApp(backend)
+    })
+    afterAll(() => t.close())
+    const open = streams(() => t)
+
+    describe('format', () => {
+      it('answers with event-stream headers and begins with the retry line', async () => {
+        const tenant = unique('fmt')
+        const s = await open({ sub: 'u-headers', tenant })
+        expect(s.status).toBe(200)
+        expect(s.headers['content-type']).toMatch(/^text\/event-stream/)
+        expect(s.headers['cache-control']).toBe('no-store')
+        expect(s.headers['x-accel-buffering']).toBe('no')
+        await s.waitFor((c) => c.raw.length >= 'retry: 3000\n\n'.length, 5_000, 'the first bytes')
+        expect(s.raw.startsWith('retry: 3000\n\n')).toBe(true)
+        expect(s.retry).toBe(3000)
+      })
+
+      it('accepts the token as ?access_token= (EventSource cannot set headers)', async () => {
+        const tenant = unique('fmt')
+        const s = await live(await open({ sub: 'u-query-token', tenant }, { tokenInQuery: true }))
+        const id = await publish(t, tenant, { to: { users: ['u-query-token'] } })
+        await waitForId(s, id)
+      })
+
+      it('writes each notification as exactly id, event and one-line JSON data', async () => {
+        const tenant = unique('fmt')
+        const s = await live(await open({ sub: 'u-frame', tenant }))
+        const id = await publish(t, tenant, {
+          type: 'grade.updated',
+          to: { users: ['u-frame'] },
+          title: 'New grade',
+          body: 'line one\nline two\r\n\nline three',
+          data: { gradeId: 42, note: 'a\n\nb\rc', nested: { list: [1, 'two'] } },
+          url: '/grades/42',
+          collapseKey: 'grade-42',
+        })
+        await waitForId(s, id)
+        const frames = withoutPings(s.raw)
+        const match = /^retry: 3000\n\nid: (\d+)\nevent: notification\ndata: ([^\r\n]*)\n\n$/.exec(frames)
+        expect(match, JSON.stringify(frames)).not.toBeNull()
+        const [, frameId, json] = match!
+        expect(frameId).toBe(id)
+        const event = JSON.parse(json)
+        expect(event).toMatchObject({
+          id,
+          type: 'grade.updated',
+          title: 'New grade',
+          body: 'line one\nline two\r\n\nline three',
+          data: { gradeId: 42, note: 'a\n\nb\rc', nested: { list: [1, 'two'] } },
+          priority: 'normal',
+          url: '/grades/42',
+          collapseKey: 'grade-42',
+          actor: 'publisher',
+        })
+        expect(new Date(event.createdAt).toISOString()).toBe(event.createdAt)
+        expect(new Date(event.expiresAt).getTime()).toBeGreaterThan(Date.now())
+        // The audience is never shown to recipients.
+        expect(event).not.toHaveProperty('to')
+        expect(json).not.toContain('u-frame')
+      })
+    })
+
+    describe('audience', () => {
+      it('delivers a user-addressed event to that user only', async () => {
+        const tenant = unique('aud')
+        const alice = await live(await open({ sub: 'aud-alice', tenant }))
+        const bob = await live(await open({ sub: 'aud-bob', tenant }))
+        const forAlice = await publish(t, tenant, { to: { users: ['aud-alice'] } })
+        const marker = await publish(t, tenant, { to: { users: ['aud-alice', 'aud-bob'] } })
+        await waitForId(bob, marker)
+        await waitForId(alice, marker)
+        expect(alice.notificationIds).toEqual([forAlice, marker])
+        expect(bob.notificationIds).toEqual([marker])
+      })
+
+      it('delivers a role broadcast to exactly the holders of that role', async () => {
+        const tenant = unique('aud')
+        const p1 = await live(await open({ sub: 'role-p1', tenant, roles: ['parent'] }))
+        const p2 = await live(await open({ sub: 'role-p2', tenant, roles: ['teacher', 'parent'] }))
+        const other = await live(await open({ sub: 'role-x', tenant, roles: ['teacher'] }))
+        const forParents = await publish(t, tenant, { to: { roles: ['parent'] } })
+        const marker = await publish(t, tenant, { to: { users: ['role-p1', 'role-p2', 'role-x'] } })
+        await waitForId(p1, marker)
+        await waitForId(p2, marker)
+        await waitForId(other, marker)
+        expect(p1.notificationIds).toEqual([forParents, marker])
+        // Named by two of its roles or by role and user, a stream still gets the event once.
+        expect(p2.notificationIds).toEqual([forParents, marker])
+        expect(other.notificationIds).toEqual([marker])
+      })
+
+      it('delivers an event named twice (by user and by role) once', async () => {
+        const tenant = unique('aud')
+        const s = await live(await open({ sub: 'twice', tenant, roles: ['parent', 'teacher'] }))
+        const id = await publish(t, tenant, { to: { users: ['twice', 'twice'], roles: ['parent', 'teacher'] } })
+        const marker = await publish(t, tenant, { to: { users: ['twice'] } })
+        await waitForId(s, marker)
+        expect(s.notificationIds).toEqual([id, marker])
+      })
+
+      it('delivers tenant: true to everyone in the tenant and nobody in another tenant', async () => {
+        const tenant = unique('aud')
+        const elsewhere = unique('aud-other')
+        const a = await live(await open({ sub: 'ten-a', tenant }))
+        const b = await live(await open({ sub: 'ten-b', tenant, roles: ['teacher'], topics: ['class:*'] }))
+        const outsider = await live(await open({ sub: 'ten-c', tenant: elsewhere }))
+        const everyone = await publish(t, tenant, { to: { tenant: true } })
+        const marker = await publish(t, elsewhere, { to: { tenant: true } })
+        const markerHere = await publish(t, tenant, { to: { users: ['ten-a', 'ten-b'] } })
+        await waitForId(outsider, marker)
+        await waitForId(a, markerHere)
+        await waitForId(b, markerHere)
+        expect(a.notificationIds).toEqual([everyone, markerHere])
+        expect(b.notificationIds).toEqual([everyone, markerHere])
+        expect(outsider.notificationIds).toEqual([marker])
+      })
+
+      it('delivers topic events to streams that subscribed (exact or prefix), not to the others', async () => {
+        const tenant = unique('aud')
+        const exact = await live(
+          await open({ sub: 'top-exact', tenant, topics: ['class:7A'] }, { topics: ['class:7A'] }),
+        )
+        const prefix = await live(
+          await open({ sub: 'top-prefix', tenant, topics: ['class:*'] }, { topics: ['class:*'] }),
+        )
+        // Allowed every class topic by its token, but subscribed to none.
+        const notSubscribed = await live(await open({ sub: 'top-none', tenant, topics: ['class:*'] }))
+        const otherClass = await live(
+          await open({ sub: 'top-7b', tenant, topics: ['class:*'] }, { topics: ['class:7B', 'batch:9'] }),
+        )
+        const to7A = await publish(t, tenant, { to: { topics: ['class:7A'] } })
+        const toClasses = await publish(t, tenant, { to: { topics: ['classes:1', 'batch:9'] } })
+        const to7B = await publish(t, tenant, { to: { topics: ['class:7B'] } })
+        const marker = await publish(t, tenant, { to: { users: ['top-exact', 'top-prefix', 'top-none', 'top-7b'] } })
+        for (const s of [exact, prefix, notSubscribed, otherClass]) await waitForId(s, marker)
+        expect(exact.notificationIds).toEqual([to7A, marker])
+        // `class:*` is the prefix `class:`: it matches class:7B but not classes:1.
+        expect(prefix.notificationIds).toEqual([to7A, to7B, marker])
+        expect(notSubscribed.notificationIds).toEqual([marker])
+        expect(otherClass.notificationIds).toEqual([toClasses, to7B, marker])
+      })
+
+      it('never delivers to a user of another tenant with the same user id', async () => {
+        const tenantA = unique('aud-a')
+        const tenantB = unique('aud-b')
+        const inA = await live(await open({ sub: 'same-id', tenant: tenantA, roles: ['parent'], topics: ['class:*'] }))
+        const inB = await live(
+          await open(
+            { sub: 'same-id', tenant: tenantB, roles: ['parent'], topics: ['class:*'] },
+            { topics: ['class:*'] },
+          ),
+        )
+        const ids = [
+          await publish(t, tenantA, { to: { users: ['same-id'] } }),
+          await publish(t, tenantA, { to: { roles: ['parent'] } }),
+          await publish(t, tenantA, { to: { topics: ['class:7A'] } }),
+        ]
+        const markerB = await publish(t, tenantB, { to: { users: ['same-id'] } })
+        const markerA = await publish(t, tenantA, { to: { users: ['same-id'] } })
+        await waitForId(inB, markerB)
+        await waitForId(inA, markerA)
+        expect(inB.notificationIds).toEqual([markerB])
+        expect(inA.notificationIds).toEqual([ids[0], ids[1], markerA])
+      })
+    })
+
+    describe('topic authorization', () => {
+      it.each([
+        { claim: ['class:7A'], ask: ['class:7B'] },
+        { claim: ['class:7A'], ask: ['class:7A', 'class:7B'] },
+        { claim: ['class:7A'], ask: ['class:*'] },
+        { claim: ['class:7*'], ask: ['class:*'] },
+        { claim: [], ask: ['class:7A'] },
+      ])(
+        'refuses topics $ask under a token allowing $claim with 403 before the stream opens',
+        async ({ claim, ask }) => {
+          const tenant = unique('topic-auth')
+          const s = await open({ sub: 'topic-refused', tenant, topics: claim }, { topics: ask })
+          expect(s.status).toBe(403)
+          expect(s.headers['content-type']).toMatch(/^application\/problem\+json/)
+          expect(s.raw).toBe('')
+          expect(s.problem).toMatchObject({ status: 403 })
+        },
+      )
+
+      it('accepts topics within the claim (exact and narrower prefix)', async () => {
+        const tenant = unique('topic-auth')
+        const s = await live(
+          await open({ sub: 'topic-ok', tenant, topics: ['class:*', 'batch:9'] }, { topics: ['class:7*', 'batch:9'] }),
+        )
+        const id = await publish(t, tenant, { to: { topics: ['class:7C'] } })
+        const batch = await publish(t, tenant, { to: { topics: ['batch:9'] } })
+        await waitForId(s, batch)
+        expect(s.notificationIds).toEqual([id, batch])
+      })
+    })
+
+    describe('replay', () => {
+      /** A user with a role and a topic subscription, and a log mixing what it may and may not see. */
+      async function seed() {
+        const tenant = unique('replay')
+        const user = unique('reader')
+        const who: Who = { sub: user, tenant, roles: ['parent'], topics: ['class:*'] }
+        const first = await publish(t, tenant, { to: { users: [user] } })
+        await publish(t, tenant, { to: { users: ['someone-else'] } })
+        const role = await publish(t, tenant, { to: { roles: ['parent'] } })
+        const everyone = await publish(t, tenant, { to: { tenant: true } })
+        const topic = await publish(t, tenant, { to: { topics: ['class:7A'] } })
+        // The token allows class:7B, but this stream does not subscribe to it.
+        await publish(t, tenant, { to: { topics: ['class:7B'] } })
+        await publish(t, unique('replay-other'), { to: { users: [user], tenant: true } })
+        await publish(t, tenant, { to: { roles: ['teacher'] } })
+        const last = await publish(t, tenant, { to: { users: [user] } })
+        return { tenant, user, who, first, visibleAfterFirst: [role, everyone, topic, last] }
+      }
+
+      it('replays every visible event after Last-Event-ID in id order, then follows live', async () => {
+        const f = await seed()
+        const s = await live(await open(f.who, { topics: ['class:7A'], lastEventId: f.first }))
+        await s.waitForNotifications(f.visibleAfterFirst.length)
+        const liveId = await publish(t, f.tenant, { to: { users: [f.user] } })
+        await waitForId(s, liveId)
+        expect(s.notificationIds).toEqual([...f.visibleAfterFirst, liveId])
+        expect(s.notifications.map((n) => n.id)).toEqual(s.notificationIds)
+        expect(s.events.some((e) => e.event === 'reset')).toBe(false)
+      })
+
+      it('replays from ?lastEventId= when there is no header', async () => {
+        const f = await seed()
+        const s = await live(await open(f.who, { topics: ['class:7A'], lastEventIdQuery: f.first }))
+        const liveId = await publish(t, f.tenant, { to: { users: [f.user] } })
+        await waitForId(s, liveId)
+        expect(s.notificationIds).toEqual([...f.visibleAfterFirst, liveId])
+      })
+
+      it('lets the Last-Event-ID header win over ?lastEventId=', async () => {
+        const f = await seed()
+        const [, second, ...rest] = f.visibleAfterFirst
+        const s = await live(
+          await open(f.who, { topics: ['class:7A'], lastEventId: second, lastEventIdQuery: f.first }),
+        )
+        const liveId = await publish(t, f.tenant, { to: { users: [f.user] } })
+        await waitForId(s, liveId)
+        expect(s.notificationIds).toEqual([...rest, liveId])
+      })
+
+      it('replays everything visible from Last-Event-ID 0, with no reset', async () => {
+        const f = await seed()
+        const s = await live(await open(f.who, { topics: ['class:7A'], lastEventId: '0' }))
+        const liveId = await publish(t, f.tenant, { to: { users: [f.user] } })
+        await waitForId(s, liveId)
+        expect(s.notificationIds).toEqual([f.first, ...f.visibleAfterFirst, liveId])
+        expect(s.events.some((e) => e.event === 'reset')).toBe(false)
+      })
+
+      it('sends only live events when there is no Last-Event-ID', async () => {
+        const f = await seed()
+        const s = await live(await open(f.who, { topics: ['class:7A'] }))
+        const liveId = await publish(t, f.tenant, { to: { users: [f.user] } })
+        await waitForId(s, liveId)
+        expect(s.notificationIds).toEqual([liveId])
+      })
+
+      it('has no gap and no duplicate between replay and live while others publish concurrently', async () => {
+        const tenant = unique('replay-race')
+        const user = unique('racer')
+        const resumeFrom = await publish(t, tenant, { to: { users: [user] } })
+        const published: Promise<string>[] = []
+        for (let i = 0; i < 20; i++) published.push(publish(t, tenant, { to: { users: [user] }, data: { i } }))
+        let s: SseClient | undefined
+        const opening = (async () => {
+          await sleep(5)
+          s = await open({ sub: user, tenant }, { lastEventId: resumeFrom })
+        })()
+        for (let i = 20; i < 40; i++) {
+          published.push(publish(t, tenant, { to: { users: [user] }, data: { i } }))
+          if (i % 5 === 0) await sleep(2)
+        }
+        await opening
+        const ids = await Promise.all(published)
+        const expected = [...ids].sort((a, b) => Number(a) - Number(b))
+        await live(s!)
+        await waitForId(s!, expected[expected.length - 1])
+        const marker = await publish(t, tenant, { to: { users: [user] } })
+        await waitForId(s!, marker)
+        expect(s!.notificationIds).toEqual([...expected, marker])
+      })
+
+      it.each(['abc', '-1', '1e9', '1.5', '0x10'])('answers 400 (not 500) to Last-Event-ID %j', async (bad) => {
+        const tenant = unique('replay-bad')
+        for (const options of [{ lastEventId: bad }, { lastEventIdQuery: bad }]) {
+          const s = await open({ sub: 'bad-resume', tenant }, options)
+          expect(s.status, JSON.stringify(options)).toBe(400)
+          expect(s.headers['content-type']).toMatch(/^application\/problem\+json/)
+          expect(s.problem).toMatchObject({ status: 400 })
+        }
+      })
+    })
+
+    describe('reset', () => {
+      it('sends reset, then what is kept, when the resume point has expired', async () => {
+        const tenant = unique('reset')
+        const user = unique('resetter')
+        const resumeFrom = await publish(t, tenant, { to: { users: [user] }, ttl: 60 })
+        const expiredToo = await publish(t, tenant, { to: { users: [user] }, ttl: 60 })
+        const kept = [
+          await publish(t, tenant, { to: { users: [user] } }),
+          await publish(t, tenant, { to: { users: [user] } }),
+        ]
+        await t.database.query(
+          sql`update events set expires_at = now() - interval '1 second' where id in (${Number(resumeFrom)}, ${Number(expiredToo)})`,
+        )
+        const s = await live(await open({ sub: user, tenant }, { lastEventId: resumeFrom }))
+        await s.waitForNotifications(kept.length)
+        const liveId = await publish(t, tenant, { to: { users: [user] } })
+        await waitForId(s, liveId)
+        expect(s.events[0]).toMatchObject({ event: 'reset' })
+        expect(JSON.parse(s.events[0].data)).toEqual({ reason: 'expired' })
+        expect(s.events.filter((e) => e.event === 'reset')).toHaveLength(1)
+        expect(s.notificationIds).toEqual([...kept, liveId])
+        expect(withoutPings(s.raw)).toMatch(/^retry: 3000\n\nevent: reset\ndata: \{"reason":"expired"\}\n\nid: /)
+      })
+
+      it('sends reset when the resume point was pruned (deleted)', async () => {
+        const tenant = unique('reset')
+        const user = unique('pruned')
+        const resumeFrom = await publish(t, tenant, { to: { users: [user] } })
+        const kept = await publish(t, tenant, { to: { users: [user] } })
+        await t.database.query(sql`delete from events where id = ${Number(resumeFrom)}`)
+        const s = await live(await open({ sub: user, tenant }, { lastEventIdQuery: resumeFrom }))
+        await waitForId(s, kept)
+        expect(s.events.map((e) => e.event)).toEqual(['reset', 'notification'])
+        expect(JSON.parse(s.events[0].data)).toEqual({ reason: 'expired' })
+        expect(s.notificationIds).toEqual([kept])
+      })
+    })
+
+    describe('receipts', () => {
+      it('tells every stream of the same user about read, ack and read-up-to, and nobody else', async () => {
+        const tenant = unique('receipt')
+        const me = unique('tabs')
+        const other = unique('neighbour')
+        const tab1 = await live(await open({ sub: me, tenant }))
+        const tab2 = await live(await open({ sub: me, tenant }))
+        const theirs = await live(await open({ sub: other, tenant }))
+        const first = await publish(t, tenant, { to: { users: [me, other] } })
+        const second = await publish(t, tenant, { to: { users: [me, other] } })
+        for (const s of [tab1, tab2, theirs]) await waitForId(s, second)
+
+        const as = (sub: string) => `Bearer ${t.token({ sub, tenant })}`
+        expect((await t.http().post(`/v1/events/${first}/read`).set('authorization', as(me))).status).toBe(204)
+        expect((await t.http().post(`/v1/events/${second}/ack`).set('authorization', as(me))).status).toBe(204)
+        const bulk = await t.http().post('/v1/events/read').set('authorization', as(me)).send({ upTo: second })
+        expect(bulk.status).toBe(204)
+
+        const receipts = (s: SseClient) => s.events.filter((e) => e.event === 'receipt').map((e) => JSON.parse(e.data))
+        for (const s of [tab1, tab2]) {
+          await s.waitFor((c) => receipts(c).length >= 3, 5_000, 'three receipts')
+          expect(receipts(s)).toEqual([
+            { ids: [first], state: 'read' },
+            { ids: [second], state: 'acked' },
+            { upTo: second, state: 'read' },
+          ])
+        }
+        // The neighbour's own receipt comes after anything of mine would have been written to its stream.
+        expect((await t.http().post(`/v1/events/${first}/ack`).set('authorization', as(other))).status).toBe(204)
+        await theirs.waitFor((c) => receipts(c).length >= 1, 5_000, 'the neighbour receipt')
+        expect(receipts(theirs)).toEqual([{ ids: [first], state: 'acked' }])
+        expect(receipts(tab1)).toHaveLength(3)
+      })
+    })
+
+    describe('token expiry', () => {
+      it('ends a stream when its token expires', async () => {
+        const tenant = unique('expiry')
+        const user = unique('expiring')
+        const openedAt = Date.now()
+        const s = await live(await open({ sub: user, tenant }, { ttlSeconds: 2 }))
+        // Open and delivering until then.
+        const id = await publish(t, tenant, { to: { users: [user] } })
+        await waitForId(s, id)
+        expect(s.ended).toBe(false)
+        await s.waitForEnd(4_500)
+        const lived = Date.now() - openedAt
+        expect(lived).toBeGreaterThan(900)
+        expect(lived).toBeLessThan(4_500)
+      })
+    })
+  })
+
+  describe('heartbeat (HEARTBEAT_MS 1000)', () => {
+    let t: TestApp
+    beforeAll(async () => {
+      t = await startApp(backend, { config: { HEARTBEAT_MS: 1_000 } })
+    })
+    afterAll(() => t.close())
+    const open = streams(() => t)
+
+    it('writes a ": ping" comment every HEARTBEAT_MS', async () => {
+      const s = await live(await open({ sub: 'hb-user', tenant: unique('hb') }))
+      await s.waitFor((c) => (c.raw.match(/^: ping\n\n/gm) ?? []).length >= 2, 4_000, 'two pings')
+      expect(s.raw).toContain('\n\n: ping\n\n')
+      expect(s.ended).toBe(false)
+    })
+  })
+
+  describe('per-user connection limit (MAX_CONNECTIONS_PER_USER 2)', () => {
+    let t: TestApp
+    beforeAll(async () => {
+      t = await startApp(backend, { config: { MAX_CONNECTIONS_PER_USER: 2 } })
+    })
+    afterAll(() => t.close())
+    const open = streams(() => t)
+
+    it('closes the oldest stream of that user when a third opens; the others stay and receive', async () => {
+      const tenant = unique('evict')
+      const bystander = await live(await open({ sub: 'evict-other', tenant }))
+      const first = await live(await open({ sub: 'evict-me', tenant }))
+      const second = await live(await open({ sub: 'evict-me', tenant }))
+      expect(first.ended).toBe(false)
+      const third = await live(await open({ sub: 'evict-me', tenant }))
+      await first.waitForEnd(5_000)
+      const id = await publish(t, tenant, { to: { tenant: true } })
+      for (const s of [second, third, bystander]) await waitForId(s, id)
+      expect(second.ended).toBe(false)
+      expect(third.ended).toBe(false)
+      expect(bystander.ended).toBe(false)
+      expect(first.notificationIds).toEqual([])
+    })
+  })
+
+  describe('slow readers (STREAM_BUFFER_LIMIT_BYTES 16384)', () => {
+    let t: TestApp
+    beforeAll(async () => {
+      t = await startApp(backend, { config: { STREAM_BUFFER_LIMIT_BYTES: 16_384 } })
+    })
+    afterAll(() => t.close())
+    const open = streams(() => t)
+
+    it('drops a reader that stops reading, keeps the others, and the dropped one resumes losslessly', async () => {
+      const tenant = unique('slow')
+      const slow = await live(await open({ sub: 'slow-reader', tenant }))
+      const normal = await live(await open({ sub: 'fast-reader', tenant }))
+      const before = await publish(t, tenant, { to: { users: ['slow-reader', 'fast-reader'] } })
+      await waitForId(slow, before)
+      slow.pause()
+
+      const filler = 'x'.repeat(15_000)
+      const body = 'y'.repeat(2_000)
+      const big: string[] = []
+      for (let b = 0; b < 6; b++) {
+        const batch = Array.from({ length: 40 }, (_, i) => ({
+          to: { users: ['slow-reader', 'fast-reader'] },
+          body,
+          data: { b, i, filler },
+        }))
+        big.push(...(await publishBatch(t, tenant, batch)))
+      }
+      const marker = await publish(t, tenant, { to: { users: ['slow-reader', 'fast-reader'] } })
+      await waitForId(normal, marker, 20_000)
+      expect(normal.ended).toBe(false)
+      expect(normal.notificationIds).toEqual([before, ...big, marker])
+
+      // The slow reader reads again: it gets what the socket held, then finds the stream ended.
+      ;(slow as unknown as { response: IncomingMessage }).response.resume()
+      await slow.waitForEnd(10_000)
+      const got = slow.notificationIds
+      expect(got.length).toBeLessThan(big.length + 2)
+      const resumed = await live(await open({ sub: 'slow-reader', tenant }, { lastEventId: slow.lastEventId }))
+      await waitForId(resumed, marker, 20_000)
+      expect([...got, ...resumed.notificationIds]).toEqual([before, ...big, marker])
+    })
+  })
+
+  describe('shutdown', () => {
+    let t: TestApp
+    beforeAll(async () => {
+      t = await startApp(backend)
+    })
+    // app.close() again is a no-op; this drops the database.
+    afterAll(() => t.close())
+    const open = streams(() => t)
+
+    it('ends open streams promptly when the server closes', async () => {
+      const tenant = unique('shutdown')
+      const a = await live(await open({ sub: 'down-a', tenant }))
+      const b = await live(await open({ sub: 'down-b', tenant, topics: ['class:*'] }, { topics: ['class:*'] }))
+      const id = await publish(t, tenant, { to: { tenant: true } })
+      await waitForId(a, id)
+      await waitForId(b, id)
+      const started = Date.now()
+      const closing = t.app.close()
+      await Promise.all([a.waitForEnd(3_000), b.waitForEnd(3_000)])
+      await closing
+      expect(Date.now() - started).toBeLessThan(3_000)
+    })
+  })
+})
