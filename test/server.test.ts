@@ -47,7 +47,7 @@ describe('the server process, with no configuration (embedded PGlite in DATA_DIR
       body: JSON.stringify({ type: 'school.closing', to: { users: ['alice'] }, title: 'Closing at noon' }),
     })
     expect(res.status).toBe(201)
-    eventId = (await res.json()).id
+    eventId = ((await res.json()) as { id: string }).id
 
     const stream = await SseClient.open(url, { token })
     expect(stream.status).toBe(200)
