@@ -1,12 +1,20 @@
+import type { Agent } from 'node:https'
 import Fastify from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import { authPlugin } from './auth.ts'
+import { Presence } from './cluster/presence.ts'
 import type { Config } from './config.ts'
 import type { Database } from './db/client.ts'
 import { registerErrorHandling } from './errors.ts'
 import { LogTail } from './events/log-tail.ts'
+import { ackTokens } from './push/ack-token.ts'
+import { PushDispatcher } from './push/dispatcher.ts'
+import { loadAckTokenSecret, loadVapidKeys, type VapidKeys } from './push/keys.ts'
+import type { PushPolicy } from './push/outbox.ts'
+import { parseAllowlist } from './push/subscriptions.ts'
 import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
+import { pushRoutes } from './routes/push.ts'
 import { streamRoutes } from './routes/stream.ts'
 import { StreamHub } from './stream/hub.ts'
 
@@ -15,6 +23,12 @@ declare module 'fastify' {
     database: Database
     hub: StreamHub
     logTail: LogTail
+    presence: Presence
+    vapid: VapidKeys
+    pushDispatcher: PushDispatcher
+    pushPolicy: PushPolicy
+    pushAllowlist: string[]
+    pushAgent: Agent | undefined
   }
 }
 
@@ -27,7 +41,22 @@ export type AppConfig = Pick<
   | 'STREAM_BUFFER_LIMIT_BYTES'
   | 'BODY_LIMIT'
   | 'LOG_POLL_MS'
+  | 'VAPID_PUBLIC_KEY'
+  | 'VAPID_PRIVATE_KEY'
+  | 'VAPID_SUBJECT'
+  | 'PUSH_ENDPOINT_ALLOWLIST'
+  | 'HIGH_ACK_TIMEOUT_S'
+  | 'PUSH_MAX_ATTEMPTS'
+  | 'PUSH_CONCURRENCY'
+  | 'PUSH_RETRY_BASE_MS'
+  | 'PRESENCE_TTL_S'
 >
+
+export interface AppOptions {
+  log?: LogOptions | false
+  /** https agent for push services (tests trust their own CA through it). */
+  pushAgent?: Agent
+}
 
 /** Tokens must never reach a log line: `?access_token=` (the stream) is cut from logged URLs. */
 export const redactUrl = (url: string) => url.replace(/([?&]access_token=)[^&#]*/gi, '$1[redacted]')
@@ -46,7 +75,8 @@ export interface LogOptions {
  * Builds the service on an open, migrated database (which it then owns and closes). Does not listen:
  * server.ts does that, tests listen on port 0.
  */
-export async function buildApp(config: AppConfig, database: Database, log: LogOptions | false = false) {
+export async function buildApp(config: AppConfig, database: Database, options: AppOptions = {}) {
+  const log = options.log ?? false
   const app = Fastify({
     logger: log && {
       level: log.level,
@@ -77,21 +107,51 @@ export async function buildApp(config: AppConfig, database: Database, log: LogOp
 
   const hub = new StreamHub(config.HEARTBEAT_MS, config.MAX_CONNECTIONS_PER_USER)
   const logTail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, config.LOG_POLL_MS)
+  const presence = new Presence(database, config.PRESENCE_TTL_S, app.log)
+  const vapid = await loadVapidKeys(database, config)
+  const acks = ackTokens(await loadAckTokenSecret(database))
+  const pushDispatcher = new PushDispatcher(
+    database,
+    vapid,
+    acks,
+    {
+      maxAttempts: config.PUSH_MAX_ATTEMPTS,
+      concurrency: config.PUSH_CONCURRENCY,
+      retryBaseMs: config.PUSH_RETRY_BASE_MS,
+      agent: options.pushAgent,
+    },
+    presence.instanceId,
+    app.log,
+  )
   app.decorate('database', database)
   app.decorate('hub', hub)
   app.decorate('logTail', logTail)
+  app.decorate('presence', presence)
+  app.decorate('vapid', vapid)
+  app.decorate('pushDispatcher', pushDispatcher)
+  app.decorate('pushPolicy', { highAckTimeoutS: config.HIGH_ACK_TIMEOUT_S, presenceTtlS: config.PRESENCE_TTL_S })
+  app.decorate('pushAllowlist', parseAllowlist(config.PUSH_ENDPOINT_ALLOWLIST))
+  app.decorate('pushAgent', options.pushAgent)
+  await presence.start()
   await logTail.start()
+  pushDispatcher.start()
 
-  // Streams hold their sockets open: end them before the server waits for connections to finish.
-  app.addHook('preClose', async () => hub.closeAll())
+  // Streams hold their sockets open: end them before the server waits for connections to finish;
+  // then hand back claimed pushes and stop counting this instance's users as present.
+  app.addHook('preClose', async () => {
+    hub.closeAll()
+    await pushDispatcher.stop()
+    await presence.stop()
+  })
   app.addHook('onClose', async () => {
     logTail.stop()
     await database.close()
   })
 
-  await app.register(authPlugin, { secret: config.JWT_SECRET, publicKey: config.JWT_PUBLIC_KEY })
+  await app.register(authPlugin, { secret: config.JWT_SECRET, publicKey: config.JWT_PUBLIC_KEY, ackTokens: acks })
   await app.register(healthRoutes)
   await app.register(eventRoutes)
+  await app.register(pushRoutes)
   await app.register(streamRoutes, { bufferLimit: config.STREAM_BUFFER_LIMIT_BYTES })
   return app
 }

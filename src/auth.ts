@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { z } from 'zod'
 import { HttpProblem } from './errors.ts'
+import type { AckTokens } from './push/ack-token.ts'
 
 export type Scope = 'events:publish' | 'events:broadcast' | 'admin'
 
@@ -17,6 +18,8 @@ export interface Caller {
   scopes: Set<string>
   /** Token expiry, seconds since the epoch. */
   exp?: number
+  /** Set when the caller is an ackToken from a push payload: it may ack or read this one event, nothing else. */
+  ackEventId?: number
 }
 
 const claimsSchema = z.object({
@@ -33,6 +36,8 @@ export interface AuthOptions {
   secret?: string
   /** RS256 or ES256 public key (PEM). */
   publicKey?: string
+  /** Verifier of push ackTokens, accepted where a route asks for `authenticateOrAckToken`. */
+  ackTokens: AckTokens
 }
 
 declare module 'fastify' {
@@ -42,6 +47,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** preHandler: verifies the bearer token and sets `request.caller`, or answers 401. */
     authenticate: (request: FastifyRequest) => Promise<void>
+    /** preHandler: a user token, or an ackToken (then `caller.ackEventId` limits what it may do). */
+    authenticateOrAckToken: (request: FastifyRequest) => Promise<void>
     /** Verifies a raw token string; throws a 401 HttpProblem. */
     verifyToken: (token: string) => Caller
   }
@@ -90,6 +97,20 @@ export const authPlugin = fp(
     app.decorateRequest('caller', null as unknown as Caller)
     app.decorate('authenticate', async (request: FastifyRequest) => {
       request.caller = verifyToken(bearerToken(request))
+    })
+    app.decorate('authenticateOrAckToken', async (request: FastifyRequest) => {
+      const token = bearerToken(request)
+      const grant = options.ackTokens.verify(token)
+      request.caller = grant
+        ? {
+            userId: grant.userId,
+            tenant: grant.tenant,
+            roles: [],
+            topics: [],
+            scopes: new Set(),
+            ackEventId: grant.eventId,
+          }
+        : verifyToken(token)
     })
   },
   { name: 'auth' },

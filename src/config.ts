@@ -10,12 +10,33 @@ export const DEFAULT_STREAM_BUFFER_LIMIT_BYTES = 1024 * 1024
 export const DEFAULT_BODY_LIMIT = 1024 * 1024
 /** A safety net under the in-process wake-up: re-read the log this often even if nobody woke us. */
 export const DEFAULT_LOG_POLL_MS = 1_000
+/** The browser vendors' push services (Chrome/FCM, Firefox, Safari, Edge): the only hosts pushes go to by default. */
+export const DEFAULT_PUSH_ENDPOINT_ALLOWLIST =
+  'fcm.googleapis.com,*.googleapis.com,updates.push.services.mozilla.com,*.push.services.mozilla.com,*.push.apple.com,*.notify.windows.com'
+/** Seconds an open stream has to ack a `high` event before it is pushed anyway. */
+export const DEFAULT_HIGH_ACK_TIMEOUT_S = 30
+/** Attempts per (event, device) before a push counts as failed. */
+export const DEFAULT_PUSH_MAX_ATTEMPTS = 8
+/** Pushes in flight per instance: enough to hide push-service latency, few enough not to exhaust sockets. */
+export const DEFAULT_PUSH_CONCURRENCY = 50
+/** First retry of a failed push after about this long; doubling each attempt (with jitter). */
+export const DEFAULT_PUSH_RETRY_BASE_MS = 5_000
+/** An instance that has not beaten its heartbeat for this long no longer counts its streams as present. */
+export const DEFAULT_PRESENCE_TTL_S = 30
 
 const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
 const optionalText = z
   .string()
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v))
+
+const base64url = (bytes: number, what: string) =>
+  z
+    .string()
+    .refine(
+      (v) => /^[A-Za-z0-9_-]+={0,2}$/.test(v) && Buffer.from(v, 'base64url').length === bytes,
+      `must be ${what}, base64url`,
+    )
 
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -43,6 +64,20 @@ const envSchema = z.object({
   STREAM_BUFFER_LIMIT_BYTES: intFrom(16 * 1024, 256 * 1024 * 1024).default(DEFAULT_STREAM_BUFFER_LIMIT_BYTES),
   BODY_LIMIT: intFrom(1024, 100 * 1024 * 1024).default(DEFAULT_BODY_LIMIT),
   LOG_POLL_MS: intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
+  VAPID_PUBLIC_KEY: optionalText.pipe(base64url(65, 'an uncompressed P-256 public key (65 bytes)').optional()),
+  VAPID_PRIVATE_KEY: optionalText.pipe(base64url(32, 'a P-256 private key (32 bytes)').optional()),
+  VAPID_SUBJECT: optionalText.pipe(
+    z
+      .string()
+      .regex(/^(mailto:|https:\/\/)/, 'must be a mailto: or https: URL that push services can contact you at')
+      .optional(),
+  ),
+  PUSH_ENDPOINT_ALLOWLIST: z.string().default(DEFAULT_PUSH_ENDPOINT_ALLOWLIST),
+  HIGH_ACK_TIMEOUT_S: intFrom(1, 86_400).default(DEFAULT_HIGH_ACK_TIMEOUT_S),
+  PUSH_MAX_ATTEMPTS: intFrom(1, 100).default(DEFAULT_PUSH_MAX_ATTEMPTS),
+  PUSH_CONCURRENCY: intFrom(1, 1_000).default(DEFAULT_PUSH_CONCURRENCY),
+  PUSH_RETRY_BASE_MS: intFrom(10, 3_600_000).default(DEFAULT_PUSH_RETRY_BASE_MS),
+  PRESENCE_TTL_S: intFrom(3, 3_600).default(DEFAULT_PRESENCE_TTL_S),
   CORS_ORIGINS: optionalText,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })
@@ -70,6 +105,11 @@ export function loadConfig(env: Record<string, string | undefined>): Omit<Config
   if (config.JWT_SECRET && config.JWT_PUBLIC_KEY) {
     throw new ConfigError(
       'Invalid configuration:\n  JWT_SECRET and JWT_PUBLIC_KEY are both set: choose HS256 (JWT_SECRET) or RS256/ES256 (JWT_PUBLIC_KEY).',
+    )
+  }
+  if (Boolean(config.VAPID_PUBLIC_KEY) !== Boolean(config.VAPID_PRIVATE_KEY)) {
+    throw new ConfigError(
+      'Invalid configuration:\n  VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY go together: set both (make a pair with `herald vapid`) or neither (one is generated and kept).',
     )
   }
   if (config.NODE_ENV === 'production' && !config.JWT_SECRET && !config.JWT_PUBLIC_KEY) {

@@ -16,11 +16,13 @@ const MAX_EVENTS_PER_PUBLISHER = 3_000
 const MIN_RECONNECTS = 20
 /** Of those, drops that happen before the resumed stream caught up with what was already committed. */
 const MIN_CATCH_UP_DROPS = 5
+/** Of those, drops after part of the replay arrived (the rest was still on its way). */
+const MIN_MID_REPLAY_DROPS = 3
 
 const randInt = (min: number, max: number) => min + Math.floor(Math.random() * (max - min + 1))
 
 /** A body big enough that a replay of a few hundred events arrives in several socket reads. */
-const FILLER = 'x'.repeat(600)
+const FILLER = 'x'.repeat(1200)
 
 interface PostResult {
   status: number
@@ -196,7 +198,10 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
         let sent = 0
         while (
           sent < MIN_EVENTS_PER_PUBLISHER ||
-          ((reconnects < MIN_RECONNECTS || catchUpDrops < MIN_CATCH_UP_DROPS) && sent < MAX_EVENTS_PER_PUBLISHER)
+          ((reconnects < MIN_RECONNECTS ||
+              catchUpDrops < MIN_CATCH_UP_DROPS ||
+              partialReplayDrops < MIN_MID_REPLAY_DROPS) &&
+              sent < MAX_EVENTS_PER_PUBLISHER)
         ) {
           const { kind, visible } = pickKind()
           const res = await client.post(kind === 'other-tenant' ? foreignToken : publisherToken, {
@@ -227,7 +232,7 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
       while (!publishersDone) {
         if (Math.random() < 0.35) {
           // Stay away a while so a backlog builds, then drop again before (or while) it is replayed.
-          await sleep(randInt(100, 500))
+          await sleep(randInt(200, 1_200))
           const backlog = mine.filter((id) => id > Number(lastEventId)).length
           const s = await resume()
           const wanted = randInt(0, 3)

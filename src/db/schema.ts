@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { bigint, bigserial, boolean, index, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core'
+import { bigint, bigserial, boolean, index, integer, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core'
 
 const emptyTextArray = sql`'{}'::text[]`
 
@@ -73,3 +73,93 @@ export const idempotencyKeys = pgTable(
 )
 
 export type EventRow = typeof events.$inferSelect
+
+/** Secrets the service makes for itself and every instance must share: VAPID keys, the ackToken key. */
+export const serviceKeys = pgTable('service_keys', {
+  name: text('name').primaryKey(),
+  value: text('value').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+})
+
+/** A browser's push subscription. An endpoint belongs to the last user who registered it. */
+export const pushSubscriptions = pgTable(
+  'push_subscriptions',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    endpoint: text('endpoint').notNull().unique(),
+    p256dh: text('p256dh').notNull(),
+    auth: text('auth').notNull(),
+    expirationTime: timestamp('expiration_time', { withTimezone: true, mode: 'date' }),
+    /** The user's roles and topic claims when they registered: role, topic and tenant audiences resolve through them. */
+    roles: text('roles').array().notNull().default(emptyTextArray),
+    topics: text('topics').array().notNull().default(emptyTextArray),
+    /** SHA-256 of the credential the service worker uses to re-register after `pushsubscriptionchange`. */
+    renewTokenHash: text('renew_token_hash').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [
+    // Recipients of an event: `where tenant = $1 and (user_id = any($2) or roles && $3 ...)`; a user's devices.
+    index('push_subscriptions_tenant_user_idx').on(t.tenant, t.userId),
+  ],
+)
+
+/**
+ * The push outbox: one row per (event, device) to push, written in the publish transaction. Dispatchers on
+ * every instance claim due rows (`for update skip locked`), send, and record the outcome here.
+ */
+export const pushDeliveries = pgTable(
+  'push_deliveries',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    eventId: bigint('event_id', { mode: 'number' })
+      .notNull()
+      .references(() => events.id, { onDelete: 'cascade' }),
+    subscriptionId: bigint('subscription_id', { mode: 'number' }).references(() => pushSubscriptions.id, {
+      onDelete: 'set null',
+    }),
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    state: text('state', { enum: ['pending', 'sent', 'failed', 'skipped'] })
+      .notNull()
+      .default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    /** A dispatcher's claim; a claim past this time (its instance died) may be taken over. */
+    claimedUntil: timestamp('claimed_until', { withTimezone: true, mode: 'date' }),
+    claimedBy: text('claimed_by'),
+    lastStatus: integer('last_status'),
+    lastError: text('last_error'),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [
+    // The dispatcher's claim: due pending rows, oldest first.
+    index('push_deliveries_due_idx').on(t.nextAttemptAt).where(sql`state = 'pending'`),
+    // An event's delivery status.
+    index('push_deliveries_event_idx').on(t.eventId),
+  ],
+)
+
+/** Instances alive, by heartbeat: presence rows of an instance that stopped beating do not count. */
+export const instances = pgTable('instances', {
+  id: text('id').primaryKey(),
+  seenAt: timestamp('seen_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+})
+
+/** "This user has an open stream on that instance", for the push rule of `normal` and `high` events. */
+export const streamPresence = pgTable(
+  'stream_presence',
+  {
+    instanceId: text('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'cascade' }),
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+  },
+  (t) => [
+    // Is this user present: `where tenant = $1 and user_id = $2`.
+    primaryKey({ columns: [t.tenant, t.userId, t.instanceId] }),
+  ],
+)

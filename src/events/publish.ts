@@ -3,6 +3,7 @@ import { type Caller, requireScope } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { events, idempotencyKeys } from '../db/schema.ts'
 import { HttpProblem } from '../errors.ts'
+import { enqueuePushes, type PushPolicy } from '../push/outbox.ts'
 import type { NewEvent } from './model.ts'
 
 export interface Published {
@@ -19,14 +20,15 @@ function assertMayAddress(caller: Caller, to: NewEvent['to']) {
 }
 
 /**
- * Persists events in one transaction (all or nothing) and returns their ids in order. The caller wakes the
- * log tail afterwards; nothing is delivered from here, so what streams see is always what was committed.
+ * Persists events and their planned pushes in one transaction (all or nothing) and returns the ids in order.
+ * The caller wakes the log tail and the push dispatcher afterwards; nothing is delivered from here, so what
+ * streams and devices get is always what was committed.
  */
 export async function publishEvents(
   database: Database,
   caller: Caller,
   batch: NewEvent[],
-  options: { idempotencyKey?: string; kind: 'single' | 'batch' },
+  options: { idempotencyKey?: string; kind: 'single' | 'batch'; push: PushPolicy },
 ): Promise<Published> {
   for (const e of batch) assertMayAddress(caller, e.to)
   const { db } = database
@@ -78,6 +80,8 @@ export async function publishEvents(
       )
       .returning({ id: events.id, createdAt: events.createdAt })
     const ids = rows.map((r) => Number(r.id))
+    const pushable = ids.filter((_, i) => batch[i].priority !== 'low')
+    await enqueuePushes(database, tx, pushable, options.push)
     if (key) {
       await tx
         .update(idempotencyKeys)

@@ -1,7 +1,7 @@
-import { and, eq, inArray, lte, type SQL, sql } from 'drizzle-orm'
+import { and, eq, gt, inArray, lte, type SQL, sql } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
-import { events, receipts } from '../db/schema.ts'
+import { events, pushDeliveries, receipts } from '../db/schema.ts'
 import { viewerOf, visibleTo } from './visibility.ts'
 
 export type ReceiptState = 'acked' | 'read'
@@ -29,7 +29,7 @@ export async function markEvents(
       readAt: sql<Date | null>`${state === 'read' ? now : sql`null::timestamptz`}`.as('read_at'),
     })
     .from(events)
-    .where(and(visibleTo(viewerOf(caller)), which))
+    .where(and(mayMark(caller), which))
   const rows = await database.db
     .insert(receipts)
     .select(source)
@@ -44,6 +44,16 @@ export async function markEvents(
   return rows.map((r) => Number(r.eventId))
 }
 
+/** A user marks what they can see; an ackToken marks its one event (issued to a recipient when pushed). */
+function mayMark(caller: Caller): SQL {
+  if (caller.ackEventId === undefined) return visibleTo(viewerOf(caller))
+  return and(
+    eq(events.id, caller.ackEventId),
+    eq(events.tenant, caller.tenant),
+    gt(events.expiresAt, sql`now()`),
+  ) as SQL
+}
+
 export const oneEvent = (id: number) => eq(events.id, id)
 export const someEvents = (ids: number[]) => inArray(events.id, ids)
 export const eventsUpTo = (id: number) => lte(events.id, id)
@@ -54,10 +64,7 @@ export interface DeliveryStatus {
   push: { sent: number; failed: number; pending: number }
 }
 
-/**
- * Delivery figures for the publisher of an event or an `admin` of its tenant; undefined otherwise (404).
- * Push figures stay zero until Web Push dispatch records attempts.
- */
+/** Delivery figures for the publisher of an event or an `admin` of its tenant; undefined otherwise (404). */
 export async function deliveryStatus(
   database: Database,
   caller: Caller,
@@ -75,5 +82,13 @@ export async function deliveryStatus(
     })
     .from(receipts)
     .where(eq(receipts.eventId, id))
-  return { acked: counts.acked, read: counts.read, push: { sent: 0, failed: 0, pending: 0 } }
+  const [push] = await database.db
+    .select({
+      sent: sql<number>`count(*) filter (where ${pushDeliveries.state} = 'sent')`.mapWith(Number),
+      failed: sql<number>`count(*) filter (where ${pushDeliveries.state} = 'failed')`.mapWith(Number),
+      pending: sql<number>`count(*) filter (where ${pushDeliveries.state} = 'pending')`.mapWith(Number),
+    })
+    .from(pushDeliveries)
+    .where(eq(pushDeliveries.eventId, id))
+  return { acked: counts.acked, read: counts.read, push }
 }

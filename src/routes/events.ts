@@ -11,51 +11,66 @@ const receiptFrame = (notice: ReceiptNotice) => `event: receipt\ndata: ${JSON.st
 
 export async function eventRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
-  const { database, hub, logTail } = app
-  app.addHook('preHandler', app.authenticate)
+  const { database, hub, logTail, pushDispatcher, pushPolicy } = app
+  const published = () => {
+    logTail.wake()
+    pushDispatcher.wake()
+  }
 
-  app.post('/v1/events', { schema: { body: newEventSchema, headers: idempotencyHeaders } }, async (request, reply) => {
-    const result = await publishEvents(database, request.caller, [request.body], {
-      idempotencyKey: request.headers['idempotency-key'],
-      kind: 'single',
-    })
-    if (!result.replayed) logTail.wake()
-    return reply
-      .code(result.replayed ? 200 : 201)
-      .send({ id: String(result.ids[0]), createdAt: result.createdAt.toISOString() })
-  })
+  app.post(
+    '/v1/events',
+    { schema: { body: newEventSchema, headers: idempotencyHeaders }, preHandler: app.authenticate },
+    async (request, reply) => {
+      const result = await publishEvents(database, request.caller, [request.body], {
+        idempotencyKey: request.headers['idempotency-key'],
+        kind: 'single',
+        push: pushPolicy,
+      })
+      if (!result.replayed) published()
+      return reply
+        .code(result.replayed ? 200 : 201)
+        .send({ id: String(result.ids[0]), createdAt: result.createdAt.toISOString() })
+    },
+  )
 
   app.post(
     '/v1/events/batch',
-    { schema: { body: batchSchema, headers: idempotencyHeaders } },
+    { schema: { body: batchSchema, headers: idempotencyHeaders }, preHandler: app.authenticate },
     async (request, reply) => {
       const result = await publishEvents(database, request.caller, request.body.events, {
         idempotencyKey: request.headers['idempotency-key'],
         kind: 'batch',
+        push: pushPolicy,
       })
-      if (!result.replayed) logTail.wake()
+      if (!result.replayed) published()
       return reply.code(result.replayed ? 200 : 201).send({ ids: result.ids.map(String) })
     },
   )
 
-  app.get('/v1/events', { schema: { querystring: listQuery } }, async (request, reply) => {
-    const q = request.query
-    const after = q.after === undefined ? undefined : parseEventId(q.after)
-    // A poller must not step over an event whose transaction is still open: read up to the settled watermark.
-    if (after !== undefined) await logTail.sync()
-    const json = await listEvents(database, request.caller, {
-      after,
-      before: q.before === undefined ? undefined : parseEventId(q.before),
-      limit: q.limit,
-      unread: q.unread === 'true',
-      upTo: after === undefined ? undefined : logTail.cursor,
-    })
-    return reply.type('application/json').send(json)
-  })
+  app.get(
+    '/v1/events',
+    { schema: { querystring: listQuery }, preHandler: app.authenticate },
+    async (request, reply) => {
+      const q = request.query
+      const after = q.after === undefined ? undefined : parseEventId(q.after)
+      // A poller must not step over an event whose transaction is still open: read up to the settled watermark.
+      if (after !== undefined) await logTail.sync()
+      const json = await listEvents(database, request.caller, {
+        after,
+        before: q.before === undefined ? undefined : parseEventId(q.before),
+        limit: q.limit,
+        unread: q.unread === 'true',
+        upTo: after === undefined ? undefined : logTail.cursor,
+      })
+      return reply.type('application/json').send(json)
+    },
+  )
 
-  app.get('/v1/events/unread-count', async (request) => ({ unread: await unreadCount(database, request.caller) }))
+  app.get('/v1/events/unread-count', { preHandler: app.authenticate }, async (request) => ({
+    unread: await unreadCount(database, request.caller),
+  }))
 
-  app.get('/v1/events/:id', { schema: { params: idParams } }, async (request, reply) => {
+  app.get('/v1/events/:id', { schema: { params: idParams }, preHandler: app.authenticate }, async (request, reply) => {
     const json = await getEvent(database, request.caller, parseEventId(request.params.id))
     if (json === undefined) throw new HttpProblem('notFound', `No event ${request.params.id} for you.`)
     return reply.type('application/json').send(json)
@@ -63,29 +78,37 @@ export async function eventRoutes(fastify: FastifyInstance) {
 
   for (const state of ['acked', 'read'] as const) {
     const path = state === 'acked' ? '/v1/events/:id/ack' : '/v1/events/:id/read'
-    app.post(path, { schema: { params: idParams } }, async (request, reply) => {
-      const marked = await markEvents(database, request.caller, oneEvent(parseEventId(request.params.id)), state)
+    // The service worker acks and reads with the push's ackToken instead of the user's JWT.
+    app.post(path, { schema: { params: idParams }, preHandler: app.authenticateOrAckToken }, async (request, reply) => {
+      const id = parseEventId(request.params.id)
+      const { ackEventId } = request.caller
+      if (ackEventId !== undefined && ackEventId !== id) throw new HttpProblem('notFound', `No event ${id} for you.`)
+      const marked = await markEvents(database, request.caller, oneEvent(id), state)
       if (!marked.length) throw new HttpProblem('notFound', `No event ${request.params.id} for you.`)
       hub.sendToUser(request.caller.tenant, request.caller.userId, receiptFrame({ ids: marked.map(String), state }))
       return reply.code(204).send()
     })
   }
 
-  app.post('/v1/events/read', { schema: { body: bulkReadBody } }, async (request, reply) => {
-    const body = request.body
-    const { caller } = request
-    if ('upTo' in body) {
-      await markEvents(database, caller, eventsUpTo(parseEventId(body.upTo)), 'read')
-      hub.sendToUser(caller.tenant, caller.userId, receiptFrame({ upTo: body.upTo, state: 'read' }))
-    } else {
-      const marked = await markEvents(database, caller, someEvents(body.ids.map(parseEventId)), 'read')
-      if (marked.length)
-        hub.sendToUser(caller.tenant, caller.userId, receiptFrame({ ids: marked.map(String), state: 'read' }))
-    }
-    return reply.code(204).send()
-  })
+  app.post(
+    '/v1/events/read',
+    { schema: { body: bulkReadBody }, preHandler: app.authenticate },
+    async (request, reply) => {
+      const body = request.body
+      const { caller } = request
+      if ('upTo' in body) {
+        await markEvents(database, caller, eventsUpTo(parseEventId(body.upTo)), 'read')
+        hub.sendToUser(caller.tenant, caller.userId, receiptFrame({ upTo: body.upTo, state: 'read' }))
+      } else {
+        const marked = await markEvents(database, caller, someEvents(body.ids.map(parseEventId)), 'read')
+        if (marked.length)
+          hub.sendToUser(caller.tenant, caller.userId, receiptFrame({ ids: marked.map(String), state: 'read' }))
+      }
+      return reply.code(204).send()
+    },
+  )
 
-  app.get('/v1/events/:id/status', { schema: { params: idParams } }, async (request) => {
+  app.get('/v1/events/:id/status', { schema: { params: idParams }, preHandler: app.authenticate }, async (request) => {
     const status = await deliveryStatus(database, request.caller, parseEventId(request.params.id))
     if (!status) throw new HttpProblem('notFound', `No event ${request.params.id} for you.`)
     return status

@@ -9,9 +9,18 @@ import { streamQuery } from './schemas.ts'
 /** Topics one stream may follow. */
 const MAX_STREAM_TOPICS = 100
 
-export async function streamRoutes(fastify: FastifyInstance, deps: Omit<StreamDeps, 'database' | 'hub' | 'tail'>) {
+export async function streamRoutes(
+  fastify: FastifyInstance,
+  deps: Omit<StreamDeps, 'database' | 'hub' | 'tail' | 'presence'>,
+) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
-  const streamDeps: StreamDeps = { ...deps, database: app.database, hub: app.hub, tail: app.logTail }
+  const streamDeps: StreamDeps = {
+    ...deps,
+    database: app.database,
+    hub: app.hub,
+    tail: app.logTail,
+    presence: app.presence,
+  }
 
   app.get(
     '/v1/stream',

@@ -2,6 +2,7 @@ import { Session } from 'better-sse'
 import { and, asc, eq, gt, lte, sql } from 'drizzle-orm'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Caller } from '../auth.ts'
+import type { Presence } from '../cluster/presence.ts'
 import type { Database } from '../db/client.ts'
 import { events } from '../db/schema.ts'
 import type { LogTail } from '../events/log-tail.ts'
@@ -20,6 +21,7 @@ export interface StreamDeps {
   database: Database
   hub: StreamHub
   tail: LogTail
+  presence: Presence
   bufferLimit: number
   /** Extra response headers (CORS): Fastify hooks do not run after hijack. */
   headers?: (request: FastifyRequest) => Record<string, string>
@@ -38,7 +40,10 @@ export async function openStream(
   topics: string[],
   lastEventId: number | undefined,
 ): Promise<void> {
-  const { database, hub, tail } = deps
+  const { database, hub, tail, presence } = deps
+  // Present before the stream opens: a push decided after this moment knows the user is online.
+  // (If the database is down this throws, and the client gets a 503 instead of a stream.)
+  await presence.enter(caller.tenant, caller.userId)
   reply.hijack()
   const session = new Session(request.raw, reply.raw, {
     retry: null,
@@ -47,7 +52,12 @@ export async function openStream(
     headers: { 'Cache-Control': 'no-store', ...deps.headers?.(request) },
   })
   const conn = new StreamConnection(caller.tenant, caller.userId, caller.roles, topics, reply.raw, deps.bufferLimit)
-  await new Promise<void>((resolve) => session.once('connected', () => resolve()))
+  conn.onClose(() => presence.leave(caller.tenant, caller.userId))
+  await new Promise<void>((resolve) => {
+    session.once('connected', () => resolve())
+    conn.onClose(() => resolve())
+  })
+  if (conn.closed) return // the client left before the stream started
   conn.write(`retry: ${RETRY_MS}\n\n`)
 
   const watermark = tail.cursor

@@ -1,10 +1,17 @@
+import type { Agent } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import supertest from 'supertest'
 import { type AppConfig, buildApp, type LogOptions } from '../../src/app.ts'
 import {
   DEFAULT_BODY_LIMIT,
   DEFAULT_HEARTBEAT_MS,
+  DEFAULT_HIGH_ACK_TIMEOUT_S,
   DEFAULT_MAX_CONNECTIONS_PER_USER,
+  DEFAULT_PRESENCE_TTL_S,
+  DEFAULT_PUSH_CONCURRENCY,
+  DEFAULT_PUSH_ENDPOINT_ALLOWLIST,
+  DEFAULT_PUSH_MAX_ATTEMPTS,
+  DEFAULT_PUSH_RETRY_BASE_MS,
   DEFAULT_STREAM_BUFFER_LIMIT_BYTES,
 } from '../../src/config.ts'
 import type { Database } from '../../src/db/client.ts'
@@ -29,6 +36,8 @@ export interface TestApp {
 export interface StartOptions {
   config?: Partial<AppConfig>
   log?: LogOptions
+  /** https agent for push services (the test push service's, which trusts its CA). */
+  pushAgent?: Agent
 }
 
 /** Builds the real app on a fresh database and listens on an ephemeral port of 127.0.0.1. */
@@ -42,9 +51,18 @@ export async function startApp(backend: BackendName, options: StartOptions = {})
     STREAM_BUFFER_LIMIT_BYTES: DEFAULT_STREAM_BUFFER_LIMIT_BYTES,
     BODY_LIMIT: DEFAULT_BODY_LIMIT,
     LOG_POLL_MS: 1_000,
+    VAPID_PUBLIC_KEY: undefined,
+    VAPID_PRIVATE_KEY: undefined,
+    VAPID_SUBJECT: 'mailto:tests@example.com',
+    PUSH_ENDPOINT_ALLOWLIST: DEFAULT_PUSH_ENDPOINT_ALLOWLIST,
+    HIGH_ACK_TIMEOUT_S: DEFAULT_HIGH_ACK_TIMEOUT_S,
+    PUSH_MAX_ATTEMPTS: DEFAULT_PUSH_MAX_ATTEMPTS,
+    PUSH_CONCURRENCY: DEFAULT_PUSH_CONCURRENCY,
+    PUSH_RETRY_BASE_MS: DEFAULT_PUSH_RETRY_BASE_MS,
+    PRESENCE_TTL_S: DEFAULT_PRESENCE_TTL_S,
     ...options.config,
   }
-  const app = await buildApp(config, db.database, options.log ?? false)
+  const app = await buildApp(config, db.database, { log: options.log ?? false, pushAgent: options.pushAgent })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
   return {

@@ -1,0 +1,90 @@
+import type { FastifyInstance } from 'fastify'
+import type { ZodTypeProvider } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import { HttpProblem } from '../errors.ts'
+import { sendPush } from '../push/dispatcher.ts'
+import {
+  deleteSubscription,
+  listSubscriptions,
+  registerSubscription,
+  renewSubscription,
+  subscriptionSchema,
+} from '../push/subscriptions.ts'
+
+const subscriptionIdParams = z.object({ id: z.string().regex(/^[1-9][0-9]{0,17}$/, 'must be a subscription id') })
+/** A test notification lives a minute: it means "now" or nothing. */
+const TEST_PUSH_TTL_S = 60
+
+export async function pushRoutes(fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<ZodTypeProvider>()
+  const { database, vapid, pushAllowlist, pushAgent } = app
+
+  app.get('/v1/push/vapid-public-key', async () => ({ publicKey: vapid.publicKey }))
+
+  app.post(
+    '/v1/push/subscriptions',
+    { schema: { body: subscriptionSchema }, preHandler: app.authenticate },
+    async (request, reply) => {
+      const registered = await registerSubscription(database, request.caller, request.body, pushAllowlist)
+      return reply.code(201).send(registered)
+    },
+  )
+
+  // The service worker, after `pushsubscriptionchange`: authorized by the renew token from registration.
+  app.post('/v1/push/subscriptions/renew', { schema: { body: subscriptionSchema } }, async (request) => {
+    const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')
+    if (!match)
+      throw new HttpProblem('unauthorized', 'The renew token from registration is required as a Bearer token.')
+    const renewed = await renewSubscription(database, match[1], request.body, pushAllowlist)
+    if (!renewed)
+      throw new HttpProblem('unauthorized', 'The renew token is not valid (the device may have been removed).')
+    return renewed
+  })
+
+  app.get('/v1/push/subscriptions', { preHandler: app.authenticate }, async (request) => ({
+    subscriptions: await listSubscriptions(database, request.caller),
+  }))
+
+  app.delete(
+    '/v1/push/subscriptions/:id',
+    { schema: { params: subscriptionIdParams }, preHandler: app.authenticate },
+    async (request, reply) => {
+      if (!(await deleteSubscription(database, request.caller, Number(request.params.id)))) {
+        throw new HttpProblem('notFound', `No subscription ${request.params.id} of yours.`)
+      }
+      return reply.code(204).send()
+    },
+  )
+
+  // Sent at once (not through the outbox): the user is waiting to see it arrive.
+  app.post('/v1/push/test', { preHandler: app.authenticate }, async (request) => {
+    const devices = await database.db.query.pushSubscriptions.findMany({
+      where: (s, { and, eq }) => and(eq(s.tenant, request.caller.tenant), eq(s.userId, request.caller.userId)),
+    })
+    if (!devices.length) throw new HttpProblem('notFound', 'You have no registered devices; register one first.')
+    const payload = JSON.stringify({
+      id: null,
+      type: 'push.test',
+      title: 'Test notification',
+      body: 'Push notifications work on this device.',
+      priority: 'normal',
+      url: null,
+    })
+    const results = await Promise.all(
+      devices.map(async (d) => {
+        const outcome = await sendPush(d, payload, { TTL: TEST_PUSH_TTL_S, urgency: 'normal' }, vapid, pushAgent)
+        if (outcome.state === 'failed' && outcome.gone) await deleteSubscription(database, request.caller, d.id)
+        return {
+          id: String(d.id),
+          outcome: outcome.state === 'sent' ? 'sent' : 'failed',
+          status: outcome.status ?? null,
+        }
+      }),
+    )
+    return {
+      sent: results.filter((r) => r.outcome === 'sent').length,
+      failed: results.filter((r) => r.outcome === 'failed').length,
+      devices: results,
+    }
+  })
+}
