@@ -19,6 +19,10 @@ import { streamRoutes } from './routes/stream.ts'
 import { StreamHub } from './stream/hub.ts'
 
 declare module 'fastify' {
+  interface FastifyRequest {
+    /** The JSON body's text, when there was one. */
+    rawJson: string | undefined
+  }
   interface FastifyInstance {
     database: Database
     hub: StreamHub
@@ -98,12 +102,17 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   app.setSerializerCompiler(serializerCompiler)
   registerErrorHandling(app)
 
+  // JSON only: a text/plain body is a 415, not a string that fails validation.
+  app.removeContentTypeParser('text/plain')
   // An empty body with Content-Type: application/json (common from fetch wrappers on POST .../ack) is no body.
+  // The text is kept on the request so publish can store `data` exactly as sent (see events/raw-json.ts).
   const jsonParser = app.getDefaultJsonParser('error', 'error')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (body === '') return done(null, undefined)
+    request.rawJson = body as string
     jsonParser(request, body as string, done)
   })
+  app.decorateRequest('rawJson', undefined)
 
   const hub = new StreamHub(config.HEARTBEAT_MS, config.MAX_CONNECTIONS_PER_USER)
   const logTail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, config.LOG_POLL_MS)

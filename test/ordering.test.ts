@@ -143,6 +143,9 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
       }
     }
 
+    const t0 = Date.now()
+    /** When each publish was answered, and to whom it went. */
+    const replies = new Map<string, { kind: Kind; repliedMs: number }>()
     /** Ids (as numbers) of events the subscriber must see, in the order their 201 arrived. */
     const mine: number[] = []
     const notMine = new Set<string>()
@@ -175,10 +178,14 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
     let publishersDone = false
 
     /** Closes the stream as a network drop would; what was dispatched before the drop is what it received. */
+    /** Each connection: the Last-Event-ID it resumed from and what it got, for explaining a failure. */
+    const connections = new Map<SseClient, { from: string; openedMs: number; closedMs: number; ids: string[] }>()
     const drop = (s: SseClient) => {
       const ids = s.notificationIds
       const frames = s.notifications
       s.close()
+      const record = connections.get(s)
+      if (record) Object.assign(record, { closedMs: Date.now() - t0, ids })
       received.push(...ids)
       receivedFrames.push(...frames)
       if (ids.length) lastEventId = ids[ids.length - 1]
@@ -187,6 +194,7 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
     const resume = async () => {
       const s = await SseClient.open(t.url, { token: subscriberToken, lastEventId })
       if (s.status !== 200) throw new Error(`resume answered ${s.status}: ${s.body}`)
+      connections.set(s, { from: lastEventId, openedMs: Date.now() - t0, closedMs: -1, ids: [] })
       return s
     }
     drop(stream)
@@ -217,6 +225,7 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
             continue
           }
           const id = JSON.parse(res.body).id as string
+          replies.set(id, { kind, repliedMs: Date.now() - t0 })
           if (Number(id) < largestReplied) repliesOutOfIdOrder++
           largestReplied = Math.max(largestReplied, Number(id))
           if (visible) mine.push(Number(id))
@@ -277,6 +286,17 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
     const unexpected = received.filter((id) => !expectedSet.has(id) && !notMine.has(id))
     let outOfOrder = 0
     for (let i = 1; i < received.length; i++) if (Number(received[i]) <= Number(received[i - 1])) outOfOrder++
+    for (const gap of gaps.slice(0, 5)) {
+      // The connection that stepped over the missing id: it got an id below and one above it.
+      const culprit = [...connections.values()].find(
+        (c) => Number(c.from) < Number(gap) && c.ids.some((id) => Number(id) > Number(gap)),
+      )
+      const around = culprit?.ids.filter((id) => Math.abs(Number(id) - Number(gap)) <= 5)
+      console.log(
+        `[ordering ${backend}] missing ${gap}: ${JSON.stringify(replies.get(gap))}; skipped by the connection ` +
+          `${JSON.stringify({ ...culprit, ids: undefined, first: culprit?.ids[0], count: culprit?.ids.length, around })}`,
+      )
+    }
     const published = results.reduce((s, r) => s + r.sent, 0) + 1
 
     console.log(

@@ -28,7 +28,13 @@ export async function publishEvents(
   database: Database,
   caller: Caller,
   batch: NewEvent[],
-  options: { idempotencyKey?: string; kind: 'single' | 'batch'; push: PushPolicy },
+  options: {
+    idempotencyKey?: string
+    kind: 'single' | 'batch'
+    push: PushPolicy
+    /** Each event's `data` as the publisher wrote it (raw-json.ts); JSON.stringify of the parsed value otherwise. */
+    rawData?: Array<string | undefined>
+  },
 ): Promise<Published> {
   for (const e of batch) assertMayAddress(caller, e.to)
   const { db } = database
@@ -61,12 +67,12 @@ export async function publishEvents(
     const rows = await tx
       .insert(events)
       .values(
-        batch.map((e) => ({
+        batch.map((e, i) => ({
           tenant: caller.tenant,
           type: e.type,
           title: e.title,
           body: e.body ?? null,
-          dataJson: e.data === undefined ? null : JSON.stringify(e.data),
+          dataJson: e.data === undefined ? null : (options.rawData?.[i] ?? JSON.stringify(e.data)),
           priority: e.priority,
           url: e.url ?? null,
           collapseKey: e.collapseKey ?? null,

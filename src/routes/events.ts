@@ -4,6 +4,7 @@ import { HttpProblem } from '../errors.ts'
 import { getEvent, listEvents, unreadCount } from '../events/inbox.ts'
 import { batchSchema, newEventSchema, parseEventId } from '../events/model.ts'
 import { publishEvents } from '../events/publish.ts'
+import { rawDataOfBatch, rawDataOfEvent } from '../events/raw-json.ts'
 import { deliveryStatus, eventsUpTo, markEvents, oneEvent, type ReceiptNotice, someEvents } from '../events/receipts.ts'
 import { bulkReadBody, idempotencyHeaders, idParams, listQuery } from './schemas.ts'
 
@@ -25,6 +26,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         idempotencyKey: request.headers['idempotency-key'],
         kind: 'single',
         push: pushPolicy,
+        rawData: request.rawJson === undefined ? undefined : [rawDataOfEvent(request.rawJson)],
       })
       if (!result.replayed) published()
       return reply
@@ -40,6 +42,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
       const result = await publishEvents(database, request.caller, request.body.events, {
         idempotencyKey: request.headers['idempotency-key'],
         kind: 'batch',
+        rawData: request.rawJson === undefined ? undefined : rawDataOfBatch(request.rawJson),
         push: pushPolicy,
       })
       if (!result.replayed) published()
