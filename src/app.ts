@@ -1,4 +1,6 @@
 import type { Agent } from 'node:https'
+import { fileURLToPath } from 'node:url'
+import fastifyStatic from '@fastify/static'
 import Fastify from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import { authPlugin } from './auth.ts'
@@ -61,6 +63,9 @@ export interface AppOptions {
   /** https agent for push services (tests trust their own CA through it). */
   pushAgent?: Agent
 }
+
+/** The demo page, the browser client and the service worker. */
+export const PUBLIC_DIR = fileURLToPath(new URL('../public', import.meta.url))
 
 /** Tokens must never reach a log line: `?access_token=` (the stream) is cut from logged URLs. */
 export const redactUrl = (url: string) => url.replace(/([?&]access_token=)[^&#]*/gi, '$1[redacted]')
@@ -158,6 +163,13 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   })
 
   await app.register(authPlugin, { secret: config.JWT_SECRET, publicKey: config.JWT_PUBLIC_KEY, ackTokens: acks })
+  await app.register(fastifyStatic, {
+    root: PUBLIC_DIR,
+    // The service worker must be fetched fresh, or browsers keep running an old one for a day.
+    setHeaders: (res, path) => {
+      if (path.endsWith('sw.js')) res.header('cache-control', 'no-cache')
+    },
+  })
   await app.register(healthRoutes)
   await app.register(eventRoutes)
   await app.register(pushRoutes)

@@ -167,6 +167,21 @@ like a browser. Stops on Ctrl-C, or with exit code 1 when the server refuses the
       }
     },
   },
+  vapid: {
+    summary: 'make a new VAPID key pair for Web Push',
+    help: `herald vapid
+
+Prints a new VAPID key pair as environment lines (VAPID_PUBLIC_KEY, VAPID_PRIVATE_KEY) to paste into your
+configuration. Unset, the service makes a pair once and keeps it in the database. Changing the pair
+invalidates every browser's existing push subscription.`,
+    run: async (args) => {
+      parse(args, {})
+      const { default: webpush } = await import('web-push')
+      const keys = webpush.generateVAPIDKeys()
+      console.log(`VAPID_PUBLIC_KEY=${keys.publicKey}\nVAPID_PRIVATE_KEY=${keys.privateKey}`)
+      return EXIT.ok
+    },
+  },
   migrate: {
     summary: 'apply database migrations (DATABASE_URL, or PGlite in DATA_DIR)',
     help: `herald migrate

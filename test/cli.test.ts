@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loadConfig } from '../src/config.ts'
 import { PUBLISHER, startApp, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
 import { createPostgresDatabase, dropPostgresDatabase, hasPostgres } from './helpers/backends.ts'
 import { runToEnd, runTs } from './helpers/process.ts'
@@ -23,14 +24,14 @@ describe('the CLI, run as a user runs it', () => {
   it('lists its commands with --help, and exits 2 with usage when given none or an unknown one', async () => {
     const help = await cli(['--help'])
     expect(help.code).toBe(0)
-    for (const c of ['token', 'publish', 'tail', 'migrate']) expect(help.stdout).toContain(c)
+    for (const c of ['token', 'publish', 'tail', 'vapid', 'migrate']) expect(help.stdout).toContain(c)
     expect((await cli([])).code).toBe(2)
     const unknown = await cli(['frobnicate'])
     expect(unknown.code).toBe(2)
     expect(unknown.stderr).toMatch(/unknown command "frobnicate"/)
   })
 
-  it.each(['token', 'publish', 'tail', 'migrate'])('%s --help explains its options', async (command) => {
+  it.each(['token', 'publish', 'tail', 'vapid', 'migrate'])('%s --help explains its options', async (command) => {
     const { code, stdout } = await cli([command, '--help'])
     expect(code).toBe(0)
     expect(stdout).toMatch(new RegExp(`herald ${command}`))
@@ -120,6 +121,17 @@ describe('the CLI, run as a user runs it', () => {
     const { code, stderr } = await cli(['tail', '--server', t.url, '--token', 'nonsense'])
     expect(code).toBe(1)
     expect(stderr).toMatch(/HTTP 401/)
+  })
+
+  it('vapid prints a usable key pair as environment lines', async () => {
+    const { code, stdout } = await cli(['vapid'])
+    expect(code).toBe(0)
+    const pub = /^VAPID_PUBLIC_KEY=([A-Za-z0-9_-]+)$/m.exec(stdout)?.[1]
+    const priv = /^VAPID_PRIVATE_KEY=([A-Za-z0-9_-]+)$/m.exec(stdout)?.[1]
+    expect(Buffer.from(pub ?? '', 'base64url')).toHaveLength(65)
+    expect(Buffer.from(priv ?? '', 'base64url')).toHaveLength(32)
+    // The configuration accepts exactly what it printed.
+    expect(loadConfig({ VAPID_PUBLIC_KEY: pub, VAPID_PRIVATE_KEY: priv }).VAPID_PUBLIC_KEY).toBe(pub)
   })
 
   it('migrate prepares an empty embedded database', async () => {

@@ -1,0 +1,121 @@
+/* herald service worker: shows pushed notifications, acks them, opens them on click.
+ *
+ * Register it from your page (same origin as the page):
+ *   navigator.serviceWorker.register('/sw.js')                                  // API on this origin
+ *   navigator.serviceWorker.register('/sw.js?api=https://notify.example.com')   // API elsewhere
+ * The page's client library (client.js) hands it the renew token from registration, so that after
+ * `pushsubscriptionchange` it can re-register without the user's JWT.
+ */
+
+const API = new URL(self.location.href).searchParams.get('api') || self.location.origin
+const STORE = 'herald'
+
+self.addEventListener('install', () => self.skipWaiting())
+self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()))
+
+self.addEventListener('push', (event) => {
+  event.waitUntil(handlePush(event))
+})
+
+async function handlePush(event) {
+  let n
+  try {
+    n = event.data ? event.data.json() : {}
+  } catch {
+    n = { title: event.data ? event.data.text() : '' }
+  }
+  const title = n.title || 'New notification'
+  await self.registration.showNotification(title, {
+    body: n.body || '',
+    tag: n.collapseKey || (n.id ? `herald-${n.id}` : undefined),
+    // A replaced notification (same tag) should still alert: it is news.
+    renotify: Boolean(n.collapseKey),
+    requireInteraction: n.priority === 'urgent',
+    timestamp: Date.parse(n.createdAt) || Date.now(),
+    data: { id: n.id, url: n.url || '/', ackToken: n.ackToken },
+  })
+  // Delivered: tell the service (ack) so `high` events are not pushed again and the publisher sees it.
+  if (n.id && n.ackToken) await report(n.id, 'ack', n.ackToken)
+  await tellPages({ type: 'herald:push', id: n.id ?? null })
+}
+
+self.addEventListener('notificationclick', (event) => {
+  event.notification.close()
+  const { id, url, ackToken } = event.notification.data || {}
+  event.waitUntil(
+    (async () => {
+      const target = new URL(url || '/', self.location.origin).href
+      const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true })
+      const open = windows.find((w) => w.url === target)
+      if (open) await open.focus()
+      else await self.clients.openWindow(target)
+      if (id && ackToken) await report(id, 'read', ackToken)
+    })(),
+  )
+})
+
+self.addEventListener('pushsubscriptionchange', (event) => {
+  event.waitUntil(
+    (async () => {
+      const renewToken = await kv('get', 'renewToken')
+      if (!renewToken) return
+      let subscription = event.newSubscription
+      if (!subscription) {
+        const key = event.oldSubscription?.options?.applicationServerKey ?? (await vapidKey())
+        subscription = await self.registration.pushManager.subscribe({
+          userVisibleOnly: true,
+          applicationServerKey: key,
+        })
+      }
+      const res = await fetch(`${API}/v1/push/subscriptions/renew`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${renewToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(subscription.toJSON()),
+      })
+      if (res.ok) await kv('set', 'renewToken', (await res.json()).renewToken)
+    })(),
+  )
+})
+
+// The page hands over the renew token it got when it registered this browser's subscription.
+self.addEventListener('message', (event) => {
+  const m = event.data
+  if (m && m.type === 'herald:renew-token') event.waitUntil(kv('set', 'renewToken', m.token))
+})
+
+async function report(id, what, ackToken) {
+  try {
+    await fetch(`${API}/v1/events/${encodeURIComponent(id)}/${what}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ackToken}` },
+    })
+  } catch {
+    // Offline: the page acks when it next syncs; a missed ack only means a possible repeat push.
+  }
+}
+
+async function tellPages(message) {
+  for (const c of await self.clients.matchAll({ type: 'window', includeUncontrolled: true })) c.postMessage(message)
+}
+
+async function vapidKey() {
+  const res = await fetch(`${API}/v1/push/vapid-public-key`)
+  const { publicKey } = await res.json()
+  const raw = atob(publicKey.replace(/-/g, '+').replace(/_/g, '/'))
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0))
+}
+
+/** A tiny key-value store in IndexedDB (the only storage a service worker has). */
+function kv(op, key, value) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(STORE, 1)
+    open.onupgradeneeded = () => open.result.createObjectStore('kv')
+    open.onerror = () => reject(open.error)
+    open.onsuccess = () => {
+      const tx = open.result.transaction('kv', op === 'get' ? 'readonly' : 'readwrite')
+      const req = op === 'get' ? tx.objectStore('kv').get(key) : tx.objectStore('kv').put(value, key)
+      req.onsuccess = () => resolve(req.result)
+      req.onerror = () => reject(req.error)
+    }
+  })
+}
