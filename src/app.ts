@@ -4,6 +4,7 @@ import fastifyStatic from '@fastify/static'
 import Fastify from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import { authPlugin } from './auth.ts'
+import { ClusterBus } from './cluster/bus.ts'
 import { Presence } from './cluster/presence.ts'
 import type { Config } from './config.ts'
 import type { Database } from './db/client.ts'
@@ -18,7 +19,7 @@ import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
 import { pushRoutes } from './routes/push.ts'
 import { streamRoutes } from './routes/stream.ts'
-import { StreamHub } from './stream/hub.ts'
+import { receiptFrame, StreamHub } from './stream/hub.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -29,6 +30,7 @@ declare module 'fastify' {
     database: Database
     hub: StreamHub
     logTail: LogTail
+    bus: ClusterBus
     presence: Presence
     vapid: VapidKeys
     pushDispatcher: PushDispatcher
@@ -146,13 +148,23 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   app.decorate('pushPolicy', { highAckTimeoutS: config.HIGH_ACK_TIMEOUT_S, presenceTtlS: config.PRESENCE_TTL_S })
   app.decorate('pushAllowlist', parseAllowlist(config.PUSH_ENDPOINT_ALLOWLIST))
   app.decorate('pushAgent', options.pushAgent)
+  const bus = new ClusterBus(database, presence.instanceId, app.log)
+  app.decorate('bus', bus)
   await presence.start()
   await logTail.start()
+  await bus.start({
+    onWake: () => {
+      logTail.wake()
+      pushDispatcher.wake()
+    },
+    onReceipt: (m) => hub.sendToUser(m.tenant, m.userId, receiptFrame(m.notice)),
+  })
   pushDispatcher.start()
 
   // Streams hold their sockets open: end them before the server waits for connections to finish;
   // then hand back claimed pushes and stop counting this instance's users as present.
   app.addHook('preClose', async () => {
+    await bus.stop()
     hub.closeAll()
     await pushDispatcher.stop()
     await presence.stop()

@@ -6,16 +6,21 @@ import { batchSchema, newEventSchema, parseEventId } from '../events/model.ts'
 import { publishEvents } from '../events/publish.ts'
 import { rawDataOfBatch, rawDataOfEvent } from '../events/raw-json.ts'
 import { deliveryStatus, eventsUpTo, markEvents, oneEvent, type ReceiptNotice, someEvents } from '../events/receipts.ts'
+import { receiptFrame } from '../stream/hub.ts'
 import { bulkReadBody, idempotencyHeaders, idParams, listQuery } from './schemas.ts'
-
-const receiptFrame = (notice: ReceiptNotice) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`
 
 export async function eventRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
-  const { database, hub, logTail, pushDispatcher, pushPolicy } = app
-  const published = () => {
+  const { database, hub, logTail, pushDispatcher, pushPolicy, bus } = app
+  const published = (ids: number[]) => {
     logTail.wake()
     pushDispatcher.wake()
+    bus.wakeOthers(ids[ids.length - 1])
+  }
+  /** Every open stream of the user, on this instance and the others, hears of an ack or read. */
+  const tellUser = (tenant: string, userId: string, notice: ReceiptNotice) => {
+    hub.sendToUser(tenant, userId, receiptFrame(notice))
+    bus.receipt({ tenant, userId, notice })
   }
 
   app.post(
@@ -28,7 +33,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         push: pushPolicy,
         rawData: request.rawJson === undefined ? undefined : [rawDataOfEvent(request.rawJson)],
       })
-      if (!result.replayed) published()
+      if (!result.replayed) published(result.ids)
       return reply
         .code(result.replayed ? 200 : 201)
         .send({ id: String(result.ids[0]), createdAt: result.createdAt.toISOString() })
@@ -45,7 +50,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         rawData: request.rawJson === undefined ? undefined : rawDataOfBatch(request.rawJson),
         push: pushPolicy,
       })
-      if (!result.replayed) published()
+      if (!result.replayed) published(result.ids)
       return reply.code(result.replayed ? 200 : 201).send({ ids: result.ids.map(String) })
     },
   )
@@ -88,7 +93,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
       if (ackEventId !== undefined && ackEventId !== id) throw new HttpProblem('notFound', `No event ${id} for you.`)
       const marked = await markEvents(database, request.caller, oneEvent(id), state)
       if (!marked.length) throw new HttpProblem('notFound', `No event ${request.params.id} for you.`)
-      hub.sendToUser(request.caller.tenant, request.caller.userId, receiptFrame({ ids: marked.map(String), state }))
+      tellUser(request.caller.tenant, request.caller.userId, { ids: marked.map(String), state })
       return reply.code(204).send()
     })
   }
@@ -101,11 +106,10 @@ export async function eventRoutes(fastify: FastifyInstance) {
       const { caller } = request
       if ('upTo' in body) {
         await markEvents(database, caller, eventsUpTo(parseEventId(body.upTo)), 'read')
-        hub.sendToUser(caller.tenant, caller.userId, receiptFrame({ upTo: body.upTo, state: 'read' }))
+        tellUser(caller.tenant, caller.userId, { upTo: body.upTo, state: 'read' })
       } else {
         const marked = await markEvents(database, caller, someEvents(body.ids.map(parseEventId)), 'read')
-        if (marked.length)
-          hub.sendToUser(caller.tenant, caller.userId, receiptFrame({ ids: marked.map(String), state: 'read' }))
+        if (marked.length) tellUser(caller.tenant, caller.userId, { ids: marked.map(String), state: 'read' })
       }
       return reply.code(204).send()
     },

@@ -4,6 +4,7 @@ import type { StreamConnection } from './connection.ts'
 
 export const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
 export const HEARTBEAT_FRAME = ': ping\n\n'
+export const receiptFrame = (notice: object) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`
 
 /** Open streams of one tenant, indexed by who they are, so a publish touches only the streams it names. */
 class TenantStreams {

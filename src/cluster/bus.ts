@@ -1,0 +1,81 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { Database } from '../db/client.ts'
+
+const EVENTS_CHANNEL = 'herald_events'
+const RECEIPTS_CHANNEL = 'herald_receipts'
+/** NOTIFY payloads stop at 8,000 bytes: receipts naming many ids go out in chunks of this many. */
+const RECEIPT_IDS_PER_NOTICE = 200
+
+export interface ReceiptMessage {
+  tenant: string
+  userId: string
+  /** The `receipt` event's data. */
+  notice: { ids: string[]; state: string } | { upTo: string; state: string }
+}
+
+export interface BusHandlers {
+  /** Something was committed somewhere: read the log and the push outbox. */
+  onWake(): void
+  /** A user acked or read on another instance: tell this instance's streams of that user. */
+  onReceipt(message: ReceiptMessage): void
+}
+
+/**
+ * What instances tell each other, through PostgreSQL LISTEN/NOTIFY (no broker to run). A notification
+ * carries only a wake-up, never an event: instances read events from the table, in order, in batches.
+ * On PGlite (one process) there is nobody to tell, and every call is a no-op.
+ */
+export class ClusterBus {
+  private unlisten: Array<() => Promise<void>> = []
+
+  constructor(
+    private readonly database: Database,
+    private readonly instanceId: string,
+    private readonly log: FastifyBaseLogger,
+  ) {}
+
+  async start(handlers: BusHandlers) {
+    const pg = this.database.pg
+    if (!pg) return
+    // postgres.js keeps one dedicated LISTEN connection and re-listens after it reconnects;
+    // the callback on (re)connect covers what was published while it was away.
+    const events = await pg.listen(
+      EVENTS_CHANNEL,
+      () => handlers.onWake(),
+      () => handlers.onWake(),
+    )
+    const receipts = await pg.listen(RECEIPTS_CHANNEL, (payload) => {
+      try {
+        const m = JSON.parse(payload) as ReceiptMessage & { from: string }
+        if (m.from !== this.instanceId) handlers.onReceipt(m)
+      } catch (err) {
+        this.log.warn({ err }, 'ignoring a malformed receipt notification')
+      }
+    })
+    this.unlisten = [events.unlisten, receipts.unlisten]
+  }
+
+  /** After a publish committed. Best effort: a lost wake-up costs at most LOG_POLL_MS of latency. */
+  wakeOthers(newestId: number) {
+    this.notify(EVENTS_CHANNEL, String(newestId))
+  }
+
+  receipt(message: ReceiptMessage) {
+    const { notice } = message
+    if ('ids' in notice && notice.ids.length > RECEIPT_IDS_PER_NOTICE) {
+      for (let i = 0; i < notice.ids.length; i += RECEIPT_IDS_PER_NOTICE) {
+        this.receipt({ ...message, notice: { ...notice, ids: notice.ids.slice(i, i + RECEIPT_IDS_PER_NOTICE) } })
+      }
+      return
+    }
+    this.notify(RECEIPTS_CHANNEL, JSON.stringify({ ...message, from: this.instanceId }))
+  }
+
+  private notify(channel: string, payload: string) {
+    this.database.pg?.notify(channel, payload).catch((err) => this.log.warn({ err, channel }, 'NOTIFY failed'))
+  }
+
+  async stop() {
+    await Promise.all(this.unlisten.map((u) => u().catch(() => {})))
+  }
+}
