@@ -15,6 +15,7 @@ import { PushDispatcher } from './push/dispatcher.ts'
 import { loadAckTokenSecret, loadVapidKeys, type VapidKeys } from './push/keys.ts'
 import type { PushPolicy } from './push/outbox.ts'
 import { parseAllowlist } from './push/subscriptions.ts'
+import { demoRoutes } from './routes/demo.ts'
 import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
 import { pushRoutes } from './routes/push.ts'
@@ -64,6 +65,8 @@ export interface AppOptions {
   log?: LogOptions | false
   /** https agent for push services (tests trust their own CA through it). */
   pushAgent?: Agent
+  /** Enables the demo page's sign-in: only when the service generated its own secret (see routes/demo.ts). */
+  demoSignIn?: boolean
 }
 
 /** The demo page, the browser client and the service worker. */
@@ -185,6 +188,7 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   await app.register(healthRoutes)
   await app.register(eventRoutes)
   await app.register(pushRoutes)
+  await app.register(demoRoutes, { generatedSecret: options.demoSignIn ? config.JWT_SECRET : undefined })
   await app.register(streamRoutes, { bufferLimit: config.STREAM_BUFFER_LIMIT_BYTES })
   return app
 }

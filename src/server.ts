@@ -32,7 +32,10 @@ async function main() {
     poolSize: config.DB_POOL_SIZE,
   })
   await runMigrations(database)
-  const app = await buildApp(config, database, { log: { level: config.LOG_LEVEL } })
+  const app = await buildApp(config, database, {
+    log: { level: config.LOG_LEVEL },
+    demoSignIn: config.jwtSecretGenerated,
+  })
 
   let closing = false
   const shutdown = (signal: string) => {

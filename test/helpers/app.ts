@@ -38,6 +38,8 @@ export interface StartOptions {
   log?: LogOptions
   /** https agent for push services (the test push service's, which trusts its CA). */
   pushAgent?: Agent
+  /** Turn on the demo page's sign-in (as when the server generated its own secret). */
+  demoSignIn?: boolean
 }
 
 /** Builds the real app on a fresh database and listens on an ephemeral port of 127.0.0.1. */
@@ -62,7 +64,11 @@ export async function startApp(backend: BackendName, options: StartOptions = {})
     PRESENCE_TTL_S: DEFAULT_PRESENCE_TTL_S,
     ...options.config,
   }
-  const app = await buildApp(config, db.database, { log: options.log ?? false, pushAgent: options.pushAgent })
+  const app = await buildApp(config, db.database, {
+    log: options.log ?? false,
+    pushAgent: options.pushAgent,
+    demoSignIn: options.demoSignIn,
+  })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
   return {

@@ -1,0 +1,69 @@
+/** Types of public/client.js, the herald browser client. */
+
+export interface HeraldEvent {
+  id: string
+  type: string
+  title: string
+  body: string | null
+  data: unknown
+  priority: 'low' | 'normal' | 'high' | 'urgent'
+  url: string | null
+  collapseKey: string | null
+  actor: string
+  createdAt: string
+  expiresAt: string
+  /** Present on events from history and polling. */
+  readAt?: string | null
+  ackedAt?: string | null
+}
+
+export type HeraldReceipt = { ids: string[]; state: 'acked' | 'read' } | { upTo: string; state: 'read' }
+
+/** `live`: streaming. `reconnecting`: the stream dropped and is being reopened. `polling`: streaming keeps failing. */
+export type HeraldStatus = 'stopped' | 'connecting' | 'live' | 'reconnecting' | 'polling'
+
+export interface HeraldClientOptions {
+  /** Where the service is, e.g. `https://notify.example.com`. Defaults to this page's origin. */
+  baseUrl?: string
+  /** Returns a JWT for the signed-in user from your backend; called again when the token is about to expire. */
+  getToken: () => string | Promise<string>
+  /** Topics (or `prefix*` patterns) to follow, within the token's `topics` claim. */
+  topics?: string[]
+  /** Polling interval when streaming is not possible. Defaults to 5,000 ms. */
+  pollIntervalMs?: number
+  /** Consecutive stream failures before polling. Defaults to 3. */
+  failuresBeforePolling?: number
+  /** While polling, how often to try streaming again. Defaults to 30,000 ms. */
+  streamRetryMs?: number
+  /** Where the last event id is remembered across reloads. Defaults to localStorage. */
+  storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'>
+}
+
+export interface HistoryPage {
+  events: HeraldEvent[]
+  /** Pass as `before` for the next (older) page; null at the end. */
+  next: string | null
+}
+
+export interface HeraldClient {
+  start(): void
+  stop(): void
+  readonly status: HeraldStatus
+  readonly lastEventId: string | undefined
+  /** Each event once, in id order. Returns a function that removes the listener. */
+  onNotification(listener: (event: HeraldEvent) => void): () => void
+  /** Acks and reads made on other tabs and devices of this user. */
+  onReceipt(listener: (receipt: HeraldReceipt) => void): () => void
+  onStatus(listener: (status: HeraldStatus) => void): () => void
+  /** The server no longer has events from where this client left off; history is refetched. */
+  onReset(listener: () => void): () => void
+  ack(id: string): Promise<void>
+  read(id: string): Promise<void>
+  readAll(upTo?: string): Promise<void>
+  unreadCount(): Promise<number>
+  history(options?: { before?: string; limit?: number; unread?: boolean }): Promise<HistoryPage>
+  enablePush(options?: { serviceWorkerUrl?: string }): Promise<{ id: string }>
+  disablePush(): Promise<void>
+}
+
+export function createHeraldClient(options: HeraldClientOptions): HeraldClient

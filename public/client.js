@@ -1,0 +1,289 @@
+/**
+ * herald browser client: one ES module, no dependencies. Types in client.d.ts.
+ *
+ *   import { createHeraldClient } from 'https://notify.example.com/client.js'
+ *   const herald = createHeraldClient({ baseUrl: 'https://notify.example.com', getToken: () => myBackend.heraldToken() })
+ *   herald.onNotification((n) => showInInbox(n))
+ *   herald.start()
+ *
+ * It streams with EventSource, remembers the last event id across reloads (so a reload resumes rather than
+ * losing what arrived meanwhile), drops duplicates, refetches history on `reset`, falls back to polling
+ * when streaming keeps failing (and returns to streaming when it can), and asks for a fresh token when the
+ * old one expired.
+ */
+
+/** Consecutive stream failures (no `open` in between) before switching to polling. */
+const FAILURES_BEFORE_POLLING = 3
+/** While polling, try the stream again this often. */
+const STREAM_RETRY_WHILE_POLLING_MS = 30_000
+/** A token this close to expiry is replaced before opening a stream with it. */
+const TOKEN_MARGIN_S = 30
+
+export function createHeraldClient(options) {
+  const baseUrl = (options.baseUrl ?? '').replace(/\/$/, '')
+  const getToken = options.getToken
+  const topics = options.topics ?? []
+  const pollIntervalMs = options.pollIntervalMs ?? 5_000
+  const failuresBeforePolling = options.failuresBeforePolling ?? FAILURES_BEFORE_POLLING
+  const storage = options.storage ?? globalThis.localStorage
+  const listeners = { notification: new Set(), receipt: new Set(), status: new Set(), reset: new Set() }
+
+  let token
+  let source
+  let status = 'stopped'
+  let failures = 0
+  let pollTimer
+  let streamRetryTimer
+  let reopenTimer
+  let running = false
+  let lastId = 0
+  let storageKey
+
+  const emit = (kind, value) => {
+    for (const fn of listeners[kind]) {
+      try {
+        fn(value)
+      } catch (err) {
+        console.error('herald listener failed', err)
+      }
+    }
+  }
+  const setStatus = (next) => {
+    if (next === status) return
+    status = next
+    emit('status', next)
+  }
+  const on = (kind) => (fn) => {
+    listeners[kind].add(fn)
+    return () => listeners[kind].delete(fn)
+  }
+
+  async function freshToken() {
+    if (!token || expiresWithin(token, TOKEN_MARGIN_S)) {
+      token = await getToken()
+      const claims = decodeClaims(token)
+      const key = `herald:lastEventId:${claims.tenant}:${claims.sub}`
+      if (key !== storageKey) {
+        storageKey = key
+        lastId = Number(storage?.getItem(storageKey) ?? 0) || 0
+      }
+    }
+    return token
+  }
+
+  async function api(path, init = {}) {
+    const res = await fetch(`${baseUrl}${path}`, {
+      ...init,
+      headers: {
+        authorization: `Bearer ${await freshToken()}`,
+        ...(init.body ? { 'content-type': 'application/json' } : {}),
+        ...init.headers,
+      },
+    })
+    if (res.status === 401 && !init.retried) {
+      token = undefined // expired or revoked: one retry with a new token
+      return api(path, { ...init, retried: true })
+    }
+    if (!res.ok) {
+      const problem = await res.json().catch(() => ({}))
+      throw Object.assign(new Error(problem.detail ?? `HTTP ${res.status}`), { status: res.status, problem })
+    }
+    return res.status === 204 ? undefined : res.json()
+  }
+
+  /** Hands one event to listeners unless it was seen already; remembers the id for the next reload. */
+  function deliver(event) {
+    const id = Number(event.id)
+    if (!(id > lastId)) return
+    lastId = id
+    storage?.setItem(storageKey, String(id))
+    emit('notification', event)
+  }
+
+  async function openStream() {
+    clearTimeout(reopenTimer)
+    if (!running) return
+    source?.close()
+    let t
+    try {
+      t = await freshToken()
+    } catch (err) {
+      console.warn('herald: getToken failed', err)
+      return streamFailed()
+    }
+    if (!running) return
+    const url = new URL(`${baseUrl}/v1/stream`, location.href)
+    url.searchParams.set('access_token', t)
+    if (lastId) url.searchParams.set('lastEventId', String(lastId))
+    if (topics.length) url.searchParams.set('topics', topics.join(','))
+    setStatus(status === 'polling' ? 'polling' : failures ? 'reconnecting' : 'connecting')
+    const es = new EventSource(url)
+    source = es
+    es.addEventListener('open', () => {
+      failures = 0
+      stopPolling()
+      setStatus('live')
+    })
+    es.addEventListener('notification', (e) => deliver(JSON.parse(e.data)))
+    es.addEventListener('receipt', (e) => emit('receipt', JSON.parse(e.data)))
+    es.addEventListener('reset', () => void refetchAfterReset())
+    es.addEventListener('error', () => {
+      if (source !== es) return
+      if (es.readyState === EventSource.CLOSED) {
+        // The browser gave up (401 after token expiry, 403, a proxy's error page): reopen with a fresh token.
+        token = undefined
+        streamFailed()
+        return
+      }
+      // CONNECTING: the browser retries by itself, resuming with Last-Event-ID.
+      failures++
+      if (failures >= failuresBeforePolling) startPolling()
+      else setStatus('reconnecting')
+    })
+  }
+
+  function streamFailed() {
+    failures++
+    source?.close()
+    source = undefined
+    if (failures >= failuresBeforePolling) return startPolling()
+    setStatus('reconnecting')
+    reopenTimer = setTimeout(openStream, Math.min(1000 * 2 ** failures, 30_000))
+  }
+
+  async function refetchAfterReset() {
+    // Events between our last id and the oldest kept one are gone: start over from what the server keeps.
+    lastId = 0
+    emit('reset', undefined)
+    try {
+      const page = await api('/v1/events?limit=50')
+      for (const e of page.events.reverse()) deliver(e)
+    } catch (err) {
+      console.warn('herald: history after reset failed', err)
+    }
+  }
+
+  function startPolling() {
+    source?.close()
+    source = undefined
+    setStatus('polling')
+    clearTimeout(pollTimer)
+    const poll = async () => {
+      if (!running || status !== 'polling') return
+      try {
+        const page = await api(`/v1/events?after=${lastId}&limit=500`)
+        for (const e of page.events) deliver(e)
+      } catch (err) {
+        console.warn('herald: poll failed', err)
+      }
+      if (running && status === 'polling') pollTimer = setTimeout(poll, pollIntervalMs)
+    }
+    void poll()
+    clearInterval(streamRetryTimer)
+    streamRetryTimer = setInterval(() => {
+      // Probe the stream again; its `open` ends polling.
+      if (running && status === 'polling') void openStream()
+    }, options.streamRetryMs ?? STREAM_RETRY_WHILE_POLLING_MS)
+  }
+
+  function stopPolling() {
+    clearTimeout(pollTimer)
+    clearInterval(streamRetryTimer)
+  }
+
+  return {
+    /** Opens the stream (resuming from the remembered id). */
+    start() {
+      if (running) return
+      running = true
+      failures = 0
+      void openStream()
+    },
+    /** Closes the stream and stops polling. */
+    stop() {
+      running = false
+      source?.close()
+      source = undefined
+      stopPolling()
+      clearTimeout(reopenTimer)
+      setStatus('stopped')
+    },
+    get status() {
+      return status
+    },
+    get lastEventId() {
+      return lastId ? String(lastId) : undefined
+    },
+    onNotification: on('notification'),
+    onReceipt: on('receipt'),
+    onStatus: on('status'),
+    onReset: on('reset'),
+    ack: (id) => api(`/v1/events/${encodeURIComponent(id)}/ack`, { method: 'POST' }),
+    read: (id) => api(`/v1/events/${encodeURIComponent(id)}/read`, { method: 'POST' }),
+    /** Marks everything up to `upTo` (default: the newest id seen) read. */
+    readAll: (upTo) =>
+      api('/v1/events/read', { method: 'POST', body: JSON.stringify({ upTo: String(upTo ?? lastId) }) }),
+    unreadCount: async () => (await api('/v1/events/unread-count')).unread,
+    /** History, newest first: `{ events, next }`; pass `next` as `before` for the following page. */
+    history: ({ before, limit = 50, unread = false } = {}) => {
+      const q = new URLSearchParams({ limit: String(limit) })
+      if (before) q.set('before', before)
+      if (unread) q.set('unread', 'true')
+      return api(`/v1/events?${q}`)
+    },
+
+    /** Registers the service worker, subscribes this browser and registers it with the service. */
+    async enablePush({ serviceWorkerUrl = '/sw.js' } = {}) {
+      if (!('serviceWorker' in navigator) || !('PushManager' in window)) throw new Error('Push is not supported here')
+      if ((await Notification.requestPermission()) !== 'granted') throw new Error('Notifications are not allowed')
+      const swUrl = new URL(serviceWorkerUrl, location.href)
+      if (baseUrl && new URL(baseUrl, location.href).origin !== location.origin) swUrl.searchParams.set('api', baseUrl)
+      await navigator.serviceWorker.register(swUrl)
+      const registration = await navigator.serviceWorker.ready
+      const { publicKey } = await (await fetch(`${baseUrl}/v1/push/vapid-public-key`)).json()
+      const subscription =
+        (await registration.pushManager.getSubscription()) ??
+        (await registration.pushManager.subscribe({
+          userVisibleOnly: true,
+          applicationServerKey: base64urlBytes(publicKey),
+        }))
+      const { id, renewToken } = await api('/v1/push/subscriptions', {
+        method: 'POST',
+        body: JSON.stringify(subscription.toJSON()),
+      })
+      registration.active?.postMessage({ type: 'herald:renew-token', token: renewToken })
+      storage?.setItem('herald:pushSubscriptionId', id)
+      return { id }
+    },
+
+    /** Unsubscribes this browser and forgets it on the service. */
+    async disablePush() {
+      const registration = await navigator.serviceWorker?.getRegistration()
+      const subscription = await registration?.pushManager.getSubscription()
+      await subscription?.unsubscribe()
+      const id = storage?.getItem('herald:pushSubscriptionId')
+      if (id) await api(`/v1/push/subscriptions/${id}`, { method: 'DELETE' }).catch(() => {})
+      storage?.removeItem('herald:pushSubscriptionId')
+    },
+  }
+}
+
+function decodeClaims(jwt) {
+  try {
+    const part = jwt.split('.')[1]
+    return JSON.parse(new TextDecoder().decode(base64urlBytes(part)))
+  } catch {
+    return {}
+  }
+}
+
+function expiresWithin(jwt, seconds) {
+  const { exp } = decodeClaims(jwt)
+  return typeof exp === 'number' && exp - seconds <= Date.now() / 1000
+}
+
+function base64urlBytes(s) {
+  const b64 = s.replace(/-/g, '+').replace(/_/g, '/')
+  const raw = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4))
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0))
+}

@@ -1,0 +1,41 @@
+import type { FastifyInstance } from 'fastify'
+import type { ZodTypeProvider } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import { mintToken } from '../tokens.ts'
+
+/** Demo tokens live an hour; the page asks for a new one when it expires. */
+const DEMO_TOKEN_TTL_S = 3600
+
+const signInBody = z.object({
+  sub: z.string().trim().min(1).max(100),
+  tenant: z.string().trim().min(1).max(100).default('demo'),
+  roles: z.array(z.string().trim().min(1).max(100)).max(20).default([]),
+  topics: z.array(z.string().trim().min(1).max(200)).max(20).default([]),
+})
+
+export interface DemoOptions {
+  /**
+   * The secret the service generated for itself, or undefined. Sign-in exists only then: with JWT_SECRET or
+   * JWT_PUBLIC_KEY configured, tokens come from the application and this route answers 404.
+   */
+  generatedSecret: string | undefined
+}
+
+/** The demo page's sign-in: mints a token for any user, exactly as `herald token` does. Development only. */
+export async function demoRoutes(fastify: FastifyInstance, options: DemoOptions) {
+  const app = fastify.withTypeProvider<ZodTypeProvider>()
+  const secret = options.generatedSecret
+
+  app.get('/demo/config', async () => ({ signIn: Boolean(secret) }))
+
+  if (!secret) return
+  app.post('/demo/token', { schema: { body: signInBody } }, async (request) => {
+    const { sub, tenant, roles, topics } = request.body
+    const token = mintToken(
+      secret,
+      { sub, tenant, roles, topics, scope: 'events:publish events:broadcast' },
+      DEMO_TOKEN_TTL_S,
+    )
+    return { token, expiresIn: DEMO_TOKEN_TTL_S }
+  })
+}
