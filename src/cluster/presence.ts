@@ -102,8 +102,3 @@ export class Presence {
       .catch(() => {})
   }
 }
-
-/** SQL: the user (columns of the outer query) has an open stream on a live instance. */
-export const userIsPresent = (tenant: unknown, userId: unknown, ttlSeconds: number) => sql`exists (
-  select 1 from ${streamPresence} p join ${instances} i on i.id = p.instance_id
-  where p.tenant = ${tenant} and p.user_id = ${userId} and i.seen_at > now() - make_interval(secs => ${ttlSeconds}))`

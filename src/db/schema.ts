@@ -132,6 +132,12 @@ export const pushDeliveries = pgTable(
     claimedBy: text('claimed_by'),
     lastStatus: integer('last_status'),
     lastError: text('last_error'),
+    /**
+     * A `normal` push held back because the user had open streams on these instances at publish time. It is
+     * dropped if one of them was really alive then (it beat its heartbeat after the event was created), and
+     * sent if all of them were already dead: a killed instance's stale presence must not swallow the push.
+     */
+    presentOn: text('present_on').array(),
     updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
   (t) => [

@@ -86,7 +86,11 @@ export async function deliveryStatus(
     .select({
       sent: sql<number>`count(*) filter (where ${pushDeliveries.state} = 'sent')`.mapWith(Number),
       failed: sql<number>`count(*) filter (where ${pushDeliveries.state} = 'failed')`.mapWith(Number),
-      pending: sql<number>`count(*) filter (where ${pushDeliveries.state} = 'pending')`.mapWith(Number),
+      // A held-back push (present_on) is not pending: it is normally dropped because the stream delivered.
+      pending:
+        sql<number>`count(*) filter (where ${pushDeliveries.state} = 'pending' and ${pushDeliveries.presentOn} is null)`.mapWith(
+          Number,
+        ),
     })
     .from(pushDeliveries)
     .where(eq(pushDeliveries.eventId, id))

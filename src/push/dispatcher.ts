@@ -3,7 +3,7 @@ import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import webpush from 'web-push'
 import type { Database } from '../db/client.ts'
-import { type EventRow, events, pushDeliveries, pushSubscriptions, receipts } from '../db/schema.ts'
+import { type EventRow, events, instances, pushDeliveries, pushSubscriptions, receipts } from '../db/schema.ts'
 import type { AckTokens } from './ack-token.ts'
 import type { VapidKeys } from './keys.ts'
 import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
@@ -38,6 +38,8 @@ interface Claimed {
   tenant: string
   userId: string
   attempts: number
+  /** Held-back `normal` push: instances that claimed the user's presence at publish time (see outbox.ts). */
+  presentOn: string[] | null
 }
 
 /**
@@ -104,6 +106,7 @@ export class PushDispatcher {
       tenant: string
       user_id: string
       attempts: number
+      present_on: string[] | null
     }>(sql`
       update push_deliveries d
       set claimed_by = ${this.instanceId}, claimed_until = now() + make_interval(secs => ${CLAIM_S}),
@@ -114,7 +117,7 @@ export class PushDispatcher {
         order by next_attempt_at
         limit ${limit}
         for update skip locked)
-      returning d.id, d.event_id, d.subscription_id, d.tenant, d.user_id, d.attempts`)
+      returning d.id, d.event_id, d.subscription_id, d.tenant, d.user_id, d.attempts, d.present_on`)
     return rows.map((r) => ({
       id: Number(r.id),
       eventId: Number(r.event_id),
@@ -122,6 +125,7 @@ export class PushDispatcher {
       tenant: r.tenant,
       userId: r.user_id,
       attempts: Number(r.attempts),
+      presentOn: r.present_on,
     }))
   }
 
@@ -130,14 +134,20 @@ export class PushDispatcher {
     const { db } = this.database
     const eventIds = [...new Set(claimed.map((c) => c.eventId))]
     const subIds = [...new Set(claimed.map((c) => c.subscriptionId).filter((id): id is number => id !== null))]
-    const [eventRows, subRows, acked] = await Promise.all([
+    const instanceIds = [...new Set(claimed.flatMap((c) => c.presentOn ?? []))]
+    const [eventRows, subRows, acked, instanceRows] = await Promise.all([
       db.select().from(events).where(inArray(events.id, eventIds)),
       subIds.length ? db.select().from(pushSubscriptions).where(inArray(pushSubscriptions.id, subIds)) : [],
       db
         .select({ tenant: receipts.tenant, userId: receipts.userId, eventId: receipts.eventId })
         .from(receipts)
         .where(and(inArray(receipts.eventId, eventIds), isNotNull(receipts.ackedAt))),
+      instanceIds.length ? db.select().from(instances).where(inArray(instances.id, instanceIds)) : [],
     ])
+    const lastBeat = new Map(instanceRows.map((i) => [i.id, i.seenAt.getTime()]))
+    /** An instance that beat after the event was created was alive when it was published: its stream was real. */
+    const wasStreamed = (c: Claimed, event: EventRow) =>
+      c.presentOn?.some((id) => (lastBeat.get(id) ?? 0) >= event.createdAt.getTime()) ?? false
     const eventsById = new Map(eventRows.map((e) => [e.id, e]))
     const subsById = new Map(subRows.map((s) => [s.id, s]))
     const ackedKeys = new Set(acked.map((a) => `${a.tenant}\u0000${a.userId}\u0000${a.eventId}`))
@@ -151,6 +161,8 @@ export class PushDispatcher {
         void this.finish(c, { state: 'failed', error: 'subscription removed' })
       } else if (ackedKeys.has(`${c.tenant}\u0000${c.userId}\u0000${c.eventId}`)) {
         void this.record(c.id, { state: 'skipped', lastError: 'already acked' })
+      } else if (wasStreamed(c, event)) {
+        void this.record(c.id, { state: 'skipped', lastError: 'delivered on an open stream' })
       } else {
         this.inFlight++
         void this.send(event, sub)
@@ -219,10 +231,13 @@ export class PushDispatcher {
     id: number,
     set: Partial<Pick<typeof pushDeliveries.$inferInsert, 'state' | 'lastStatus' | 'lastError' | 'nextAttemptAt'>>,
   ) {
-    return this.database.db
-      .update(pushDeliveries)
-      .set({ ...set, claimedBy: null, claimedUntil: null, updatedAt: sql`now()` })
-      .where(eq(pushDeliveries.id, id))
+    return (
+      this.database.db
+        .update(pushDeliveries)
+        // presentOn is settled by the first attempt: from then on the row is an ordinary push.
+        .set({ ...set, presentOn: null, claimedBy: null, claimedUntil: null, updatedAt: sql`now()` })
+        .where(eq(pushDeliveries.id, id))
+    )
   }
 
   /** Stops claiming, waits (up to `graceMs`) for pushes in flight, and hands back claims not finished. */

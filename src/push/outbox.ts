@@ -1,5 +1,4 @@
 import { sql } from 'drizzle-orm'
-import { userIsPresent } from '../cluster/presence.ts'
 import type { Database, Db } from '../db/client.ts'
 
 export interface PushPolicy {
@@ -13,36 +12,49 @@ export interface PushPolicy {
  * Writes the push outbox rows of just-inserted events, inside the publish transaction, so a committed event
  * always has its pushes planned (and a rolled-back one never does). One row per (event, device), by the
  * push rule of SPEC 6:
- *   low: none. normal: devices of users with no open stream anywhere. urgent: all devices, now.
- *   high: like normal now, and devices of users with an open stream after `highAckTimeoutS` (skipped at
- *   send time if the user acked meanwhile; that check applies to every push).
+ *   low: none. urgent: every device, now.
+ *   normal: devices of users with no open stream on a live instance, now. Users with open streams get a
+ *     held-back row (`present_on`), checked after `presenceTtlS`: sent only if every instance that claimed
+ *     their presence was in fact already dead (see PushDispatcher).
+ *   high: like normal for absent users; users with open streams are pushed after `highAckTimeoutS`.
+ * Every push is skipped at send time if the user acked the event meanwhile.
  * Role, topic and tenant audiences resolve through the roles and topic claims each device registered with.
  */
 export async function enqueuePushes(database: Database, tx: Db, eventIds: number[], policy: PushPolicy) {
   if (!eventIds.length) return
-  const present = userIsPresent(sql`s.tenant`, sql`s.user_id`, policy.presenceTtlS)
+  // Instances, alive by their heartbeat, on which the device's user has an open stream right now.
+  const presentOn = sql`array(
+    select p.instance_id from stream_presence p join instances i on i.id = p.instance_id
+    where p.tenant = s.tenant and p.user_id = s.user_id
+      and i.seen_at > now() - make_interval(secs => ${policy.presenceTtlS}))`
   await database.query(
     sql`
-    insert into push_deliveries (event_id, subscription_id, tenant, user_id, next_attempt_at)
-    select e.id, s.id, s.tenant, s.user_id,
-      case when e.priority = 'high' and ${present}
-        then now() + make_interval(secs => ${policy.highAckTimeoutS}) else now() end
-    from events e
-    join push_subscriptions s on s.tenant = e.tenant
-      and (e.to_tenant
-        or s.user_id = any(e.to_users)
-        or s.roles && e.to_roles
-        or exists (
-          select 1 from unnest(s.topics) as claim(pattern), unnest(e.to_topics) as t(topic)
-          where claim.pattern = t.topic
-            or (right(claim.pattern, 1) = '*' and starts_with(t.topic, left(claim.pattern, -1)))))
-    where e.id in (${sql.join(
-      eventIds.map((id) => sql`${id}`),
-      sql`, `,
-    )})
-      and e.priority <> 'low'
-      and (s.expiration_time is null or s.expiration_time > now())
-      and (e.priority in ('high', 'urgent') or not ${present})`,
+    insert into push_deliveries (event_id, subscription_id, tenant, user_id, next_attempt_at, present_on)
+    select id, sub_id, tenant, user_id,
+      case
+        when cardinality(present_on) = 0 or priority = 'urgent' then now()
+        when priority = 'high' then now() + make_interval(secs => ${policy.highAckTimeoutS})
+        else now() + make_interval(secs => ${policy.presenceTtlS})
+      end,
+      case when priority = 'normal' and cardinality(present_on) > 0 then present_on end
+    from (
+      select e.id, e.priority, s.id as sub_id, s.tenant, s.user_id, ${presentOn} as present_on
+      from events e
+      join push_subscriptions s on s.tenant = e.tenant
+        and (e.to_tenant
+          or s.user_id = any(e.to_users)
+          or s.roles && e.to_roles
+          or exists (
+            select 1 from unnest(s.topics) as claim(pattern), unnest(e.to_topics) as t(topic)
+            where claim.pattern = t.topic
+              or (right(claim.pattern, 1) = '*' and starts_with(t.topic, left(claim.pattern, -1)))))
+      where e.id in (${sql.join(
+        eventIds.map((id) => sql`${id}`),
+        sql`, `,
+      )})
+        and e.priority <> 'low'
+        and (s.expiration_time is null or s.expiration_time > now())
+    ) planned`,
     tx,
   )
 }
