@@ -37,6 +37,8 @@ export function createHeraldClient(options) {
   let reopenTimer
   let running = false
   let lastId = 0
+  /** True once we know where this user's stream should resume (a remembered id, or the newest of history). */
+  let resumeKnown = false
   let storageKey
 
   const emit = (kind, value) => {
@@ -65,7 +67,9 @@ export function createHeraldClient(options) {
       const key = `herald:lastEventId:${claims.tenant}:${claims.sub}`
       if (key !== storageKey) {
         storageKey = key
-        lastId = Number(storage?.getItem(storageKey) ?? 0) || 0
+        const stored = storage?.getItem(storageKey)
+        lastId = Number(stored ?? 0) || 0
+        resumeKnown = stored !== null && stored !== undefined
       }
     }
     return token
@@ -96,6 +100,7 @@ export function createHeraldClient(options) {
     const id = Number(event.id)
     if (!(id > lastId)) return
     lastId = id
+    resumeKnown = true
     storage?.setItem(storageKey, String(id))
     emit('notification', event)
   }
@@ -114,7 +119,7 @@ export function createHeraldClient(options) {
     if (!running) return
     const url = new URL(`${baseUrl}/v1/stream`, location.href)
     url.searchParams.set('access_token', t)
-    if (lastId) url.searchParams.set('lastEventId', String(lastId))
+    if (resumeKnown) url.searchParams.set('lastEventId', String(lastId))
     if (topics.length) url.searchParams.set('topics', topics.join(','))
     setStatus(status === 'polling' ? 'polling' : failures ? 'reconnecting' : 'connecting')
     const es = new EventSource(url)
@@ -154,6 +159,7 @@ export function createHeraldClient(options) {
   async function refetchAfterReset() {
     // Events between our last id and the oldest kept one are gone: start over from what the server keeps.
     lastId = 0
+    resumeKnown = true
     emit('reset', undefined)
     try {
       const page = await api('/v1/events?limit=50')
@@ -224,12 +230,22 @@ export function createHeraldClient(options) {
     readAll: (upTo) =>
       api('/v1/events/read', { method: 'POST', body: JSON.stringify({ upTo: String(upTo ?? lastId) }) }),
     unreadCount: async () => (await api('/v1/events/unread-count')).unread,
-    /** History, newest first: `{ events, next }`; pass `next` as `before` for the following page. */
-    history: ({ before, limit = 50, unread = false } = {}) => {
+    /**
+     * History, newest first: `{ events, next }`; pass `next` as `before` for the following page. The first
+     * page also sets where the stream starts when nothing was remembered: right after what it returned, so
+     * an event published between loading history and opening the stream is not lost.
+     */
+    history: async ({ before, limit = 50, unread = false } = {}) => {
       const q = new URLSearchParams({ limit: String(limit) })
       if (before) q.set('before', before)
       if (unread) q.set('unread', 'true')
-      return api(`/v1/events?${q}`)
+      const page = await api(`/v1/events?${q}`)
+      if (!before && !unread && !resumeKnown) {
+        lastId = Math.max(lastId, ...page.events.map((e) => Number(e.id)))
+        resumeKnown = true
+        storage?.setItem(storageKey, String(lastId))
+      }
+      return page
     },
 
     /** Registers the service worker, subscribes this browser and registers it with the service. */

@@ -48,6 +48,7 @@ export type AppConfig = Pick<
   | 'HEARTBEAT_MS'
   | 'MAX_CONNECTIONS_PER_USER'
   | 'STREAM_BUFFER_LIMIT_BYTES'
+  | 'SLOW_READER_TIMEOUT_MS'
   | 'BODY_LIMIT'
   | 'LOG_POLL_MS'
   | 'VAPID_PUBLIC_KEY'
@@ -189,6 +190,9 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   await app.register(eventRoutes)
   await app.register(pushRoutes)
   await app.register(demoRoutes, { generatedSecret: options.demoSignIn ? config.JWT_SECRET : undefined })
-  await app.register(streamRoutes, { bufferLimit: config.STREAM_BUFFER_LIMIT_BYTES })
+  await app.register(streamRoutes, {
+    bufferLimit: config.STREAM_BUFFER_LIMIT_BYTES,
+    slowReaderTimeoutMs: config.SLOW_READER_TIMEOUT_MS,
+  })
   return app
 }

@@ -6,6 +6,8 @@ export const DEFAULT_HEARTBEAT_MS = 15_000
 export const DEFAULT_MAX_CONNECTIONS_PER_USER = 10
 /** Bytes a stream may have queued in the kernel and Node before we call it a slow reader and drop it. */
 export const DEFAULT_STREAM_BUFFER_LIMIT_BYTES = 1024 * 1024
+/** A stream that fell behind and has not drained its socket for this long is dropped (it resumes losslessly). */
+export const DEFAULT_SLOW_READER_TIMEOUT_MS = 30_000
 /** 1 MiB: a batch of 1,000 events fits, an accidental upload does not. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024
 /** A safety net under the in-process wake-up: re-read the log this often even if nobody woke us. */
@@ -62,6 +64,7 @@ const envSchema = z.object({
   HEARTBEAT_MS: intFrom(1_000, 300_000).default(DEFAULT_HEARTBEAT_MS),
   MAX_CONNECTIONS_PER_USER: intFrom(1, 1_000).default(DEFAULT_MAX_CONNECTIONS_PER_USER),
   STREAM_BUFFER_LIMIT_BYTES: intFrom(16 * 1024, 256 * 1024 * 1024).default(DEFAULT_STREAM_BUFFER_LIMIT_BYTES),
+  SLOW_READER_TIMEOUT_MS: intFrom(100, 600_000).default(DEFAULT_SLOW_READER_TIMEOUT_MS),
   BODY_LIMIT: intFrom(1024, 100 * 1024 * 1024).default(DEFAULT_BODY_LIMIT),
   LOG_POLL_MS: intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
   VAPID_PUBLIC_KEY: optionalText.pipe(base64url(65, 'an uncompressed P-256 public key (65 bytes)').optional()),

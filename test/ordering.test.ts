@@ -3,6 +3,7 @@ import type { Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
+import { PUBLISH_LOCK } from '../src/events/log-tail.ts'
 import { describeEachBackend, describePostgres } from './helpers/backends.ts'
 import { SseClient } from './helpers/sse.ts'
 
@@ -78,6 +79,7 @@ async function registered(stream: SseClient) {
 type Kind =
   | 'user'
   | 'user-among-others'
+  | 'user-and-role'
   | 'role'
   | 'tenant'
   | 'other-user'
@@ -88,6 +90,7 @@ type Kind =
 const KINDS: Array<{ kind: Kind; visible: boolean; weight: number }> = [
   { kind: 'user', visible: true, weight: 3 },
   { kind: 'user-among-others', visible: true, weight: 1 },
+  { kind: 'user-and-role', visible: true, weight: 1 },
   { kind: 'role', visible: true, weight: 2 },
   { kind: 'tenant', visible: true, weight: 2 },
   { kind: 'other-user', visible: false, weight: 2 },
@@ -127,6 +130,9 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
           return { users: [me] }
         case 'user-among-others':
           return { users: [`${me}-sibling`, me, `${me}-cousin`] }
+        case 'user-and-role':
+          // Named twice: still one delivery.
+          return { users: [me], roles: ['parent'] }
         case 'role':
           return { roles: ['parent'] }
         case 'tenant':
@@ -207,9 +213,9 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
         while (
           sent < MIN_EVENTS_PER_PUBLISHER ||
           ((reconnects < MIN_RECONNECTS ||
-              catchUpDrops < MIN_CATCH_UP_DROPS ||
-              partialReplayDrops < MIN_MID_REPLAY_DROPS) &&
-              sent < MAX_EVENTS_PER_PUBLISHER)
+            catchUpDrops < MIN_CATCH_UP_DROPS ||
+            partialReplayDrops < MIN_MID_REPLAY_DROPS) &&
+            sent < MAX_EVENTS_PER_PUBLISHER)
         ) {
           const { kind, visible } = pickKind()
           const res = await client.post(kind === 'other-tenant' ? foreignToken : publisherToken, {
@@ -239,9 +245,13 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
 
     const subscriber = async () => {
       while (!publishersDone) {
-        if (Math.random() < 0.35) {
+        // Enough plain drops but too few in the middle of a catch-up: only those from now on, with longer absences.
+        const catchUpsOwed =
+          reconnects >= MIN_RECONNECTS &&
+          (catchUpDrops < MIN_CATCH_UP_DROPS || partialReplayDrops < MIN_MID_REPLAY_DROPS)
+        if (catchUpsOwed || Math.random() < 0.35) {
           // Stay away a while so a backlog builds, then drop again before (or while) it is replayed.
-          await sleep(randInt(200, 1_200))
+          await sleep(catchUpsOwed ? randInt(800, 2_000) : randInt(200, 1_200))
           const backlog = mine.filter((id) => id > Number(lastEventId)).length
           const s = await resume()
           const wanted = randInt(0, 3)
@@ -350,29 +360,45 @@ describePostgres('ordering: transactions that commit out of id order [postgres]'
     return res.body.id as string
   }
 
-  /** A raw publishing transaction held open: transaction id first, then the event row, as publish.ts does. */
-  const holdInsert = async (user: string) => {
+  /**
+   * A raw publishing transaction, as publish.ts writes one: it takes the shared publish lock first (the log
+   * tail watches its holders), then event rows. It stays open until `finish`.
+   */
+  const rawTransaction = async () => {
     const pg = t.database.pg
     if (!pg) throw new Error('no postgres.js client on a PostgreSQL backend')
-    const held = await pg.reserve()
-    await held`begin`
-    await held`select pg_current_xact_id()`
-    const [row] = await held`
-      insert into events (tenant, type, title, priority, actor, to_users, expires_at)
-      values ('t1', 'ordering.held', 'held back', 'normal', 'raw-writer', array[${user}]::text[], now() + interval '1 hour')
-      returning id`
+    const conn = await pg.reserve()
+    await conn`begin`
+    await conn.unsafe(`select pg_advisory_xact_lock_shared(${PUBLISH_LOCK.classId}, ${PUBLISH_LOCK.objId})`)
     let finished = false
-    const finish = async (how: 'commit' | 'rollback') => {
-      if (finished) return
-      finished = true
-      try {
-        await (how === 'commit' ? held`commit` : held`rollback`)
-      } finally {
-        held.release()
-      }
+    return {
+      insert: async (user: string, title: string) => {
+        const [row] = await conn`
+          insert into events (tenant, type, title, priority, actor, to_users, expires_at)
+          values ('t1', 'ordering.held', ${title}, 'normal', 'raw-writer', array[${user}]::text[], now() + interval '1 hour')
+          returning id`
+        return String(row.id)
+      },
+      finish: async (how: 'commit' | 'rollback') => {
+        if (finished) return
+        finished = true
+        try {
+          await (how === 'commit' ? conn`commit` : conn`rollback`)
+        } finally {
+          conn.release()
+        }
+      },
     }
-    return { id: String(row.id), finish }
   }
+
+  /** A raw transaction holding one event row for `user`, uncommitted. */
+  const holdInsert = async (user: string) => {
+    const tx = await rawTransaction()
+    const id = await tx.insert(user, 'held back')
+    return { id, finish: tx.finish }
+  }
+
+  const idsOf = (res: { body: { events: Array<{ id: string }> } }) => res.body.events.map((e) => e.id)
 
   it('a larger id committed first is not delivered before the smaller one; after the commit both come in id order', async () => {
     const user = 'held-commit-user'
@@ -393,7 +419,7 @@ describePostgres('ordering: transactions that commit out of id order [postgres]'
       // The polling fallback must not hand out the larger id either: its `next` would step over the held one.
       const poll = await t.http().get(`/v1/events?after=${seed}`).set('authorization', `Bearer ${token}`)
       expect(poll.status).toBe(200)
-      expect(poll.body.events.map((e: { id: string }) => e.id)).not.toContain(larger)
+      expect(idsOf(poll)).not.toContain(larger)
 
       await held.finish('commit')
       await live.waitForNotifications(2, 5_000)
@@ -402,7 +428,7 @@ describePostgres('ordering: transactions that commit out of id order [postgres]'
       expect(live.notificationIds).toEqual([held.id, larger])
       expect(resumed.notificationIds).toEqual([held.id, larger])
       const after = await t.http().get(`/v1/events?after=${seed}`).set('authorization', `Bearer ${token}`)
-      expect(after.body.events.map((e: { id: string }) => e.id)).toEqual([held.id, larger])
+      expect(idsOf(after)).toEqual([held.id, larger])
       resumed.close()
     } finally {
       await held.finish('rollback')
@@ -436,5 +462,43 @@ describePostgres('ordering: transactions that commit out of id order [postgres]'
     const gone = await t.http().get(`/v1/events/${held.id}`).set('authorization', `Bearer ${token}`)
     expect(gone.status).toBe(404)
     live.close()
+  })
+
+  it('a smaller id whose transaction took its transaction id after the committed one is not stepped over', async () => {
+    // PostgreSQL lists in a snapshot's in-progress set only transactions below its xmax, and xmax is one past
+    // the latest *completed* transaction: a transaction that began after the one that just committed is open
+    // but not listed. The service must still wait for the smaller id it holds.
+    const user = 'held-late-xid-user'
+    const token = t.token({ sub: user })
+    const seed = await publishTo(user, 'seed')
+    const live = await SseClient.open(t.url, { token })
+    await registered(live)
+    const older = await rawTransaction() // older transaction id, larger event id, commits first
+    const newer = await rawTransaction() // newer transaction id, smaller event id, still open
+    try {
+      const smaller = await newer.insert(user, 'held back by a newer transaction')
+      const larger = await older.insert(user, 'committed first by an older transaction')
+      expect(Number(larger)).toBeGreaterThan(Number(smaller))
+      await older.finish('commit')
+      // A poll makes the service read the log now; then wait longer than its 1 s safety poll.
+      const polled = await t.http().get(`/v1/events?after=${seed}`).set('authorization', `Bearer ${token}`)
+      expect(polled.status).toBe(200)
+      await sleep(1_500)
+      expect({ live: live.notificationIds, polled: idsOf(polled) }, 'nothing may pass the open smaller id').toEqual({
+        live: [],
+        polled: [],
+      })
+
+      await newer.finish('commit')
+      await live.waitFor((c) => c.notificationIds.length >= 2, 5_000).catch(() => {})
+      await sleep(100)
+      expect(live.notificationIds).toEqual([smaller, larger])
+      const after = await t.http().get(`/v1/events?after=${seed}`).set('authorization', `Bearer ${token}`)
+      expect(idsOf(after)).toEqual([smaller, larger])
+    } finally {
+      await newer.finish('rollback')
+      await older.finish('rollback')
+      live.close()
+    }
   })
 })

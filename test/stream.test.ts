@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { sql } from 'drizzle-orm'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -503,56 +504,90 @@ describeEachBackend('stream', (backend) => {
     })
   })
 
-  describe('slow readers (STREAM_BUFFER_LIMIT_BYTES 16384)', () => {
+  describe('slow readers (STREAM_BUFFER_LIMIT_BYTES 16384, SLOW_READER_TIMEOUT_MS 500)', () => {
     let t: TestApp
     beforeAll(async () => {
-      t = await startApp(backend, { config: { STREAM_BUFFER_LIMIT_BYTES: 16_384 } })
+      t = await startApp(backend, { config: { STREAM_BUFFER_LIMIT_BYTES: 16_384, SLOW_READER_TIMEOUT_MS: 500 } })
     })
     afterAll(() => t.close())
     const open = streams(() => t)
 
-    it('drops a reader that stops reading, keeps the others, and the dropped one resumes losslessly', async () => {
+    it('holds at most about the buffer limit for a client that never reads, and keeps serving the others', async () => {
       const tenant = unique('slow')
-      const slow = await live(await open({ sub: 'slow-reader', tenant }))
       const normal = await live(await open({ sub: 'fast-reader', tenant }))
-      const before = await publish(t, tenant, { to: { users: ['slow-reader', 'fast-reader'] } })
-      await waitForId(slow, before)
-      await waitForId(normal, before)
-      slow.pause()
+      // A raw client that sends its request and never reads a byte.
+      const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1')
+      await new Promise((resolve) => socket.once('connect', resolve))
+      socket.pause()
+      socket.on('error', () => {})
+      socket.write(
+        `GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token({ sub: 'slow-reader', tenant })}\r\n\r\n`,
+      )
+      await expect.poll(() => t.app.hub.countForUser(tenant, 'slow-reader')).toBe(1)
 
-      // About 4 MB for the paused reader, in batches; the other reader gets its own events in between.
+      // About 3 MB for the client that never reads, in batches; the other reader gets its own events between.
       const filler = 'x'.repeat(15_000)
-      const body = 'y'.repeat(2_000)
       const big: string[] = []
       const forNormal: string[] = []
-      for (let b = 0; b < 6; b++) {
-        const batch = Array.from({ length: 40 }, (_, i) => ({
-          to: { users: ['slow-reader'] },
-          body,
-          data: { b, i, filler },
-        }))
+      for (let b = 0; b < 5; b++) {
+        const batch = Array.from({ length: 40 }, (_, i) => ({ to: { users: ['slow-reader'] }, data: { b, i, filler } }))
         big.push(...(await publishBatch(t, tenant, batch)))
         const small = await publish(t, tenant, { to: { users: ['fast-reader'] }, data: { b } })
         forNormal.push(small)
         await waitForId(normal, small)
       }
+      // Waits until the tail has handed it everything (the marker is its last event).
       const marker = await publish(t, tenant, { to: { users: ['slow-reader', 'fast-reader'] } })
       await waitForId(normal, marker)
+      big.push(marker)
+      const mostHeld = t.app.hub.peakBufferedBytesOf(tenant, 'slow-reader')
+      console.log(`a client that never read was sent ~3 MB; the server held at most ${mostHeld} bytes for it`)
+      // The limit, plus one replay slice (64 KiB) or the one event that crossed it: the rest waits in the
+      // database, not in memory.
+      expect(mostHeld).toBeLessThan(16_384 + 64 * 1024 + 20_000)
       expect(normal.ended).toBe(false)
-      expect(normal.notificationIds).toEqual([before, ...forNormal, marker])
+      expect(normal.notificationIds).toEqual([...forNormal, marker])
+      socket.destroy()
 
-      // The slow reader reads again: it gets what the sockets held, then finds that the server ended the stream.
-      ;(slow as unknown as { response: IncomingMessage }).response.resume()
-      await slow.waitForEnd(10_000)
-      const got = slow.notificationIds
-      expect(got[0]).toBe(before)
-      expect(got.length).toBeLessThan(big.length)
-      // It resumes from the last id it saw and gets everything it missed, nothing twice.
-      const resumed = await live(await open({ sub: 'slow-reader', tenant }, { lastEventId: slow.lastEventId }))
-      await waitForId(resumed, marker, 20_000)
-      expect(resumed.events.some((e) => e.event === 'reset')).toBe(false)
-      expect([...got, ...resumed.notificationIds]).toEqual([before, ...big, marker])
-      expect(normal.ended).toBe(false)
+      // When it comes back (from the start here: it never read an id), it loses nothing.
+      const resumed = await live(await open({ sub: 'slow-reader', tenant }, { lastEventId: '0' }))
+      await waitForId(resumed, big[big.length - 1], 20_000)
+      expect(resumed.notificationIds).toEqual(big)
+    })
+
+    it('keeps a paused reader that catches up when it reads again, with every event once, in order', async () => {
+      const tenant = unique('paused')
+      const paused = await live(await open({ sub: 'paused-reader', tenant }))
+      const first = await publish(t, tenant, { to: { users: ['paused-reader'] } })
+      await waitForId(paused, first)
+      paused.pause()
+      const filler = 'x'.repeat(15_000)
+      const ids = await publishBatch(
+        t,
+        tenant,
+        Array.from({ length: 40 }, (_, i) => ({ to: { users: ['paused-reader'] }, data: { i, filler } })),
+      )
+      await sleep(200) // shorter than SLOW_READER_TIMEOUT_MS: a pause, not a dead client
+      ;(paused as unknown as { response: IncomingMessage }).response.resume()
+      await waitForId(paused, ids[ids.length - 1], 20_000)
+      expect(paused.notificationIds).toEqual([first, ...ids])
+      expect(paused.ended).toBe(false)
+    })
+
+    it('keeps a reader that reads but gets a burst far over the limit: it catches up from the log, in order', async () => {
+      const tenant = unique('burst')
+      const reader = await live(await open({ sub: 'burst-reader', tenant }))
+      const filler = 'z'.repeat(10_000)
+      // About 900 KB in one batch: far more than the 16 KiB the server lets pile up on a socket.
+      const ids = await publishBatch(
+        t,
+        tenant,
+        Array.from({ length: 90 }, (_, i) => ({ to: { users: ['burst-reader'] }, data: { i, filler } })),
+      )
+      const after = await publish(t, tenant, { to: { users: ['burst-reader'] } })
+      await waitForId(reader, after, 20_000)
+      expect(reader.ended).toBe(false)
+      expect(reader.notificationIds).toEqual([...ids, after])
     })
   })
 

@@ -11,16 +11,21 @@ const GAP_RECHECK_MS = 5
 /** After a failed read (database down), wait this long before the next. */
 const ERROR_BACKOFF_MS = 1_000
 
+/**
+ * Every publishing transaction holds this advisory lock (shared: publishers never wait for each other)
+ * from before it takes event ids until it ends. Its holders are exactly the publishes in flight.
+ */
+export const PUBLISH_LOCK = { classId: 727_140, objId: 2 } as const
+
 interface PendingGap {
   /** Largest missing id this record covers. */
   upTo: number
-  /** Transactions that were open when the gap was seen; one of them may still commit the missing ids. */
-  xids: string[]
+  /** Publishing transactions (virtual transaction ids) in flight when the gap was seen. */
+  holders?: string[]
 }
 
 interface TailRow {
-  snap: string
-  id: number | string | null
+  id: number | string
   tenant: string
   type: string
   title: string
@@ -42,14 +47,17 @@ interface TailRow {
  * Follows the event table in id order and hands each committed event to `deliver` exactly once, in order.
  *
  * Publishing transactions may commit out of id order: id 11 can be visible while id 10 is still in flight.
- * Every publish takes its transaction id before its event ids (see publish.ts), so a missing id below a
- * visible one belongs to a transaction that was open when we looked. We stop at such a gap and note the
- * open transactions; once none of them is open any more, whatever is still missing was rolled back and is
- * skipped. `cursor` is therefore a watermark: every event at or below it is settled and was delivered.
+ * Every publish holds PUBLISH_LOCK (shared) from before it takes ids until it commits or rolls back, so a
+ * missing id below a visible one belongs to a publish that was in flight when we looked. We stop at such a
+ * gap and note the lock's holders; once all of them have finished, one more read settles it: an id still
+ * missing then was rolled back and is skipped. Unrelated long transactions never hold us up.
+ * `cursor` is therefore a watermark: every event at or below it is settled and was delivered.
  */
 export class LogTail {
   cursor = 0
   private pendingGap: PendingGap | undefined
+  /** Missing ids at or below this are known to be rolled back. */
+  private settledUpTo = 0
   private running = false
   private again = false
   private waiters: Array<() => void> = []
@@ -66,19 +74,17 @@ export class LogTail {
     private readonly pollMs: number,
   ) {}
 
-  /** Sets the cursor at the end of the log once every transaction open right now has finished. */
+  /** Sets the cursor at the end of the log once every publish in flight right now has finished. */
   async start(): Promise<void> {
-    const [first] = await this.database.query<{ snap: string; max: string | number | null }>(
-      sql`select pg_current_snapshot()::text as snap, (select max(id) from events) as max`,
-    )
-    const xids = openXids(first.snap)
-    for (let waited = 0; xids.length && waited < 30_000; waited += 10) {
-      const [now] = await this.database.query<{ snap: string }>(sql`select pg_current_snapshot()::text as snap`)
-      const open = new Set(openXids(now.snap))
-      if (!xids.some((x) => open.has(x))) break
+    const [first] = await this.database.query<{ max: string | number | null }>(sql`select max(id) as max from events`)
+    const holders = await this.publishesInFlight()
+    for (let waited = 0; holders.length && waited < 30_000; waited += 10) {
+      const now = new Set(await this.publishesInFlight())
+      if (!holders.some((h) => now.has(h))) break
       await sleep(10)
     }
     this.cursor = Number(first.max ?? 0)
+    this.settledUpTo = this.cursor
     this.pollTimer = setInterval(() => this.wake(), this.pollMs)
     this.pollTimer.unref()
   }
@@ -115,8 +121,8 @@ export class LogTail {
       do {
         this.again = false
         const waiters = this.waiters.splice(0)
-        let full = true
-        while (full && !this.stopped) full = await this.readOnce()
+        let more = true
+        while (more && !this.stopped) more = await this.readOnce()
         for (const w of waiters) w()
       } while (this.again && !this.stopped)
     } catch (err) {
@@ -131,55 +137,55 @@ export class LogTail {
     }
   }
 
-  /** One page. Returns true when the page was full (read again at once). */
+  /** One page, then the state of a pending gap. Returns true to read again at once. */
   private async readOnce(): Promise<boolean> {
-    const rows = await this.database.query<TailRow>(sql`
-      with s as (select pg_current_snapshot()::text as snap)
-      select s.snap, e.* from s left join lateral (
-        select * from events where id > ${this.cursor} order by id limit ${PAGE_SIZE}
-      ) e on true`)
+    const rows = await this.database.query<TailRow>(
+      sql`select * from events where id > ${this.cursor} order by id limit ${PAGE_SIZE}`,
+    )
     this.healthy = true
-    const open = openXids(rows[0].snap)
-    const openSet = new Set(open)
-    if (this.pendingGap && !this.pendingGap.xids.some((x) => openSet.has(x))) {
-      this.pendingGap = { ...this.pendingGap, xids: [] } // settled: what is still missing up to `upTo` is gone for good
-    }
     const ready: EventRow[] = []
     let expected = this.cursor + 1
     for (const raw of rows) {
-      if (raw.id === null) break
       const id = Number(raw.id)
-      if (id !== expected) {
-        const settled =
-          open.length === 0 || (this.pendingGap && this.pendingGap.xids.length === 0 && id - 1 <= this.pendingGap.upTo)
-        if (!settled) {
-          if (!this.pendingGap || this.pendingGap.xids.length === 0 || this.pendingGap.upTo < id - 1) {
-            this.pendingGap = { upTo: id - 1, xids: open }
-          }
-          break
-        }
+      if (id !== expected && id - 1 > this.settledUpTo) {
+        if (!this.pendingGap || this.pendingGap.upTo < id - 1) this.pendingGap = { upTo: id - 1 }
+        break
       }
       ready.push(toEventRow(raw, id))
       expected = id + 1
     }
     if (ready.length) {
       this.cursor = ready[ready.length - 1].id
-      if (this.pendingGap && this.pendingGap.upTo <= this.cursor) this.pendingGap = undefined
       this.deliver(ready)
     }
-    if (this.pendingGap && !this.stopped) {
-      clearTimeout(this.timer)
-      this.timer = setTimeout(() => this.wake(), GAP_RECHECK_MS)
-      return false
-    }
-    return rows.length === PAGE_SIZE
-  }
-}
+    if (this.pendingGap && this.pendingGap.upTo <= this.cursor) this.pendingGap = undefined
+    if (!this.pendingGap) return rows.length === PAGE_SIZE
 
-/** The in-progress transaction ids of a `pg_current_snapshot()` text (`xmin:xmax:xip,...`). */
-function openXids(snap: string): string[] {
-  const xip = snap.split(':')[2]
-  return xip ? xip.split(',') : []
+    // A gap: wait until the publishes that were in flight when we saw it have all finished.
+    const now = await this.publishesInFlight()
+    const gap = this.pendingGap
+    gap.holders ??= now
+    const current = new Set(now)
+    if (!gap.holders.some((h) => current.has(h))) {
+      // All finished, so they are visible now (committed) or never will be (rolled back): read once more.
+      this.settledUpTo = gap.upTo
+      this.pendingGap = undefined
+      return true
+    }
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => this.wake(), GAP_RECHECK_MS)
+    return false
+  }
+
+  /** Virtual transaction ids of the publishes in flight in this database. */
+  private async publishesInFlight(): Promise<string[]> {
+    const rows = await this.database.query<{ vxid: string }>(sql`
+      select virtualtransaction as vxid from pg_locks
+      where locktype = 'advisory' and granted
+        and database = (select oid from pg_database where datname = current_database())
+        and classid = ${PUBLISH_LOCK.classId} and objid = ${PUBLISH_LOCK.objId} and objsubid = 2`)
+    return rows.map((r) => r.vxid)
+  }
 }
 
 const asDate = (v: Date | string) => (v instanceof Date ? v : new Date(v))

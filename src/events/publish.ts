@@ -4,6 +4,7 @@ import type { Database } from '../db/client.ts'
 import { events, idempotencyKeys } from '../db/schema.ts'
 import { HttpProblem } from '../errors.ts'
 import { enqueuePushes, type PushPolicy } from '../push/outbox.ts'
+import { PUBLISH_LOCK } from './log-tail.ts'
 import type { NewEvent } from './model.ts'
 
 export interface Published {
@@ -40,9 +41,12 @@ export async function publishEvents(
   const { db } = database
   const key = options.idempotencyKey
   return db.transaction(async (tx) => {
-    // Take a transaction id before any event id: the log tail relies on it to tell an open
-    // transaction's gap from a rolled-back one (see log-tail.ts).
-    await database.query(sql`select pg_current_xact_id()`, tx)
+    // Announce this publish before taking any event id: the log tail tells an in-flight publish's gap
+    // from a rolled-back one by this lock's holders (see log-tail.ts).
+    await database.query(
+      sql`select pg_advisory_xact_lock_shared(${sql.raw(`${PUBLISH_LOCK.classId}, ${PUBLISH_LOCK.objId}`)})`,
+      tx,
+    )
     if (key) {
       const claimed = await tx
         .insert(idempotencyKeys)

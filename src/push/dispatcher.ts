@@ -160,9 +160,9 @@ export class PushDispatcher {
       } else if (!sub) {
         void this.finish(c, { state: 'failed', error: 'subscription removed' })
       } else if (ackedKeys.has(`${c.tenant}\u0000${c.userId}\u0000${c.eventId}`)) {
-        void this.record(c.id, { state: 'skipped', lastError: 'already acked' })
+        this.skip(c.id, 'already acked')
       } else if (wasStreamed(c, event)) {
-        void this.record(c.id, { state: 'skipped', lastError: 'delivered on an open stream' })
+        this.skip(c.id, 'delivered on an open stream')
       } else {
         this.inFlight++
         void this.send(event, sub)
@@ -227,16 +227,22 @@ export class PushDispatcher {
     }
   }
 
-  private record(
+  /** Writes an outcome and releases the claim (awaited: a drizzle query only runs when awaited). */
+  private async record(
     id: number,
     set: Partial<Pick<typeof pushDeliveries.$inferInsert, 'state' | 'lastStatus' | 'lastError' | 'nextAttemptAt'>>,
-  ) {
-    return (
-      this.database.db
-        .update(pushDeliveries)
-        // presentOn is settled by the first attempt: from then on the row is an ordinary push.
-        .set({ ...set, presentOn: null, claimedBy: null, claimedUntil: null, updatedAt: sql`now()` })
-        .where(eq(pushDeliveries.id, id))
+  ): Promise<void> {
+    await this.database.db
+      .update(pushDeliveries)
+      // presentOn is settled by the first attempt: from then on the row is an ordinary push.
+      .set({ ...set, presentOn: null, claimedBy: null, claimedUntil: null, updatedAt: sql`now()` })
+      .where(eq(pushDeliveries.id, id))
+  }
+
+  /** A skipped push: recorded without waiting; if recording fails, the claim expires and it is skipped again. */
+  private skip(id: number, why: string) {
+    this.record(id, { state: 'skipped', lastError: why }).catch((err) =>
+      this.log.warn({ err, delivery: id }, 'recording a skipped push failed'),
     )
   }
 

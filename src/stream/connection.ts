@@ -5,12 +5,21 @@ export type CloseReason = 'client' | 'evicted' | 'expired' | 'slow' | 'shutdown'
 
 /** Live events that may wait behind a replay before the connection counts as too slow. */
 const MAX_QUEUED_DURING_REPLAY = 50_000
+/** Frames without an id (receipts) may overshoot the buffer limit by this factor before the reader is dropped. */
+const HARD_LIMIT_FACTOR = 4
+export const HEARTBEAT_FRAME = ': ping\n\n'
 
 let nextConnectionId = 1
 
 /**
- * One open SSE stream. While its replay runs, live events queue here; afterwards they are written
- * straight to the socket. An event id at or below `lastQueuedId` is never written twice.
+ * One open SSE stream, in one of three states:
+ *  - replaying: history is being written from the database; live events queue (bounded) until it ends;
+ *  - live: live events are written as they come;
+ *  - behind: the client did not keep up (more than `bufferLimit` bytes unread). Live events are skipped,
+ *    not buffered, so memory stays bounded; once the socket drains, `catchUp` reads what was skipped back
+ *    from the log, and the stream is live again. A client that does not drain within `slowReaderTimeoutMs`
+ *    is dropped; it resumes from Last-Event-ID and loses nothing.
+ * An event id at or below `lastQueuedId` is never written twice.
  */
 export class StreamConnection {
   readonly id = nextConnectionId++
@@ -22,9 +31,12 @@ export class StreamConnection {
   lastQueuedId = 0
   closed = false
   closeReason: CloseReason | undefined
-  private replaying = true
-  private queued: string[] = []
+  /** Set by whoever opened the stream: replays ids after `afterId` from the log, then calls goLive(). */
+  catchUp: ((afterId: number) => Promise<void>) | undefined
+  private state: 'replaying' | 'live' | 'behind' = 'replaying'
+  private queued: Array<{ id: number; frame: string }> = []
   private expiryTimer: NodeJS.Timeout | undefined
+  private slowTimer: NodeJS.Timeout | undefined
   private readonly onClosed: Array<(c: StreamConnection) => void> = []
 
   constructor(
@@ -34,11 +46,26 @@ export class StreamConnection {
     readonly topics: readonly string[],
     private readonly res: ServerResponse,
     private readonly bufferLimit: number,
+    private readonly slowReaderTimeoutMs: number,
   ) {
     this.roles = new Set(roles)
     this.exactTopics = new Set(topics.filter((t) => !t.endsWith('*')))
     this.topicPrefixes = topics.filter((t) => t.endsWith('*'))
     res.once('close', () => this.close('client'))
+  }
+
+  /** Bytes written to this stream that the socket has not taken yet: what a slow reader costs us. */
+  get bufferedBytes(): number {
+    return this.res.writableLength
+  }
+
+  /** The most `bufferedBytes` has been, right after a write. */
+  peakBufferedBytes = 0
+
+  private written() {
+    const n = this.res.writableLength
+    if (n > this.peakBufferedBytes) this.peakBufferedBytes = n
+    return n
   }
 
   /** True when the stream subscribed to a topic matching one of `topics`. */
@@ -52,31 +79,51 @@ export class StreamConnection {
 
   /** A live event (already serialized as an SSE frame). Dropped if this id was already sent. */
   deliver(id: number, frame: string): void {
-    if (id <= this.lastQueuedId || this.closed) return
+    if (id <= this.lastQueuedId || this.closed || this.state === 'behind') return
     this.lastQueuedId = id
-    if (this.replaying) {
-      this.queued.push(frame)
+    if (this.state === 'replaying') {
+      this.queued.push({ id, frame })
       if (this.queued.length > MAX_QUEUED_DURING_REPLAY) this.close('slow')
       return
     }
-    this.write(frame)
+    this.res.write(frame)
+    if (this.written() > this.bufferLimit) this.fallBehind()
   }
 
-  /** Frames without an id (receipts, heartbeats, reset): written now, in whatever mode. */
+  /** Frames without an id (receipts, heartbeats, reset): written now, in any state. */
   write(chunk: string): void {
     if (this.closed) return
+    if (this.state === 'behind' && chunk === HEARTBEAT_FRAME) return // the socket is busy enough
     this.res.write(chunk)
-    // The kernel and Node hold what the client has not read: past the limit the client is too slow.
-    // Dropping it is safe: it resumes from Last-Event-ID and loses nothing.
-    if (this.res.writableLength > this.bufferLimit) this.close('slow')
+    if (this.written() > this.bufferLimit * HARD_LIMIT_FACTOR) this.close('slow')
   }
 
-  /** Replay output: waits for the socket to drain instead of dropping the reader. */
+  private fallBehind() {
+    this.state = 'behind'
+    this.slowTimer = setTimeout(() => this.close('slow'), this.slowReaderTimeoutMs)
+    this.res.once('drain', () => {
+      clearTimeout(this.slowTimer)
+      if (this.closed) return
+      this.state = 'replaying'
+      const catchUp = this.catchUp
+      if (catchUp) void catchUp(this.lastQueuedId)
+      else this.close('slow')
+    })
+  }
+
+  /** Replay output: waits for the socket to drain (one page at a time), dropping a reader that does not. */
   async writeReplay(chunk: string): Promise<void> {
     if (this.closed) return
-    if (this.res.write(chunk)) return
+    const flushed = this.res.write(chunk)
+    this.written()
+    if (flushed) return
     await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        done()
+        this.close('slow')
+      }, this.slowReaderTimeoutMs)
       const done = () => {
+        clearTimeout(timer)
         this.res.off('drain', done)
         this.res.off('close', done)
         resolve()
@@ -86,12 +133,21 @@ export class StreamConnection {
     })
   }
 
+  /** Everything up to `id` is known to the client or predates it: later events only. */
+  skipThrough(id: number): void {
+    this.queued = this.queued.filter((q) => q.id > id)
+    this.lastQueuedId = Math.max(this.lastQueuedId, id)
+  }
+
   /** Replay finished: send what queued meanwhile, then go live. */
   goLive(): void {
-    this.replaying = false
+    if (this.closed) return
+    this.state = 'live'
     const queued = this.queued
     this.queued = []
-    if (queued.length) this.write(queued.join(''))
+    if (!queued.length) return
+    this.res.write(queued.map((q) => q.frame).join(''))
+    if (this.written() > this.bufferLimit) this.fallBehind()
   }
 
   closeAt(expSeconds: number | undefined) {
@@ -109,6 +165,7 @@ export class StreamConnection {
     this.closed = true
     this.closeReason = reason
     clearTimeout(this.expiryTimer)
+    clearTimeout(this.slowTimer)
     this.queued = []
     if (reason === 'slow' || reason === 'error') this.res.destroy()
     else if (!this.res.writableEnded) this.res.end()

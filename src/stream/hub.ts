@@ -1,9 +1,8 @@
 import type { EventRow } from '../db/schema.ts'
 import { eventJson } from '../events/model.ts'
-import type { StreamConnection } from './connection.ts'
+import { HEARTBEAT_FRAME, type StreamConnection } from './connection.ts'
 
 export const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
-export const HEARTBEAT_FRAME = ': ping\n\n'
 export const receiptFrame = (notice: object) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`
 
 /** Open streams of one tenant, indexed by who they are, so a publish touches only the streams it names. */
@@ -94,6 +93,20 @@ export class StreamHub {
   /** A frame without an id to every open stream of one user (receipts). */
   sendToUser(tenant: string, userId: string, frame: string): void {
     for (const c of this.tenants.get(tenant)?.byUser.get(userId) ?? []) c.write(frame)
+  }
+
+  /** Bytes held for all open streams, not yet taken by their sockets. */
+  bufferedBytes(): number {
+    let total = 0
+    for (const t of this.tenants.values()) for (const c of t.all) total += c.bufferedBytes
+    return total
+  }
+
+  /** The most bytes ever held at once for one of the user's open streams. */
+  peakBufferedBytesOf(tenant: string, userId: string): number {
+    let peak = 0
+    for (const c of this.tenants.get(tenant)?.byUser.get(userId) ?? []) peak = Math.max(peak, c.peakBufferedBytes)
+    return peak
   }
 
   countForUser(tenant: string, userId: string): number {

@@ -1,5 +1,5 @@
 import { Session } from 'better-sse'
-import { and, asc, eq, gt, lte, sql } from 'drizzle-orm'
+import { and, asc, gt, lte, sql } from 'drizzle-orm'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Caller } from '../auth.ts'
 import type { Presence } from '../cluster/presence.ts'
@@ -11,8 +11,10 @@ import { viewerOf, visibleTo } from '../events/visibility.ts'
 import { StreamConnection } from './connection.ts'
 import { notificationFrame, type StreamHub } from './hub.ts'
 
-/** Events per replay query; each page is written as one chunk. */
+/** Events per replay query. */
 const REPLAY_PAGE = 500
+/** Replay output is written in slices of about this many characters. */
+const REPLAY_SLICE_CHARS = 64 * 1024
 /** Tells EventSource to wait 3 s before reconnecting. */
 const RETRY_MS = 3_000
 const RESET_FRAME = 'event: reset\ndata: {"reason":"expired"}\n\n'
@@ -23,6 +25,7 @@ export interface StreamDeps {
   tail: LogTail
   presence: Presence
   bufferLimit: number
+  slowReaderTimeoutMs: number
   /** Extra response headers (CORS): Fastify hooks do not run after hijack. */
   headers?: (request: FastifyRequest) => Record<string, string>
 }
@@ -31,6 +34,7 @@ export interface StreamDeps {
  * Opens an SSE stream: registers it (live events queue from here on), replays the visible events after
  * `lastEventId` up to the log tail's watermark, then flushes the queue. The watermark splits the id space:
  * replay covers ids up to it, the tail delivers ids above it, so nothing falls between or comes twice.
+ * The same replay brings back a stream that fell behind (see StreamConnection).
  */
 export async function openStream(
   deps: StreamDeps,
@@ -51,7 +55,15 @@ export async function openStream(
     trustClientEventId: false,
     headers: { 'Cache-Control': 'no-store', ...deps.headers?.(request) },
   })
-  const conn = new StreamConnection(caller.tenant, caller.userId, caller.roles, topics, reply.raw, deps.bufferLimit)
+  const conn = new StreamConnection(
+    caller.tenant,
+    caller.userId,
+    caller.roles,
+    topics,
+    reply.raw,
+    deps.bufferLimit,
+    deps.slowReaderTimeoutMs,
+  )
   conn.onClose(() => presence.leave(caller.tenant, caller.userId))
   await new Promise<void>((resolve) => {
     session.once('connected', () => resolve())
@@ -60,10 +72,6 @@ export async function openStream(
   if (conn.closed) return // the client left before the stream started
   conn.write(`retry: ${RETRY_MS}\n\n`)
 
-  const watermark = tail.cursor
-  conn.lastQueuedId = Math.max(lastEventId ?? watermark, watermark)
-  hub.add(conn)
-  conn.closeAt(caller.exp)
   const opened = Date.now()
   conn.onClose((c) =>
     request.log.info(
@@ -76,25 +84,72 @@ export async function openStream(
     'stream opened',
   )
 
-  try {
-    if (lastEventId !== undefined) {
-      if (lastEventId > 0 && !(await isKept(database, lastEventId))) conn.write(RESET_FRAME)
-      await replay(database, conn, caller, topics, lastEventId, watermark)
+  /** Replays ids in (after, watermark] while live events above the watermark queue, then goes live. */
+  const catchUp = async (after: number) => {
+    const watermark = tail.cursor
+    // Live events up to the watermark that queued meanwhile come from the replay instead.
+    conn.skipThrough(Math.max(after, watermark))
+    try {
+      await replay(database, conn, caller, topics, after, watermark)
+      conn.goLive()
+    } catch (err) {
+      request.log.warn({ err, stream: conn.id }, 'replay failed; closing the stream so the client resumes')
+      conn.close('error')
     }
-    conn.goLive()
-  } catch (err) {
-    request.log.warn({ err, stream: conn.id }, 'replay failed; closing the stream so the client resumes')
-    conn.close('error')
   }
+  conn.catchUp = catchUp
+
+  if (lastEventId === undefined) {
+    // Live only: "live" starts after everything committed before this request, which the tail may not
+    // have read yet (a publish answers 201 before the tail wakes). Catch the tail up, then skip it all.
+    conn.lastQueuedId = tail.cursor
+    hub.add(conn)
+    conn.closeAt(caller.exp)
+    try {
+      await tail.sync()
+    } catch {
+      // The tail logs its own failures; the stream starts from what it has.
+    }
+    conn.skipThrough(tail.cursor)
+    conn.goLive()
+    return
+  }
+
+  conn.lastQueuedId = Math.max(lastEventId, tail.cursor)
+  hub.add(conn)
+  conn.closeAt(caller.exp)
+  let from = lastEventId
+  try {
+    const point = await resumePoint(database, lastEventId)
+    if (point !== 'kept') conn.write(RESET_FRAME)
+    // An id the log never had (a reset database, a made-up value): start over from what is kept.
+    if (point === 'unknown') {
+      from = 0
+      conn.lastQueuedId = tail.cursor
+    }
+  } catch (err) {
+    request.log.warn({ err, stream: conn.id }, 'checking the resume point failed; closing the stream')
+    conn.close('error')
+    return
+  }
+  await catchUp(from)
 }
 
-/** True when the event a client resumes from is still in the log (not pruned, not expired). */
-async function isKept(database: Database, id: number): Promise<boolean> {
-  const rows = await database.db
-    .select({ id: events.id })
-    .from(events)
-    .where(and(eq(events.id, id), gt(events.expiresAt, sql`now()`)))
-  return rows.length > 0
+/**
+ * Where a client resumes from: `kept` (the event is still in the log), `gone` (expired or pruned: events
+ * after it may have been lost to retention), or `unknown` (larger than any id the log ever had).
+ * 0 means "from the beginning" and is always kept.
+ */
+async function resumePoint(database: Database, id: number): Promise<'kept' | 'gone' | 'unknown'> {
+  if (id === 0) return 'kept'
+  const [row] = await database.db
+    .select({
+      kept: sql<boolean>`exists (select 1 from ${events} where ${events.id} = ${id} and ${events.expiresAt} > now())`,
+      newest: sql<string | number | null>`(select max(${events.id}) from ${events})`,
+    })
+    .from(sql`(select 1) as one`)
+  if (row.kept) return 'kept'
+  return row.newest !== null && id <= Number(row.newest) ? 'gone' : 'unknown'
 }
 
 async function replay(
@@ -115,7 +170,17 @@ async function replay(
       .orderBy(asc(events.id))
       .limit(REPLAY_PAGE)
     if (!rows.length) break
-    await conn.writeReplay(rows.map((r) => notificationFrame(r.id, eventJson(r))).join(''))
+    // Written in slices, each waiting for the socket to drain: a replay holds at most a slice in memory
+    // beyond what the socket has taken, whatever the size of the events.
+    let slice = ''
+    for (const r of rows) {
+      slice += notificationFrame(r.id, eventJson(r))
+      if (slice.length >= REPLAY_SLICE_CHARS) {
+        await conn.writeReplay(slice)
+        slice = ''
+      }
+    }
+    if (slice) await conn.writeReplay(slice)
     cursor = rows[rows.length - 1].id
     if (rows.length < REPLAY_PAGE) break
   }

@@ -2,7 +2,6 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const TSX = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url))
 
 export interface Child {
   proc: ChildProcess
@@ -13,9 +12,13 @@ export interface Child {
   waitForOutput(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>
 }
 
-/** Runs a TypeScript entry point (src/server.ts, src/cli.ts) as a real child process, as a user would. */
+/**
+ * Runs a TypeScript entry point (src/server.ts, src/cli.ts) as a real child process, as a user would.
+ * Node itself runs it (`--import tsx`), not the tsx wrapper: a signal then reaches the server, and
+ * kill -9 kills it rather than orphaning it.
+ */
 export function runTs(entry: string, args: string[] = [], env: Record<string, string | undefined> = {}): Child {
-  const proc = spawn(TSX, [entry, ...args], {
+  const proc = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,217 @@
+import { afterAll, beforeAll, expect, it } from 'vitest'
+import { mintToken } from '../src/tokens.ts'
+import { PUBLISHER, TEST_JWT_SECRET } from './helpers/app.ts'
+import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from './helpers/backends.ts'
+import { type Child, runTs } from './helpers/process.ts'
+import { type PushService, startPushService } from './helpers/push-service.ts'
+import { SseClient } from './helpers/sse.ts'
+
+/** Short presence TTL so a killed instance's users stop counting as online within seconds. */
+const PRESENCE_TTL_S = 3
+
+interface Instance {
+  name: string
+  url: string
+  child: Child
+}
+
+const token = (sub: string, extra: Record<string, unknown> = {}) =>
+  mintToken(TEST_JWT_SECRET, { sub, tenant: 'school', ...extra })
+const teacher = token('teacher', { scope: PUBLISHER })
+
+async function publish(instance: Instance, body: object): Promise<string> {
+  const res = await fetch(`${instance.url}/v1/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${teacher}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  })
+  expect(res.status).toBe(201)
+  return ((await res.json()) as { id: string }).id
+}
+
+describePostgres('several instances on one PostgreSQL behave as one service', () => {
+  let dbUrl: string
+  let push: PushService
+  const running: Instance[] = []
+
+  async function startInstance(name: string): Promise<Instance> {
+    const child = runTs('src/server.ts', [], {
+      DATABASE_URL: dbUrl,
+      JWT_SECRET: TEST_JWT_SECRET,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1',
+      NODE_EXTRA_CA_CERTS: push.caFile,
+      PRESENCE_TTL_S: String(PRESENCE_TTL_S),
+      PUSH_RETRY_BASE_MS: '200',
+      DB_POOL_SIZE: '5',
+    })
+    const [, url] = await child.waitForOutput(/listening on (http:\/\/\S+)/)
+    const instance = { name, url, child }
+    running.push(instance)
+    return instance
+  }
+
+  async function registerDevice(instance: Instance, user: string) {
+    const subscription = push.createSubscription()
+    const res = await fetch(`${instance.url}/v1/push/subscriptions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token(user)}`, 'content-type': 'application/json' },
+      body: JSON.stringify(subscription),
+    })
+    expect(res.status).toBe(201)
+    return subscription
+  }
+
+  let a: Instance
+  let b: Instance
+
+  beforeAll(async () => {
+    dbUrl = await createPostgresDatabase()
+    push = await startPushService()
+    a = await startInstance('A')
+    b = await startInstance('B')
+  }, 90_000)
+
+  afterAll(async () => {
+    for (const i of running) {
+      i.child.proc.kill('SIGKILL')
+      await i.child.exited
+    }
+    await push?.close()
+    if (dbUrl) await dropPostgresDatabase(dbUrl)
+  })
+
+  it("an event published on A reaches a stream on B, and a read on A reaches the reader's stream on B", async () => {
+    const stream = await SseClient.open(b.url, { token: token('ana') })
+    const id = await publish(a, { type: 'grade.posted', to: { users: ['ana'] }, title: 'Maths 18/20' })
+    await stream.waitForNotifications(1)
+    expect(stream.notificationIds).toEqual([id])
+
+    const read = await fetch(`${a.url}/v1/events/${id}/read`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token('ana')}` },
+    })
+    expect(read.status).toBe(204)
+    await stream.waitForEvent('receipt')
+    expect(JSON.parse(stream.events.find((e) => e.event === 'receipt')?.data ?? '')).toEqual({
+      ids: [id],
+      state: 'read',
+    })
+    stream.close()
+  })
+
+  it('a stream on A that reconnects to B with Last-Event-ID loses nothing', async () => {
+    const first = await SseClient.open(a.url, { token: token('ben') })
+    const before = [await publish(a, { type: 'x.y', to: { users: ['ben'] }, title: '1' })]
+    await first.waitForNotifications(1)
+    first.close()
+    const missed = [
+      await publish(a, { type: 'x.y', to: { users: ['ben'] }, title: '2' }),
+      await publish(b, { type: 'x.y', to: { users: ['ben'] }, title: '3' }),
+    ]
+    const second = await SseClient.open(b.url, { token: token('ben'), lastEventId: first.lastEventId })
+    const live = await publish(a, { type: 'x.y', to: { users: ['ben'] }, title: '4' })
+    await second.waitForNotifications(3)
+    expect([...first.notificationIds, ...second.notificationIds]).toEqual([...before, ...missed, live])
+    second.close()
+  })
+
+  it('a user streaming on B gets no push for a normal event published on A, and one for an urgent one', async () => {
+    const device = await registerDevice(a, 'cleo')
+    const stream = await SseClient.open(b.url, { token: token('cleo') })
+    const normal = await publish(a, { type: 'x.y', to: { users: ['cleo'] }, title: 'normal', priority: 'normal' })
+    const urgent = await publish(a, { type: 'x.y', to: { users: ['cleo'] }, title: 'urgent', priority: 'urgent' })
+    await stream.waitForNotifications(2)
+    await push.waitForMessages(1)
+    // The urgent one came through; the normal one (published first) did not, and is not pending.
+    expect(push.messagesFor(device.endpoint).map((m) => (m.json() as { id: string }).id)).toEqual([urgent])
+    const status = await fetch(`${a.url}/v1/events/${normal}/status`, {
+      headers: { authorization: `Bearer ${teacher}` },
+    })
+    expect(((await status.json()) as { push: unknown }).push).toEqual({ sent: 0, failed: 0, pending: 0 })
+    stream.close()
+  })
+
+  it('after kill -9 of the instance holding a stream, a normal event is pushed once presence expires, exactly once', async () => {
+    const c = await startInstance('C')
+    const device = await registerDevice(a, 'dan')
+    const stream = await SseClient.open(c.url, { token: token('dan') })
+    expect(stream.status).toBe(200)
+    c.child.proc.kill('SIGKILL')
+    await c.child.exited
+    const killedAt = Date.now()
+    const id = await publish(a, { type: 'x.y', to: { users: ['dan'] }, title: 'for dan', priority: 'normal' })
+    await expect
+      .poll(() => push.messagesFor(device.endpoint).length, { timeout: 20_000, interval: 200 })
+      .toBe(1)
+      .catch(async (err) => {
+        const pg = (await import('postgres')).default(dbUrl, { max: 1 })
+        console.log(
+          await pg`select * from push_deliveries where event_id = ${id}`,
+          await pg`select * from instances`,
+          await pg`select now()`,
+        )
+        await pg.end()
+        throw err
+      })
+    const pushedAfterMs = push.messagesFor(device.endpoint)[0].receivedAt - killedAt
+    console.log(`push to a user whose instance was killed arrived ${pushedAfterMs} ms after the kill`)
+    expect((push.messagesFor(device.endpoint)[0].json() as { id: string }).id).toBe(id)
+    // Not twice: give both dispatchers time to (wrongly) send again.
+    await new Promise((r) => setTimeout(r, 1_500))
+    expect(push.messagesFor(device.endpoint)).toHaveLength(1)
+  }, 90_000)
+
+  it('4 publishers over both instances and subscribers on both: every subscriber gets every event once, in order', async () => {
+    const subscribers = await Promise.all(
+      [a, a, b, b].map((i, n) => SseClient.open(i.url, { token: token(`fan${n}`, { roles: ['parent'] }) })),
+    )
+    const perPublisher = 60
+    const ids = (
+      await Promise.all(
+        [a, b, a, b].map(async (instance, p) => {
+          const mine: string[] = []
+          for (let n = 0; n < perPublisher; n++) {
+            mine.push(await publish(instance, { type: 'x.y', to: { roles: ['parent'] }, title: `p${p}-${n}` }))
+          }
+          return mine
+        }),
+      )
+    ).flat()
+    const expected = [...ids].sort((x, y) => Number(x) - Number(y))
+    for (const s of subscribers) {
+      await s.waitForNotifications(expected.length, 20_000).catch((err) => {
+        const got = new Set(s.notificationIds)
+        console.log(
+          'missing',
+          expected.filter((id) => !got.has(id)),
+          'subscribers',
+          subscribers.map((x) => x.notificationIds.length),
+        )
+        throw err
+      })
+      expect(s.notificationIds).toEqual(expected)
+      s.close()
+    }
+    console.log(`${expected.length} events from 4 publishers on 2 instances reached 4 subscribers each, once, in order`)
+  }, 90_000)
+
+  it('SIGTERM drains: streams end, the instance exits within 10 s, and clients resume on the other instance', async () => {
+    const d = await startInstance('D')
+    const stream = await SseClient.open(d.url, { token: token('eve') })
+    const first = await publish(a, { type: 'x.y', to: { users: ['eve'] }, title: 'before' })
+    await stream.waitForNotifications(1)
+    const started = Date.now()
+    d.child.proc.kill('SIGTERM')
+    await stream.waitForEnd(10_000)
+    const { code } = await d.child.exited
+    expect(code).toBe(0)
+    expect(Date.now() - started).toBeLessThan(10_000)
+    const during = await publish(a, { type: 'x.y', to: { users: ['eve'] }, title: 'while away' })
+    const resumed = await SseClient.open(b.url, { token: token('eve'), lastEventId: stream.lastEventId })
+    await resumed.waitForNotifications(1)
+    expect([...stream.notificationIds, ...resumed.notificationIds]).toEqual([first, during])
+    resumed.close()
+  }, 90_000)
+})
