@@ -183,7 +183,7 @@ export async function buildApp(config: AppConfig, database: Database, options: A
     root: PUBLIC_DIR,
     // The service worker must be fetched fresh, or browsers keep running an old one for a day.
     setHeaders: (res, path) => {
-      if (path.endsWith('sw.js')) res.header('cache-control', 'no-cache')
+      if (path.endsWith('sw.js')) res.setHeader('cache-control', 'no-cache')
     },
   })
   await app.register(healthRoutes)
