@@ -45,9 +45,12 @@ declare module 'fastify' {
     caller: Caller
   }
   interface FastifyInstance {
-    /** preHandler: verifies the bearer token and sets `request.caller`, or answers 401. */
+    /**
+     * onRequest hook: verifies the bearer token and sets `request.caller`, or answers 401, before the body is
+     * even read (and before per-user rate limits, which need the caller).
+     */
     authenticate: (request: FastifyRequest) => Promise<void>
-    /** preHandler: a user token, or an ackToken (then `caller.ackEventId` limits what it may do). */
+    /** onRequest hook: a user token, or an ackToken (then `caller.ackEventId` limits what it may do). */
     authenticateOrAckToken: (request: FastifyRequest) => Promise<void>
     /** Verifies a raw token string; throws a 401 HttpProblem. */
     verifyToken: (token: string) => Caller

@@ -25,7 +25,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
 
   app.post(
     '/v1/events',
-    { schema: { body: newEventSchema, headers: idempotencyHeaders }, preHandler: app.authenticate },
+    { schema: { body: newEventSchema, headers: idempotencyHeaders }, onRequest: app.authenticate },
     async (request, reply) => {
       const result = await publishEvents(database, request.caller, [request.body], {
         idempotencyKey: request.headers['idempotency-key'],
@@ -42,7 +42,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
 
   app.post(
     '/v1/events/batch',
-    { schema: { body: batchSchema, headers: idempotencyHeaders }, preHandler: app.authenticate },
+    { schema: { body: batchSchema, headers: idempotencyHeaders }, onRequest: app.authenticate },
     async (request, reply) => {
       const result = await publishEvents(database, request.caller, request.body.events, {
         idempotencyKey: request.headers['idempotency-key'],
@@ -57,7 +57,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
 
   app.get(
     '/v1/events',
-    { schema: { querystring: listQuery }, preHandler: app.authenticate },
+    { schema: { querystring: listQuery }, onRequest: app.authenticate },
     async (request, reply) => {
       const q = request.query
       const after = q.after === undefined ? undefined : parseEventId(q.after)
@@ -74,11 +74,11 @@ export async function eventRoutes(fastify: FastifyInstance) {
     },
   )
 
-  app.get('/v1/events/unread-count', { preHandler: app.authenticate }, async (request) => ({
+  app.get('/v1/events/unread-count', { onRequest: app.authenticate }, async (request) => ({
     unread: await unreadCount(database, request.caller),
   }))
 
-  app.get('/v1/events/:id', { schema: { params: idParams }, preHandler: app.authenticate }, async (request, reply) => {
+  app.get('/v1/events/:id', { schema: { params: idParams }, onRequest: app.authenticate }, async (request, reply) => {
     const json = await getEvent(database, request.caller, parseEventId(request.params.id))
     if (json === undefined) throw new HttpProblem('notFound', `No event ${request.params.id} for you.`)
     return reply.type('application/json').send(json)
@@ -87,7 +87,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
   for (const state of ['acked', 'read'] as const) {
     const path = state === 'acked' ? '/v1/events/:id/ack' : '/v1/events/:id/read'
     // The service worker acks and reads with the push's ackToken instead of the user's JWT.
-    app.post(path, { schema: { params: idParams }, preHandler: app.authenticateOrAckToken }, async (request, reply) => {
+    app.post(path, { schema: { params: idParams }, onRequest: app.authenticateOrAckToken }, async (request, reply) => {
       const id = parseEventId(request.params.id)
       const { ackEventId } = request.caller
       if (ackEventId !== undefined && ackEventId !== id) throw new HttpProblem('notFound', `No event ${id} for you.`)
@@ -100,7 +100,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
 
   app.post(
     '/v1/events/read',
-    { schema: { body: bulkReadBody }, preHandler: app.authenticate },
+    { schema: { body: bulkReadBody }, onRequest: app.authenticate },
     async (request, reply) => {
       const body = request.body
       const { caller } = request
@@ -115,7 +115,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
     },
   )
 
-  app.get('/v1/events/:id/status', { schema: { params: idParams }, preHandler: app.authenticate }, async (request) => {
+  app.get('/v1/events/:id/status', { schema: { params: idParams }, onRequest: app.authenticate }, async (request) => {
     const status = await deliveryStatus(database, request.caller, parseEventId(request.params.id))
     if (!status) throw new HttpProblem('notFound', `No event ${request.params.id} for you.`)
     return status

@@ -23,7 +23,7 @@ export async function pushRoutes(fastify: FastifyInstance) {
 
   app.post(
     '/v1/push/subscriptions',
-    { schema: { body: subscriptionSchema }, preHandler: app.authenticate },
+    { schema: { body: subscriptionSchema }, onRequest: app.authenticate },
     async (request, reply) => {
       const registered = await registerSubscription(database, request.caller, request.body, pushAllowlist)
       return reply.code(201).send(registered)
@@ -41,13 +41,13 @@ export async function pushRoutes(fastify: FastifyInstance) {
     return renewed
   })
 
-  app.get('/v1/push/subscriptions', { preHandler: app.authenticate }, async (request) => ({
+  app.get('/v1/push/subscriptions', { onRequest: app.authenticate }, async (request) => ({
     subscriptions: await listSubscriptions(database, request.caller),
   }))
 
   app.delete(
     '/v1/push/subscriptions/:id',
-    { schema: { params: subscriptionIdParams }, preHandler: app.authenticate },
+    { schema: { params: subscriptionIdParams }, onRequest: app.authenticate },
     async (request, reply) => {
       if (!(await deleteSubscription(database, request.caller, Number(request.params.id)))) {
         throw new HttpProblem('notFound', `No subscription ${request.params.id} of yours.`)
@@ -57,7 +57,7 @@ export async function pushRoutes(fastify: FastifyInstance) {
   )
 
   // Sent at once (not through the outbox): the user is waiting to see it arrive.
-  app.post('/v1/push/test', { preHandler: app.authenticate }, async (request) => {
+  app.post('/v1/push/test', { onRequest: app.authenticate }, async (request) => {
     const devices = await database.db.query.pushSubscriptions.findMany({
       where: (s, { and, eq }) => and(eq(s.tenant, request.caller.tenant), eq(s.userId, request.caller.userId)),
     })

@@ -24,7 +24,7 @@ export async function streamRoutes(
 
   app.get(
     '/v1/stream',
-    { config: { tokenInQuery: true }, schema: { querystring: streamQuery }, preHandler: app.authenticate },
+    { config: { tokenInQuery: true }, schema: { querystring: streamQuery }, onRequest: app.authenticate },
     async (request, reply) => {
       const { caller } = request
       const topics = [
