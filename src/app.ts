@@ -6,18 +6,24 @@ import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod
 import { authPlugin } from './auth.ts'
 import { ClusterBus } from './cluster/bus.ts'
 import { Presence } from './cluster/presence.ts'
-import type { Config } from './config.ts'
+import type { ParsedConfig } from './config.ts'
+import { parseOrigins, registerCors, streamCorsHeaders } from './cors.ts'
 import type { Database } from './db/client.ts'
+import { registerDocs } from './docs.ts'
 import { registerErrorHandling } from './errors.ts'
 import { LogTail } from './events/log-tail.ts'
+import { schedulePruning } from './events/retention.ts'
+import { limitsPlugin } from './limits.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
 import { ackTokens } from './push/ack-token.ts'
 import { PushDispatcher } from './push/dispatcher.ts'
 import { loadAckTokenSecret, loadVapidKeys, type VapidKeys } from './push/keys.ts'
-import type { PushPolicy } from './push/outbox.ts'
+import { countPendingPushes, type PushPolicy } from './push/outbox.ts'
 import { parseAllowlist } from './push/subscriptions.ts'
 import { demoRoutes } from './routes/demo.ts'
 import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
+import { metricsRoutes } from './routes/metrics.ts'
 import { pushRoutes } from './routes/push.ts'
 import { streamRoutes } from './routes/stream.ts'
 import { receiptFrame, StreamHub } from './stream/hub.ts'
@@ -38,29 +44,12 @@ declare module 'fastify' {
     pushPolicy: PushPolicy
     pushAllowlist: string[]
     pushAgent: Agent | undefined
+    metrics: Metrics
   }
 }
 
-export type AppConfig = Pick<
-  Config,
-  | 'JWT_SECRET'
-  | 'JWT_PUBLIC_KEY'
-  | 'HEARTBEAT_MS'
-  | 'MAX_CONNECTIONS_PER_USER'
-  | 'STREAM_BUFFER_LIMIT_BYTES'
-  | 'SLOW_READER_TIMEOUT_MS'
-  | 'BODY_LIMIT'
-  | 'LOG_POLL_MS'
-  | 'VAPID_PUBLIC_KEY'
-  | 'VAPID_PRIVATE_KEY'
-  | 'VAPID_SUBJECT'
-  | 'PUSH_ENDPOINT_ALLOWLIST'
-  | 'HIGH_ACK_TIMEOUT_S'
-  | 'PUSH_MAX_ATTEMPTS'
-  | 'PUSH_CONCURRENCY'
-  | 'PUSH_RETRY_BASE_MS'
-  | 'PRESENCE_TTL_S'
->
+/** Everything the environment configures, parsed and defaulted (see config.ts). */
+export type AppConfig = ParsedConfig
 
 export interface AppOptions {
   log?: LogOptions | false
@@ -125,7 +114,8 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   })
   app.decorateRequest('rawJson', undefined)
 
-  const hub = new StreamHub(config.HEARTBEAT_MS, config.MAX_CONNECTIONS_PER_USER)
+  const metrics = createMetrics({ countPendingPushes: () => countPendingPushes(database) })
+  const hub = new StreamHub(config.HEARTBEAT_MS, config.MAX_CONNECTIONS_PER_USER, metrics)
   const logTail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, config.LOG_POLL_MS)
   const presence = new Presence(database, config.PRESENCE_TTL_S, app.log)
   const vapid = await loadVapidKeys(database, config)
@@ -142,6 +132,7 @@ export async function buildApp(config: AppConfig, database: Database, options: A
     },
     presence.instanceId,
     app.log,
+    metrics,
   )
   app.decorate('database', database)
   app.decorate('hub', hub)
@@ -152,6 +143,7 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   app.decorate('pushPolicy', { highAckTimeoutS: config.HIGH_ACK_TIMEOUT_S, presenceTtlS: config.PRESENCE_TTL_S })
   app.decorate('pushAllowlist', parseAllowlist(config.PUSH_ENDPOINT_ALLOWLIST))
   app.decorate('pushAgent', options.pushAgent)
+  app.decorate('metrics', metrics)
   const bus = new ClusterBus(database, presence.instanceId, app.log)
   app.decorate('bus', bus)
   await presence.start()
@@ -165,6 +157,8 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   })
   pushDispatcher.start()
 
+  const stopPruning = schedulePruning(database, config.RETENTION_DAYS, config.PRUNE_INTERVAL_S, app.log)
+
   // Streams hold their sockets open: end them before the server waits for connections to finish;
   // then hand back claimed pushes and stop counting this instance's users as present.
   app.addHook('preClose', async () => {
@@ -174,11 +168,22 @@ export async function buildApp(config: AppConfig, database: Database, options: A
     await presence.stop()
   })
   app.addHook('onClose', async () => {
+    stopPruning()
     logTail.stop()
     await database.close()
   })
 
+  const corsOrigins = parseOrigins(config.CORS_ORIGINS)
+  await registerCors(app, corsOrigins)
+  await app.register(limitsPlugin, {
+    windowMs: config.RATE_LIMIT_WINDOW_MS,
+    publishPerMinute: config.RATE_LIMIT_PUBLISH_PER_MIN,
+    anonymousPerMinute: config.RATE_LIMIT_IP_PER_MIN,
+    authFailuresPerMinute: config.RATE_LIMIT_AUTH_FAILURES_PER_MIN,
+  })
   await app.register(authPlugin, { secret: config.JWT_SECRET, publicKey: config.JWT_PUBLIC_KEY, ackTokens: acks })
+  // Before the routes: the OpenAPI document is collected from them as they are added.
+  await registerDocs(app)
   await app.register(fastifyStatic, {
     root: PUBLIC_DIR,
     // The service worker must be fetched fresh, or browsers keep running an old one for a day.
@@ -187,11 +192,14 @@ export async function buildApp(config: AppConfig, database: Database, options: A
     },
   })
   await app.register(healthRoutes)
+  await app.register(metricsRoutes, { token: config.METRICS_TOKEN })
   await app.register(eventRoutes)
   await app.register(pushRoutes)
   await app.register(demoRoutes, { generatedSecret: options.demoSignIn ? config.JWT_SECRET : undefined })
   await app.register(streamRoutes, {
     bufferLimit: config.STREAM_BUFFER_LIMIT_BYTES,
+    headers: streamCorsHeaders(corsOrigins),
+    maxStreams: config.MAX_STREAMS,
     slowReaderTimeoutMs: config.SLOW_READER_TIMEOUT_MS,
   })
   return app

@@ -1,6 +1,6 @@
 import { createPublicKey } from 'node:crypto'
 import fastifyJwt from '@fastify/jwt'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { z } from 'zod'
 import { HttpProblem } from './errors.ts'
@@ -49,9 +49,9 @@ declare module 'fastify' {
      * onRequest hook: verifies the bearer token and sets `request.caller`, or answers 401, before the body is
      * even read (and before per-user rate limits, which need the caller).
      */
-    authenticate: (request: FastifyRequest) => Promise<void>
+    authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
     /** onRequest hook: a user token, or an ackToken (then `caller.ackEventId` limits what it may do). */
-    authenticateOrAckToken: (request: FastifyRequest) => Promise<void>
+    authenticateOrAckToken: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
     /** Verifies a raw token string; throws a 401 HttpProblem. */
     verifyToken: (token: string) => Caller
   }
@@ -98,25 +98,38 @@ export const authPlugin = fp(
 
     app.decorate('verifyToken', verifyToken)
     app.decorateRequest('caller', null as unknown as Caller)
-    app.decorate('authenticate', async (request: FastifyRequest) => {
-      request.caller = verifyToken(bearerToken(request))
+    /** A failed authentication counts against the caller's IP (429 past the limit), then answers 401. */
+    const refuse = async (request: FastifyRequest, reply: FastifyReply, err: unknown): Promise<never> => {
+      await app.limits.authFailed(request, reply)
+      throw err
+    }
+    app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
+      try {
+        request.caller = verifyToken(bearerToken(request))
+      } catch (err) {
+        await refuse(request, reply, err)
+      }
     })
-    app.decorate('authenticateOrAckToken', async (request: FastifyRequest) => {
-      const token = bearerToken(request)
-      const grant = options.ackTokens.verify(token)
-      request.caller = grant
-        ? {
-            userId: grant.userId,
-            tenant: grant.tenant,
-            roles: [],
-            topics: [],
-            scopes: new Set(),
-            ackEventId: grant.eventId,
-          }
-        : verifyToken(token)
+    app.decorate('authenticateOrAckToken', async (request: FastifyRequest, reply: FastifyReply) => {
+      try {
+        const token = bearerToken(request)
+        const grant = options.ackTokens.verify(token)
+        request.caller = grant
+          ? {
+              userId: grant.userId,
+              tenant: grant.tenant,
+              roles: [],
+              topics: [],
+              scopes: new Set(),
+              ackEventId: grant.eventId,
+            }
+          : verifyToken(token)
+      } catch (err) {
+        await refuse(request, reply, err)
+      }
     })
   },
-  { name: 'auth' },
+  { name: 'auth', dependencies: ['limits'] },
 )
 
 /** The token from `Authorization: Bearer`, or `?access_token=` on the stream (EventSource cannot set headers). */

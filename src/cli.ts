@@ -182,6 +182,33 @@ invalidates every browser's existing push subscription.`,
       return EXIT.ok
     },
   },
+  prune: {
+    summary: 'delete expired events (and their receipts and push records) once',
+    help: `herald prune
+
+Deletes events past their own ttl or older than RETENTION_DAYS (default 30), with their receipts and push
+records, and idempotency keys older than 24 h, from DATABASE_URL or the embedded database in DATA_DIR.
+The server also does this every PRUNE_INTERVAL_S. Prints what it deleted as JSON.`,
+    run: async (args) => {
+      parse(args, {})
+      const config = loadConfig(process.env)
+      const { openDatabase, pgliteDirIn } = await import('./db/client.ts')
+      const { runMigrations } = await import('./db/migrate.ts')
+      const { prune } = await import('./events/retention.ts')
+      const database = await openDatabase({
+        url: config.DATABASE_URL,
+        pgliteDir: pgliteDirIn(config.DATA_DIR),
+        poolSize: 2,
+      })
+      try {
+        await runMigrations(database)
+        console.log(JSON.stringify({ pruned: await prune(database, config.RETENTION_DAYS) }))
+      } finally {
+        await database.close()
+      }
+      return EXIT.ok
+    },
+  },
   migrate: {
     summary: 'apply database migrations (DATABASE_URL, or PGlite in DATA_DIR)',
     help: `herald migrate

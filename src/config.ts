@@ -8,6 +8,20 @@ export const DEFAULT_MAX_CONNECTIONS_PER_USER = 10
 export const DEFAULT_STREAM_BUFFER_LIMIT_BYTES = 1024 * 1024
 /** A stream that fell behind and has not drained its socket for this long is dropped (it resumes losslessly). */
 export const DEFAULT_SLOW_READER_TIMEOUT_MS = 30_000
+/** The window rate limits count in. */
+export const DEFAULT_RATE_LIMIT_WINDOW_MS = 60_000
+/** Publish requests per user per minute: a busy school office, not a runaway loop. */
+export const DEFAULT_RATE_LIMIT_PUBLISH_PER_MIN = 600
+/** Requests per IP per minute to the routes that need no token (VAPID key, renew, demo sign-in). */
+export const DEFAULT_RATE_LIMIT_IP_PER_MIN = 120
+/** Failed authentications per IP per minute: enough for a misconfigured client to show up, too few to guess tokens. */
+export const DEFAULT_RATE_LIMIT_AUTH_FAILURES_PER_MIN = 30
+/** Open streams per instance; past it new streams get 503 (a file-descriptor limit is the usual ceiling). */
+export const DEFAULT_MAX_STREAMS = 50_000
+/** Events are kept this long at most (each also has its own ttl). */
+export const DEFAULT_RETENTION_DAYS = 30
+/** How often expired events are pruned. */
+export const DEFAULT_PRUNE_INTERVAL_S = 600
 /** 1 MiB: a batch of 1,000 events fits, an accidental upload does not. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024
 /** A safety net under the in-process wake-up: re-read the log this often even if nobody woke us. */
@@ -65,6 +79,13 @@ const envSchema = z.object({
   MAX_CONNECTIONS_PER_USER: intFrom(1, 1_000).default(DEFAULT_MAX_CONNECTIONS_PER_USER),
   STREAM_BUFFER_LIMIT_BYTES: intFrom(16 * 1024, 256 * 1024 * 1024).default(DEFAULT_STREAM_BUFFER_LIMIT_BYTES),
   SLOW_READER_TIMEOUT_MS: intFrom(100, 600_000).default(DEFAULT_SLOW_READER_TIMEOUT_MS),
+  RATE_LIMIT_WINDOW_MS: intFrom(100, 3_600_000).default(DEFAULT_RATE_LIMIT_WINDOW_MS),
+  RATE_LIMIT_PUBLISH_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUBLISH_PER_MIN),
+  RATE_LIMIT_IP_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_IP_PER_MIN),
+  RATE_LIMIT_AUTH_FAILURES_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_AUTH_FAILURES_PER_MIN),
+  MAX_STREAMS: intFrom(1, 10_000_000).default(DEFAULT_MAX_STREAMS),
+  RETENTION_DAYS: intFrom(1, 3650).default(DEFAULT_RETENTION_DAYS),
+  PRUNE_INTERVAL_S: intFrom(10, 86_400).default(DEFAULT_PRUNE_INTERVAL_S),
   BODY_LIMIT: intFrom(1024, 100 * 1024 * 1024).default(DEFAULT_BODY_LIMIT),
   LOG_POLL_MS: intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
   VAPID_PUBLIC_KEY: optionalText.pipe(base64url(65, 'an uncompressed P-256 public key (65 bytes)').optional()),
@@ -82,10 +103,15 @@ const envSchema = z.object({
   PUSH_RETRY_BASE_MS: intFrom(10, 3_600_000).default(DEFAULT_PUSH_RETRY_BASE_MS),
   PRESENCE_TTL_S: intFrom(3, 3_600).default(DEFAULT_PRESENCE_TTL_S),
   CORS_ORIGINS: optionalText,
+  /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open (keep it off the internet). */
+  METRICS_TOKEN: optionalText,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })
 
-export type Config = z.infer<typeof envSchema> & {
+/** The environment, parsed and defaulted. */
+export type ParsedConfig = z.infer<typeof envSchema>
+
+export type Config = ParsedConfig & {
   /** True when no JWT key was configured and the service made (and kept) its own secret: dev sign-in is allowed. */
   jwtSecretGenerated: boolean
 }
@@ -98,7 +124,7 @@ export class ConfigError extends Error {
  * Parses and cross-checks the environment. Throws a ConfigError whose message names every bad variable
  * and how to fix it. JWT_SECRET may still be unset afterwards: the server fills it from DATA_DIR.
  */
-export function loadConfig(env: Record<string, string | undefined>): Omit<Config, 'jwtSecretGenerated'> {
+export function loadConfig(env: Record<string, string | undefined>): ParsedConfig {
   const parsed = envSchema.safeParse(env)
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`)

@@ -24,14 +24,14 @@ describe('the CLI, run as a user runs it', () => {
   it('lists its commands with --help, and exits 2 with usage when given none or an unknown one', async () => {
     const help = await cli(['--help'])
     expect(help.code).toBe(0)
-    for (const c of ['token', 'publish', 'tail', 'vapid', 'migrate']) expect(help.stdout).toContain(c)
+    for (const c of ['token', 'publish', 'tail', 'vapid', 'migrate', 'prune']) expect(help.stdout).toContain(c)
     expect((await cli([])).code).toBe(2)
     const unknown = await cli(['frobnicate'])
     expect(unknown.code).toBe(2)
     expect(unknown.stderr).toMatch(/unknown command "frobnicate"/)
   })
 
-  it.each(['token', 'publish', 'tail', 'vapid', 'migrate'])('%s --help explains its options', async (command) => {
+  it.each(['token', 'publish', 'tail', 'vapid', 'migrate', 'prune'])('%s --help explains its options', async (command) => {
     const { code, stdout } = await cli([command, '--help'])
     expect(code).toBe(0)
     expect(stdout).toMatch(new RegExp(`herald ${command}`))

@@ -37,12 +37,14 @@ const relativeOrHttps = text(2048).refine(
   'must be a relative path ("/grades/42") or an https URL',
 )
 
+export const prioritySchema = z.enum(['low', 'normal', 'high', 'urgent'])
+
 export const newEventSchema = z.object({
   type: text(100).regex(
     /^[a-z0-9]+(?:[_-][a-z0-9]+)*(?:\.[a-z0-9]+(?:[_-][a-z0-9]+)*)*$/,
     'must be lower-case dotted words, like "grade.updated"',
   ),
-  to: audienceSchema,
+  to: audienceSchema.describe('At least one of users, roles, topics, or tenant: true.'),
   title: text(200).min(1),
   body: text(2_000).nullish(),
   data: z
@@ -51,11 +53,18 @@ export const newEventSchema = z.object({
     .refine(
       (d) => d === undefined || Buffer.byteLength(JSON.stringify(d)) <= MAX_DATA_BYTES,
       `must be at most ${MAX_DATA_BYTES} bytes of JSON`,
-    ),
-  priority: z.enum(['low', 'normal', 'high', 'urgent']).default('normal'),
-  url: relativeOrHttps.nullish(),
+    )
+    .describe(`Any JSON, at most ${MAX_DATA_BYTES} bytes serialized; stored and sent back byte for byte.`),
+  priority: prioritySchema.default('normal'),
+  url: relativeOrHttps.nullish().describe('A relative path ("/grades/42") or an https URL.'),
   collapseKey: text(64).min(1).nullish(),
-  ttl: z.number().int().min(MIN_EVENT_TTL_S).max(MAX_EVENT_TTL_S).default(DEFAULT_EVENT_TTL_S),
+  ttl: z
+    .number()
+    .int()
+    .min(MIN_EVENT_TTL_S)
+    .max(MAX_EVENT_TTL_S)
+    .default(DEFAULT_EVENT_TTL_S)
+    .describe('Seconds; an expired event is not replayed, listed or pushed.'),
 })
 
 export const batchSchema = z.object({

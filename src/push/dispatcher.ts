@@ -4,6 +4,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import webpush from 'web-push'
 import type { Database } from '../db/client.ts'
 import { type EventRow, events, instances, pushDeliveries, pushSubscriptions, receipts } from '../db/schema.ts'
+import type { Metrics, PushOutcome } from '../metrics.ts'
 import type { AckTokens } from './ack-token.ts'
 import type { VapidKeys } from './keys.ts'
 import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
@@ -62,6 +63,7 @@ export class PushDispatcher {
     private readonly options: DispatcherOptions,
     private readonly instanceId: string,
     private readonly log: FastifyBaseLogger,
+    private readonly metrics: Metrics,
   ) {}
 
   start() {
@@ -192,10 +194,12 @@ export class PushDispatcher {
   private async finish(c: Claimed, outcome: Outcome, event?: EventRow) {
     try {
       if (outcome.state === 'sent') {
+        this.count('sent', outcome.status)
         await this.record(c.id, { state: 'sent', lastStatus: outcome.status, lastError: null })
         return
       }
       if (outcome.state === 'failed') {
+        this.count('failed', outcome.status)
         if (outcome.gone && c.subscriptionId !== null) {
           // 404/410: the browser dropped this subscription; forget the device.
           await this.database.db.delete(pushSubscriptions).where(eq(pushSubscriptions.id, c.subscriptionId))
@@ -208,6 +212,7 @@ export class PushDispatcher {
       const delay = Math.max(outcome.retryAfterMs ?? 0, backoff / 2 + Math.random() * (backoff / 2))
       const due = Date.now() + delay
       if (c.attempts >= this.options.maxAttempts || (event && due >= event.expiresAt.getTime())) {
+        this.count('failed', outcome.status)
         await this.record(c.id, {
           state: 'failed',
           lastStatus: outcome.status ?? null,
@@ -215,6 +220,7 @@ export class PushDispatcher {
         })
         return
       }
+      this.count('retry', outcome.status)
       await this.record(c.id, {
         state: 'pending',
         lastStatus: outcome.status ?? null,
@@ -241,9 +247,15 @@ export class PushDispatcher {
 
   /** A skipped push: recorded without waiting; if recording fails, the claim expires and it is skipped again. */
   private skip(id: number, why: string) {
+    this.count('skipped')
     this.record(id, { state: 'skipped', lastError: why }).catch((err) =>
       this.log.warn({ err, delivery: id }, 'recording a skipped push failed'),
     )
+  }
+
+  /** Counted as decided, before it is recorded: a failed write does not undo an attempt that was made. */
+  private count(outcome: PushOutcome, status?: number) {
+    this.metrics.pushAttempts.inc({ outcome, status: status === undefined ? 'none' : String(status) })
   }
 
   /** Stops claiming, waits (up to `graceMs`) for pushes in flight, and hands back claims not finished. */

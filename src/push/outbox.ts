@@ -1,5 +1,6 @@
-import { sql } from 'drizzle-orm'
+import { count, eq, sql } from 'drizzle-orm'
 import type { Database, Db } from '../db/client.ts'
+import { pushDeliveries } from '../db/schema.ts'
 
 export interface PushPolicy {
   /** Seconds an open stream has to ack a `high` event before it is pushed anyway. */
@@ -57,4 +58,10 @@ export async function enqueuePushes(database: Database, tx: Db, eventIds: number
     ) planned`,
     tx,
   )
+}
+
+/** Pushes not yet sent, failed or skipped, across instances (the metrics' backlog). Served by the pending-rows index. */
+export async function countPendingPushes(database: Database): Promise<number> {
+  const [row] = await database.db.select({ n: count() }).from(pushDeliveries).where(eq(pushDeliveries.state, 'pending'))
+  return row.n
 }

@@ -26,16 +26,32 @@ export async function demoRoutes(fastify: FastifyInstance, options: DemoOptions)
   const app = fastify.withTypeProvider<ZodTypeProvider>()
   const secret = options.generatedSecret
 
-  app.get('/demo/config', async () => ({ signIn: Boolean(secret) }))
+  app.get(
+    '/demo/config',
+    { schema: { summary: 'Whether the demo page may sign in', tags: ['demo'], security: [] } },
+    async () => ({ signIn: Boolean(secret) }),
+  )
 
   if (!secret) return
-  app.post('/demo/token', { schema: { body: signInBody } }, async (request) => {
-    const { sub, tenant, roles, topics } = request.body
-    const token = mintToken(
-      secret,
-      { sub, tenant, roles, topics, scope: 'events:publish events:broadcast' },
-      DEMO_TOKEN_TTL_S,
-    )
-    return { token, expiresIn: DEMO_TOKEN_TTL_S }
-  })
+  app.post(
+    '/demo/token',
+    {
+      schema: {
+        summary: 'Mint a token for a demo user (development only)',
+        tags: ['demo'],
+        security: [],
+        body: signInBody,
+      },
+      config: { rateLimit: app.limits.perIp },
+    },
+    async (request) => {
+      const { sub, tenant, roles, topics } = request.body
+      const token = mintToken(
+        secret,
+        { sub, tenant, roles, topics, scope: 'events:publish events:broadcast' },
+        DEMO_TOKEN_TTL_S,
+      )
+      return { token, expiresIn: DEMO_TOKEN_TTL_S }
+    },
+  )
 }

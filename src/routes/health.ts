@@ -3,9 +3,16 @@ import { ping } from '../db/migrate.ts'
 import { DATABASE_DOWN_RETRY_AFTER_S, sendProblem } from '../errors.ts'
 
 export async function healthRoutes(app: FastifyInstance) {
-  app.get('/health', async () => ({ status: 'ok' }))
+  app.get('/health', { schema: { summary: 'The process is alive', tags: ['operations'], security: [] } }, async () => ({
+    status: 'ok',
+  }))
 
-  app.get('/ready', async (_request, reply) => {
+  const ready = {
+    summary: 'The database is reachable and migrated (else 503 with Retry-After)',
+    tags: ['operations'],
+    security: [],
+  }
+  app.get('/ready', { schema: ready }, async (_request, reply) => {
     if (await ping(app.database)) return { status: 'ready', database: app.database.kind, streams: app.hub.size }
     return sendProblem(reply, 'unavailable', 'The database cannot be reached.', undefined, {
       'retry-after': String(DATABASE_DOWN_RETRY_AFTER_S),

@@ -10,6 +10,7 @@ import {
   renewSubscription,
   subscriptionSchema,
 } from '../push/subscriptions.ts'
+import { noContent, pushTestReply, registeredSubscription, subscriptionList, vapidKeyReply } from './schemas.ts'
 
 const subscriptionIdParams = z.object({ id: z.string().regex(/^[1-9][0-9]{0,17}$/, 'must be a subscription id') })
 /** A test notification lives a minute: it means "now" or nothing. */
@@ -19,11 +20,28 @@ export async function pushRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
   const { database, vapid, pushAllowlist, pushAgent } = app
 
-  app.get('/v1/push/vapid-public-key', async () => ({ publicKey: vapid.publicKey }))
+  const vapidSchema = {
+    summary: 'The VAPID public key, for pushManager.subscribe',
+    tags: ['push'],
+    security: [],
+    response: { 200: vapidKeyReply },
+  }
+  app.get('/v1/push/vapid-public-key', { schema: vapidSchema, config: { rateLimit: app.limits.perIp } }, async () => ({
+    publicKey: vapid.publicKey,
+  }))
 
   app.post(
     '/v1/push/subscriptions',
-    { schema: { body: subscriptionSchema }, onRequest: app.authenticate },
+    {
+      schema: {
+        summary: 'Register this browser’s PushSubscription (upsert by endpoint)',
+        description: 'The endpoint must be an https URL of an allowed push service (PUSH_ENDPOINT_ALLOWLIST).',
+        tags: ['push'],
+        body: subscriptionSchema,
+        response: { 201: registeredSubscription },
+      },
+      onRequest: app.authenticate,
+    },
     async (request, reply) => {
       const registered = await registerSubscription(database, request.caller, request.body, pushAllowlist)
       return reply.code(201).send(registered)
@@ -31,23 +49,45 @@ export async function pushRoutes(fastify: FastifyInstance) {
   )
 
   // The service worker, after `pushsubscriptionchange`: authorized by the renew token from registration.
-  app.post('/v1/push/subscriptions/renew', { schema: { body: subscriptionSchema } }, async (request) => {
-    const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')
-    if (!match)
-      throw new HttpProblem('unauthorized', 'The renew token from registration is required as a Bearer token.')
-    const renewed = await renewSubscription(database, match[1], request.body, pushAllowlist)
-    if (!renewed)
-      throw new HttpProblem('unauthorized', 'The renew token is not valid (the device may have been removed).')
-    return renewed
-  })
+  app.post(
+    '/v1/push/subscriptions/renew',
+    {
+      schema: {
+        summary: 'Re-register after pushsubscriptionchange (service worker)',
+        description: 'Authorized by `Authorization: Bearer <renewToken>` from registration, not by a JWT.',
+        tags: ['push'],
+        body: subscriptionSchema,
+        response: { 200: registeredSubscription },
+      },
+      config: { rateLimit: app.limits.perIp },
+    },
+    async (request, reply) => {
+      const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')
+      const renewed = match && (await renewSubscription(database, match[1], request.body, pushAllowlist))
+      if (!renewed) {
+        await app.limits.authFailed(request, reply)
+        throw new HttpProblem('unauthorized', 'A valid renew token from registration is required as a Bearer token.')
+      }
+      return renewed
+    },
+  )
 
-  app.get('/v1/push/subscriptions', { onRequest: app.authenticate }, async (request) => ({
+  const listSchema = { summary: 'The caller’s devices', tags: ['push'], response: { 200: subscriptionList } }
+  app.get('/v1/push/subscriptions', { schema: listSchema, onRequest: app.authenticate }, async (request) => ({
     subscriptions: await listSubscriptions(database, request.caller),
   }))
 
   app.delete(
     '/v1/push/subscriptions/:id',
-    { schema: { params: subscriptionIdParams }, onRequest: app.authenticate },
+    {
+      schema: {
+        summary: 'Remove one of the caller’s devices',
+        tags: ['push'],
+        params: subscriptionIdParams,
+        response: { 204: noContent },
+      },
+      onRequest: app.authenticate,
+    },
     async (request, reply) => {
       if (!(await deleteSubscription(database, request.caller, Number(request.params.id)))) {
         throw new HttpProblem('notFound', `No subscription ${request.params.id} of yours.`)
@@ -57,7 +97,12 @@ export async function pushRoutes(fastify: FastifyInstance) {
   )
 
   // Sent at once (not through the outbox): the user is waiting to see it arrive.
-  app.post('/v1/push/test', { onRequest: app.authenticate }, async (request) => {
+  const testSchema = {
+    summary: 'Send a test notification to the caller’s devices, now',
+    tags: ['push'],
+    response: { 200: pushTestReply },
+  }
+  app.post('/v1/push/test', { schema: testSchema, onRequest: app.authenticate }, async (request) => {
     const devices = await database.db.query.pushSubscriptions.findMany({
       where: (s, { and, eq }) => and(eq(s.tenant, request.caller.tenant), eq(s.userId, request.caller.userId)),
     })
@@ -76,7 +121,7 @@ export async function pushRoutes(fastify: FastifyInstance) {
         if (outcome.state === 'failed' && outcome.gone) await deleteSubscription(database, request.caller, d.id)
         return {
           id: String(d.id),
-          outcome: outcome.state === 'sent' ? 'sent' : 'failed',
+          outcome: outcome.state === 'sent' ? ('sent' as const) : ('failed' as const),
           status: outcome.status ?? null,
         }
       }),

@@ -1,6 +1,7 @@
 import { z } from 'zod'
+import { problems } from '../errors.ts'
 import { DEFAULT_PAGE, MAX_PAGE } from '../events/inbox.ts'
-import { eventIdSchema } from '../events/model.ts'
+import { eventIdSchema, prioritySchema } from '../events/model.ts'
 
 export const idParams = z.object({ id: eventIdSchema })
 
@@ -26,9 +27,158 @@ export const idempotencyHeaders = z.object({
 })
 
 export const streamQuery = z.object({
-  topics: z.string().max(4_000).optional(),
-  lastEventId: z.string().max(100).optional(),
-  access_token: z.string().optional(),
+  topics: z
+    .string()
+    .max(4_000)
+    .optional()
+    .describe(
+      'Comma-separated topics for this stream (`class:7A,batch:9`); each must match the token’s `topics` claim.',
+    ),
+  lastEventId: z
+    .string()
+    .max(100)
+    .optional()
+    .describe('Resume after this event id when no Last-Event-ID header is sent (the header wins).'),
+  access_token: z.string().optional().describe('The JWT, for EventSource, which cannot set headers. Never logged.'),
 })
 
-export const published = z.object({ id: z.string(), createdAt: z.string() })
+/** Only described: the route checks the value itself, to answer with its own message. */
+export const streamHeaders = z.object({
+  'last-event-id': z
+    .string()
+    .optional()
+    .describe('Sent by a reconnecting EventSource: every visible event after this id is replayed first.'),
+})
+
+// Replies. Routes that declare one in `schema.response` are serialized through it (a reply that does not fit
+// is a 500, so each matches what the handler sends); those that send ready-made JSON text or a stream only
+// document theirs (see docs.ts `documentedReplies`).
+
+/** ISO 8601 in UTC, as `Date.toISOString()` writes it (z.iso.datetime() would put its long regex in the docs). */
+const timestamp = z.string().meta({ format: 'date-time' })
+
+export const published = z
+  .object({ id: eventIdSchema, createdAt: timestamp })
+  .describe('The event is committed; its id and creation time.')
+export const replayedPublish = published.describe('The same Idempotency-Key within 24 h: the first event; nothing new.')
+
+export const batchPublished = z
+  .object({ ids: z.array(eventIdSchema) })
+  .describe('The events are committed; their ids, in the order given.')
+export const replayedBatch = batchPublished.describe(
+  'The same Idempotency-Key within 24 h: the first ids; nothing new.',
+)
+
+/** The event as every client sees it (stream, history, push payload). The audience is never shown. */
+export const eventSchema = z.object({
+  id: eventIdSchema,
+  type: z.string(),
+  title: z.string(),
+  body: z.string().nullable(),
+  data: z.unknown().describe('Any JSON, byte for byte as published; null when none was given.'),
+  priority: prioritySchema,
+  url: z.string().nullable(),
+  collapseKey: z.string().nullable(),
+  actor: z.string().describe('The publisher’s user id.'),
+  createdAt: timestamp,
+  expiresAt: timestamp,
+})
+
+export const listedEvent = eventSchema
+  .extend({ readAt: timestamp.nullable(), ackedAt: timestamp.nullable() })
+  .describe('One event with the caller’s receipt.')
+
+export const eventPage = z
+  .object({
+    events: z.array(listedEvent),
+    next: eventIdSchema
+      .nullable()
+      .describe('Pass as `after` (polling) or `before` (history) for the next page; null when history is done.'),
+  })
+  .describe('A page of the caller’s events.')
+
+export const unreadCountReply = z
+  .object({ unread: z.number().int().min(0) })
+  .describe('Events the caller has not read.')
+
+const count = z.number().int().min(0)
+export const deliveryStatusReply = z
+  .object({ acked: count, read: count, push: z.object({ sent: count, failed: count, pending: count }) })
+  .describe('Receipts and Web Push deliveries of the event.')
+
+/** 204: `send()` with no payload, so nothing is serialized. */
+export const noContent = z.undefined().describe('Done; no body.')
+
+export const vapidKeyReply = z
+  .object({
+    publicKey: z
+      .string()
+      .describe('Uncompressed P-256 key, base64url: `applicationServerKey` for pushManager.subscribe.'),
+  })
+  .describe('The VAPID public key.')
+
+export const registeredSubscription = z
+  .object({
+    id: z.string(),
+    renewToken: z
+      .string()
+      .describe('Keep it in the service worker: it re-registers after `pushsubscriptionchange` without the JWT.'),
+  })
+  .describe('The device is registered.')
+
+export const subscriptionList = z
+  .object({
+    subscriptions: z.array(
+      z.object({
+        id: z.string(),
+        endpoint: z.string(),
+        expirationTime: z.date().nullable(),
+        createdAt: z.date(),
+        updatedAt: z.date(),
+      }),
+    ),
+  })
+  .describe('The caller’s devices, newest first (keys are never shown back).')
+
+export const pushTestReply = z
+  .object({
+    sent: count,
+    failed: count,
+    devices: z.array(
+      z.object({
+        id: z.string(),
+        outcome: z.enum(['sent', 'failed']),
+        status: z.number().int().nullable().describe('The push service’s HTTP status, when it answered.'),
+      }),
+    ),
+  })
+  .describe('What each device’s push service answered.')
+
+/** Every error reply (errors.ts `sendProblem`), RFC 9457. */
+export const problemSchema = z
+  .object({
+    type: z.enum(Object.values(problems).map((p) => `urn:herald:problem:${p.type}`)),
+    title: z.string(),
+    status: z.number().int().min(400).max(599),
+    detail: z.string(),
+    errors: z
+      .array(z.object({ path: z.string().describe('Like `body.to.users.0`.'), message: z.string() }))
+      .optional()
+      .describe('Validation failures, one per field.'),
+  })
+  .describe('application/problem+json (RFC 9457)')
+
+export const sseStream = z
+  .string()
+  .describe(
+    [
+      'Server-Sent Events. The first line is `retry: 3000`; then, one frame per event:',
+      '',
+      '- `event: notification`, `id: <event id>`, `data:` the event JSON on one line (the fields of GET /v1/events/{id} without `readAt`/`ackedAt`).',
+      '- `event: receipt`, `data: {"ids":[...],"state":"read"|"acked"}` or `{"upTo":"<id>","state":"read"}`: the same user acked or read on another connection or device.',
+      '- `event: reset`, `data: {"reason":"expired"}`: the resume point is older than what is kept; what is kept is replayed next.',
+      '- `: ping`, a comment, every HEARTBEAT_MS (15 s by default).',
+      '',
+      'With Last-Event-ID (or `lastEventId`), every visible event after it is replayed in id order, then live events follow with no gap and no duplicate. The stream ends when the token expires, when the user opens more than MAX_CONNECTIONS_PER_USER streams (the oldest closes), or on shutdown: reconnect.',
+    ].join('\n'),
+  )

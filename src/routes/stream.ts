@@ -1,17 +1,24 @@
 import type { FastifyInstance } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { topicAllowed } from '../auth.ts'
+import { documentedReplies } from '../docs.ts'
 import { HttpProblem } from '../errors.ts'
 import { eventIdSchema, parseEventId } from '../events/model.ts'
 import { openStream, type StreamDeps } from '../stream/open-stream.ts'
-import { streamQuery } from './schemas.ts'
+import { sseStream, streamHeaders, streamQuery } from './schemas.ts'
 
 /** Topics one stream may follow. */
 const MAX_STREAM_TOPICS = 100
 
 export async function streamRoutes(
   fastify: FastifyInstance,
-  deps: Omit<StreamDeps, 'database' | 'hub' | 'tail' | 'presence'>,
+  {
+    maxStreams,
+    ...deps
+  }: Omit<StreamDeps, 'database' | 'hub' | 'tail' | 'presence' | 'metrics'> & {
+    /** Past this many open streams on this instance, new ones get 503. */
+    maxStreams: number
+  },
 ) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
   const streamDeps: StreamDeps = {
@@ -20,13 +27,43 @@ export async function streamRoutes(
     hub: app.hub,
     tail: app.logTail,
     presence: app.presence,
+    metrics: app.metrics,
   }
 
   app.get(
     '/v1/stream',
-    { config: { tokenInQuery: true }, schema: { querystring: streamQuery }, onRequest: app.authenticate },
+    {
+      config: {
+        tokenInQuery: true,
+        // Written by better-sse after reply.hijack(): documented, never serialized.
+        swaggerTransform: documentedReplies({
+          200: { description: 'The stream.', content: { 'text/event-stream': { schema: sseStream } } },
+        }),
+      },
+      schema: {
+        summary: 'The caller’s notifications, live, as Server-Sent Events',
+        description:
+          'The token goes in `Authorization: Bearer`, or in `?access_token=` for EventSource. ' +
+          'A topic the token does not allow is a 403 before the stream opens.',
+        tags: ['stream'],
+        querystring: streamQuery,
+        headers: streamHeaders,
+        security: [{ bearerAuth: [] }, { accessTokenQuery: [] }],
+      },
+      onRequest: app.authenticate,
+    },
     async (request, reply) => {
       const { caller } = request
+      if (app.hub.size >= maxStreams) {
+        throw new HttpProblem(
+          'unavailable',
+          'This instance holds as many streams as it may; retry shortly.',
+          undefined,
+          {
+            'retry-after': '5',
+          },
+        )
+      }
       const topics = [
         ...new Set(
           (request.query.topics ?? '')

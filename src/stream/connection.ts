@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import { topicMatches } from '../auth.ts'
+import type { Metrics } from '../metrics.ts'
 
 export type CloseReason = 'client' | 'evicted' | 'expired' | 'slow' | 'shutdown' | 'error'
 
@@ -47,6 +48,8 @@ export class StreamConnection {
     private readonly res: ServerResponse,
     private readonly bufferLimit: number,
     private readonly slowReaderTimeoutMs: number,
+    /** Counts event frames written live (replays are counted by whoever replays). */
+    private readonly deliveries: Metrics['deliveries'],
   ) {
     this.roles = new Set(roles)
     this.exactTopics = new Set(topics.filter((t) => !t.endsWith('*')))
@@ -87,6 +90,7 @@ export class StreamConnection {
       return
     }
     this.res.write(frame)
+    this.deliveries.inc()
     if (this.written() > this.bufferLimit) this.fallBehind()
   }
 
@@ -147,6 +151,7 @@ export class StreamConnection {
     this.queued = []
     if (!queued.length) return
     this.res.write(queued.map((q) => q.frame).join(''))
+    this.deliveries.inc(queued.length)
     if (this.written() > this.bufferLimit) this.fallBehind()
   }
 

@@ -1,5 +1,6 @@
 import type { EventRow } from '../db/schema.ts'
 import { eventJson } from '../events/model.ts'
+import type { Metrics } from '../metrics.ts'
 import { HEARTBEAT_FRAME, type StreamConnection } from './connection.ts'
 
 export const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
@@ -37,6 +38,7 @@ export class StreamHub {
   constructor(
     heartbeatMs: number,
     private readonly maxPerUser: number,
+    private readonly metrics: Metrics,
   ) {
     this.heartbeat = setInterval(() => this.broadcastAll(HEARTBEAT_FRAME), heartbeatMs)
     this.heartbeat.unref()
@@ -58,6 +60,8 @@ export class StreamHub {
     for (const topic of c.exactTopics) addTo(t.byTopic, topic, c)
     if (c.topicPrefixes.length) t.withPrefixes.add(c)
     this.size++
+    this.metrics.openStreams.inc()
+    this.metrics.streamsOpened.inc()
     c.onClose(() => this.remove(c))
   }
 
@@ -70,6 +74,8 @@ export class StreamHub {
     t.withPrefixes.delete(c)
     if (t.all.size === 0) this.tenants.delete(c.tenant)
     this.size--
+    this.metrics.openStreams.dec()
+    if (c.closeReason) this.metrics.streamsClosed.inc({ reason: c.closeReason })
   }
 
   /** Fans committed events out, in id order. Each event is serialized once. */

@@ -8,6 +8,7 @@ import { events } from '../db/schema.ts'
 import type { LogTail } from '../events/log-tail.ts'
 import { eventJson } from '../events/model.ts'
 import { viewerOf, visibleTo } from '../events/visibility.ts'
+import type { Metrics } from '../metrics.ts'
 import { StreamConnection } from './connection.ts'
 import { notificationFrame, type StreamHub } from './hub.ts'
 
@@ -24,6 +25,7 @@ export interface StreamDeps {
   hub: StreamHub
   tail: LogTail
   presence: Presence
+  metrics: Metrics
   bufferLimit: number
   slowReaderTimeoutMs: number
   /** Extra response headers (CORS): Fastify hooks do not run after hijack. */
@@ -44,17 +46,14 @@ export async function openStream(
   topics: string[],
   lastEventId: number | undefined,
 ): Promise<void> {
-  const { database, hub, tail, presence } = deps
+  const { database, hub, tail, presence, metrics } = deps
   // Present before the stream opens: a push decided after this moment knows the user is online.
   // (If the database is down this throws, and the client gets a 503 instead of a stream.)
   await presence.enter(caller.tenant, caller.userId)
-  reply.hijack()
-  const session = new Session(request.raw, reply.raw, {
-    retry: null,
-    keepAlive: null,
-    trustClientEventId: false,
-    headers: { 'Cache-Control': 'no-store', ...deps.headers?.(request) },
-  })
+  // Live only means: after everything committed before this request, which the tail may not have read yet
+  // (a publish answers 201 before the tail wakes). Catch it up before the response starts, so nothing
+  // published after the client saw the stream open counts as "before".
+  if (lastEventId === undefined) await tail.sync()
   const conn = new StreamConnection(
     caller.tenant,
     caller.userId,
@@ -63,14 +62,26 @@ export async function openStream(
     reply.raw,
     deps.bufferLimit,
     deps.slowReaderTimeoutMs,
+    metrics.deliveries,
   )
   conn.onClose(() => presence.leave(caller.tenant, caller.userId))
+  // Registered before the response starts: from this instant live events above the watermark queue.
+  conn.lastQueuedId = Math.max(lastEventId ?? 0, tail.cursor)
+  hub.add(conn)
+  reply.hijack()
+  const session = new Session(request.raw, reply.raw, {
+    retry: null,
+    keepAlive: null,
+    trustClientEventId: false,
+    headers: { 'Cache-Control': 'no-store', ...deps.headers?.(request) },
+  })
   await new Promise<void>((resolve) => {
     session.once('connected', () => resolve())
     conn.onClose(() => resolve())
   })
   if (conn.closed) return // the client left before the stream started
   conn.write(`retry: ${RETRY_MS}\n\n`)
+  conn.closeAt(caller.exp)
 
   const opened = Date.now()
   conn.onClose((c) =>
@@ -90,7 +101,7 @@ export async function openStream(
     // Live events up to the watermark that queued meanwhile come from the replay instead.
     conn.skipThrough(Math.max(after, watermark))
     try {
-      await replay(database, conn, caller, topics, after, watermark)
+      metrics.replayedEvents.inc(await replay(database, conn, caller, topics, after, watermark))
       conn.goLive()
     } catch (err) {
       request.log.warn({ err, stream: conn.id }, 'replay failed; closing the stream so the client resumes')
@@ -100,28 +111,17 @@ export async function openStream(
   conn.catchUp = catchUp
 
   if (lastEventId === undefined) {
-    // Live only: "live" starts after everything committed before this request, which the tail may not
-    // have read yet (a publish answers 201 before the tail wakes). Catch the tail up, then skip it all.
-    conn.lastQueuedId = tail.cursor
-    hub.add(conn)
-    conn.closeAt(caller.exp)
-    try {
-      await tail.sync()
-    } catch {
-      // The tail logs its own failures; the stream starts from what it has.
-    }
-    conn.skipThrough(tail.cursor)
     conn.goLive()
     return
   }
 
-  conn.lastQueuedId = Math.max(lastEventId, tail.cursor)
-  hub.add(conn)
-  conn.closeAt(caller.exp)
   let from = lastEventId
   try {
     const point = await resumePoint(database, lastEventId)
-    if (point !== 'kept') conn.write(RESET_FRAME)
+    if (point !== 'kept') {
+      conn.write(RESET_FRAME)
+      metrics.resets.inc()
+    }
     // An id the log never had (a reset database, a made-up value): start over from what is kept.
     if (point === 'unknown') {
       from = 0
@@ -152,6 +152,7 @@ async function resumePoint(database: Database, id: number): Promise<'kept' | 'go
   return row.newest !== null && id <= Number(row.newest) ? 'gone' : 'unknown'
 }
 
+/** Writes the visible events in (after, upTo] to the stream; returns how many. */
 async function replay(
   database: Database,
   conn: StreamConnection,
@@ -159,9 +160,10 @@ async function replay(
   topics: string[],
   after: number,
   upTo: number,
-) {
+): Promise<number> {
   const visible = visibleTo(viewerOf(caller, topics))
   let cursor = after
+  let written = 0
   while (cursor < upTo && !conn.closed) {
     const rows = await database.db
       .select()
@@ -181,7 +183,9 @@ async function replay(
       }
     }
     if (slice) await conn.writeReplay(slice)
+    written += rows.length
     cursor = rows[rows.length - 1].id
     if (rows.length < REPLAY_PAGE) break
   }
+  return written
 }

@@ -2,19 +2,7 @@ import type { Agent } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import supertest from 'supertest'
 import { type AppConfig, buildApp, type LogOptions } from '../../src/app.ts'
-import {
-  DEFAULT_BODY_LIMIT,
-  DEFAULT_HEARTBEAT_MS,
-  DEFAULT_HIGH_ACK_TIMEOUT_S,
-  DEFAULT_MAX_CONNECTIONS_PER_USER,
-  DEFAULT_PRESENCE_TTL_S,
-  DEFAULT_PUSH_CONCURRENCY,
-  DEFAULT_PUSH_ENDPOINT_ALLOWLIST,
-  DEFAULT_PUSH_MAX_ATTEMPTS,
-  DEFAULT_PUSH_RETRY_BASE_MS,
-  DEFAULT_SLOW_READER_TIMEOUT_MS,
-  DEFAULT_STREAM_BUFFER_LIMIT_BYTES,
-} from '../../src/config.ts'
+import { loadConfig } from '../../src/config.ts'
 import type { Database } from '../../src/db/client.ts'
 import { mintToken, type TokenClaims } from '../../src/tokens.ts'
 import { type BackendName, freshDatabase } from './backends.ts'
@@ -47,23 +35,14 @@ export interface StartOptions {
 export async function startApp(backend: BackendName, options: StartOptions = {}): Promise<TestApp> {
   const db = await freshDatabase(backend)
   const config: AppConfig = {
+    ...loadConfig({ NODE_ENV: 'test' }),
     JWT_SECRET: TEST_JWT_SECRET,
-    JWT_PUBLIC_KEY: undefined,
-    HEARTBEAT_MS: DEFAULT_HEARTBEAT_MS,
-    MAX_CONNECTIONS_PER_USER: DEFAULT_MAX_CONNECTIONS_PER_USER,
-    STREAM_BUFFER_LIMIT_BYTES: DEFAULT_STREAM_BUFFER_LIMIT_BYTES,
-    SLOW_READER_TIMEOUT_MS: DEFAULT_SLOW_READER_TIMEOUT_MS,
-    BODY_LIMIT: DEFAULT_BODY_LIMIT,
-    LOG_POLL_MS: 1_000,
-    VAPID_PUBLIC_KEY: undefined,
-    VAPID_PRIVATE_KEY: undefined,
     VAPID_SUBJECT: 'mailto:tests@example.com',
-    PUSH_ENDPOINT_ALLOWLIST: DEFAULT_PUSH_ENDPOINT_ALLOWLIST,
-    HIGH_ACK_TIMEOUT_S: DEFAULT_HIGH_ACK_TIMEOUT_S,
-    PUSH_MAX_ATTEMPTS: DEFAULT_PUSH_MAX_ATTEMPTS,
-    PUSH_CONCURRENCY: DEFAULT_PUSH_CONCURRENCY,
-    PUSH_RETRY_BASE_MS: DEFAULT_PUSH_RETRY_BASE_MS,
-    PRESENCE_TTL_S: DEFAULT_PRESENCE_TTL_S,
+    // Suites hammer one IP with thousands of requests (and many deliberately bad tokens); limits.test.ts
+    // sets these low to test the limits themselves.
+    RATE_LIMIT_PUBLISH_PER_MIN: 1_000_000,
+    RATE_LIMIT_IP_PER_MIN: 1_000_000,
+    RATE_LIMIT_AUTH_FAILURES_PER_MIN: 1_000_000,
     ...options.config,
   }
   const app = await buildApp(config, db.database, {

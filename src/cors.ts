@@ -1,0 +1,36 @@
+import cors from '@fastify/cors'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+
+/** `CORS_ORIGINS`: comma-separated origins, or `*` for any. Unset: no cross-origin access. */
+export function parseOrigins(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((o) => o.trim().replace(/\/$/, ''))
+    .filter(Boolean)
+}
+
+const allowed = (origins: string[], origin: string | undefined) =>
+  Boolean(origin) && (origins.includes('*') || origins.includes(origin as string))
+
+/** CORS for the REST routes through @fastify/cors. */
+export async function registerCors(app: FastifyInstance, origins: string[]) {
+  if (!origins.length) return
+  await app.register(cors, {
+    origin: (origin, done) => done(null, allowed(origins, origin)),
+    methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+    allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'],
+    maxAge: 600,
+  })
+}
+
+/**
+ * CORS headers for the stream, which better-sse writes itself after `reply.hijack()`: Fastify's hooks
+ * (and so @fastify/cors) never touch that response.
+ */
+export function streamCorsHeaders(origins: string[]) {
+  return (request: FastifyRequest): Record<string, string> => {
+    const origin = request.headers.origin
+    if (!allowed(origins, origin)) return {}
+    return { 'Access-Control-Allow-Origin': origin as string, Vary: 'Origin' }
+  }
+}

@@ -1,0 +1,67 @@
+import rateLimit from '@fastify/rate-limit'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { HttpProblem } from './errors.ts'
+
+export interface LimitOptions {
+  /** The window the limits count in; a minute unless tests shorten it. */
+  windowMs: number
+  /** Publish requests (single or batch) per user per window. */
+  publishPerMinute: number
+  /** Requests per IP per window to the routes that need no token. */
+  anonymousPerMinute: number
+  /** Failed authentications per IP per window before that IP gets 429 instead of 401. */
+  authFailuresPerMinute: number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Route config for publish routes: `config: { rateLimit: app.limits.perUser }`. */
+    limits: {
+      perUser: { max: number; timeWindow: number; keyGenerator: (request: FastifyRequest) => string }
+      perIp: { max: number; timeWindow: number }
+      /** Counts one failed authentication of this request's IP; throws 429 past the limit. */
+      authFailed: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+    }
+  }
+}
+
+/**
+ * Rate limits through @fastify/rate-limit (in memory, per instance): per user on publishing, per IP on the
+ * routes that need no token and on failed authentication. Past a limit: 429 problem+json with Retry-After.
+ */
+export const limitsPlugin = fp(
+  async (app: FastifyInstance, options: LimitOptions) => {
+    await app.register(rateLimit, {
+      global: false,
+      // After authentication (an onRequest hook), so per-user limits know the user.
+      hook: 'preHandler',
+      errorResponseBuilder: (_request, context) =>
+        new HttpProblem(
+          'tooManyRequests',
+          `Rate limit reached: at most ${context.max} requests in ${options.windowMs / 1000} s. Retry in ${context.after}.`,
+        ),
+    })
+    const authFailures = app.rateLimit({
+      max: options.authFailuresPerMinute,
+      timeWindow: options.windowMs,
+      keyGenerator: (request) => `auth-failure:${request.ip}`,
+    })
+    app.decorate('limits', {
+      perUser: {
+        max: options.publishPerMinute,
+        timeWindow: options.windowMs,
+        keyGenerator: (request: FastifyRequest) => `publish:${request.caller.tenant}\u0000${request.caller.userId}`,
+      },
+      perIp: { max: options.anonymousPerMinute, timeWindow: options.windowMs },
+      authFailed: async (request: FastifyRequest, reply: FastifyReply) => {
+        await (authFailures as (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>).call(
+          app,
+          request,
+          reply,
+        )
+      },
+    })
+  },
+  { name: 'limits' },
+)

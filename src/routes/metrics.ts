@@ -1,0 +1,37 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance } from 'fastify'
+import { HttpProblem } from '../errors.ts'
+
+export interface MetricsRouteOptions {
+  /** METRICS_TOKEN: when set, scrapes must send `Authorization: Bearer <token>`. Unset: /metrics is open. */
+  token: string | undefined
+}
+
+// Both sides are hashed first: timingSafeEqual needs equal lengths, and a digest leaks neither the token's length nor its bytes.
+const digest = (text: string) => createHash('sha256').update(text).digest()
+
+/** Prometheus scrapes this instance's metrics (see metrics.ts) in the text exposition format. */
+export async function metricsRoutes(app: FastifyInstance, options: MetricsRouteOptions) {
+  const { registry } = app.metrics
+  const expected = options.token === undefined ? undefined : digest(options.token)
+
+  const schema = {
+    summary: 'Prometheus metrics of this instance',
+    description: 'Text exposition format. When METRICS_TOKEN is set: `Authorization: Bearer <METRICS_TOKEN>`.',
+    tags: ['operations'],
+    security: [],
+  }
+  app.get('/metrics', { schema }, async (request, reply) => {
+    if (expected) {
+      const given = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
+      if (given === undefined || !timingSafeEqual(digest(given), expected)) {
+        await app.limits.authFailed(request, reply) // guessing the token is throttled like any failed auth
+        throw new HttpProblem('unauthorized', 'Metrics need Authorization: Bearer <METRICS_TOKEN>.', undefined, {
+          'www-authenticate': 'Bearer',
+        })
+      }
+    }
+    const text = await registry.metrics()
+    return reply.type(registry.contentType).header('cache-control', 'no-store').send(text)
+  })
+}

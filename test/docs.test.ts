@@ -1,0 +1,242 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { eventPage, listedEvent, problemSchema, published } from '../src/routes/schemas.ts'
+import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
+
+// SPEC 8: GET /docs is OpenAPI, generated from the same zod schemas that validate requests.
+
+/** A part of the OpenAPI document: JSON read by path, where a missing part fails the test that reads it. */
+// biome-ignore lint/suspicious/noExplicitAny: the document is walked freely; the assertions are the types
+type Json = Record<string, any>
+
+const TAGS = new Set(['events', 'stream', 'push', 'operations', 'demo'])
+
+/**
+ * Every `METHOD /path` the app serves, from `printRoutes` (a tree: each line's depth is its indent / 4, its path
+ * the concatenation of its ancestors'). HEAD and OPTIONS, static files (`*`) and the docs' own routes are left out.
+ */
+function servedRoutes(t: TestApp): string[] {
+  const stack: string[] = []
+  const routes: string[] = []
+  for (const line of t.app.printRoutes({ commonPrefix: false }).split('\n')) {
+    const m = /^([│ ]*)[├└]── (.+) \(([A-Z, ]+)\)$/.exec(line)
+    if (!m) continue
+    const depth = m[1].length / 4
+    stack.length = depth
+    stack.push(m[2])
+    const path = stack.join('').replace(/\/+/g, '/')
+    if (path.endsWith('*') || path === '/docs' || path.startsWith('/docs/')) continue
+    for (const method of m[3].split(', ')) {
+      if (method !== 'HEAD' && method !== 'OPTIONS') routes.push(`${method} ${path}`)
+    }
+  }
+  return routes
+}
+
+/** `/v1/events/:id` as OpenAPI writes it: `/v1/events/{id}`. */
+const openapiPath = (path: string) => path.replace(/:([A-Za-z0-9_]+)/g, '{$1}')
+
+/** The non-null branch of `anyOf: [X, {type: 'null'}]` (a nullish field), or the schema itself. */
+const nonNull = (schema: Json): Json => schema.anyOf?.find((s: Json) => s.type !== 'null') ?? schema
+
+describe('OpenAPI document (SPEC 8)', () => {
+  let t: TestApp
+  let doc: Json
+  beforeAll(async () => {
+    // Sign-in on, so its route is served too; anonymous routes limited to 1 request a minute per IP.
+    t = await startApp('pglite', { demoSignIn: true, config: { RATE_LIMIT_IP_PER_MIN: 1 } })
+    const res = await t.http().get('/docs/json')
+    expect(res.status, res.text).toBe(200)
+    doc = res.body
+  })
+  afterAll(() => t.close())
+
+  const operation = (method: string, path: string): Json => doc.paths[path]?.[method.toLowerCase()]
+
+  it('GET /docs/json is an OpenAPI 3 document with bearer auth', () => {
+    expect(doc.openapi).toMatch(/^3\./)
+    expect(doc.info).toMatchObject({ title: expect.any(String), version: expect.any(String) })
+    expect(Object.keys(doc.paths).length).toBeGreaterThan(0)
+    expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' })
+    expect(doc.security).toEqual([{ bearerAuth: [] }])
+  })
+
+  it('every route the app serves is in the document, with its method, a summary and a tag', () => {
+    const routes = servedRoutes(t)
+    expect(routes).toContain('POST /v1/events')
+    expect(routes).toContain('POST /demo/token')
+    for (const route of routes) {
+      const [method, path] = route.split(' ')
+      const op = operation(method, openapiPath(path))
+      expect(op, `${route} is missing`).toBeDefined()
+      expect(op.summary, `${route} has no summary`).toEqual(expect.any(String))
+      expect(op.tags?.length, `${route} has no tag`).toBe(1)
+      expect(TAGS.has(op.tags[0]), `${route}: tag ${op.tags[0]}`).toBe(true)
+    }
+  })
+
+  it('the docs themselves are not in the document', () => {
+    expect(Object.keys(doc.paths).filter((p) => p.startsWith('/docs'))).toEqual([])
+  })
+
+  it("the publish body is the SPEC's, with its limits", () => {
+    const body = operation('POST', '/v1/events').requestBody.content['application/json'].schema
+    expect(Object.keys(body.properties).sort()).toEqual(
+      ['type', 'to', 'title', 'body', 'data', 'priority', 'url', 'collapseKey', 'ttl'].sort(),
+    )
+    expect(body.required.sort()).toEqual(['title', 'to', 'type'])
+    const p = body.properties
+    expect(p.type).toMatchObject({ type: 'string', maxLength: 100, pattern: expect.any(String) })
+    expect(new RegExp(p.type.pattern).test('grade.updated')).toBe(true)
+    expect(new RegExp(p.type.pattern).test('Grade Updated')).toBe(false)
+    expect(Object.keys(p.to.properties).sort()).toEqual(['roles', 'tenant', 'topics', 'users'])
+    expect(p.title).toMatchObject({ type: 'string', minLength: 1, maxLength: 200 })
+    expect(nonNull(p.body)).toMatchObject({ type: 'string', maxLength: 2000 })
+    expect(p.data.description).toMatch(/16384 bytes/)
+    expect(p.priority).toMatchObject({ enum: ['low', 'normal', 'high', 'urgent'], default: 'normal' })
+    expect(nonNull(p.url)).toMatchObject({ type: 'string', maxLength: 2048 })
+    expect(nonNull(p.collapseKey)).toMatchObject({ type: 'string', minLength: 1, maxLength: 64 })
+    expect(p.ttl).toMatchObject({ type: 'integer', minimum: 60, maximum: 2_592_000, default: 604_800 })
+
+    const headers = operation('POST', '/v1/events').parameters.filter((x: Json) => x.in === 'header')
+    expect(headers.map((x: Json) => x.name)).toEqual(['idempotency-key'])
+    expect(
+      operation('POST', '/v1/events/batch').requestBody.content['application/json'].schema.properties.events,
+    ).toMatchObject({ type: 'array', minItems: 1, maxItems: 1000 })
+  })
+
+  it('request schemas of the other routes are there: query, path and body', () => {
+    const query = operation('GET', '/v1/events').parameters.filter((x: Json) => x.in === 'query')
+    expect(query.map((x: Json) => x.name).sort()).toEqual(['after', 'before', 'limit', 'unread'])
+    expect(query.find((x: Json) => x.name === 'limit').schema).toMatchObject({ maximum: 500, default: 50 })
+    expect(operation('GET', '/v1/events/{id}').parameters).toEqual([
+      expect.objectContaining({ in: 'path', name: 'id', required: true }),
+    ])
+    const subscription = operation('POST', '/v1/push/subscriptions').requestBody.content['application/json'].schema
+    expect(subscription.required.sort()).toEqual(['endpoint', 'keys'])
+    expect(subscription.properties.keys.required.sort()).toEqual(['auth', 'p256dh'])
+    const bulkRead = operation('POST', '/v1/events/read').requestBody.content['application/json'].schema
+    expect(bulkRead.anyOf.map((s: Json) => Object.keys(s.properties))).toEqual([['ids'], ['upTo']])
+  })
+
+  it('replies a client needs are described', () => {
+    const json = (method: string, path: string, status: string) =>
+      operation(method, path).responses[status].content['application/json'].schema
+    expect(json('POST', '/v1/events', '201').required.sort()).toEqual(['createdAt', 'id'])
+    expect(json('POST', '/v1/events', '200').required.sort()).toEqual(['createdAt', 'id'])
+    expect(json('POST', '/v1/events/batch', '201').properties.ids.type).toBe('array')
+    expect(Object.keys(json('GET', '/v1/events', '200').properties).sort()).toEqual(['events', 'next'])
+    expect(Object.keys(json('GET', '/v1/events/{id}', '200').properties)).toEqual(
+      expect.arrayContaining([
+        'id',
+        'type',
+        'title',
+        'data',
+        'priority',
+        'createdAt',
+        'expiresAt',
+        'readAt',
+        'ackedAt',
+      ]),
+    )
+    expect(json('GET', '/v1/events/unread-count', '200').properties.unread.type).toBe('integer')
+    expect(Object.keys(json('GET', '/v1/events/{id}/status', '200').properties).sort()).toEqual([
+      'acked',
+      'push',
+      'read',
+    ])
+    expect(json('GET', '/v1/push/vapid-public-key', '200').required).toEqual(['publicKey'])
+    expect(json('POST', '/v1/push/subscriptions', '201').required.sort()).toEqual(['id', 'renewToken'])
+    expect(json('GET', '/v1/push/subscriptions', '200').properties.subscriptions.type).toBe('array')
+    expect(operation('POST', '/v1/events/{id}/ack').responses['204']).toBeDefined()
+  })
+
+  it('routes that need no token say so', () => {
+    for (const [method, path] of [
+      ['GET', '/v1/push/vapid-public-key'],
+      ['GET', '/health'],
+      ['GET', '/ready'],
+      ['POST', '/demo/token'],
+    ]) {
+      expect(operation(method, path).security, `${method} ${path}`).toEqual([])
+    }
+    expect(operation('POST', '/v1/events').security).toBeUndefined()
+  })
+
+  it('the stream: text/event-stream with notification, receipt and reset; the token may be ?access_token=', () => {
+    const op = operation('GET', '/v1/stream')
+    expect(op.tags).toEqual(['stream'])
+    expect(op.security).toEqual([{ bearerAuth: [] }, { accessTokenQuery: [] }])
+    expect(doc.components.securitySchemes.accessTokenQuery).toMatchObject({
+      type: 'apiKey',
+      in: 'query',
+      name: 'access_token',
+    })
+    const params = op.parameters.map((x: Json) => `${x.in}:${x.name}`)
+    expect(params).toEqual(expect.arrayContaining(['query:topics', 'query:lastEventId', 'header:last-event-id']))
+    const sse = op.responses['200'].content['text/event-stream'].schema
+    for (const event of ['event: notification', 'event: receipt', 'event: reset']) {
+      expect(sse.description).toContain(event)
+    }
+  })
+
+  it('every operation documents its errors as problem+json', () => {
+    expect(doc.components.schemas.Problem.required.sort()).toEqual(['detail', 'status', 'title', 'type'])
+    for (const [path, ops] of Object.entries(doc.paths as Record<string, Json>)) {
+      for (const [method, op] of Object.entries(ops)) {
+        expect(op.responses.default?.content['application/problem+json'].schema, `${method} ${path}`).toEqual({
+          $ref: '#/components/schemas/Problem',
+        })
+      }
+    }
+  })
+
+  it('what the routes send fits the documented schemas, and event JSON goes out as it was built', async () => {
+    const user = t.token({ sub: 'docs-reader' })
+    const publisher = t.token({ sub: 'docs-publisher', scope: PUBLISHER })
+    const pub = await t
+      .http()
+      .post('/v1/events')
+      .set('authorization', `Bearer ${publisher}`)
+      .set('content-type', 'application/json')
+      .send('{"type":"docs.test","title":"Hi","to":{"users":["docs-reader"]},"data":{"z":1,"a":12345678901234567890}}')
+    expect(pub.status, pub.text).toBe(201)
+    expect(published.parse(pub.body)).toEqual(pub.body)
+
+    const list = await t.http().get('/v1/events?after=0').set('authorization', `Bearer ${user}`)
+    expect(list.status, list.text).toBe(200)
+    expect(list.headers['content-type']).toMatch(/^application\/json/)
+    expect(eventPage.parse(list.body)).toEqual(list.body)
+    // Text, not a re-serialized object: key order and the big integer are as published.
+    expect(list.text).toContain('"data":{"z":1,"a":12345678901234567890}')
+
+    const one = await t.http().get(`/v1/events/${pub.body.id}`).set('authorization', `Bearer ${user}`)
+    expect(one.status, one.text).toBe(200)
+    expect(listedEvent.parse(one.body)).toEqual(one.body)
+    expect(one.text).toContain('"data":{"z":1,"a":12345678901234567890}')
+
+    const problem = await t.http().get('/v1/events')
+    expect(problem.status).toBe(401)
+    expect(problem.headers['content-type']).toMatch(/^application\/problem\+json/)
+    expect(problemSchema.parse(problem.body)).toEqual(problem.body)
+  })
+
+  it('GET /docs serves the UI as HTML', async () => {
+    const res = await t.http().get('/docs')
+    expect(res.status).toBe(200)
+    expect(res.headers['content-type']).toMatch(/^text\/html/)
+    expect(res.text).toMatch(/swagger/i)
+    const init = await t.http().get('/docs/static/swagger-initializer.js')
+    expect(init.status).toBe(200)
+  })
+
+  it('the docs need no token and are not rate limited', async () => {
+    // The limit on anonymous routes is 1 a minute here: the VAPID key route shows it is on.
+    const first = await t.http().get('/v1/push/vapid-public-key')
+    const second = await t.http().get('/v1/push/vapid-public-key')
+    expect([first.status, second.status]).toEqual([200, 429])
+    for (let i = 0; i < 5; i++) {
+      expect((await t.http().get('/docs/json')).status).toBe(200)
+      expect((await t.http().get('/docs')).status).toBe(200)
+    }
+  })
+})
