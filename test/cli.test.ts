@@ -31,11 +31,14 @@ describe('the CLI, run as a user runs it', () => {
     expect(unknown.stderr).toMatch(/unknown command "frobnicate"/)
   })
 
-  it.each(['token', 'publish', 'tail', 'vapid', 'migrate', 'prune'])('%s --help explains its options', async (command) => {
-    const { code, stdout } = await cli([command, '--help'])
-    expect(code).toBe(0)
-    expect(stdout).toMatch(new RegExp(`herald ${command}`))
-  })
+  it.each(['token', 'publish', 'tail', 'vapid', 'migrate', 'prune'])(
+    '%s --help explains its options',
+    async (command) => {
+      const { code, stdout } = await cli([command, '--help'])
+      expect(code).toBe(0)
+      expect(stdout).toMatch(new RegExp(`herald ${command}`))
+    },
+  )
 
   it('token mints a JWT the server accepts, with the claims asked for', async () => {
     const { code, stdout } = await cli(['token', '--sub', 'carol', '--tenant', 't1', '--roles', 'parent'])
