@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util'
 import { createParser } from 'eventsource-parser'
-import { ConfigError, loadConfig } from './config.ts'
+import { ConfigError, loadConfig, type ParsedConfig } from './config.ts'
+import type { Database } from './db/client.ts'
 import { DEFAULT_TOKEN_TTL_S, loadOrCreateDevSecret, mintToken } from './tokens.ts'
 
 /** Exit codes scripts can rely on. */
@@ -191,21 +192,10 @@ records, and idempotency keys older than 24 h, from DATABASE_URL or the embedded
 The server also does this every PRUNE_INTERVAL_S. Prints what it deleted as JSON.`,
     run: async (args) => {
       parse(args, {})
-      const config = loadConfig(process.env)
-      const { openDatabase, pgliteDirIn } = await import('./db/client.ts')
-      const { runMigrations } = await import('./db/migrate.ts')
       const { prune } = await import('./events/retention.ts')
-      const database = await openDatabase({
-        url: config.DATABASE_URL,
-        pgliteDir: pgliteDirIn(config.DATA_DIR),
-        poolSize: 2,
-      })
-      try {
-        await runMigrations(database)
+      await withMigratedDatabase(async (database, config) => {
         console.log(JSON.stringify({ pruned: await prune(database, config.RETENTION_DAYS) }))
-      } finally {
-        await database.close()
-      }
+      })
       return EXIT.ok
     },
   },
@@ -217,24 +207,31 @@ Applies the migrations in drizzle/ to DATABASE_URL, or to the embedded PGlite in
 The server also does this at start; run it yourself to migrate ahead of a deploy.`,
     run: async (args) => {
       parse(args, {})
-      const config = loadConfig(process.env)
-      // Loaded here, not at the top: the database drivers take a second to load and only this command needs them.
-      const { openDatabase, pgliteDirIn } = await import('./db/client.ts')
-      const { runMigrations } = await import('./db/migrate.ts')
-      const database = await openDatabase({
-        url: config.DATABASE_URL,
-        pgliteDir: pgliteDirIn(config.DATA_DIR),
-        poolSize: 2,
+      await withMigratedDatabase(async (database) => {
+        console.log(`migrations applied (${database.kind})`)
       })
-      try {
-        await runMigrations(database)
-      } finally {
-        await database.close()
-      }
-      console.log(`migrations applied (${database.kind})`)
       return EXIT.ok
     },
   },
+}
+
+/** Opens DATABASE_URL (or the embedded database in DATA_DIR), applies migrations, runs `work`, closes. */
+async function withMigratedDatabase(work: (database: Database, config: ParsedConfig) => Promise<void>) {
+  const config = loadConfig(process.env)
+  // Loaded here, not at the top: the database drivers take a second to load and only these commands need them.
+  const { openDatabase, pgliteDirIn } = await import('./db/client.ts')
+  const { runMigrations } = await import('./db/migrate.ts')
+  const database = await openDatabase({
+    url: config.DATABASE_URL,
+    pgliteDir: pgliteDirIn(config.DATA_DIR),
+    poolSize: 2,
+  })
+  try {
+    await runMigrations(database)
+    await work(database, config)
+  } finally {
+    await database.close()
+  }
 }
 
 type OptionKinds = Record<string, { type: 'string' | 'boolean' }>
