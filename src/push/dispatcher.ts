@@ -15,6 +15,10 @@ const CLAIM_S = 60
 const POLL_MS = 1_000
 /** A push service that has not answered by then counts as a network error (retried). */
 const SEND_TIMEOUT_MS = 10_000
+/** A push held back because its device or push service is busy is looked at again after this long. */
+const DEFER_S = 1
+/** Claimed pushes that may wait in memory behind the one in flight to the same device (claims last CLAIM_S). */
+const MAX_WAITING_PER_DEVICE = 4
 /** Backoff after a failed attempt: base × 2^(attempt-1), capped, with jitter. */
 const MAX_BACKOFF_MS = 3_600_000
 
@@ -50,6 +54,11 @@ interface Claimed {
  */
 export class PushDispatcher {
   private inFlight = 0
+  /** Devices with a push in flight, pushes in flight per push service, and claimed pushes waiting on their device. */
+  private readonly sendingTo = new Set<number>()
+  private readonly perOrigin = new Map<string, number>()
+  private readonly waitingFor = new Map<number, Array<() => void>>()
+  private waiting = 0
   private claiming = false
   private again = false
   private stopped = false
@@ -87,7 +96,7 @@ export class PushDispatcher {
     try {
       do {
         this.again = false
-        const free = this.options.concurrency - this.inFlight
+        const free = this.options.concurrency - this.inFlight - this.waiting
         if (free <= 0) break
         const claimed = await this.claim(free)
         if (claimed.length) await this.sendAll(claimed)
@@ -165,17 +174,66 @@ export class PushDispatcher {
         this.skip(c.id, 'already acked')
       } else if (wasStreamed(c, event)) {
         this.skip(c.id, 'delivered on an open stream')
+      } else if (this.sendingTo.has(sub.id) && (this.waitingFor.get(sub.id)?.length ?? 0) < MAX_WAITING_PER_DEVICE) {
+        // The same device has a push in flight: send this one right after it, in order, still claimed.
+        const queue = this.waitingFor.get(sub.id) ?? []
+        this.waitingFor.set(sub.id, queue)
+        queue.push(() => {
+          if (!this.stopped) this.sendNow(c, event, sub)
+        })
+        this.waiting++
+      } else if (this.sendingTo.has(sub.id) || this.originBusy(sub.endpoint)) {
+        this.defer(c.id)
       } else {
-        this.inFlight++
-        void this.send(event, sub)
-          .then((outcome) => this.finish(c, outcome, event))
-          .finally(() => {
-            this.inFlight--
-            if (this.inFlight === 0) for (const resolve of this.idle) resolve()
-            this.wake()
-          })
+        this.sendNow(c, event, sub)
       }
     }
+  }
+
+  private sendNow(c: Claimed, event: EventRow, sub: typeof pushSubscriptions.$inferSelect) {
+    const origin = originOf(sub.endpoint)
+    this.inFlight++
+    this.sendingTo.add(sub.id)
+    this.perOrigin.set(origin, (this.perOrigin.get(origin) ?? 0) + 1)
+    void this.send(event, sub)
+      .then((outcome) => this.finish(c, outcome, event))
+      .finally(() => {
+        this.inFlight--
+        this.sendingTo.delete(sub.id)
+        this.perOrigin.set(origin, (this.perOrigin.get(origin) ?? 1) - 1)
+        const queue = this.waitingFor.get(sub.id)
+        const next = queue?.shift()
+        if (queue && !queue.length) this.waitingFor.delete(sub.id)
+        if (next) {
+          this.waiting--
+          next()
+        }
+        if (this.inFlight === 0) for (const resolve of this.idle) resolve()
+        this.wake()
+      })
+  }
+
+  /**
+   * One push service never gets more than half the slots, and one device never has two pushes in flight
+   * (see sendAll): a slow or failing endpoint holds up its own pushes, not everyone's.
+   */
+  private originBusy(endpoint: string): boolean {
+    const share = Math.max(1, Math.floor(this.options.concurrency / 2))
+    return (this.perOrigin.get(originOf(endpoint)) ?? 0) >= share
+  }
+
+  /** Hands a claimed row back for a little later, without counting an attempt. */
+  private defer(id: number) {
+    this.database.db
+      .update(pushDeliveries)
+      .set({
+        claimedBy: null,
+        claimedUntil: null,
+        attempts: sql`${pushDeliveries.attempts} - 1`,
+        nextAttemptAt: sql`now() + make_interval(secs => ${DEFER_S})`,
+      })
+      .where(eq(pushDeliveries.id, id))
+      .catch((err) => this.log.warn({ err, delivery: id }, 'deferring a push failed; its claim will expire'))
   }
 
   private async send(event: EventRow, sub: typeof pushSubscriptions.$inferSelect): Promise<Outcome> {
@@ -315,6 +373,14 @@ export async function sendPush(
       }
     }
     return { state: 'failed', status, error: `push service refused: ${status}` }
+  }
+}
+
+const originOf = (endpoint: string) => {
+  try {
+    return new URL(endpoint).origin
+  } catch {
+    return endpoint
   }
 }
 
