@@ -502,6 +502,19 @@ describeEachBackend('stream', (backend) => {
       expect(bystander.ended).toBe(false)
       expect(first.notificationIds).toEqual([])
     })
+
+    it('survives more simultaneous opens by one user than the limit: the newest stay, the server keeps serving', async () => {
+      const tenant = unique('burst-open')
+      const token = t.token({ sub: 'many-tabs', tenant })
+      const clients = await Promise.all(Array.from({ length: 24 }, () => SseClient.open(t.url, { token })))
+      expect(clients.every((c) => c.status === 200)).toBe(true)
+      await expect.poll(() => t.app.hub.countForUser(tenant, 'many-tabs')).toBe(2)
+      await expect.poll(() => clients.filter((c) => c.ended).length).toBe(22)
+      const id = await publish(t, tenant, { to: { users: ['many-tabs'] } })
+      for (const c of clients.filter((x) => !x.ended)) await waitForId(c, id)
+      expect((await t.http().get('/health')).status).toBe(200)
+      for (const c of clients) c.close()
+    })
   })
 
   describe('slow readers (STREAM_BUFFER_LIMIT_BYTES 16384, SLOW_READER_TIMEOUT_MS 500)', () => {

@@ -31,6 +31,11 @@ export class StreamConnection {
   /** Highest event id written or queued. */
   lastQueuedId = 0
   closed = false
+  /**
+   * False until the response head is out (better-sse writes it a tick after the stream is registered).
+   * Until then nothing may touch the response: the opener ends it if the stream was closed meanwhile.
+   */
+  private started = false
   closeReason: CloseReason | undefined
   /** Set by whoever opened the stream: replays ids after `afterId` from the log, then calls goLive(). */
   catchUp: ((afterId: number) => Promise<void>) | undefined
@@ -96,7 +101,7 @@ export class StreamConnection {
 
   /** Frames without an id (receipts, heartbeats, reset): written now, in any state. */
   write(chunk: string): void {
-    if (this.closed) return
+    if (this.closed || !this.started) return
     if (this.state === 'behind' && chunk === HEARTBEAT_FRAME) return // the socket is busy enough
     this.res.write(chunk)
     if (this.written() > this.bufferLimit * HARD_LIMIT_FACTOR) this.close('slow')
@@ -143,6 +148,11 @@ export class StreamConnection {
     this.lastQueuedId = Math.max(this.lastQueuedId, id)
   }
 
+  /** The response head is out: from now on the stream may be written to. */
+  markStarted(): void {
+    this.started = true
+  }
+
   /** Replay finished: send what queued meanwhile, then go live. */
   goLive(): void {
     if (this.closed) return
@@ -172,7 +182,9 @@ export class StreamConnection {
     clearTimeout(this.expiryTimer)
     clearTimeout(this.slowTimer)
     this.queued = []
-    if (reason === 'slow' || reason === 'error') this.res.destroy()
+    if (!this.started) {
+      // Closed before the head went out (evicted, shutdown): the opener ends the response once it can.
+    } else if (reason === 'slow' || reason === 'error') this.res.destroy()
     else if (!this.res.writableEnded) this.res.end()
     for (const listener of this.onClosed) listener(this)
   }

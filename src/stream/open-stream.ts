@@ -75,11 +75,14 @@ export async function openStream(
     trustClientEventId: false,
     headers: { 'Cache-Control': 'no-store', ...deps.headers?.(request) },
   })
-  await new Promise<void>((resolve) => {
-    session.once('connected', () => resolve())
-    conn.onClose(() => resolve())
-  })
-  if (conn.closed) return // the client left before the stream started
+  // better-sse writes the head on the next tick and always says so, whatever happened meanwhile.
+  await new Promise<void>((resolve) => session.once('connected', () => resolve()))
+  if (conn.closed) {
+    // Left, evicted or shut down before the stream started: end it now that the head is out.
+    if (!reply.raw.writableEnded) reply.raw.end()
+    return
+  }
+  conn.markStarted()
   conn.write(`retry: ${RETRY_MS}\n\n`)
   conn.closeAt(caller.exp)
 
