@@ -12,6 +12,8 @@ export interface Published {
   createdAt: Date
   /** True when an Idempotency-Key matched an earlier publish and nothing new was created. */
   replayed: boolean
+  /** Pushes planned in the outbox (0: no dispatcher needs waking). */
+  pushes: number
 }
 
 /** A publisher may address users and topics with `events:publish`, roles and the tenant with `events:broadcast`. */
@@ -65,7 +67,7 @@ export async function publishEvents(
         if (earlier.kind !== options.kind) {
           throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
         }
-        return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true }
+        return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0 }
       }
     }
     const rows = await tx
@@ -91,14 +93,14 @@ export async function publishEvents(
       .returning({ id: events.id, createdAt: events.createdAt })
     const ids = rows.map((r) => Number(r.id))
     const pushable = ids.filter((_, i) => batch[i].priority !== 'low')
-    await enqueuePushes(database, tx, pushable, options.push)
+    const pushes = await enqueuePushes(database, tx, pushable, options.push)
     if (key) {
       await tx
         .update(idempotencyKeys)
         .set({ eventIds: ids })
         .where(and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.key, key)))
     }
-    return { ids, createdAt: rows[0].createdAt, replayed: false }
+    return { ids, createdAt: rows[0].createdAt, replayed: false, pushes }
   })
 }
 

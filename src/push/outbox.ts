@@ -21,14 +21,19 @@ export interface PushPolicy {
  * Every push is skipped at send time if the user acked the event meanwhile.
  * Role, topic and tenant audiences resolve through the roles and topic claims each device registered with.
  */
-export async function enqueuePushes(database: Database, tx: Db, eventIds: number[], policy: PushPolicy) {
-  if (!eventIds.length) return
+export async function enqueuePushes(
+  database: Database,
+  tx: Db,
+  eventIds: number[],
+  policy: PushPolicy,
+): Promise<number> {
+  if (!eventIds.length) return 0
   // Instances, alive by their heartbeat, on which the device's user has an open stream right now.
   const presentOn = sql`array(
     select p.instance_id from stream_presence p join instances i on i.id = p.instance_id
     where p.tenant = s.tenant and p.user_id = s.user_id
       and i.seen_at > now() - make_interval(secs => ${policy.presenceTtlS}))`
-  await database.query(
+  const planned = await database.query(
     sql`
     insert into push_deliveries (event_id, subscription_id, tenant, user_id, next_attempt_at, present_on)
     select id, sub_id, tenant, user_id,
@@ -55,9 +60,11 @@ export async function enqueuePushes(database: Database, tx: Db, eventIds: number
       )})
         and e.priority <> 'low'
         and (s.expiration_time is null or s.expiration_time > now())
-    ) planned`,
+    ) planned
+    returning 1`,
     tx,
   )
+  return planned.length
 }
 
 /** Pushes not yet sent, failed or skipped, across instances (the metrics' backlog). Served by the pending-rows index. */

@@ -34,9 +34,9 @@ export async function eventRoutes(fastify: FastifyInstance) {
     done()
     return result
   }
-  const published = (ids: number[], batch: readonly NewEvent[]) => {
+  const published = (ids: number[], batch: readonly NewEvent[], pushes: number) => {
     logTail.wake()
-    pushDispatcher.wake()
+    if (pushes) pushDispatcher.wake() // delayed pushes and other instances' are found by its poll
     bus.wakeOthers(ids[ids.length - 1])
     // Tallied first: a batch of 1,000 is four counter updates, not 1,000.
     const byPriority = new Map<Priority, number>()
@@ -70,7 +70,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         push: pushPolicy,
         rawData: request.rawJson === undefined ? undefined : [rawDataOfEvent(request.rawJson)],
       })
-      if (!result.replayed) published(result.ids, [request.body])
+      if (!result.replayed) published(result.ids, [request.body], result.pushes)
       return reply
         .code(result.replayed ? 200 : 201)
         .send({ id: String(result.ids[0]), createdAt: result.createdAt.toISOString() })
@@ -97,7 +97,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         rawData: request.rawJson === undefined ? undefined : rawDataOfBatch(request.rawJson),
         push: pushPolicy,
       })
-      if (!result.replayed) published(result.ids, request.body.events)
+      if (!result.replayed) published(result.ids, request.body.events, result.pushes)
       return reply.code(result.replayed ? 200 : 201).send({ ids: result.ids.map(String) })
     },
   )
