@@ -1,0 +1,97 @@
+import http from 'node:http'
+import { nowMs, Samples } from './stats.ts'
+
+export interface PostResult {
+  status: number
+  body: string
+  /** Request written to reply fully read. */
+  ms: number
+}
+
+/** Publishes over a few keep-alive connections, opened up front (before the streams fill the server's file table). */
+export class Publisher {
+  private readonly agent: http.Agent
+
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly token: string,
+    private readonly sockets: number,
+  ) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: sockets })
+  }
+
+  /** Opens every keep-alive socket now, with as many concurrent health checks. */
+  async warm(): Promise<void> {
+    await Promise.all(Array.from({ length: this.sockets }, () => this.request('GET', '/health')))
+  }
+
+  post(path: string, body: string): Promise<PostResult> {
+    return this.request('POST', path, body)
+  }
+
+  private request(method: string, path: string, body?: string): Promise<PostResult> {
+    const started = nowMs()
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = { authorization: `Bearer ${this.token}` }
+      if (body !== undefined) headers['content-type'] = 'application/json'
+      const req = http.request(
+        { host: this.host, port: this.port, method, path, headers, agent: this.agent },
+        (res) => {
+          let text = ''
+          res.setEncoding('utf8')
+          res.on('data', (d: string) => (text += d))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text, ms: nowMs() - started }))
+          res.on('error', reject)
+        },
+      )
+      req.on('error', reject)
+      req.end(body)
+    })
+  }
+
+  close(): void {
+    this.agent.destroy()
+  }
+}
+
+export interface LoadResult {
+  /** Requests answered with the expected status. */
+  ok: number
+  /** Other statuses and network errors, by status code or error code. */
+  errors: Record<string, number>
+  /** Latency of each successful request, ms. */
+  latencies: Float64Array
+  elapsedMs: number
+}
+
+/**
+ * Closed-loop load: `clients` loops, each sending its next request as soon as the last one is answered,
+ * until `durationMs` has passed. Requests still in flight at the deadline are awaited and counted.
+ */
+export async function closedLoop(
+  publisher: Publisher,
+  options: { clients: number; durationMs: number; path: string; body: () => string; expectStatus: number },
+): Promise<LoadResult> {
+  const latencies = new Samples()
+  const errors: Record<string, number> = {}
+  let ok = 0
+  const started = nowMs()
+  const deadline = started + options.durationMs
+  const client = async () => {
+    while (nowMs() < deadline) {
+      try {
+        const r = await publisher.post(options.path, options.body())
+        if (r.status === options.expectStatus) {
+          ok++
+          latencies.push(r.ms)
+        } else errors[r.status] = (errors[r.status] ?? 0) + 1
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? 'error'
+        errors[code] = (errors[code] ?? 0) + 1
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: options.clients }, client))
+  return { ok, errors, latencies: latencies.values(), elapsedMs: nowMs() - started }
+}

@@ -1,0 +1,164 @@
+// `npm run bench`: runs the load scenarios against the service and a raw-Node reference, prints one JSON line
+// per scenario on stdout, then a table. Progress goes to stderr. See bench/README.md.
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync } from 'node:fs'
+import { cpus, loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { fileLimits, killChildren } from './processes.ts'
+import { type BenchContext, type Row, type ScenarioResult, Scope } from './scenarios/common.ts'
+import { fanout } from './scenarios/fanout.ts'
+import { publishThroughput } from './scenarios/publish.ts'
+import { replay } from './scenarios/replay.ts'
+
+/** Every scenario ends within this, measured or not; its processes are killed at the limit. */
+const SCENARIO_LIMIT_MS = 150_000
+/** Sockets per load-generator process: under the 20,000 open-file limit with room for everything else. */
+const MAX_STREAMS_PER_WORKER = 18_000
+
+interface Scenario {
+  id: string
+  name: string
+  run: (ctx: BenchContext, scope: Scope) => Promise<ScenarioResult>
+}
+
+const SCENARIOS: Scenario[] = [
+  {
+    id: '1',
+    name: 'fanout-10k',
+    run: (ctx, scope) =>
+      fanout(
+        'fanout-10k',
+        ctx,
+        scope,
+        ctx.quick ? { streams: 1_000, events: 20, rounds: 2 } : { streams: 10_000, events: 50, rounds: 3 },
+      ),
+  },
+  {
+    id: '2',
+    name: 'fanout-1k',
+    run: (ctx, scope) =>
+      fanout(
+        'fanout-1k',
+        ctx,
+        scope,
+        ctx.quick ? { streams: 200, events: 20, rounds: 2 } : { streams: 1_000, events: 100, rounds: 5 },
+      ),
+  },
+  { id: '4', name: 'publish', run: publishThroughput },
+  { id: '5', name: 'replay', run: replay },
+]
+
+const { values } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
+  },
+})
+
+if (values.help) {
+  console.log(`npm run bench [-- --only 1,2,4,5] [--quick] [--cpu-prof]
+  --only      scenarios to run, by number (1 fanout-10k, 2 fanout-1k, 4 publish, 5 replay)
+  --quick     small sizes and short durations: checks the harness, measures nothing
+  --cpu-prof  write a V8 CPU profile of the service under test (one per scenario) to a temp directory
+DATABASE_URL set: the service runs on that PostgreSQL database; unset: embedded PGlite in a temp directory.`)
+  process.exit(0)
+}
+
+const log = (message: string) => process.stderr.write(`${message}\n`)
+
+async function main() {
+  const limits = fileLimits()
+  const profileDir = values['cpu-prof'] ? mkdtempSync(join(tmpdir(), 'herald-bench-prof-')) : undefined
+  const ctx: BenchContext = {
+    backend: process.env.DATABASE_URL ? 'postgres' : 'pglite',
+    secret: randomBytes(48).toString('base64url'),
+    // Node raises its soft limit to the hard one at start, so the hard limit is what a worker gets.
+    streamsPerWorker: Math.min(MAX_STREAMS_PER_WORKER, limits.hard - 1_000),
+    quick: values.quick,
+    serviceNodeFlags: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+    log,
+  }
+  const only = values.only?.split(',').map((s) => s.trim())
+  const chosen = SCENARIOS.filter((s) => !only || only.includes(s.id) || only.includes(s.name))
+  log(
+    `herald bench: node ${process.version}, ${cpus().length} CPUs, open files soft ${limits.soft} hard ${limits.hard}` +
+      ` (${ctx.streamsPerWorker} streams per generator process), backend ${ctx.backend}` +
+      (ctx.quick ? ', QUICK (not a measurement)' : ''),
+  )
+
+  const machine = { node: process.version, cpus: cpus().length, openFiles: limits }
+  const rows: Row[] = []
+  for (const scenario of chosen) {
+    const result = await withinLimit(scenario, ctx, machine)
+    console.log(JSON.stringify(result.line))
+    rows.push(...result.rows)
+  }
+  console.log(`\n${table(rows, ctx)}`)
+  if (profileDir) log(`CPU profiles of the service: ${profileDir}`)
+}
+
+/** Runs a scenario with its hard time limit; whatever happens, its processes are gone afterwards. */
+async function withinLimit(scenario: Scenario, ctx: BenchContext, machine: object): Promise<ScenarioResult> {
+  const scope = new Scope()
+  // Other work on the machine skews everything: recorded with each result so a noisy run shows as such.
+  const load = Math.round(loadavg()[0] * 100) / 100
+  const started = Date.now()
+  const machineNow = () => ({
+    ...machine,
+    loadAvg1mAtStart: load,
+    elapsedSec: Math.round((Date.now() - started) / 100) / 10,
+  })
+  if (load > cpus().length) log(`${scenario.name}: load average ${load} on ${cpus().length} CPUs: expect noise`)
+  let timer: NodeJS.Timeout | undefined
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      scope.aborted = true
+      reject(new Error(`time limit of ${SCENARIO_LIMIT_MS / 1000} s reached`))
+    }, SCENARIO_LIMIT_MS)
+  })
+  try {
+    const result = await Promise.race([scenario.run(ctx, scope), limit])
+    result.line.machine = machineNow()
+    return result
+  } catch (err) {
+    log(`${scenario.name} failed: ${(err as Error).stack ?? err}`)
+    return {
+      line: {
+        scenario: scenario.name,
+        backend: ctx.backend,
+        error: (err as Error).message,
+        machine: machineNow(),
+      },
+      rows: [[scenario.name, 'error', (err as Error).message.split('\n')[0], null, null]],
+    }
+  } finally {
+    clearTimeout(timer)
+    scope.aborted = true
+    await scope.cleanup()
+  }
+}
+
+function table(rows: Row[], ctx: BenchContext): string {
+  const show = (v: Row[number]) =>
+    v === null ? '-' : typeof v === 'number' ? v.toLocaleString('en-US', { maximumFractionDigits: 2 }) : v
+  const header = ['scenario', 'figure', `herald (${ctx.backend})`, 'raw node', 'ratio']
+  const cells = [header, ...rows.map((r) => r.map(show))]
+  const widths = header.map((_, i) => Math.max(...cells.map((c) => c[i].length)))
+  const line = (c: string[]) => c.map((s, i) => (i < 2 ? s.padEnd(widths[i]) : s.padStart(widths[i]))).join('  ')
+  return [line(cells[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n')
+}
+
+// Ctrl-C or a crash: kill the children we started (by their pids), nothing else.
+process.on('SIGINT', () => {
+  killChildren()
+  process.exit(130)
+})
+process.on('exit', killChildren)
+
+main().catch((err) => {
+  console.error(err)
+  process.exitCode = 1
+})

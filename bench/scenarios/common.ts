@@ -1,0 +1,105 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { type RunningServer, startServer } from '../processes.ts'
+
+export type Backend = 'pglite' | 'postgres'
+
+/** What every scenario gets from the run. */
+export interface BenchContext {
+  backend: Backend
+  /** HS256 secret shared by the service, the reference and the token minting here. */
+  secret: string
+  /** Streams one load-generator process may hold (from the open-file limit). */
+  streamsPerWorker: number
+  /** Smaller numbers and shorter durations: a smoke test of the harness, not a measurement. */
+  quick: boolean
+  /** Extra node flags for the service under test (--cpu-prof ...). */
+  serviceNodeFlags: string[]
+  log: (message: string) => void
+}
+
+/** A table row: scenario, figure, ours, reference, ratio. */
+export type Row = [string, string, number | string | null, number | string | null, number | null]
+
+export interface ScenarioResult {
+  /** The JSON line. */
+  line: Record<string, unknown>
+  rows: Row[]
+}
+
+/**
+ * Lets a scenario register its cleanups and stop early. After the time limit every registered cleanup runs,
+ * and a cleanup registered later (a server that finished starting after the deadline) runs at once.
+ */
+export class Scope {
+  private readonly cleanups: Array<() => unknown> = []
+  aborted = false
+
+  defer(cleanup: () => unknown): void {
+    if (this.aborted)
+      void Promise.resolve()
+        .then(cleanup)
+        .catch(() => {})
+    else this.cleanups.push(cleanup)
+  }
+
+  /** Throws once the time limit has passed, so a late scenario stops at its next step. */
+  check(): void {
+    if (this.aborted) throw new Error('aborted')
+  }
+
+  async cleanup(): Promise<void> {
+    for (const c of this.cleanups.splice(0).reverse()) {
+      try {
+        await c()
+      } catch {
+        // Best effort: the next cleanup (killing a server) matters more than this one's failure.
+      }
+    }
+  }
+}
+
+/** Keeps the benchmark from being throttled (the config's ceiling is 10,000,000 per window). */
+const UNTHROTTLED = '10000000'
+
+/** Starts the service under test on a fresh temporary DATA_DIR (and DATABASE_URL from the environment, if set). */
+export async function startService(ctx: BenchContext, scope: Scope, env: Record<string, string> = {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'herald-bench-'))
+  scope.defer(() => rmSync(dataDir, { recursive: true, force: true }))
+  const server = await startServer(
+    'service',
+    'src/server.ts',
+    {
+      PORT: '0',
+      HOST: '127.0.0.1',
+      DATA_DIR: dataDir,
+      JWT_SECRET: ctx.secret,
+      LOG_LEVEL: 'warn',
+      RATE_LIMIT_PUBLISH_PER_MIN: UNTHROTTLED,
+      RATE_LIMIT_IP_PER_MIN: UNTHROTTLED,
+      RATE_LIMIT_AUTH_FAILURES_PER_MIN: UNTHROTTLED,
+      MAX_STREAMS: '100000',
+      ...env,
+    },
+    ctx.serviceNodeFlags,
+  )
+  scope.defer(() => server.stop())
+  const expected = ctx.backend === 'postgres' ? 'PostgreSQL' : 'embedded PGlite'
+  if (server.storage !== expected) throw new Error(`the service says it runs on ${server.storage}, not ${expected}`)
+  return server
+}
+
+/** Starts the raw-Node reference server. */
+export async function startReference(ctx: BenchContext, scope: Scope): Promise<RunningServer> {
+  const server = await startServer('reference', 'bench/reference-server.ts', {
+    PORT: '0',
+    HOST: '127.0.0.1',
+    JWT_SECRET: ctx.secret,
+  })
+  scope.defer(() => server.stop())
+  return server
+}
+
+/** A tenant no other scenario or run has used: a PostgreSQL database outlives runs. */
+export const freshTenant = (name: string) => `bench-${name}-${Date.now().toString(36)}`
