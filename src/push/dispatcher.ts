@@ -15,10 +15,6 @@ const CLAIM_S = 60
 const POLL_MS = 1_000
 /** A push service that has not answered by then counts as a network error (retried). */
 const SEND_TIMEOUT_MS = 10_000
-/** A push held back because its device or push service is busy is looked at again after this long. */
-const DEFER_S = 1
-/** Claimed pushes that may wait in memory behind the one in flight to the same device (claims last CLAIM_S). */
-const MAX_WAITING_PER_DEVICE = 4
 /** Backoff after a failed attempt: base × 2^(attempt-1), capped, with jitter. */
 const MAX_BACKOFF_MS = 3_600_000
 
@@ -54,11 +50,9 @@ interface Claimed {
  */
 export class PushDispatcher {
   private inFlight = 0
-  /** Devices with a push in flight, pushes in flight per push service, and claimed pushes waiting on their device. */
+  /** Devices with a push in flight here, and pushes in flight per push service (origin). */
   private readonly sendingTo = new Set<number>()
   private readonly perOrigin = new Map<string, number>()
-  private readonly waitingFor = new Map<number, Array<() => void>>()
-  private waiting = 0
   private claiming = false
   private again = false
   private stopped = false
@@ -96,7 +90,7 @@ export class PushDispatcher {
     try {
       do {
         this.again = false
-        const free = this.options.concurrency - this.inFlight - this.waiting
+        const free = this.options.concurrency - this.inFlight
         if (free <= 0) break
         const claimed = await this.claim(free)
         if (claimed.length) await this.sendAll(claimed)
@@ -123,11 +117,14 @@ export class PushDispatcher {
       set claimed_by = ${this.instanceId}, claimed_until = now() + make_interval(secs => ${CLAIM_S}),
           attempts = d.attempts + 1, updated_at = now()
       where d.id in (
-        select id from push_deliveries
-        where state = 'pending' and next_attempt_at <= now() and (claimed_until is null or claimed_until < now())
-        order by next_attempt_at
+        select pd.id from push_deliveries pd
+        left join push_subscriptions s on s.id = pd.subscription_id
+        where pd.state = 'pending' and pd.next_attempt_at <= now()
+          and (pd.claimed_until is null or pd.claimed_until < now())
+          ${this.notBusy()}
+        order by pd.next_attempt_at
         limit ${limit}
-        for update skip locked)
+        for update of pd skip locked)
       returning d.id, d.event_id, d.subscription_id, d.tenant, d.user_id, d.attempts, d.present_on`)
     return rows.map((r) => ({
       id: Number(r.id),
@@ -174,20 +171,33 @@ export class PushDispatcher {
         this.skip(c.id, 'already acked')
       } else if (wasStreamed(c, event)) {
         this.skip(c.id, 'delivered on an open stream')
-      } else if (this.sendingTo.has(sub.id) && (this.waitingFor.get(sub.id)?.length ?? 0) < MAX_WAITING_PER_DEVICE) {
-        // The same device has a push in flight: send this one right after it, in order, still claimed.
-        const queue = this.waitingFor.get(sub.id) ?? []
-        this.waitingFor.set(sub.id, queue)
-        queue.push(() => {
-          if (!this.stopped) this.sendNow(c, event, sub)
-        })
-        this.waiting++
       } else if (this.sendingTo.has(sub.id) || this.originBusy(sub.endpoint)) {
-        this.defer(c.id)
+        // Its device already has a push in flight (claimed together), or its push service has its share:
+        // back to the table, due as it was; claims skip it until the device or service is free.
+        this.release(c.id)
       } else {
         this.sendNow(c, event, sub)
       }
     }
+  }
+
+  /** SQL: leave out rows whose device has a push in flight here or whose push service has its share of slots. */
+  private notBusy() {
+    const devices = [...this.sendingTo]
+    const share = this.originShare()
+    const origins = [...this.perOrigin].filter(([, n]) => n >= share).map(([origin]) => `${origin}/`)
+    return sql.join(
+      [
+        devices.length
+          ? sql`and (pd.subscription_id is null or pd.subscription_id not in (${sql.join(
+              devices.map((d) => sql`${d}`),
+              sql`, `,
+            )}))`
+          : sql``,
+        ...origins.map((o) => sql`and (s.endpoint is null or not starts_with(s.endpoint, ${o}))`),
+      ],
+      sql` `,
+    )
   }
 
   private sendNow(c: Claimed, event: EventRow, sub: typeof pushSubscriptions.$inferSelect) {
@@ -200,40 +210,33 @@ export class PushDispatcher {
       .finally(() => {
         this.inFlight--
         this.sendingTo.delete(sub.id)
-        this.perOrigin.set(origin, (this.perOrigin.get(origin) ?? 1) - 1)
-        const queue = this.waitingFor.get(sub.id)
-        const next = queue?.shift()
-        if (queue && !queue.length) this.waitingFor.delete(sub.id)
-        if (next) {
-          this.waiting--
-          next()
-        }
+        const left = (this.perOrigin.get(origin) ?? 1) - 1
+        if (left > 0) this.perOrigin.set(origin, left)
+        else this.perOrigin.delete(origin)
         if (this.inFlight === 0) for (const resolve of this.idle) resolve()
         this.wake()
       })
   }
 
   /**
-   * One push service never gets more than half the slots, and one device never has two pushes in flight
-   * (see sendAll): a slow or failing endpoint holds up its own pushes, not everyone's.
+   * One push service never gets more than half the slots, and one device never has two pushes in flight:
+   * a slow or failing endpoint holds up its own pushes, not everyone's.
    */
   private originBusy(endpoint: string): boolean {
-    const share = Math.max(1, Math.floor(this.options.concurrency / 2))
-    return (this.perOrigin.get(originOf(endpoint)) ?? 0) >= share
+    return (this.perOrigin.get(originOf(endpoint)) ?? 0) >= this.originShare()
   }
 
-  /** Hands a claimed row back for a little later, without counting an attempt. */
-  private defer(id: number) {
+  private originShare() {
+    return Math.max(1, Math.floor(this.options.concurrency / 2))
+  }
+
+  /** Hands a claimed row back, due as it was, without counting an attempt. */
+  private release(id: number) {
     this.database.db
       .update(pushDeliveries)
-      .set({
-        claimedBy: null,
-        claimedUntil: null,
-        attempts: sql`${pushDeliveries.attempts} - 1`,
-        nextAttemptAt: sql`now() + make_interval(secs => ${DEFER_S})`,
-      })
+      .set({ claimedBy: null, claimedUntil: null, attempts: sql`${pushDeliveries.attempts} - 1` })
       .where(eq(pushDeliveries.id, id))
-      .catch((err) => this.log.warn({ err, delivery: id }, 'deferring a push failed; its claim will expire'))
+      .catch((err) => this.log.warn({ err, delivery: id }, 'releasing a push failed; its claim will expire'))
   }
 
   private async send(event: EventRow, sub: typeof pushSubscriptions.$inferSelect): Promise<Outcome> {
