@@ -10,7 +10,7 @@ import type { ParsedConfig } from './config.ts'
 import { parseOrigins, registerCors, streamCorsHeaders } from './cors.ts'
 import type { Database } from './db/client.ts'
 import { registerDocs } from './docs.ts'
-import { registerErrorHandling } from './errors.ts'
+import { registerErrorHandling, sendProblem } from './errors.ts'
 import { LogTail } from './events/log-tail.ts'
 import { schedulePruning } from './events/retention.ts'
 import { limitsPlugin } from './limits.ts'
@@ -59,6 +59,9 @@ export interface AppOptions {
   demoSignIn?: boolean
 }
 
+/** Time a client has to send a whole request (headers and body). */
+const REQUEST_TIMEOUT_MS = 30_000
+
 /** The demo page, the browser client and the service worker. */
 export const PUBLIC_DIR = fileURLToPath(new URL('../public', import.meta.url))
 
@@ -97,6 +100,14 @@ export async function buildApp(config: AppConfig, database: Database, options: A
     // Long-lived streams are not idle; keep-alive REST connections are closed at once on shutdown.
     forceCloseConnections: 'idle',
     requestIdHeader: 'x-request-id',
+    // A client must send its whole request within this (Fastify's default, 0, lets a slow body hold a socket
+    // forever). It covers receiving the request only, so open streams are not cut.
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    // Router errors (bad percent-encoding, over-long URLs) leave as problem+json like every other error.
+    frameworkErrors: (err, _request, reply) => {
+      if (err.statusCode === 414) return sendProblem(reply, 'uriTooLong', 'The URL is too long.')
+      sendProblem(reply, 'badRequest', err.code === 'FST_ERR_BAD_URL' ? 'The URL is not valid.' : err.message)
+    },
   })
   app.setValidatorCompiler(validatorCompiler)
   app.setSerializerCompiler(serializerCompiler)

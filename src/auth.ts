@@ -22,11 +22,18 @@ export interface Caller {
   ackEventId?: number
 }
 
+/** Names go into the database as they are: no NUL (PostgreSQL refuses it), no lone surrogates (they would merge). */
+const storableName = z
+  .string()
+  .min(1)
+  .max(200)
+  .refine((s) => !s.includes('\u0000') && s.isWellFormed(), 'must be valid Unicode without NUL')
+
 const claimsSchema = z.object({
-  sub: z.string().min(1).max(200),
-  tenant: z.string().min(1).max(200),
-  roles: z.array(z.string().min(1).max(200)).max(100).default([]),
-  topics: z.array(z.string().min(1).max(200)).max(100).default([]),
+  sub: storableName,
+  tenant: storableName,
+  roles: z.array(storableName).max(100).default([]),
+  topics: z.array(storableName).max(100).default([]),
   scope: z.string().max(1000).default(''),
   exp: z.number().optional(),
 })

@@ -13,6 +13,7 @@ export const problems = {
   notFound: { status: 404, type: 'not-found', title: 'Not found' },
   conflict: { status: 409, type: 'conflict', title: 'Conflict' },
   tooLarge: { status: 413, type: 'payload-too-large', title: 'Request body too large' },
+  uriTooLong: { status: 414, type: 'uri-too-long', title: 'URI too long' },
   unsupportedMediaType: { status: 415, type: 'unsupported-media-type', title: 'Unsupported media type' },
   tooManyRequests: { status: 429, type: 'too-many-requests', title: 'Too many requests' },
   internal: { status: 500, type: 'internal', title: 'Internal server error' },

@@ -9,7 +9,8 @@ import { HttpProblem } from '../errors.ts'
 /** The browser's `PushSubscription.toJSON()`. */
 export const subscriptionSchema = z.object({
   endpoint: z.string().min(1).max(2048),
-  expirationTime: z.number().nullish(),
+  // A time in milliseconds PostgreSQL can store (years 1970 to 9999); anything else is not a browser's.
+  expirationTime: z.number().int().min(0).max(253_402_300_799_999).nullish(),
   keys: z.object({
     p256dh: z.string().min(1).max(200),
     auth: z.string().min(1).max(100),

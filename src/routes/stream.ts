@@ -33,6 +33,8 @@ export async function streamRoutes(
   app.get(
     '/v1/stream',
     {
+      // HEAD would run the whole stream handler and never answer (Node sends no head for HEAD).
+      exposeHeadRoute: false,
       config: {
         tokenInQuery: true,
         // Written by better-sse after reply.hijack(): documented, never serialized.

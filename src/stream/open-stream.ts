@@ -54,6 +54,11 @@ export async function openStream(
   // (a publish answers 201 before the tail wakes). Catch it up before the response starts, so nothing
   // published after the client saw the stream open counts as "before".
   if (lastEventId === undefined) await tail.sync()
+  // The client may have left during those awaits, before anything listened for it: stop here.
+  if (reply.raw.destroyed || request.raw.socket?.destroyed) {
+    presence.leave(caller.tenant, caller.userId)
+    return
+  }
   const conn = new StreamConnection(
     caller.tenant,
     caller.userId,
