@@ -59,8 +59,6 @@ declare module 'fastify' {
     authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
     /** onRequest hook: a user token, or an ackToken (then `caller.ackEventId` limits what it may do). */
     authenticateOrAckToken: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
-    /** Verifies a raw token string; throws a 401 HttpProblem. */
-    verifyToken: (token: string) => Caller
   }
 }
 
@@ -103,7 +101,6 @@ export const authPlugin = fp(
       }
     }
 
-    app.decorate('verifyToken', verifyToken)
     app.decorateRequest('caller', null as unknown as Caller)
     /** A failed authentication counts against the caller's IP (429 past the limit), then answers 401. */
     const refuse = async (request: FastifyRequest, reply: FastifyReply, err: unknown): Promise<never> => {

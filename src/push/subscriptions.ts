@@ -4,7 +4,7 @@ import { z } from 'zod'
 import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { pushSubscriptions } from '../db/schema.ts'
-import { HttpProblem } from '../errors.ts'
+import { describeFieldErrors, HttpProblem } from '../errors.ts'
 
 /** The browser's `PushSubscription.toJSON()`. */
 export const subscriptionSchema = z.object({
@@ -56,8 +56,7 @@ function checkSubscription(s: SubscriptionJson, allowlist: readonly string[]) {
   if (Buffer.from(s.keys.auth, 'base64url').length !== 16) {
     errors.push({ path: 'body.keys.auth', message: 'must be a 16-byte secret, base64url' })
   }
-  if (errors.length)
-    throw new HttpProblem('validation', errors.map((e) => `${e.path}: ${e.message}`).join('; '), errors)
+  if (errors.length) throw new HttpProblem('validation', describeFieldErrors(errors), errors)
 }
 
 function onP256(point: Buffer): boolean {
