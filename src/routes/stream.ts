@@ -56,6 +56,11 @@ export async function streamRoutes(
     },
     async (request, reply) => {
       const { caller } = request
+      // A body left unread would also keep Node from reading the socket, so a client that leaves would go
+      // unnoticed (and stay registered) until a write to it failed.
+      const { 'content-length': length, 'transfer-encoding': chunked } = request.headers
+      if (chunked !== undefined || (length !== undefined && length !== '0'))
+        throw new HttpProblem('badRequest', 'A stream request takes no body.')
       if (app.hub.size >= maxStreams) {
         throw new HttpProblem(
           'unavailable',
