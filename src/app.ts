@@ -59,9 +59,6 @@ export interface AppOptions {
   demoSignIn?: boolean
 }
 
-/** Time a client has to send a whole request (headers and body). */
-const REQUEST_TIMEOUT_MS = 30_000
-
 /** The demo page, the browser client and the service worker. */
 export const PUBLIC_DIR = fileURLToPath(new URL('../public', import.meta.url))
 
@@ -101,8 +98,14 @@ export async function buildApp(config: AppConfig, database: Database, options: A
     forceCloseConnections: 'idle',
     requestIdHeader: 'x-request-id',
     // A client must send its whole request within this (Fastify's default, 0, lets a slow body hold a socket
-    // forever). It covers receiving the request only, so open streams are not cut.
-    requestTimeout: REQUEST_TIMEOUT_MS,
+    // forever). It covers receiving the request only, so open streams are not cut. Node 20 ignores a request
+    // timeout shorter than the headers timeout (60 s by default), and checks both only every
+    // connectionsCheckingInterval (30 s by default), hence the `http` options.
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http: {
+      headersTimeout: Math.min(60_000, config.REQUEST_TIMEOUT_MS),
+      connectionsCheckingInterval: Math.min(1_000, config.REQUEST_TIMEOUT_MS / 4),
+    },
     // Router errors (bad percent-encoding, over-long URLs) leave as problem+json like every other error.
     frameworkErrors: (err, _request, reply) => {
       if (err.statusCode === 414) return sendProblem(reply, 'uriTooLong', 'The URL is too long.')
@@ -140,6 +143,7 @@ export async function buildApp(config: AppConfig, database: Database, options: A
       concurrency: config.PUSH_CONCURRENCY,
       retryBaseMs: config.PUSH_RETRY_BASE_MS,
       agent: options.pushAgent,
+      instanceTtlS: config.PRESENCE_TTL_S,
     },
     presence.instanceId,
     app.log,

@@ -24,6 +24,8 @@ export const DEFAULT_RETENTION_DAYS = 30
 export const DEFAULT_PRUNE_INTERVAL_S = 600
 /** 1 MiB: a batch of 1,000 events fits, an accidental upload does not. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024
+/** Time a client has to send a whole request, headers and body (a body trickled in slowly holds a socket). */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 /** A safety net under the in-process wake-up: re-read the log this often even if nobody woke us. */
 export const DEFAULT_LOG_POLL_MS = 1_000
 /** The browser vendors' push services (Chrome/FCM, Firefox, Safari, Edge): the only hosts pushes go to by default. */
@@ -87,6 +89,7 @@ const envSchema = z.object({
   RETENTION_DAYS: intFrom(1, 3650).default(DEFAULT_RETENTION_DAYS),
   PRUNE_INTERVAL_S: intFrom(10, 86_400).default(DEFAULT_PRUNE_INTERVAL_S),
   BODY_LIMIT: intFrom(1024, 100 * 1024 * 1024).default(DEFAULT_BODY_LIMIT),
+  REQUEST_TIMEOUT_MS: intFrom(1_000, 600_000).default(DEFAULT_REQUEST_TIMEOUT_MS),
   LOG_POLL_MS: intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
   VAPID_PUBLIC_KEY: optionalText.pipe(base64url(65, 'an uncompressed P-256 public key (65 bytes)').optional()),
   VAPID_PRIVATE_KEY: optionalText.pipe(base64url(32, 'a P-256 private key (32 bytes)').optional()),

@@ -16,8 +16,8 @@ import { SseClient } from './helpers/sse.ts'
 //
 // The push outbox is at-least-once: a row is claimed (attempts + 1, claimed_until = now + 60 s) before the
 // request goes out, and its outcome is written after the push service answers. A kill between the push
-// service accepting a message and that write leaves the row claimed and pending; after the claim expires the
-// next instance sends it again. Web Push has no idempotency key, so that is a second message for the same
+// service accepting a message and that write leaves the row claimed and pending; once the dead instance's
+// heartbeat is older than PRESENCE_TTL_S (or the claim expires) the next instance sends it again. Web Push has no idempotency key, so that is a second message for the same
 // event. The push service here answers PUSH_DELAY_MS after it has accepted (and recorded) a message, which
 // widens that window the way a real push service's latency does; such duplicates are allowed, and printed,
 // only for rows that were claimed at the kill and whose message the push service had already accepted.
@@ -32,8 +32,10 @@ const CONCURRENCY = 16
 const KILL_AFTER_ANSWERS = 90
 /** The push service answers this long after accepting a message. */
 const PUSH_DELAY_MS = 100
-/** Claims of a dead instance expire after 60 s (CLAIM_S in src/push/dispatcher.ts); then some margin. */
-const PUSH_WAIT_MS = 80_000
+/** An instance whose heartbeat is older than this is dead: its push claims are taken over. */
+const PRESENCE_TTL_S = 6
+/** Claims of a dead instance are taken over after PRESENCE_TTL_S (they would expire after 60 s); then some margin. */
+const PUSH_WAIT_MS = 40_000
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const token = (sub: string, scope = '') => mintToken(TEST_JWT_SECRET, { sub, tenant: TENANT, scope })
@@ -81,6 +83,7 @@ describePostgres('process crash (kill -9) during a burst of publishes and pushes
         VAPID_PUBLIC_KEY: '',
         VAPID_PRIVATE_KEY: '',
         LOG_LEVEL: 'warn',
+        PRESENCE_TTL_S: String(PRESENCE_TTL_S),
       })
       children.push(child)
       const [, url] = await child.waitForOutput(/listening on (http:\/\/\S+)/, 45_000)
@@ -229,7 +232,7 @@ describePostgres('process crash (kill -9) during a burst of publishes and pushes
         `  pushes: ${messagesAtKill} accepted by the push service before the kill; pending at the kill: ${pendingAtKill}, ` +
           `of which claimed by the dead instance: ${claimedAtKill.length} (already accepted by the push service: ${window.size})`,
         `  after the restart, pushes nobody had claimed were out within ${unclaimedOutAfterMs} ms, ` +
-          `those the dead instance had claimed within ${claimedOutAfterMs} ms (its claims run 60 s)`,
+          `those the dead instance had claimed within ${claimedOutAfterMs} ms (taken over once its heartbeat is ${PRESENCE_TTL_S} s old; claims run 60 s)`,
         `  all pushes out ${pushesDoneAfterMs} ms after the restart (${Math.round((restartedAt - killedAt) / 100) / 10} s to restart); ` +
           `messages: ${service.messages.length} for ${offlineIds.length} events; delivery rows by state: ${JSON.stringify(Object.fromEntries(states))}`,
         `  duplicate pushes (same event id twice): ${duplicates.length}` +
@@ -257,6 +260,8 @@ describePostgres('process crash (kill -9) during a burst of publishes and pushes
       'push rows not sent',
     ).toEqual([])
     expect(pushesDoneAfterMs).toBeGreaterThanOrEqual(0)
+    // The dead instance's claims were taken over when its heartbeat went stale, not after the 60 s claim.
+    expect(claimedOutAfterMs, 'claimed pushes out after the restart (ms)').toBeLessThan(PRESENCE_TTL_S * 1000 + 10_000)
     // Exactly once, except what at-least-once allows: a message the push service accepted just before the kill.
     expect(
       unexpectedDuplicates.map(([id, ms]) => `${id}×${ms.length}`),

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { sql } from 'drizzle-orm'
 import { createSigner } from 'fast-jwt'
 import postgres from 'postgres'
 import supertest, { type Response } from 'supertest'
@@ -764,6 +765,33 @@ describeEachBackend('Web Push', (backend) => {
       await marker(ten.publisher, 'alice', device.endpoint)
       expect(pushesOf(device.endpoint, id)).toEqual([])
       expect(attemptsAt(device.endpoint).map((a) => a.status)).toEqual([503, 201]) // the 503, then the marker
+    })
+
+    it('a push claimed by an instance that stopped heart-beating is taken over at once; one claimed by a live instance waits', async () => {
+      const ten = newTenant()
+      const device = await api.register(ten.user('alice'))
+      const dead = await api.publish(ten.publisher, { to: { users: ['alice'] } })
+      const live = await api.publish(ten.publisher, { to: { users: ['alice'] } })
+      await waitForPush(device.endpoint, dead)
+      await waitForPush(device.endpoint, live)
+      await settled(ten.publisher, live)
+      // Put both rows back as a crashed send would leave them: pending, claimed for another 60 s. One claimant
+      // last beat an hour ago (killed), the other just now (alive, still sending).
+      await t.database.query(sql`
+        insert into instances (id, seen_at) values ('killed-instance', now() - interval '1 hour'), ('busy-instance', now())`)
+      const reclaim = (eventId: string, instance: string) =>
+        t.database.query(sql`
+          update push_deliveries set state = 'pending', claimed_by = ${instance},
+            claimed_until = now() + interval '60 seconds', next_attempt_at = now()
+          where event_id = ${Number(eventId)}`)
+      await reclaim(dead, 'killed-instance')
+      await reclaim(live, 'busy-instance')
+      t.app.pushDispatcher.wake()
+
+      await until(() => pushesOf(device.endpoint, dead).length === 2, 'the dead instance’s claim taken over', 5_000)
+      await sleep(2_500) // several claim rounds (POLL_MS is 1 s)
+      expect(pushesOf(device.endpoint, live), 'a live instance’s claim is left alone').toHaveLength(1)
+      await t.database.query(sql`delete from instances where id in ('killed-instance', 'busy-instance')`)
     })
 
     it('the status of an event is for its publisher (or an admin) only', async () => {

@@ -9,7 +9,10 @@ import type { AckTokens } from './ack-token.ts'
 import type { VapidKeys } from './keys.ts'
 import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
 
-/** A claim lasts this long; a dispatcher that died mid-send has its rows taken over afterwards. */
+/**
+ * A claim lasts this long at most. Rows claimed by an instance that stopped heart-beating (see Presence) are
+ * taken over sooner, once its heartbeat is older than `instanceTtlS`.
+ */
 const CLAIM_S = 60
 /** Look for due pushes (delayed `high` ones, retries) at least this often. */
 const POLL_MS = 1_000
@@ -25,6 +28,8 @@ export interface DispatcherOptions {
   retryBaseMs?: number
   /** https agent for the push services (tests pass one trusting their own CA). */
   agent?: Agent
+  /** An instance whose heartbeat is older than this is dead: its claims are taken over (PRESENCE_TTL_S). */
+  instanceTtlS: number
 }
 
 type Outcome =
@@ -45,7 +50,7 @@ interface Claimed {
 
 /**
  * Sends the push outbox. Every instance runs one; rows are claimed with `for update skip locked`, so no
- * two instances send the same row, and a claim left by a dead instance expires and is taken over.
+ * two instances send the same row, and a claim left by a dead instance is taken over.
  * At most `concurrency` pushes are in flight; a slow push service holds only its own slots.
  */
 export class PushDispatcher {
@@ -120,7 +125,9 @@ export class PushDispatcher {
         select pd.id from push_deliveries pd
         left join push_subscriptions s on s.id = pd.subscription_id
         where pd.state = 'pending' and pd.next_attempt_at <= now()
-          and (pd.claimed_until is null or pd.claimed_until < now())
+          and (pd.claimed_until is null or pd.claimed_until < now() or not exists (
+            select 1 from instances i
+            where i.id = pd.claimed_by and i.seen_at > now() - make_interval(secs => ${this.options.instanceTtlS})))
           ${this.notBusy()}
         order by pd.next_attempt_at
         limit ${limit}
