@@ -27,6 +27,9 @@ export interface BusHandlers {
  */
 export class ClusterBus {
   private unlisten: Array<() => Promise<void>> = []
+  /** wakeOthers: a NOTIFY is in flight, and the newest id committed since it left (0: none). */
+  private announcing = false
+  private newestUnannounced = 0
 
   constructor(
     private readonly database: Database,
@@ -57,7 +60,21 @@ export class ClusterBus {
 
   /** After a publish committed. Best effort: a lost wake-up costs at most LOG_POLL_MS of latency. */
   wakeOthers(newestId: number) {
-    this.notify(EVENTS_CHANNEL, String(newestId))
+    if (!this.database.pg) return
+    // One NOTIFY in flight at a time: publishes that commit meanwhile share the next one (under load that is
+    // one round trip per batch of publishes, not per publish; the listeners read the log either way).
+    this.newestUnannounced = Math.max(this.newestUnannounced, newestId)
+    if (this.announcing) return
+    const id = this.newestUnannounced
+    this.newestUnannounced = 0
+    this.announcing = true
+    this.database.pg
+      .notify(EVENTS_CHANNEL, String(id))
+      .catch((err) => this.log.warn({ err, channel: EVENTS_CHANNEL }, 'NOTIFY failed'))
+      .finally(() => {
+        this.announcing = false
+        if (this.newestUnannounced) this.wakeOthers(this.newestUnannounced)
+      })
   }
 
   receipt(message: ReceiptMessage) {

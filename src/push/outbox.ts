@@ -1,5 +1,5 @@
-import { count, eq, sql } from 'drizzle-orm'
-import type { Database, Db } from '../db/client.ts'
+import { count, eq, type SQL, sql } from 'drizzle-orm'
+import type { Database } from '../db/client.ts'
 import { pushDeliveries } from '../db/schema.ts'
 
 export interface PushPolicy {
@@ -10,9 +10,10 @@ export interface PushPolicy {
 }
 
 /**
- * Writes the push outbox rows of just-inserted events, inside the publish transaction, so a committed event
- * always has its pushes planned (and a rolled-back one never does). One row per (event, device), by the
- * push rule of SPEC 6:
+ * SQL that writes the push outbox rows of just-inserted events (`inserted`: a relation with the events'
+ * id, tenant, priority and audience), as part of the publish statement, so a committed event always has its
+ * pushes planned (and a rolled-back one never does). Returns one row per push planned. One row per
+ * (event, device), by the push rule of SPEC 6:
  *   low: none. urgent: every device, now.
  *   normal: devices of users with no open stream on a live instance, now. Users with open streams get a
  *     held-back row (`present_on`), checked after `presenceTtlS`: sent only if every instance that claimed
@@ -21,20 +22,13 @@ export interface PushPolicy {
  * Every push is skipped at send time if the user acked the event meanwhile.
  * Role, topic and tenant audiences resolve through the roles and topic claims each device registered with.
  */
-export async function enqueuePushes(
-  database: Database,
-  tx: Db,
-  eventIds: number[],
-  policy: PushPolicy,
-): Promise<number> {
-  if (!eventIds.length) return 0
+export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
   // Instances, alive by their heartbeat, on which the device's user has an open stream right now.
   const presentOn = sql`array(
     select p.instance_id from stream_presence p join instances i on i.id = p.instance_id
     where p.tenant = s.tenant and p.user_id = s.user_id
       and i.seen_at > now() - make_interval(secs => ${policy.presenceTtlS}))`
-  const planned = await database.query(
-    sql`
+  return sql`
     insert into push_deliveries (event_id, subscription_id, tenant, user_id, next_attempt_at, present_on)
     select id, sub_id, tenant, user_id,
       case
@@ -45,7 +39,7 @@ export async function enqueuePushes(
       case when priority = 'normal' and cardinality(present_on) > 0 then present_on end
     from (
       select e.id, e.priority, s.id as sub_id, s.tenant, s.user_id, ${presentOn} as present_on
-      from events e
+      from ${inserted} e
       join push_subscriptions s on s.tenant = e.tenant
         and (e.to_tenant
           or s.user_id = any(e.to_users)
@@ -54,17 +48,10 @@ export async function enqueuePushes(
             select 1 from unnest(s.topics) as claim(pattern), unnest(e.to_topics) as t(topic)
             where claim.pattern = t.topic
               or (right(claim.pattern, 1) = '*' and starts_with(t.topic, left(claim.pattern, -1)))))
-      where e.id in (${sql.join(
-        eventIds.map((id) => sql`${id}`),
-        sql`, `,
-      )})
-        and e.priority <> 'low'
+      where e.priority <> 'low'
         and (s.expiration_time is null or s.expiration_time > now())
     ) planned
-    returning 1`,
-    tx,
-  )
-  return planned.length
+    returning 1`
 }
 
 /** Pushes not yet sent, failed or skipped, across instances (the metrics' backlog). Served by the pending-rows index. */
