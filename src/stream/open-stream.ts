@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import { Session } from 'better-sse'
 import { and, asc, gt, lte, sql } from 'drizzle-orm'
 import type { FastifyReply, FastifyRequest } from 'fastify'
@@ -11,6 +12,7 @@ import { viewerOf, visibleTo } from '../events/visibility.ts'
 import type { Metrics } from '../metrics.ts'
 import { StreamConnection } from './connection.ts'
 import { notificationFrame, type StreamHub } from './hub.ts'
+import { SseResponseConnection } from './sse-connection.ts'
 
 /** Events per replay query. */
 const REPLAY_PAGE = 500
@@ -74,14 +76,7 @@ export async function openStream(
   conn.lastQueuedId = Math.max(lastEventId ?? 0, tail.cursor)
   hub.add(conn)
   reply.hijack()
-  const session = new Session(request.raw, reply.raw, {
-    retry: null,
-    keepAlive: null,
-    trustClientEventId: false,
-    headers: { 'Cache-Control': 'no-store', ...deps.headers?.(request) },
-  })
-  // better-sse writes the head on the next tick and always says so, whatever happened meanwhile.
-  await new Promise<void>((resolve) => session.once('connected', () => resolve()))
+  await sendHead(reply.raw, { 'Cache-Control': 'no-store', ...deps.headers?.(request) })
   if (conn.closed) {
     // Left, evicted or shut down before the stream started: end it now that the head is out.
     if (!reply.raw.writableEnded) reply.raw.end()
@@ -91,17 +86,17 @@ export async function openStream(
   conn.write(`retry: ${RETRY_MS}\n\n`)
   conn.closeAt(caller.exp)
 
+  // What the stream's closures keep for its whole life: no closure below may use `request` or `reply`, so the
+  // framework's request objects are not held by an idle stream (each is memory per open stream).
+  const log = request.log
   const opened = Date.now()
   conn.onClose((c) =>
-    request.log.info(
+    log.info(
       { stream: c.id, user: c.userId, tenant: c.tenant, reason: c.closeReason, durationMs: Date.now() - opened },
       'stream closed',
     ),
   )
-  request.log.info(
-    { stream: conn.id, user: caller.userId, tenant: caller.tenant, topics, lastEventId },
-    'stream opened',
-  )
+  log.info({ stream: conn.id, user: caller.userId, tenant: caller.tenant, topics, lastEventId }, 'stream opened')
 
   /** Replays ids in (after, watermark] while live events above the watermark queue, then goes live. */
   const catchUp = async (after: number) => {
@@ -112,7 +107,7 @@ export async function openStream(
       metrics.replayedEvents.inc(await replay(database, conn, caller, topics, after, watermark))
       conn.goLive()
     } catch (err) {
-      request.log.warn({ err, stream: conn.id }, 'replay failed; closing the stream so the client resumes')
+      log.warn({ err, stream: conn.id }, 'replay failed; closing the stream so the client resumes')
       conn.close('error')
     }
   }
@@ -136,11 +131,22 @@ export async function openStream(
       conn.lastQueuedId = tail.cursor
     }
   } catch (err) {
-    request.log.warn({ err, stream: conn.id }, 'checking the resume point failed; closing the stream')
+    log.warn({ err, stream: conn.id }, 'checking the resume point failed; closing the stream')
     conn.close('error')
     return
   }
   await catchUp(from)
+}
+
+/** Writes the response head through better-sse; resolves once it is out (better-sse writes it a tick later). */
+function sendHead(res: ServerResponse, headers: Record<string, string>): Promise<void> {
+  const session = new Session(new SseResponseConnection(res, headers), {
+    retry: null,
+    keepAlive: null,
+    trustClientEventId: false,
+  })
+  // Emitted whatever happened meanwhile; the session is not used after it.
+  return new Promise((resolve) => session.once('connected', () => resolve()))
 }
 
 /**
