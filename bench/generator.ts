@@ -2,6 +2,7 @@ import { cpuMsOf, Worker } from './processes.ts'
 import { nowMs } from './stats.ts'
 import type { PoolProgress, PoolReport } from './stream-pool.ts'
 import type { WorkerOpen } from './stream-worker.ts'
+import type { TargetedPlan } from './targeted-plan.ts'
 
 /** 127.0.0.2 … 127.0.0.9: eight source addresses, each good for ~28k connections to one port. */
 export const LOCAL_ADDRESSES = Array.from({ length: 8 }, (_, i) => `127.0.0.${i + 2}`)
@@ -21,6 +22,12 @@ export interface GeneratorOptions {
   lastEventId?: string
   /** Time allowed for opening (see PoolOptions.openPhaseMs). */
   openPhaseMs?: number
+  /** Request path of every stream (default `/v1/stream`; Nchan: `/sub/<channel>`). */
+  path?: string
+  /** No Authorization header (Nchan). */
+  anonymous?: boolean
+  /** Scenario 7's plan: per-user roles and topics, and who each event is for. */
+  targeted?: TargetedPlan
 }
 
 export interface Opened {
@@ -56,6 +63,9 @@ export class StreamGenerator {
           localAddresses: LOCAL_ADDRESSES,
           lastEventId: o.lastEventId,
           openPhaseMs: o.openPhaseMs,
+          path: o.path,
+          anonymous: o.anonymous,
+          targeted: o.targeted,
         }
         return w.call<{ opened: number; openFailed: number; failures: Record<string, number> }>('open', { options })
       }),
@@ -81,6 +91,7 @@ export class StreamGenerator {
       unique: sum(all.map((p) => p.unique)),
       duplicated: sum(all.map((p) => p.duplicated)),
       lastReceiveMs: Math.max(...all.map((p) => p.lastReceiveMs)),
+      lastWarmedMs: Math.max(...all.map((p) => p.lastWarmedMs)),
     }
   }
 
@@ -117,8 +128,10 @@ export class StreamGenerator {
       duplicated: total('duplicated'),
       outOfOrder: total('outOfOrder'),
       unexpected: total('unexpected'),
+      misaddressed: total('misaddressed'),
       firstReceiveMs: firsts.length ? Math.min(...firsts) : 0,
       lastReceiveMs: Math.max(...all.map((r) => r.lastReceiveMs)),
+      lastWarmedMs: Math.max(...all.map((r) => r.lastWarmedMs)),
       latencies: concatArrays(all.map((r) => r.latencies)),
     }
   }

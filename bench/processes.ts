@@ -13,6 +13,21 @@ function track(proc: ChildProcess): ChildProcess {
   return proc
 }
 
+/** Spawns a program (nginx) tracked like every other child: killed by its pid at the time limit or Ctrl-C. */
+export function spawnTracked(command: string, args: string[], env: Record<string, string> = {}): ChildProcess {
+  return track(spawn(command, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }))
+}
+
+/** Resident memory of a process now, KiB (from /proc); NaN once it is gone. */
+export function rssKiBOf(pid: number): number {
+  try {
+    const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/)
+    return m ? Number(m[1]) : Number.NaN
+  } catch {
+    return Number.NaN
+  }
+}
+
 /** SIGKILLs every child still running (by its own pid). */
 export function killChildren(): void {
   for (const proc of children) if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
@@ -52,6 +67,8 @@ export interface RunningServer {
   storage: string | undefined
   /** Resident memory now, in MiB (from /proc). */
   rssMiB(): number
+  /** Resident memory now, in KiB (from /proc; for nginx, master and workers added up). */
+  rssKiB(): number
   /** CPU time used so far, ms. */
   cpuMs(): number
   /** SIGTERM, then SIGKILL if it has not exited within the grace period. */
@@ -117,16 +134,14 @@ export async function startServer(
     port: Number(url.port),
     pid,
     storage: line.match(/\((embedded PGlite|PostgreSQL)/)?.[1],
-    rssMiB: () => {
-      const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/)
-      return m ? Math.round(Number(m[1]) / 1024) : Number.NaN
-    },
+    rssMiB: () => Math.round(rssKiBOf(pid) / 1024),
+    rssKiB: () => rssKiBOf(pid),
     cpuMs: () => cpuMsOf(pid),
     stop: (graceMs = STOP_GRACE_MS) => stopChild(proc, graceMs),
   }
 }
 
-async function stopChild(proc: ChildProcess, graceMs: number): Promise<void> {
+export async function stopChild(proc: ChildProcess, graceMs: number): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
   proc.kill('SIGTERM')
@@ -161,6 +176,11 @@ export class Worker {
 
   get pid(): number {
     return this.proc.pid!
+  }
+
+  /** CPU time it has used so far, ms. */
+  cpuMs(): number {
+    return cpuMsOf(this.proc.pid!)
   }
 
   call<T>(cmd: string, fields: Record<string, unknown> = {}): Promise<T> {

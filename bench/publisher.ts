@@ -26,14 +26,15 @@ export class Publisher {
     await Promise.all(Array.from({ length: this.sockets }, () => this.request('GET', '/health')))
   }
 
-  post(path: string, body: string): Promise<PostResult> {
-    return this.request('POST', path, body)
+  /** POSTs `body` (JSON) with the publisher's token, or with `token` (a user registering a device, say). */
+  post(path: string, body: string, token?: string): Promise<PostResult> {
+    return this.request('POST', path, body, token)
   }
 
-  private request(method: string, path: string, body?: string): Promise<PostResult> {
+  private request(method: string, path: string, body?: string, token = this.token): Promise<PostResult> {
     const started = nowMs()
     return new Promise((resolve, reject) => {
-      const headers: Record<string, string> = { authorization: `Bearer ${this.token}` }
+      const headers: Record<string, string> = { authorization: `Bearer ${token}` }
       if (body !== undefined) headers['content-type'] = 'application/json'
       const req = http.request(
         { host: this.host, port: this.port, method, path, headers, agent: this.agent },

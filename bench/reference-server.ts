@@ -1,6 +1,6 @@
 // The reference the service is measured against: the least a Node SSE notification server can do with the
 // same requests. Raw `node:http`, the same JWTs (verified with fast-jwt, as the service does), the same
-// publish body and event JSON, streams indexed by tenant and user in memory. No database, no replay, no
+// publish body and event JSON, streams indexed by tenant, user, role and topic in memory. No database, no replay, no
 // validation beyond JSON, no backpressure: a ceiling for this machine and this load generator, not a product.
 import http from 'node:http'
 import { createVerifier } from 'fast-jwt'
@@ -8,6 +8,7 @@ import { createVerifier } from 'fast-jwt'
 interface Claims {
   sub: string
   tenant: string
+  roles?: string[]
 }
 
 /** Same cadence as the service's default, so both write the same bytes on an idle stream. */
@@ -20,6 +21,8 @@ const verify = createVerifier({ key: secret, algorithms: ['HS256'], cache: true 
 
 const byTenant = new Map<string, Set<http.ServerResponse>>()
 const byUser = new Map<string, Set<http.ServerResponse>>()
+const byRole = new Map<string, Set<http.ServerResponse>>()
+const byTopic = new Map<string, Set<http.ServerResponse>>()
 let lastId = 0
 
 function callerOf(req: http.IncomingMessage): Claims | undefined {
@@ -43,7 +46,8 @@ function add(map: Map<string, Set<http.ServerResponse>>, key: string, res: http.
   })
 }
 
-function openStream(caller: Claims, res: http.ServerResponse) {
+/** `?topics=a,b`: exact topics only (the service also checks them against the token's claim; this does not). */
+function openStream(caller: Claims, topics: string[], res: http.ServerResponse) {
   res.writeHead(200, {
     'content-type': 'text/event-stream',
     'cache-control': 'no-store',
@@ -53,6 +57,8 @@ function openStream(caller: Claims, res: http.ServerResponse) {
   res.write('retry: 3000\n\n')
   add(byTenant, caller.tenant, res)
   add(byUser, `${caller.tenant}\u0000${caller.sub}`, res)
+  for (const role of caller.roles ?? []) add(byRole, `${caller.tenant}\u0000${role}`, res)
+  for (const topic of topics) add(byTopic, `${caller.tenant}\u0000${topic}`, res)
 }
 
 interface Published {
@@ -60,7 +66,7 @@ interface Published {
   title: string
   body?: string
   data?: unknown
-  to: { users?: string[]; tenant?: boolean }
+  to: { users?: string[]; roles?: string[]; topics?: string[]; tenant?: boolean }
 }
 
 function publish(caller: Claims, e: Published): { id: string; createdAt: string } {
@@ -72,9 +78,15 @@ function publish(caller: Claims, e: Published): { id: string; createdAt: string 
   if (e.to.tenant) {
     for (const res of byTenant.get(caller.tenant) ?? []) res.write(frame)
   } else {
-    for (const user of e.to.users ?? []) {
-      for (const res of byUser.get(`${caller.tenant}\u0000${user}`) ?? []) res.write(frame)
+    // A stream named twice (as a user and by its role, say) gets the event once.
+    const to = new Set<http.ServerResponse>()
+    const collect = (map: Map<string, Set<http.ServerResponse>>, keys: string[] | undefined) => {
+      for (const key of keys ?? []) for (const res of map.get(`${caller.tenant}\u0000${key}`) ?? []) to.add(res)
     }
+    collect(byUser, e.to.users)
+    collect(byRole, e.to.roles)
+    collect(byTopic, e.to.topics)
+    for (const res of to) res.write(frame)
   }
   return { id: String(id), createdAt: now.toISOString() }
 }
@@ -85,11 +97,14 @@ function send(res: http.ServerResponse, status: number, body: unknown) {
 }
 
 const server = http.createServer((req, res) => {
-  const path = req.url?.split('?')[0]
+  const [path, query] = (req.url ?? '').split('?')
   if (req.method === 'GET' && path === '/health') return send(res, 200, { status: 'ok' })
   const caller = callerOf(req)
   if (!caller) return send(res, 401, { title: 'Unauthorized' })
-  if (req.method === 'GET' && path === '/v1/stream') return openStream(caller, res)
+  if (req.method === 'GET' && path === '/v1/stream') {
+    const topics = new URLSearchParams(query).get('topics')?.split(',').filter(Boolean) ?? []
+    return openStream(caller, topics, res)
+  }
   if (req.method === 'POST' && path === '/v1/events') {
     let text = ''
     req.setEncoding('utf8')

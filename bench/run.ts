@@ -5,14 +5,21 @@ import { mkdtempSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { type NchanWorkers, nchanMissing } from './nchan.ts'
 import { fileLimits, killChildren } from './processes.ts'
 import { type BenchContext, type Row, type ScenarioResult, Scope } from './scenarios/common.ts'
 import { fanout } from './scenarios/fanout.ts'
+import { idle, idleScaleout } from './scenarios/idle.ts'
 import { publishThroughput } from './scenarios/publish.ts'
+import { pushThroughput } from './scenarios/push.ts'
 import { replay } from './scenarios/replay.ts'
+import { targeted } from './scenarios/targeted.ts'
+import { referenceLabel } from './targets.ts'
 
 /** Every scenario ends within this, measured or not; its processes are killed at the limit. */
 const SCENARIO_LIMIT_MS = 150_000
+/** Scenarios measuring three servers one after the other (ours, raw Node, Nchan) at 10,000 streams or more. */
+const THREE_SERVER_LIMIT_MS = 180_000
 /** Sockets per load-generator process: under the 20,000 open-file limit with room for everything else. */
 const MAX_STREAMS_PER_WORKER = 18_000
 
@@ -20,6 +27,8 @@ interface Scenario {
   id: string
   name: string
   run: (ctx: BenchContext, scope: Scope) => Promise<ScenarioResult>
+  /** Its own time limit, when not SCENARIO_LIMIT_MS. */
+  limitMs?: number
 }
 
 const SCENARIOS: Scenario[] = [
@@ -33,6 +42,7 @@ const SCENARIOS: Scenario[] = [
         scope,
         ctx.quick ? { streams: 1_000, events: 20, rounds: 2 } : { streams: 10_000, events: 50, rounds: 3 },
       ),
+    limitMs: THREE_SERVER_LIMIT_MS,
   },
   {
     id: '2',
@@ -45,8 +55,12 @@ const SCENARIOS: Scenario[] = [
         ctx.quick ? { streams: 200, events: 20, rounds: 2 } : { streams: 1_000, events: 100, rounds: 5 },
       ),
   },
+  { id: '3', name: 'idle', run: idle, limitMs: THREE_SERVER_LIMIT_MS },
+  { id: '3s', name: 'idle-scaleout', run: idleScaleout },
   { id: '4', name: 'publish', run: publishThroughput },
   { id: '5', name: 'replay', run: replay },
+  { id: '6', name: 'push', run: pushThroughput },
+  { id: '7', name: 'targeted', run: targeted },
 ]
 
 const { values } = parseArgs({
@@ -54,16 +68,24 @@ const { values } = parseArgs({
     only: { type: 'string' },
     quick: { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
+    'no-nchan': { type: 'boolean', default: false },
+    'nchan-workers': { type: 'string', default: '1' },
+    'push-concurrency': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 })
 
 if (values.help) {
-  console.log(`npm run bench [-- --only 1,2,4,5] [--quick] [--cpu-prof]
-  --only      scenarios to run, by number (1 fanout-10k, 2 fanout-1k, 4 publish, 5 replay)
-  --quick     small sizes and short durations: checks the harness, measures nothing
-  --cpu-prof  write a V8 CPU profile of the service under test (one per scenario) to a temp directory
-DATABASE_URL set: the service runs on that PostgreSQL database; unset: embedded PGlite in a temp directory.`)
+  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|auto]
+  --only           scenarios to run, by number or name: 1 fanout-10k, 2 fanout-1k, 3 idle (and 3s idle-scaleout),
+                   4 publish, 5 replay, 6 push, 7 targeted
+  --quick          small sizes and short durations: checks the harness, measures nothing
+  --cpu-prof       write a V8 CPU profile of the service under test (one per scenario) to a temp directory
+  --no-nchan       leave out the nginx + Nchan reference (scenarios 1, 2, 3)
+  --nchan-workers  nginx worker_processes for Nchan: 1 (default, against our one process) or auto (one per CPU)
+  --push-concurrency N  scenario 6 with PUSH_CONCURRENCY=N (a diagnostic; default: the service's own default)
+DATABASE_URL set: the service runs on that PostgreSQL database; unset: embedded PGlite in a temp directory.
+idle-scaleout (3 instances on one database) runs only with DATABASE_URL.`)
   process.exit(0)
 }
 
@@ -72,6 +94,8 @@ const log = (message: string) => process.stderr.write(`${message}\n`)
 async function main() {
   const limits = fileLimits()
   const profileDir = values['cpu-prof'] ? mkdtempSync(join(tmpdir(), 'herald-bench-prof-')) : undefined
+  const nchanWorkers = values['nchan-workers']
+  if (nchanWorkers !== '1' && nchanWorkers !== 'auto') throw new Error('--nchan-workers is 1 or auto')
   const ctx: BenchContext = {
     backend: process.env.DATABASE_URL ? 'postgres' : 'pglite',
     secret: randomBytes(48).toString('base64url'),
@@ -79,14 +103,21 @@ async function main() {
     streamsPerWorker: Math.min(MAX_STREAMS_PER_WORKER, limits.hard - 1_000),
     quick: values.quick,
     serviceNodeFlags: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+    nchanMissing: values['no-nchan'] ? '--no-nchan' : nchanMissing(),
+    nchanWorkers: nchanWorkers as NchanWorkers,
+    pushConcurrency: values['push-concurrency'] ? Number(values['push-concurrency']) : undefined,
     log,
   }
   const only = values.only?.split(',').map((s) => s.trim())
-  const chosen = SCENARIOS.filter((s) => !only || only.includes(s.id) || only.includes(s.name))
+  // `3` runs both halves of scenario 3 (one process; several instances).
+  const chosen = SCENARIOS.filter(
+    (s) => !only || only.includes(s.id) || only.includes(s.name) || only.includes(s.id.replace(/\D+$/, '')),
+  )
   log(
     `herald bench: node ${process.version}, ${cpus().length} CPUs, open files soft ${limits.soft} hard ${limits.hard}` +
       ` (${ctx.streamsPerWorker} streams per generator process), backend ${ctx.backend}` +
-      (ctx.quick ? ', QUICK (not a measurement)' : ''),
+      (ctx.quick ? ', QUICK (not a measurement)' : '') +
+      (ctx.nchanMissing ? `; nchan: not measured (${ctx.nchanMissing})` : `; nchan: ${ctx.nchanWorkers} worker(s)`),
   )
 
   const machine = { node: process.version, cpus: cpus().length, openFiles: limits }
@@ -113,11 +144,12 @@ async function withinLimit(scenario: Scenario, ctx: BenchContext, machine: objec
   })
   if (load > cpus().length) log(`${scenario.name}: load average ${load} on ${cpus().length} CPUs: expect noise`)
   let timer: NodeJS.Timeout | undefined
+  const limitMs = scenario.limitMs ?? SCENARIO_LIMIT_MS
   const limit = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       scope.aborted = true
-      reject(new Error(`time limit of ${SCENARIO_LIMIT_MS / 1000} s reached`))
-    }, SCENARIO_LIMIT_MS)
+      reject(new Error(`time limit of ${limitMs / 1000} s reached`))
+    }, limitMs)
   })
   try {
     const result = await Promise.race([scenario.run(ctx, scope), limit])
@@ -143,9 +175,16 @@ async function withinLimit(scenario: Scenario, ctx: BenchContext, machine: objec
 
 function table(rows: Row[], ctx: BenchContext): string {
   const show = (v: Row[number]) =>
-    v === null ? '-' : typeof v === 'number' ? v.toLocaleString('en-US', { maximumFractionDigits: 2 }) : v
+    v === null || v === undefined
+      ? '-'
+      : typeof v === 'number'
+        ? v.toLocaleString('en-US', { maximumFractionDigits: 2 })
+        : v
+  // Nchan's columns only when some scenario measured it.
+  const withNchan = rows.some((r) => r.length > 5)
   const header = ['scenario', 'figure', `herald (${ctx.backend})`, 'raw node', 'ratio']
-  const cells = [header, ...rows.map((r) => r.map(show))]
+  if (withNchan) header.push(referenceLabel('nchan', ctx.nchanWorkers), 'ratio')
+  const cells = [header, ...rows.map((r) => header.map((_, i) => show(r[i])))]
   const widths = header.map((_, i) => Math.max(...cells.map((c) => c[i].length)))
   const line = (c: string[]) => c.map((s, i) => (i < 2 ? s.padEnd(widths[i]) : s.padStart(widths[i]))).join('  ')
   return [line(cells[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n')

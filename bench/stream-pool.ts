@@ -4,9 +4,16 @@ import { nowMs, Samples } from './stats.ts'
 export interface PoolOptions {
   host: string
   port: number
-  /** How many streams this pool opens; stream `i` authenticates with `tokenFor(i)`. */
+  /** How many streams this pool opens; stream `i` authenticates with `tokenFor(i)` (no header when undefined). */
   streams: number
-  tokenFor: (i: number) => string
+  tokenFor: (i: number) => string | undefined
+  /** Request path of stream `i` (default `/v1/stream`). */
+  pathFor?: (i: number) => string
+  /**
+   * Which measured events are addressed to stream `i` (1 = addressed). Without it every stream expects every
+   * event; with it, an event that reaches a stream it was not addressed to counts as `misaddressed`.
+   */
+  addressedTo?: (i: number) => Uint8Array
   /** Client sockets are spread over these source addresses: one address runs out of ports near 28k. */
   localAddresses: string[]
   /** Measured events expected on every stream, numbered 0..events-1 by the `n` in their data. */
@@ -34,6 +41,8 @@ export interface PoolProgress {
   unique: number
   duplicated: number
   lastReceiveMs: number
+  /** When the last warm-up event (n < 0) arrived. */
+  lastWarmedMs: number
 }
 
 export interface PoolReport extends PoolProgress {
@@ -47,6 +56,8 @@ export interface PoolReport extends PoolProgress {
   outOfOrder: number
   /** Events whose data was not ours (another scenario's, say). */
   unexpected: number
+  /** Events that reached a stream they were not addressed to (see PoolOptions.addressedTo): must be 0. */
+  misaddressed: number
   firstReceiveMs: number
   /** Publish-to-receive milliseconds of every counted delivery. */
   latencies: Float64Array
@@ -58,6 +69,8 @@ interface Stream {
   rest: string
   /** seen[n] = 1 once event n arrived. */
   seen: Uint8Array
+  /** addressed[n] = 1 when event n is meant for this stream; undefined: every event is. */
+  addressed: Uint8Array | undefined
   /** Highest event id received so far. */
   lastId: number
   warmed: boolean
@@ -88,8 +101,10 @@ export class StreamPool {
     duplicated: 0,
     outOfOrder: 0,
     unexpected: 0,
+    misaddressed: 0,
     firstReceiveMs: 0,
     lastReceiveMs: 0,
+    lastWarmedMs: 0,
   }
 
   constructor(private readonly options: PoolOptions) {}
@@ -123,10 +138,9 @@ export class StreamPool {
 
   private openOne(i: number): Promise<void> {
     const { host, port, localAddresses, lastEventId } = this.options
-    const headers: Record<string, string> = {
-      accept: 'text/event-stream',
-      authorization: `Bearer ${this.options.tokenFor(i)}`,
-    }
+    const headers: Record<string, string> = { accept: 'text/event-stream' }
+    const token = this.options.tokenFor(i)
+    if (token !== undefined) headers.authorization = `Bearer ${token}`
     if (lastEventId !== undefined) headers['last-event-id'] = lastEventId
     return new Promise((resolve) => {
       let settled = false
@@ -142,7 +156,7 @@ export class StreamPool {
       const req = http.request({
         host,
         port,
-        path: '/v1/stream',
+        path: this.options.pathFor?.(i) ?? '/v1/stream',
         headers,
         agent: false,
         localAddress: localAddresses[i % localAddresses.length],
@@ -156,6 +170,7 @@ export class StreamPool {
         req,
         rest: '',
         seen: new Uint8Array(this.options.events),
+        addressed: this.options.addressedTo?.(i),
         lastId: 0,
         warmed: false,
         open: false,
@@ -215,6 +230,11 @@ export class StreamPool {
     if (data.n < 0) {
       if (!s.warmed) c.warmed++
       s.warmed = true
+      c.lastWarmedMs = t
+      return
+    }
+    if (s.addressed && !s.addressed[data.n]) {
+      c.misaddressed++
       return
     }
     if (s.seen[data.n]) {
@@ -223,7 +243,7 @@ export class StreamPool {
     }
     s.seen[data.n] = 1
     c.unique++
-    const numericId = Number(id)
+    const numericId = orderOf(id)
     if (numericId < s.lastId) c.outOfOrder++
     else s.lastId = numericId
     this.latencies.push(t - data.t)
@@ -232,8 +252,8 @@ export class StreamPool {
   }
 
   progress(): PoolProgress {
-    const { warmed, unique, duplicated, lastReceiveMs } = this.counts
-    return { warmed, unique, duplicated, lastReceiveMs }
+    const { warmed, unique, duplicated, lastReceiveMs, lastWarmedMs } = this.counts
+    return { warmed, unique, duplicated, lastReceiveMs, lastWarmedMs }
   }
 
   /**
@@ -248,6 +268,7 @@ export class StreamPool {
         duplicated: 0,
         outOfOrder: 0,
         unexpected: 0,
+        misaddressed: 0,
         firstReceiveMs: 0,
         lastReceiveMs: 0,
       })
@@ -261,6 +282,15 @@ export class StreamPool {
     this.closing = true
     for (const s of this.streams) s.req.destroy()
   }
+}
+
+/**
+ * An event id as a number that grows with it: ours are decimal integers; Nchan's are `<unix seconds>:<tag>`
+ * (the tag counts messages within the second), compared as seconds first, then tag.
+ */
+function orderOf(id: string): number {
+  const colon = id.indexOf(':')
+  return colon < 0 ? Number(id) : Number(id.slice(0, colon)) * 1e6 + Number(id.slice(colon + 1))
 }
 
 /** The `data` of an event frame's JSON, when it is ours. */

@@ -2,13 +2,20 @@
 // Separate processes because one process may hold at most ~20,000 open files here.
 import { mintToken } from '../src/tokens.ts'
 import { type PoolOptions, StreamPool } from './stream-pool.ts'
+import { addressedTo, roleName, roleOf, type TargetedPlan, topicName, topicOf } from './targeted-plan.ts'
 
 /** What the parent sends to open this worker's streams: users `${userPrefix}${userOffset + i}` of one tenant. */
-export interface WorkerOpen extends Omit<PoolOptions, 'tokenFor'> {
+export interface WorkerOpen extends Omit<PoolOptions, 'tokenFor' | 'pathFor' | 'addressedTo'> {
   secret: string
   tenant: string
   userPrefix: string
   userOffset: number
+  /** Request path of every stream (default `/v1/stream`); ignored with `targeted`. */
+  path?: string
+  /** No Authorization header (Nchan has no JWT auth). */
+  anonymous?: boolean
+  /** Scenario 7: roles and topic per user, and which events are addressed to whom (see targeted-plan.ts). */
+  targeted?: TargetedPlan
 }
 
 export type WorkerRequest =
@@ -21,15 +28,39 @@ const TOKEN_TTL_S = 3600
 
 let pool: StreamPool | undefined
 
+function poolOptions(o: WorkerOpen): PoolOptions {
+  const { secret, tenant, userPrefix, userOffset, path, anonymous, targeted, ...options } = o
+  const sub = (i: number) => `${userPrefix}${userOffset + i}`
+  if (targeted) {
+    return {
+      ...options,
+      tokenFor: (i) =>
+        mintToken(
+          secret,
+          {
+            sub: sub(i),
+            tenant,
+            roles: [roleName(roleOf(targeted, userOffset + i))],
+            topics: [topicName(topicOf(targeted, userOffset + i))],
+          },
+          TOKEN_TTL_S,
+        ),
+      pathFor: (i) => `/v1/stream?topics=${encodeURIComponent(topicName(topicOf(targeted, userOffset + i)))}`,
+      addressedTo: (i) => addressedTo(targeted, userOffset + i),
+    }
+  }
+  return {
+    ...options,
+    tokenFor: anonymous ? () => undefined : (i) => mintToken(secret, { sub: sub(i), tenant }, TOKEN_TTL_S),
+    pathFor: path === undefined ? undefined : () => path,
+  }
+}
+
 process.on('message', async (m: WorkerRequest) => {
   const reply = (value: unknown) => process.send?.({ seq: m.seq, value })
   switch (m.cmd) {
     case 'open': {
-      const { secret, tenant, userPrefix, userOffset, ...options } = m.options
-      pool = new StreamPool({
-        ...options,
-        tokenFor: (i) => mintToken(secret, { sub: `${userPrefix}${userOffset + i}`, tenant }, TOKEN_TTL_S),
-      })
+      pool = new StreamPool(poolOptions(m.options))
       reply(await pool.open())
       break
     }

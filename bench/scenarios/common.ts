@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { NchanWorkers } from '../nchan.ts'
 import { type RunningServer, startServer } from '../processes.ts'
 
 export type Backend = 'pglite' | 'postgres'
@@ -16,11 +17,18 @@ export interface BenchContext {
   quick: boolean
   /** Extra node flags for the service under test (--cpu-prof ...). */
   serviceNodeFlags: string[]
+  /** Why nginx + Nchan is not measured (not installed, or --no-nchan); undefined: it is. */
+  nchanMissing: string | undefined
+  nchanWorkers: NchanWorkers
+  /** Scenario 6: PUSH_CONCURRENCY for the service (a diagnostic); undefined: the service's default. */
+  pushConcurrency: number | undefined
   log: (message: string) => void
 }
 
-/** A table row: scenario, figure, ours, reference, ratio. */
-export type Row = [string, string, number | string | null, number | string | null, number | null]
+export type Cell = number | string | null
+
+/** A table row: scenario, figure, ours, raw-Node reference, ratio to it, and (when measured) Nchan, ratio to it. */
+export type Row = [string, string, Cell, Cell, number | null, Cell?, (number | null)?]
 
 export interface ScenarioResult {
   /** The JSON line. */
@@ -88,6 +96,31 @@ export async function startService(ctx: BenchContext, scope: Scope, env: Record<
   const expected = ctx.backend === 'postgres' ? 'PostgreSQL' : 'embedded PGlite'
   if (server.storage !== expected) throw new Error(`the service says it runs on ${server.storage}, not ${expected}`)
   return server
+}
+
+/** Several instances of the service on one PostgreSQL database (DATABASE_URL), started one after the other. */
+export async function startInstances(ctx: BenchContext, scope: Scope, count: number): Promise<RunningServer[]> {
+  const servers: RunningServer[] = []
+  for (let i = 0; i < count; i++) servers.push(await startService(ctx, scope))
+  return servers
+}
+
+/**
+ * Resident memory once it has stopped moving: sampled every 500 ms until three samples in a row lie within
+ * 1 MiB of each other (at least `minMs`, at most `maxMs`). KiB; the last sample.
+ */
+export async function settledRssKiB(rssKiB: () => number, minMs = 3_000, maxMs = 15_000): Promise<number> {
+  const started = Date.now()
+  const samples: number[] = []
+  for (;;) {
+    samples.push(rssKiB())
+    const last = samples.slice(-3)
+    const elapsed = Date.now() - started
+    if (elapsed >= maxMs) break
+    if (elapsed >= minMs && last.length === 3 && Math.max(...last) - Math.min(...last) <= 1024) break
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  return samples[samples.length - 1]
 }
 
 /** Starts the raw-Node reference server. */

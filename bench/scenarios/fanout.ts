@@ -1,23 +1,12 @@
 import { mintToken } from '../../src/tokens.ts'
+import { type BurstFigures, burst, PUBLISH_CONCURRENCY, STALL_MS } from '../burst.ts'
 import { StreamGenerator } from '../generator.ts'
-import type { RunningServer } from '../processes.ts'
-import { type PostResult, Publisher } from '../publisher.ts'
-import { nowMs, type Percentiles, percentiles, ratio, round, Samples } from '../stats.ts'
+import { Publisher } from '../publisher.ts'
+import { nowMs, ratio, round } from '../stats.ts'
 import type { BenchData } from '../stream-pool.ts'
-import {
-  type BenchContext,
-  freshTenant,
-  type Row,
-  type ScenarioResult,
-  type Scope,
-  startReference,
-  startService,
-} from './common.ts'
+import { referenceLabel, startTarget, type Target, type TargetKind } from '../targets.ts'
+import { type BenchContext, freshTenant, type Row, type ScenarioResult, type Scope } from './common.ts'
 
-/** Publishes in flight at once during the burst: "as fast as possible" without one socket per event. */
-const PUBLISH_CONCURRENCY = 8
-/** Nothing new for this long after the burst: whatever has not arrived counts as lost. */
-const STALL_MS = 15_000
 /** Opening streams stops after this (per server), so a slow server cannot eat the scenario's whole time limit. */
 const OPEN_PHASE_MS = 60_000
 /** No new round starts after this much time in rounds (per server); at least one always runs. */
@@ -31,28 +20,6 @@ export interface FanoutSizes {
   events: number
   /** Bursts measured on the same streams; the median one is reported, so one disturbed burst does not decide. */
   rounds: number
-}
-
-/** One burst: every figure the scenario reports about delivery. */
-export interface BurstFigures {
-  events: number
-  publishErrors: number
-  /** Publish request latency (send to 201) during the burst. */
-  publishLatencyMs: Percentiles | null
-  /** Distinct (stream, event) deliveries per second, from the first publish sent to the last event received. */
-  deliveriesPerSec: number
-  /** Publish sent (the `t` in the event's data) to event received, over every delivery. */
-  latencyMs: Percentiles | null
-  lost: number
-  duplicated: number
-  outOfOrder: number
-  durationSec: number
-  /** Server CPU time during the burst per delivery, µs: less distorted by other load than the rates. */
-  serverCpuUsPerDelivery: number
-  /** Server CPU during the burst, % of one core: near 100 means the server was the bottleneck. */
-  serverCpuPct: number
-  /** Load-generator CPU during the burst, % of one core per generator process: near 100, the generator was. */
-  generatorCpuPct: number
 }
 
 export interface FanoutFigures extends BurstFigures {
@@ -88,19 +55,29 @@ export async function fanout(
   scope: Scope,
   sizes: FanoutSizes,
 ): Promise<ScenarioResult> {
-  ctx.log(`${name}: service`)
-  const service = await startService(ctx, scope)
-  const ours = await measure(name, service, ctx, scope, sizes)
-  await service.stop()
-  scope.check()
-  ctx.log(`${name}: reference`)
-  const refServer = await startReference(ctx, scope)
-  const reference = await measure(name, refServer, ctx, scope, sizes)
-  await refServer.stop()
+  const run = async (kind: TargetKind) => {
+    scope.check()
+    ctx.log(`${name}: ${kind}`)
+    const target = await startTarget(kind, ctx, scope)
+    const figures = await measure(name, target, ctx, scope, sizes)
+    await target.server.stop()
+    return figures
+  }
+  const ours = await run('herald')
+  const rawNode = await run('rawNode')
+  if (ctx.nchanMissing) ctx.log(`${name}: nchan skipped: ${ctx.nchanMissing}`)
+  const nchan = ctx.nchanMissing ? undefined : await run('nchan')
 
   const compared = (label: string, pick: (f: FanoutFigures) => number | null | undefined, withRatio = true): Row => {
-    const [a, b] = [pick(ours) ?? null, pick(reference) ?? null]
-    return [name, label, a, b, withRatio ? ratio(a, b) : null]
+    const [a, b] = [pick(ours) ?? null, pick(rawNode) ?? null]
+    const row: Row = [name, label, a, b, withRatio ? ratio(a, b) : null]
+    if (nchan) row.push(pick(nchan) ?? null, withRatio ? ratio(a, pick(nchan)) : null)
+    return row
+  }
+  const both = (label: string, show: (f: FanoutFigures) => string): Row => {
+    const row: Row = [name, label, show(ours), show(rawNode), null]
+    if (nchan) row.push(show(nchan), null)
+    return row
   }
   const rows: Row[] = [
     compared('streams open', (f) => f.streams, false),
@@ -115,21 +92,19 @@ export async function fanout(
     compared('latency p99 ms', (f) => f.latencyMs?.p99),
     compared('latency max ms', (f) => f.latencyMs?.max),
     compared('server CPU µs / delivery', (f) => f.serverCpuUsPerDelivery),
-    [
-      name,
-      'server / generator CPU %',
-      `${ours.serverCpuPct} / ${ours.generatorCpuPct}`,
-      `${reference.serverCpuPct} / ${reference.generatorCpuPct}`,
-      null,
-    ],
-    [
-      name,
-      'lost / duplicated',
-      `${ours.lost} / ${ours.duplicated}`,
-      `${reference.lost} / ${reference.duplicated}`,
-      null,
-    ],
+    both('server / generator CPU %', (f) => `${f.serverCpuPct} / ${f.generatorCpuPct}`),
+    both('lost / duplicated', (f) => `${f.lost} / ${f.duplicated}`),
   ]
+  // Ours divided by the reference's: below 1 is slower for rates, above 1 is slower for latencies and costs.
+  const ratiosTo = (ref: FanoutFigures) => ({
+    deliveriesPerSec: ratio(ours.deliveriesPerSec, ref.deliveriesPerSec),
+    latencyP50: ratio(ours.latencyMs?.p50, ref.latencyMs?.p50),
+    latencyP99: ratio(ours.latencyMs?.p99, ref.latencyMs?.p99),
+    serverCpuPerDelivery: ratio(ours.serverCpuUsPerDelivery, ref.serverCpuUsPerDelivery),
+    streamsOpenedPerSec: ratio(ours.streamsOpenedPerSec, ref.streamsOpenedPerSec),
+    serverCpuPerStreamOpened: ratio(ours.serverCpuMsPerStreamOpened, ref.serverCpuMsPerStreamOpened),
+    serverRssMiB: ratio(ours.serverRssMiB, ref.serverRssMiB),
+  })
   return {
     line: {
       scenario: name,
@@ -141,30 +116,27 @@ export async function fanout(
       lost: ours.lost,
       duplicated: ours.duplicated,
       details: ours,
-      reference: { server: 'raw node:http, in memory', ...reference },
-      // Ours divided by the reference's: below 1 is slower for rates, above 1 is slower for latencies and costs.
-      ratio: {
-        deliveriesPerSec: ratio(ours.deliveriesPerSec, reference.deliveriesPerSec),
-        latencyP50: ratio(ours.latencyMs?.p50, reference.latencyMs?.p50),
-        latencyP99: ratio(ours.latencyMs?.p99, reference.latencyMs?.p99),
-        serverCpuPerDelivery: ratio(ours.serverCpuUsPerDelivery, reference.serverCpuUsPerDelivery),
-        streamsOpenedPerSec: ratio(ours.streamsOpenedPerSec, reference.streamsOpenedPerSec),
-        serverCpuPerStreamOpened: ratio(ours.serverCpuMsPerStreamOpened, reference.serverCpuMsPerStreamOpened),
-        serverRssMiB: ratio(ours.serverRssMiB, reference.serverRssMiB),
+      references: {
+        rawNode: { server: 'raw node:http, in memory', ...rawNode },
+        nchan: nchan
+          ? { server: `nginx + Nchan, ${referenceLabel('nchan', ctx.nchanWorkers)}, no JWT auth`, ...nchan }
+          : { skipped: ctx.nchanMissing },
       },
+      ratios: { rawNode: ratiosTo(rawNode), nchan: nchan ? ratiosTo(nchan) : null },
     },
     rows,
   }
 }
 
-/** One server: open the streams, warm up, then the bursts; the same steps for the service and the reference. */
+/** One server: open the streams, warm up, then the bursts; the same steps for the service and the references. */
 async function measure(
   name: string,
-  server: RunningServer,
+  target: Target,
   ctx: BenchContext,
   scope: Scope,
   sizes: FanoutSizes,
 ): Promise<FanoutFigures> {
+  const { server } = target
   const tenant = freshTenant(name)
   const publisher = new Publisher(
     server.host,
@@ -190,6 +162,7 @@ async function measure(
     userPrefix: 'u',
     streamsPerWorker: ctx.streamsPerWorker,
     openPhaseMs: OPEN_PHASE_MS,
+    ...target.streamsOf(tenant),
   })
   scope.defer(() => generator.close())
   const openCpuMs = server.cpuMs() - cpuBeforeOpen
@@ -201,21 +174,19 @@ async function measure(
 
   try {
     scope.check()
-    const broadcast = (n: number) =>
-      publisher.post(
-        '/v1/events',
-        JSON.stringify({
-          type: 'bench.fanout',
-          to: { tenant: true },
-          title: `Bench event ${n}`,
-          body: 'A tenant-wide notice of ordinary size, as a school would send to everyone.',
-          data: { t: nowMs(), n } satisfies BenchData,
-        }),
-      )
+    const broadcast = (n: number) => {
+      const { path, body } = target.broadcast(tenant, {
+        type: 'bench.fanout',
+        title: `Bench event ${n}`,
+        body: 'A tenant-wide notice of ordinary size, as a school would send to everyone.',
+        data: { t: nowMs(), n } satisfies BenchData,
+      })
+      return publisher.post(path, body)
+    }
 
     // One event before measuring: proves every stream is live and warms both servers' code paths alike.
     const warm = await broadcast(-1)
-    if (warm.status !== 201) throw new Error(`warm-up publish answered ${warm.status}: ${warm.body}`)
+    if (!target.accepted(warm.status)) throw new Error(`warm-up publish answered ${warm.status}: ${warm.body}`)
     const warmed = await generator.waitFor((p) => p.warmed >= opened.opened, STALL_MS)
     if (warmed.warmed < opened.opened) {
       ctx.log(`  only ${warmed.warmed} of ${opened.opened} streams got the warm-up event`)
@@ -227,7 +198,16 @@ async function measure(
     for (let r = 0; r < sizes.rounds && (r === 0 || nowMs() - roundsStarted < ROUNDS_BUDGET_MS); r++) {
       scope.check()
       await new Promise((resolve) => setTimeout(resolve, ROUND_PAUSE_MS))
-      bursts.push(await burst(server, generator, opened.opened, sizes.events, (i) => broadcast(r * sizes.events + i)))
+      bursts.push(
+        await burst({
+          serverCpuMs: () => server.cpuMs(),
+          generator,
+          events: sizes.events,
+          publish: (i) => broadcast(r * sizes.events + i),
+          accepted: target.accepted,
+          expectedFor: (accepted) => opened.opened * accepted.length,
+        }),
+      )
       const b = bursts[bursts.length - 1]
       ctx.log(
         `  ${server.name} round ${r + 1}: ${b.deliveriesPerSec} deliveries/s, p99 ${b.latencyMs?.p99} ms, ` +
@@ -266,50 +246,5 @@ async function measure(
     // Streams closed by the client, not ended by the server's shutdown: the next step starts clean.
     await generator.close()
     publisher.close()
-  }
-}
-
-/** Publishes `events` broadcasts, PUBLISH_CONCURRENCY at a time, and waits until every stream has them all. */
-async function burst(
-  server: RunningServer,
-  generator: StreamGenerator,
-  streams: number,
-  events: number,
-  broadcast: (i: number) => Promise<PostResult>,
-): Promise<BurstFigures> {
-  const publishLatency = new Samples()
-  let publishErrors = 0
-  let next = 0
-  const cpuBefore = { server: server.cpuMs(), generator: generator.cpuMs() }
-  const started = nowMs()
-  await Promise.all(
-    Array.from({ length: PUBLISH_CONCURRENCY }, async () => {
-      while (next < events) {
-        const r = await broadcast(next++)
-        if (r.status === 201) publishLatency.push(r.ms)
-        else publishErrors++
-      }
-    }),
-  )
-  const expected = streams * (events - publishErrors)
-  await generator.waitFor((p) => p.unique >= expected, STALL_MS)
-  const report = await generator.report(true)
-  const wallMs = nowMs() - started
-  const serverCpuMs = server.cpuMs() - cpuBefore.server
-  const generatorCpuMs = generator.cpuMs() - cpuBefore.generator
-  const durationMs = report.lastReceiveMs - started
-  return {
-    events: events - publishErrors,
-    publishErrors,
-    publishLatencyMs: percentiles(publishLatency.values()),
-    deliveriesPerSec: durationMs > 0 ? round(report.unique / (durationMs / 1000)) : 0,
-    latencyMs: percentiles(report.latencies),
-    lost: expected - report.unique,
-    duplicated: report.duplicated,
-    outOfOrder: report.outOfOrder,
-    durationSec: round(durationMs / 1000, 3),
-    serverCpuUsPerDelivery: round((serverCpuMs * 1000) / Math.max(1, report.unique), 2),
-    serverCpuPct: round((100 * serverCpuMs) / wallMs),
-    generatorCpuPct: round((100 * generatorCpuMs) / wallMs / generator.processes),
   }
 }
