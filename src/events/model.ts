@@ -79,29 +79,21 @@ export const eventIdSchema = z.string().regex(/^(0|[1-9][0-9]{0,17})$/, 'must be
 export const parseEventId = (s: string) => Number(s)
 
 const q = JSON.stringify
+/** A timestamp as clients see it (`toISOString`), or already so formatted by the database (replay). */
+const iso = (t: Date | string) => (typeof t === 'string' ? t : t.toISOString())
 
 /**
  * The event as every client sees it, as JSON text. Built by concatenation so `data` goes out exactly as
  * it was stored and the live path serializes each event once, whatever the number of recipients.
  */
 export function eventJson(
-  row: Pick<
-    EventRow,
-    | 'id'
-    | 'type'
-    | 'title'
-    | 'body'
-    | 'dataJson'
-    | 'priority'
-    | 'url'
-    | 'collapseKey'
-    | 'actor'
-    | 'createdAt'
-    | 'expiresAt'
-  >,
+  row: Pick<EventRow, 'id' | 'type' | 'title' | 'body' | 'dataJson' | 'priority' | 'url' | 'collapseKey' | 'actor'> & {
+    createdAt: Date | string
+    expiresAt: Date | string
+  },
   receipt?: { readAt: Date | null; ackedAt: Date | null },
 ): string {
-  let json = `{"id":"${row.id}","type":${q(row.type)},"title":${q(row.title)},"body":${row.body === null ? 'null' : q(row.body)},"data":${row.dataJson ?? 'null'},"priority":"${row.priority}","url":${row.url === null ? 'null' : q(row.url)},"collapseKey":${row.collapseKey === null ? 'null' : q(row.collapseKey)},"actor":${q(row.actor)},"createdAt":"${row.createdAt.toISOString()}","expiresAt":"${row.expiresAt.toISOString()}"`
+  let json = `{"id":"${row.id}","type":${q(row.type)},"title":${q(row.title)},"body":${row.body === null ? 'null' : q(row.body)},"data":${row.dataJson ?? 'null'},"priority":"${row.priority}","url":${row.url === null ? 'null' : q(row.url)},"collapseKey":${row.collapseKey === null ? 'null' : q(row.collapseKey)},"actor":${q(row.actor)},"createdAt":"${iso(row.createdAt)}","expiresAt":"${iso(row.expiresAt)}"`
   if (receipt) {
     json += `,"readAt":${receipt.readAt ? `"${receipt.readAt.toISOString()}"` : 'null'},"ackedAt":${receipt.ackedAt ? `"${receipt.ackedAt.toISOString()}"` : 'null'}`
   }

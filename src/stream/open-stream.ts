@@ -1,11 +1,11 @@
 import type { ServerResponse } from 'node:http'
 import { Session } from 'better-sse'
-import { and, asc, gt, lte, sql } from 'drizzle-orm'
+import { type SQLWrapper, sql } from 'drizzle-orm'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Caller } from '../auth.ts'
 import type { Presence } from '../cluster/presence.ts'
 import type { Database } from '../db/client.ts'
-import { events } from '../db/schema.ts'
+import { type EventRow, events } from '../db/schema.ts'
 import type { LogTail } from '../events/log-tail.ts'
 import { eventJson } from '../events/model.ts'
 import { viewerOf, visibleTo } from '../events/visibility.ts'
@@ -15,7 +15,7 @@ import { notificationFrame, type StreamHub } from './hub.ts'
 import { SseResponseConnection } from './sse-connection.ts'
 
 /** Events per replay query. */
-const REPLAY_PAGE = 500
+const REPLAY_PAGE = 1_000
 /** Replay output is written in slices of about this many characters. */
 const REPLAY_SLICE_CHARS = 64 * 1024
 /** Tells EventSource to wait 3 s before reconnecting. */
@@ -166,7 +166,28 @@ async function resumePoint(database: Database, id: number): Promise<'kept' | 'go
   return row.newest !== null && id <= Number(row.newest) ? 'gone' : 'unknown'
 }
 
-/** Writes the visible events in (after, upTo] to the stream; returns how many. */
+/** A timestamp formatted by the database exactly as `Date#toISOString` would (milliseconds, truncated, UTC). */
+const isoText = (column: SQLWrapper) => sql`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
+
+interface ReplayRow {
+  id: string | number
+  type: string
+  title: string
+  body: string | null
+  data_json: string | null
+  priority: EventRow['priority']
+  url: string | null
+  collapse_key: string | null
+  actor: string
+  created_at: string
+  expires_at: string
+}
+
+/**
+ * Writes the visible events in (after, upTo] to the stream; returns how many. The next page is read while
+ * this one is written, so the database and the socket work at the same time; at most two pages are held.
+ * Only the columns clients see are read, timestamps already as text: a long replay is bound by this loop's CPU.
+ */
 async function replay(
   database: Database,
   conn: StreamConnection,
@@ -176,21 +197,44 @@ async function replay(
   upTo: number,
 ): Promise<number> {
   const visible = visibleTo(viewerOf(caller, topics))
-  let cursor = after
+  const page = (from: number) => {
+    const rows = database.query<ReplayRow>(sql`
+      select id, type, title, body, data_json, priority, url, collapse_key, actor,
+        ${isoText(events.createdAt)} as created_at, ${isoText(events.expiresAt)} as expires_at
+      from ${events}
+      where ${visible} and ${events.id} > ${from} and ${events.id} <= ${upTo}
+      order by ${events.id} limit ${REPLAY_PAGE}`)
+    rows.catch(() => {}) // awaited below; a page read ahead and never awaited (client left) must not crash us
+    return rows
+  }
   let written = 0
-  while (cursor < upTo && !conn.closed) {
-    const rows = await database.db
-      .select()
-      .from(events)
-      .where(and(visible, gt(events.id, cursor), lte(events.id, upTo)))
-      .orderBy(asc(events.id))
-      .limit(REPLAY_PAGE)
+  let next = after < upTo ? page(after) : undefined
+  while (next && !conn.closed) {
+    const rows = await next
     if (!rows.length) break
+    const last = Number(rows[rows.length - 1].id)
+    next = rows.length === REPLAY_PAGE && last < upTo ? page(last) : undefined
     // Written in slices, each waiting for the socket to drain: a replay holds at most a slice in memory
     // beyond what the socket has taken, whatever the size of the events.
     let slice = ''
     for (const r of rows) {
-      slice += notificationFrame(r.id, eventJson(r))
+      const id = Number(r.id)
+      slice += notificationFrame(
+        id,
+        eventJson({
+          id,
+          type: r.type,
+          title: r.title,
+          body: r.body,
+          dataJson: r.data_json,
+          priority: r.priority,
+          url: r.url,
+          collapseKey: r.collapse_key,
+          actor: r.actor,
+          createdAt: r.created_at,
+          expiresAt: r.expires_at,
+        }),
+      )
       if (slice.length >= REPLAY_SLICE_CHARS) {
         await conn.writeReplay(slice)
         slice = ''
@@ -198,8 +242,6 @@ async function replay(
     }
     if (slice) await conn.writeReplay(slice)
     written += rows.length
-    cursor = rows[rows.length - 1].id
-    if (rows.length < REPLAY_PAGE) break
   }
   return written
 }
