@@ -328,6 +328,47 @@ describeEachBackend('stream', (backend) => {
         expect(s.events.some((e) => e.event === 'reset')).toBe(false)
       })
 
+      it('replays a long history once, in order, however it is spread among other users’ and tenants’ events', async () => {
+        // Another tenant's 3,000, then a dense 1,000 of the reader's, then 2,000 of which every 4th is theirs:
+        // replay pages and id windows of every shape (full, short, empty), from two resume points.
+        const tenant = unique('long-replay')
+        const other = unique('long-replay-other')
+        for (let b = 0; b < 3; b++)
+          await publishBatch(
+            t,
+            other,
+            Array.from({ length: 1_000 }, () => ({ to: { users: ['reader'] } })),
+          )
+        const dense = await publishBatch(
+          t,
+          tenant,
+          Array.from({ length: 1_000 }, (_, i) => ({ to: { users: ['reader'] }, data: { i } })),
+        )
+        const mine = [...dense]
+        for (let b = 0; b < 2; b++) {
+          const ids = await publishBatch(
+            t,
+            tenant,
+            Array.from({ length: 1_000 }, (_, i) => ({ to: { users: [i % 4 === 0 ? 'reader' : 'someone'] } })),
+          )
+          mine.push(...ids.filter((_, i) => i % 4 === 0))
+        }
+        mine.push(await publish(t, tenant, { to: { users: ['reader'] }, title: 'the last' }))
+
+        // From 0; and from a point whose first id window (2,000 ids) ends inside the dense run, so the window
+        // after it must start exactly where that one ended.
+        const midDense = String(Number(dense[0]) - 1_501)
+        for (const lastEventId of ['0', midDense]) {
+          const s = await live(await open({ sub: 'reader', tenant }, { lastEventId }))
+          await s.waitForNotifications(mine.length, 20_000)
+          const liveId = await publish(t, tenant, { to: { users: ['reader'] } })
+          await waitForId(s, liveId)
+          expect(s.notificationIds, `resumed from ${lastEventId}`).toEqual([...mine, liveId])
+          mine.push(liveId)
+          s.close()
+        }
+      }, 60_000)
+
       it('sends only live events when there is no Last-Event-ID', async () => {
         const f = await seed()
         const s = await live(await open(f.who, { topics: ['class:7A'] }))

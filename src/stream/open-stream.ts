@@ -197,23 +197,36 @@ async function replay(
   upTo: number,
 ): Promise<number> {
   const visible = visibleTo(viewerOf(caller, topics))
-  const page = (from: number) => {
-    const rows = database.query<ReplayRow>(sql`
-      select id, type, title, body, data_json, priority, url, collapse_key, actor,
-        ${isoText(events.createdAt)} as created_at, ${isoText(events.expiresAt)} as expires_at
-      from ${events}
-      where ${visible} and ${events.id} > ${from} and ${events.id} <= ${upTo}
-      order by ${events.id} limit ${REPLAY_PAGE}`)
+  /** The page of visible events in (from, to]; `to` bounds the ids one query may look at (see below). */
+  const page = (from: number, to: number) => {
+    const rows = database
+      .query<ReplayRow>(sql`
+        select id, type, title, body, data_json, priority, url, collapse_key, actor,
+          ${isoText(events.createdAt)} as created_at, ${isoText(events.expiresAt)} as expires_at
+        from ${events}
+        where ${visible} and ${events.id} > ${from} and ${events.id} <= ${to}
+        order by ${events.id} limit ${REPLAY_PAGE}`)
+      .then((rows) => ({ rows, from, to }))
     rows.catch(() => {}) // awaited below; a page read ahead and never awaited (client left) must not crash us
     return rows
   }
+  // Each query looks at a window of ids, not at everything up to the watermark: when the planner misjudges
+  // a tenant (statistics not yet analyzed after a burst of inserts) it sorts every row in range before the
+  // LIMIT, and a long replay would read its whole range once per page. A window that comes back short is
+  // exhausted: the next one starts at its end and is twice as wide, so sparse histories take few queries.
+  let window = REPLAY_PAGE * 2
   let written = 0
-  let next = after < upTo ? page(after) : undefined
+  let next = after < upTo ? page(after, Math.min(upTo, after + window)) : undefined
   while (next && !conn.closed) {
-    const rows = await next
-    if (!rows.length) break
-    const last = Number(rows[rows.length - 1].id)
-    next = rows.length === REPLAY_PAGE && last < upTo ? page(last) : undefined
+    const { rows, to } = await next
+    if (rows.length === REPLAY_PAGE) {
+      const last = Number(rows[rows.length - 1].id)
+      window = REPLAY_PAGE * 2 // dense here: back to a narrow window
+      next = page(last, Math.min(upTo, last + window))
+    } else {
+      window *= 2
+      next = to < upTo ? page(to, Math.min(upTo, to + window)) : undefined
+    }
     // Written in slices, each waiting for the socket to drain: a replay holds at most a slice in memory
     // beyond what the socket has taken, whatever the size of the events.
     let slice = ''
