@@ -44,7 +44,10 @@ export class ClusterBus {
     // the callback on (re)connect covers what was published while it was away.
     const events = await pg.listen(
       EVENTS_CHANNEL,
-      () => handlers.onWake(),
+      // Our own publishes woke this instance already (and would wake its push dispatcher for nothing).
+      (payload) => {
+        if (!payload.startsWith(`${this.instanceId} `)) handlers.onWake()
+      },
       () => handlers.onWake(),
     )
     const receipts = await pg.listen(RECEIPTS_CHANNEL, (payload) => {
@@ -69,7 +72,7 @@ export class ClusterBus {
     this.newestUnannounced = 0
     this.announcing = true
     this.database.pg
-      .notify(EVENTS_CHANNEL, String(id))
+      .notify(EVENTS_CHANNEL, `${this.instanceId} ${id}`)
       .catch((err) => this.log.warn({ err, channel: EVENTS_CHANNEL }, 'NOTIFY failed'))
       .finally(() => {
         this.announcing = false
