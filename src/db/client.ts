@@ -42,7 +42,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       backoff: () => 0.2,
       idle_timeout: 60,
     })
-    const db = drizzlePostgres(pg, { schema }) as unknown as Db
+    const db = drizzlePostgres(preparing(pg), { schema }) as unknown as Db
     return {
       kind: 'postgres',
       db,
@@ -66,6 +66,23 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     },
     close: () => pglite.close(),
   }
+}
+
+/**
+ * The client drizzle runs queries through, with every statement prepared (named, parsed and planned once per
+ * connection). drizzle asks postgres.js for unnamed statements unless a query is given a name, and postgres.js
+ * then describes each one first: two round trips and a fresh parse and plan per query, most of a publish's cost.
+ * Our statements are few and fixed, so the per-connection cache stays small. (Transactions run on a reserved
+ * connection drizzle gets from `begin`, unprepared: only the rare Idempotency-Key path uses one.)
+ */
+function preparing(pg: postgres.Sql): postgres.Sql {
+  return new Proxy(pg, {
+    get(target, property, receiver) {
+      if (property !== 'unsafe') return Reflect.get(target, property, receiver)
+      return (query: string, params?: unknown[], options?: postgres.UnsafeQueryOptions) =>
+        target.unsafe(query, params as postgres.ParameterOrJSON<never>[], { ...options, prepare: true })
+    },
+  })
 }
 
 /** Where PGlite keeps its files inside DATA_DIR. */
