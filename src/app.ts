@@ -59,6 +59,9 @@ export interface AppOptions {
   demoSignIn?: boolean
 }
 
+/** On shutdown, REST requests in flight get this long to finish before their connections are closed. */
+const SHUTDOWN_GRACE_MS = 2_000
+
 /** The demo page, the browser client and the service worker. */
 export const PUBLIC_DIR = fileURLToPath(new URL('../public', import.meta.url))
 
@@ -179,6 +182,9 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   app.addHook('preClose', async () => {
     await bus.stop()
     hub.closeAll()
+    // Connections still open a moment from now (clients that do not hang up when their stream ends, streams
+    // that were still opening) would hold the server's close until the deadline: close them then.
+    setTimeout(() => app.server.closeAllConnections(), SHUTDOWN_GRACE_MS).unref()
     await pushDispatcher.stop()
     await presence.stop()
   })

@@ -1,7 +1,9 @@
 import { mkdtempSync, rmSync } from 'node:fs'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
+import { loadOrCreateDevSecret, mintToken } from '../src/tokens.ts'
 import { runToEnd, runTs } from './helpers/process.ts'
 import { SseClient } from './helpers/sse.ts'
 
@@ -57,6 +59,34 @@ describe('the server process, with no configuration (embedded PGlite in DATA_DIR
     const { code } = await child.exited
     expect(code).toBe(0)
     expect(Date.now() - started).toBeLessThan(10_000)
+  })
+
+  it('exits 0 on SIGTERM while streams are still opening and their clients never hang up', async () => {
+    const { child, url } = await startServer()
+    onTestFinished(() => {
+      child.proc.kill('SIGKILL')
+    })
+    const secret = loadOrCreateDevSecret(dataDir)
+    const { port } = new URL(url)
+    // 40 stream requests written at once, none read to the end nor closed by its client; SIGTERM right behind
+    // them. (This used to wait out the shutdown deadline and exit 1: streams registered after the others were
+    // closed, and sockets whose clients never hang up, kept the server from closing.)
+    const sockets = Array.from({ length: 40 }, (_, i) => {
+      const socket = net.connect(Number(port), '127.0.0.1')
+      socket.on('error', () => {})
+      const token = mintToken(secret, { sub: `opening-${i}`, tenant: 'demo' })
+      socket.write(`GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\n\r\n`)
+      return socket
+    })
+    onTestFinished(() => {
+      for (const s of sockets) s.destroy()
+    })
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    const started = Date.now()
+    child.proc.kill('SIGTERM')
+    const { code } = await child.exited
+    expect(code).toBe(0)
+    expect(Date.now() - started).toBeLessThan(8_000)
   })
 
   it('keeps events and its development secret across a restart', async () => {

@@ -33,6 +33,8 @@ function removeFrom<K>(map: Map<K, Set<StreamConnection>>, key: K, c: StreamConn
 export class StreamHub {
   private readonly tenants = new Map<string, TenantStreams>()
   private heartbeat: NodeJS.Timeout
+  /** Set by closeAll: streams still opening when shutdown began are ended as soon as they register. */
+  private shuttingDown = false
   size = 0
 
   constructor(
@@ -63,6 +65,7 @@ export class StreamHub {
     this.metrics.openStreams.inc()
     this.metrics.streamsOpened.inc()
     c.onClose(() => this.remove(c))
+    if (this.shuttingDown) c.close('shutdown')
   }
 
   private remove(c: StreamConnection): void {
@@ -125,6 +128,7 @@ export class StreamHub {
 
   /** Ends every stream (shutdown); clients reconnect elsewhere and resume. */
   closeAll(): void {
+    this.shuttingDown = true
     clearInterval(this.heartbeat)
     for (const t of [...this.tenants.values()]) for (const c of [...t.all]) c.close('shutdown')
   }
