@@ -2,9 +2,9 @@
 // on a free loopback port, in the foreground (`daemon off`), and stopped by its master's pid.
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { sparePort } from '../test/helpers/pg-cluster.ts'
 import { cpuMsOf, ROOT, type RunningServer, rssKiBOf, spawnTracked, stopChild } from './processes.ts'
 import type { Scope } from './scenarios/common.ts'
 
@@ -23,18 +23,6 @@ export function nchanMissing(): string | undefined {
   return undefined
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
-
-/** Worker pids of an nginx master (its children, from /proc). */
 function workersOf(master: number): number[] {
   try {
     return readFileSync(`/proc/${master}/task/${master}/children`, 'utf8')
@@ -61,7 +49,7 @@ const get = (port: number, path: string) =>
 export async function startNchan(workers: NchanWorkers, scope: Scope): Promise<RunningServer> {
   const prefix = mkdtempSync(join(tmpdir(), 'herald-bench-nchan-'))
   scope.defer(() => rmSync(prefix, { recursive: true, force: true }))
-  const port = await freePort()
+  const port = await sparePort()
   const conf = readFileSync(join(ROOT, 'bench/nchan.conf'), 'utf8')
     .replaceAll('{{MODULE}}', NCHAN_MODULE)
     .replaceAll('{{WORKERS}}', workers)

@@ -2,15 +2,15 @@
 // bench's: HTTPS on 127.0.0.1 with a throwaway CA (the service trusts it through NODE_EXTRA_CA_CERTS), one
 // push resource per subscription, 201 at once. Every accepted push is decrypted (RFC 8291 aes128gcm) to read
 // the bench data in the event it carries, so each push is counted once per (device, event) and timed from its
-// publish; the VAPID signature (RFC 8292) is checked on every 10th. Lighter than test/helpers/push-service.ts.
-import { execFile } from 'node:child_process'
+// publish; the VAPID signature (RFC 8292) is checked on every 10th. Its certificates and decryption are those of
+// test/helpers/push-service.ts; it is lighter (no fault injection, no per-message checks beyond those).
 import crypto from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
+import { decryptAes128gcm, makeCertificates } from '../test/helpers/push-service.ts'
 import { nowMs, Samples } from './stats.ts'
 
 export interface ReceiverStart {
@@ -85,56 +85,6 @@ function freshCounts() {
   }
 }
 
-async function makeCertificates(at: string) {
-  const openssl = (args: string) => promisify(execFile)('openssl', args.split(' '), { cwd: at })
-  const newKey = '-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'
-  await openssl(
-    `req -x509 ${newKey} -keyout ca.key -out ca.pem -days 2 -subj /CN=herald-bench-push-ca ` +
-      '-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign',
-  )
-  await openssl(`req -new ${newKey} -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1`)
-  writeFileSync(join(at, 'leaf.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n')
-  await openssl(
-    'x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out leaf.pem -extfile leaf.ext',
-  )
-  return {
-    key: readFileSync(join(at, 'leaf.key')),
-    cert: readFileSync(join(at, 'leaf.pem')),
-    caFile: join(at, 'ca.pem'),
-  }
-}
-
-const hkdf = (salt: Buffer, ikm: Buffer, info: Buffer, length: number) =>
-  Buffer.from(crypto.hkdfSync('sha256', ikm, salt, info, length))
-
-/** RFC 8291 / RFC 8188 aes128gcm, one record or more. Throws when it does not authenticate. */
-function decrypt(body: Buffer, d: Device): string {
-  const salt = body.subarray(0, 16)
-  const rs = body.readUInt32BE(16)
-  const idlen = body[20]
-  const asPublic = body.subarray(21, 21 + idlen)
-  const ciphertext = body.subarray(21 + idlen)
-  const keyInfo = Buffer.concat([Buffer.from('WebPush: info\0'), d.ecdh.getPublicKey(), asPublic])
-  const ikm = hkdf(d.authSecret, d.ecdh.computeSecret(asPublic), keyInfo, 32)
-  const cek = hkdf(salt, ikm, Buffer.from('Content-Encoding: aes128gcm\0'), 16)
-  const nonce = hkdf(salt, ikm, Buffer.from('Content-Encoding: nonce\0'), 12)
-  const parts: Buffer[] = []
-  for (let at = 0, seq = 0; at < ciphertext.length; at += rs, seq++) {
-    const record = ciphertext.subarray(at, at + rs)
-    // The record's nonce: the base nonce XOR its sequence number (RFC 8188 2.3; only the low bytes change here).
-    const iv = Buffer.from(nonce)
-    iv.writeUInt32BE((iv.readUInt32BE(8) ^ seq) >>> 0, 8)
-    const decipher = crypto.createDecipheriv('aes-128-gcm', cek, iv)
-    decipher.setAuthTag(record.subarray(record.length - 16))
-    const plain = Buffer.concat([decipher.update(record.subarray(0, record.length - 16)), decipher.final()])
-    // Padding: the content, then a delimiter (2 for the last record, 1 otherwise), then zeros.
-    let end = plain.length - 1
-    while (end >= 0 && plain[end] === 0) end--
-    parts.push(plain.subarray(0, end))
-  }
-  return Buffer.concat(parts).toString('utf8')
-}
-
 /** `vapid t=<jwt>, k=<key>`: signed ES256 by k, k is the service's key, aud is this origin, exp in the future. */
 function vapidValid(authorization: string | undefined): boolean {
   const m = /^vapid\s+(.+)$/i.exec(authorization ?? '')
@@ -184,7 +134,11 @@ function onPush(path: string, headers: Record<string, string | string[] | undefi
   c.maxBodyBytes = Math.max(c.maxBodyBytes, body.length)
   let data: { t?: unknown; n?: unknown } | undefined
   try {
-    data = (JSON.parse(decrypt(body, device)) as { data?: { t?: unknown; n?: unknown } }).data
+    data = (
+      JSON.parse(decryptAes128gcm(body, device.ecdh.getPrivateKey(), device.authSecret).toString('utf8')) as {
+        data?: { t?: unknown; n?: unknown }
+      }
+    ).data
   } catch {
     // Counted below.
   }

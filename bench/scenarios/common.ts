@@ -1,8 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { mintToken } from '../../src/tokens.ts'
 import type { NchanWorkers } from '../nchan.ts'
 import { type RunningServer, startServer } from '../processes.ts'
+import { Publisher } from '../publisher.ts'
 
 export type Backend = 'pglite' | 'postgres'
 
@@ -136,3 +138,19 @@ export async function startReference(ctx: BenchContext, scope: Scope): Promise<R
 
 /** A tenant no other scenario or run has used: a PostgreSQL database outlives runs. */
 export const freshTenant = (name: string) => `bench-${name}-${Date.now().toString(36)}`
+
+/** A publisher of `tenant` on `server` with `sockets` keep-alive connections, open, and closed with the scope. */
+export async function tenantPublisher(
+  ctx: BenchContext,
+  scope: Scope,
+  server: { host: string; port: number },
+  tenant: string,
+  sockets: number,
+  scopes = 'events:publish events:broadcast',
+): Promise<Publisher> {
+  const token = mintToken(ctx.secret, { sub: 'bench-publisher', tenant, scope: scopes })
+  const publisher = new Publisher(server.host, server.port, token, sockets)
+  scope.defer(() => publisher.close())
+  await publisher.warm()
+  return publisher
+}

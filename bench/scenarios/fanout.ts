@@ -1,11 +1,9 @@
-import { mintToken } from '../../src/tokens.ts'
 import { type BurstFigures, burst, PUBLISH_CONCURRENCY, STALL_MS } from '../burst.ts'
 import { StreamGenerator } from '../generator.ts'
-import { Publisher } from '../publisher.ts'
 import { nowMs, ratio, round } from '../stats.ts'
 import type { BenchData } from '../stream-pool.ts'
 import { referenceLabel, startTarget, type Target, type TargetKind } from '../targets.ts'
-import { type BenchContext, freshTenant, type Row, type ScenarioResult, type Scope } from './common.ts'
+import { type BenchContext, freshTenant, type Row, type ScenarioResult, type Scope, tenantPublisher } from './common.ts'
 
 /** Opening streams stops after this (per server), so a slow server cannot eat the scenario's whole time limit. */
 const OPEN_PHASE_MS = 60_000
@@ -138,15 +136,8 @@ async function measure(
 ): Promise<FanoutFigures> {
   const { server } = target
   const tenant = freshTenant(name)
-  const publisher = new Publisher(
-    server.host,
-    server.port,
-    mintToken(ctx.secret, { sub: 'bench-publisher', tenant, scope: 'events:publish events:broadcast' }),
-    PUBLISH_CONCURRENCY,
-  )
-  scope.defer(() => publisher.close())
   // The publisher's connections first: a server near its open-file limit stalls new connections.
-  await publisher.warm()
+  const publisher = await tenantPublisher(ctx, scope, server, tenant, PUBLISH_CONCURRENCY)
   scope.check()
 
   const serverRssMiBIdle = server.rssMiB()

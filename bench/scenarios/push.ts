@@ -1,11 +1,18 @@
 import webpush from 'web-push'
 import { mintToken } from '../../src/tokens.ts'
 import { Worker } from '../processes.ts'
-import { Publisher } from '../publisher.ts'
 import type { ReceiverProgress, ReceiverReport, ReceiverStarted } from '../push-receiver.ts'
 import { nowMs, type Percentiles, percentiles, round } from '../stats.ts'
 import type { BenchData } from '../stream-pool.ts'
-import { type BenchContext, freshTenant, type Row, type ScenarioResult, type Scope, startService } from './common.ts'
+import {
+  type BenchContext,
+  freshTenant,
+  type Row,
+  type ScenarioResult,
+  type Scope,
+  startService,
+  tenantPublisher,
+} from './common.ts'
 
 /** Devices: one user each, one push subscription each, none with an open stream. */
 const DEVICES = 2_000
@@ -74,14 +81,7 @@ export async function pushThroughput(ctx: BenchContext, scope: Scope): Promise<S
     ...(ctx.pushConcurrency ? { PUSH_CONCURRENCY: String(ctx.pushConcurrency) } : {}),
   })
   const tenant = freshTenant('push')
-  const publisher = new Publisher(
-    service.host,
-    service.port,
-    mintToken(ctx.secret, { sub: 'bench-publisher', tenant, scope: 'events:publish events:broadcast' }),
-    REGISTER_CONCURRENCY,
-  )
-  scope.defer(() => publisher.close())
-  await publisher.warm()
+  const publisher = await tenantPublisher(ctx, scope, service, tenant, REGISTER_CONCURRENCY)
 
   ctx.log(`push: registering ${devices} devices`)
   const user = (i: number) => `p${i}`

@@ -1,10 +1,17 @@
 import { mintToken } from '../../src/tokens.ts'
 import { LOCAL_ADDRESSES } from '../generator.ts'
-import { Publisher } from '../publisher.ts'
 import { nowMs, round } from '../stats.ts'
 import type { BenchData } from '../stream-pool.ts'
 import { StreamPool } from '../stream-pool.ts'
-import { type BenchContext, freshTenant, type Row, type ScenarioResult, type Scope, startService } from './common.ts'
+import {
+  type BenchContext,
+  freshTenant,
+  type Row,
+  type ScenarioResult,
+  type Scope,
+  startService,
+  tenantPublisher,
+} from './common.ts'
 
 const BATCH_SIZE = 1_000
 /** Batches in flight while filling the log: filling is setup here, not the measurement. */
@@ -20,14 +27,7 @@ export async function replay(ctx: BenchContext, scope: Scope): Promise<ScenarioR
   const service = await startService(ctx, scope)
   const tenant = freshTenant('replay')
   const user = 'bench-returning'
-  const publisher = new Publisher(
-    service.host,
-    service.port,
-    mintToken(ctx.secret, { sub: 'bench-publisher', tenant, scope: 'events:publish' }),
-    FILL_CONCURRENCY,
-  )
-  scope.defer(() => publisher.close())
-  await publisher.warm()
+  const publisher = await tenantPublisher(ctx, scope, service, tenant, FILL_CONCURRENCY, 'events:publish')
 
   ctx.log(`replay: publishing ${total} events to one user`)
   const fillStarted = nowMs()

@@ -1,12 +1,10 @@
-import { mintToken } from '../../src/tokens.ts'
 import { type BurstFigures, burst, PUBLISH_CONCURRENCY, STALL_MS } from '../burst.ts'
 import { StreamGenerator } from '../generator.ts'
-import { Publisher } from '../publisher.ts'
 import { nowMs, type Percentiles, percentiles, ratio, round, Samples } from '../stats.ts'
 import type { BenchData } from '../stream-pool.ts'
 import { type PlannedAudience, recipients, roleName, type TargetedPlan, topicName } from '../targeted-plan.ts'
 import { startTarget, type Target, type TargetKind } from '../targets.ts'
-import { type BenchContext, freshTenant, type Row, type ScenarioResult, type Scope } from './common.ts'
+import { type BenchContext, freshTenant, type Row, type ScenarioResult, type Scope, tenantPublisher } from './common.ts'
 
 const OPEN_PHASE_MS = 60_000
 /** Roles: each user has one, 1 in 10 of the streams each (a school's teachers, parents, students, ...). */
@@ -193,14 +191,7 @@ async function measure(
 ): Promise<TargetedFigures> {
   const { server } = target
   const tenant = freshTenant('targeted')
-  const publisher = new Publisher(
-    server.host,
-    server.port,
-    mintToken(ctx.secret, { sub: 'bench-publisher', tenant, scope: 'events:publish events:broadcast' }),
-    PUBLISH_CONCURRENCY,
-  )
-  scope.defer(() => publisher.close())
-  await publisher.warm()
+  const publisher = await tenantPublisher(ctx, scope, server, tenant, PUBLISH_CONCURRENCY)
   const publish = (a: PlannedAudience, n: number) =>
     publisher.post(
       '/v1/events',

@@ -102,7 +102,7 @@ class Refusal extends Error {
 const execFileAsync = promisify(execFile)
 
 /** A throwaway CA and a leaf certificate for IP 127.0.0.1 signed by it, in a fresh temp dir. */
-async function makeCertificates(dir: string) {
+export async function makeCertificates(dir: string) {
   // Arguments contain no spaces, so each command reads as it would in a shell.
   const openssl = (command: string) => execFileAsync('openssl', command.split(' '), { cwd: dir })
   const newKey = '-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'
