@@ -24,7 +24,8 @@ interface PendingGap {
   holders?: string[]
 }
 
-interface TailRow {
+/** An `events` row as the drivers return it (`select *`). */
+export interface TailRow {
   id: number | string
   tenant: string
   type: string

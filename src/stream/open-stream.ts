@@ -5,8 +5,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Caller } from '../auth.ts'
 import type { Presence } from '../cluster/presence.ts'
 import type { Database } from '../db/client.ts'
-import { type EventRow, events } from '../db/schema.ts'
-import type { LogTail } from '../events/log-tail.ts'
+import { events } from '../db/schema.ts'
+import type { LogTail, TailRow } from '../events/log-tail.ts'
 import { eventJson } from '../events/model.ts'
 import { viewerOf, visibleTo } from '../events/visibility.ts'
 import type { Metrics } from '../metrics.ts'
@@ -171,19 +171,11 @@ async function resumePoint(database: Database, id: number): Promise<'kept' | 'go
 /** A timestamp formatted by the database exactly as `Date#toISOString` would (milliseconds, truncated, UTC). */
 const isoText = (column: SQLWrapper) => sql`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
 
-interface ReplayRow {
-  id: string | number
-  type: string
-  title: string
-  body: string | null
-  data_json: string | null
-  priority: EventRow['priority']
-  url: string | null
-  collapse_key: string | null
-  actor: string
-  created_at: string
-  expires_at: string
-}
+/** The columns a replay reads: those clients see, timestamps already as text. */
+type ReplayRow = Pick<
+  TailRow,
+  'id' | 'type' | 'title' | 'body' | 'data_json' | 'priority' | 'url' | 'collapse_key' | 'actor'
+> & { created_at: string; expires_at: string }
 
 /**
  * Writes the visible events in (after, upTo] to the stream; returns how many. The next page is read while
@@ -208,7 +200,7 @@ async function replay(
         from ${events}
         where ${visible} and ${events.id} > ${from} and ${events.id} <= ${to}
         order by ${events.id} limit ${REPLAY_PAGE}`)
-      .then((rows) => ({ rows, from, to }))
+      .then((rows) => ({ rows, to }))
     rows.catch(() => {}) // awaited below; a page read ahead and never awaited (client left) must not crash us
     return rows
   }

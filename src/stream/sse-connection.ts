@@ -10,6 +10,11 @@ const NO_OPTIONS_URL = new URL('http://localhost/v1/stream')
 const UNUSED_REQUEST = { signal: { addEventListener() {}, removeEventListener() {} } } as unknown as Request
 const UNUSED_RESPONSE = new Response(null)
 
+/** Header names in one case, so ours replace better-sse's defaults instead of being sent next to them. */
+const lowerCased = (headers: Readonly<Record<string, string>>) =>
+  Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]))
+const SSE_HEAD = lowerCased(Connection.constants.RESPONSE_HEADERS)
+
 /**
  * A better-sse Connection over a Node response that allocates nothing per stream beyond itself.
  * The built-in NodeHttp1Connection copies every request and response header into a fetch Request and
@@ -30,10 +35,7 @@ export class SseResponseConnection extends Connection {
   }
 
   sendHead(): void {
-    const head: Record<string, string> = {}
-    for (const [name, value] of Object.entries({ ...Connection.constants.RESPONSE_HEADERS, ...this.headers }))
-      head[name.toLowerCase()] = value
-    this.res.writeHead(200, head)
+    this.res.writeHead(200, { ...SSE_HEAD, ...lowerCased(this.headers) })
   }
 
   sendChunk(chunk: string): void {
