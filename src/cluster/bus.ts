@@ -71,13 +71,10 @@ export class ClusterBus {
     const id = this.newestUnannounced
     this.newestUnannounced = 0
     this.announcing = true
-    this.database.pg
-      .notify(EVENTS_CHANNEL, `${this.instanceId} ${id}`)
-      .catch((err) => this.log.warn({ err, channel: EVENTS_CHANNEL }, 'NOTIFY failed'))
-      .finally(() => {
-        this.announcing = false
-        if (this.newestUnannounced) this.wakeOthers(this.newestUnannounced)
-      })
+    void this.notify(EVENTS_CHANNEL, `${this.instanceId} ${id}`)?.finally(() => {
+      this.announcing = false
+      if (this.newestUnannounced) this.wakeOthers(this.newestUnannounced)
+    })
   }
 
   receipt(message: ReceiptMessage) {
@@ -88,11 +85,12 @@ export class ClusterBus {
       }
       return
     }
-    this.notify(RECEIPTS_CHANNEL, JSON.stringify({ ...message, from: this.instanceId }))
+    void this.notify(RECEIPTS_CHANNEL, JSON.stringify({ ...message, from: this.instanceId }))
   }
 
+  /** Sends a notification; resolves when it is sent or failed (logged), never rejects. */
   private notify(channel: string, payload: string) {
-    this.database.pg?.notify(channel, payload).catch((err) => this.log.warn({ err, channel }, 'NOTIFY failed'))
+    return this.database.pg?.notify(channel, payload).catch((err) => this.log.warn({ err, channel }, 'NOTIFY failed'))
   }
 
   async stop() {
