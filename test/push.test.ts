@@ -591,6 +591,10 @@ describeEachBackend('Web Push', (backend) => {
       const toRole = await api.publish(ten.publisher, { to: { roles: ['teacher'] } })
       const toTopic = await api.publish(ten.publisher, { to: { topics: ['class:7A'] } })
       const toTenant = await api.publish(ten.publisher, { to: { tenant: true } })
+      // One device named by two audiences (user and role) gets one push, not two.
+      const toMixed = await api.publish(ten.publisher, {
+        to: { users: ['teacher', 'student-7a'], roles: ['teacher'], topics: ['class:7A'] },
+      })
       const foreignMarker = await api.publish(otherPublisher, { to: { users: ['teacher'] } })
 
       const everyone = [teacher, parent, student7A, studentAll, student7B, plain]
@@ -598,17 +602,19 @@ describeEachBackend('Web Push', (backend) => {
       await waitForPush(foreign.endpoint, foreignMarker)
       await settled(ten.publisher, toRole)
       await settled(ten.publisher, toTopic)
+      await settled(ten.publisher, toMixed)
 
-      expect(eventIdsAt(teacher.endpoint)).toEqual([toRole, toTenant].sort())
+      expect(eventIdsAt(teacher.endpoint)).toEqual([toRole, toTenant, toMixed].sort())
       expect(eventIdsAt(parent.endpoint)).toEqual([toTenant])
-      expect(eventIdsAt(student7A.endpoint)).toEqual([toTopic, toTenant].sort())
-      expect(eventIdsAt(studentAll.endpoint)).toEqual([toTopic, toTenant].sort())
+      expect(eventIdsAt(student7A.endpoint)).toEqual([toTopic, toTenant, toMixed].sort())
+      expect(eventIdsAt(studentAll.endpoint)).toEqual([toTopic, toTenant, toMixed].sort())
       expect(eventIdsAt(student7B.endpoint)).toEqual([toTenant])
       expect(eventIdsAt(plain.endpoint)).toEqual([toTenant])
       expect(eventIdsAt(foreign.endpoint)).toEqual([foreignMarker])
       expect((await api.status(ten.publisher, toRole)).push).toEqual({ sent: 1, failed: 0, pending: 0 })
       expect((await api.status(ten.publisher, toTopic)).push).toEqual({ sent: 2, failed: 0, pending: 0 })
       expect((await api.status(ten.publisher, toTenant)).push).toEqual({ sent: 6, failed: 0, pending: 0 })
+      expect((await api.status(ten.publisher, toMixed)).push).toEqual({ sent: 3, failed: 0, pending: 0 })
     })
 
     it('a user with several devices gets the push on each', async () => {

@@ -39,15 +39,28 @@ export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
       case when priority = 'normal' and cardinality(present_on) > 0 then present_on end
     from (
       select e.id, e.priority, s.id as sub_id, s.tenant, s.user_id, ${presentOn} as present_on
-      from ${inserted} e
-      join push_subscriptions s on s.tenant = e.tenant
-        and (e.to_tenant
-          or s.user_id = any(e.to_users)
-          or s.roles && e.to_roles
-          or exists (
-            select 1 from unnest(s.topics) as claim(pattern), unnest(e.to_topics) as t(topic)
-            where claim.pattern = t.topic
-              or (right(claim.pattern, 1) = '*' and starts_with(t.topic, left(claim.pattern, -1)))))
+      from (
+        -- Users by name, through the (tenant, user_id) index: a batch of personal events reads only their
+        -- devices, not every device of the tenant for every event. (Unnested in a subquery: joined straight
+        -- to the unnest, PostgreSQL may hash on the tenant alone and compare every pair.)
+        select named.id as event_id, s.id as sub_id
+        from (select e.id, e.tenant, unnest(e.to_users) as user_id from ${inserted} e) named
+        join push_subscriptions s on s.tenant = named.tenant and s.user_id = named.user_id
+        union
+        -- The tenant, roles and topics: the tenant's devices, for the events that name such an audience.
+        select e.id, s.id
+        from ${inserted} e
+        join push_subscriptions s on s.tenant = e.tenant
+        where (e.to_tenant or cardinality(e.to_roles) > 0 or cardinality(e.to_topics) > 0)
+          and (e.to_tenant
+            or s.roles && e.to_roles
+            or exists (
+              select 1 from unnest(s.topics) as claim(pattern), unnest(e.to_topics) as t(topic)
+              where claim.pattern = t.topic
+                or (right(claim.pattern, 1) = '*' and starts_with(t.topic, left(claim.pattern, -1)))))
+      ) recipient
+      join ${inserted} e on e.id = recipient.event_id
+      join push_subscriptions s on s.id = recipient.sub_id
       where e.priority <> 'low'
         and (s.expiration_time is null or s.expiration_time > now())
     ) planned
