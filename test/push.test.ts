@@ -1120,6 +1120,62 @@ describeEachBackend('Web Push VAPID keys', (backend) => {
   })
 })
 
+describeEachBackend('Web Push across a graceful restart', (backend) => {
+  it('pushes claimed but not yet started are handed back uncounted on shutdown and sent once by the next server', async () => {
+    const db = await reopenableDatabase(backend)
+    onTestFinished(() => db.cleanup())
+    const tenant = `restart-${backend}`
+    const users = ['ann', 'ben', 'cat', 'dan']
+    // Two slots, at most one per push service: the other three pushes wait in the dispatcher's queue.
+    const config = appConfig({ PUSH_CONCURRENCY: '2' })
+
+    const first = await listenApp(config, await db.open())
+    let endpoints: string[]
+    let id: string
+    service.setDelay(1_500)
+    try {
+      const key = (await first.api.http().get('/v1/push/vapid-public-key')).body.publicKey as string
+      endpoints = []
+      for (const u of users) {
+        const device = await first.api.register(
+          token(u, tenant),
+          service.createSubscription({ applicationServerKey: key }),
+        )
+        endpoints.push(device.endpoint)
+      }
+      id = await first.api.publish(token('publisher', tenant, PUBLISHER), { priority: 'urgent', to: { users } })
+      await until(() => endpoints.some((e) => attemptsAt(e).length > 0), 'the first push to reach the push service')
+    } finally {
+      // Waits for the push in flight (1.5 s), then hands back the rest.
+      await first.app.close()
+      service.setDelay(0)
+    }
+    expect(endpoints.filter((e) => service.messagesFor(e).length === 1)).toHaveLength(1)
+
+    const database = await db.open()
+    const rows = await database.query<{ state: string; attempts: number; claimed_by: string | null }>(
+      sql`select state, attempts, claimed_by from push_deliveries where event_id = ${id} order by state`,
+    )
+    expect(rows.map((r) => [r.state, Number(r.attempts), r.claimed_by])).toEqual([
+      ['pending', 0, null],
+      ['pending', 0, null],
+      ['pending', 0, null],
+      ['sent', 1, null],
+    ])
+
+    const second = await listenApp(config, database)
+    try {
+      for (const e of endpoints) await waitForPush(e, id)
+      expect(await second.api.status(token('publisher', tenant, PUBLISHER), id)).toMatchObject({
+        push: { sent: 4, failed: 0, pending: 0 },
+      })
+      expect(endpoints.map((e) => pushesOf(e, id).length)).toEqual([1, 1, 1, 1])
+    } finally {
+      await second.app.close()
+    }
+  })
+})
+
 describePostgres('Web Push across a server crash [postgres]', () => {
   it('a push pending its retry is delivered exactly once by the next server after kill -9', async () => {
     const url = await createPostgresDatabase()

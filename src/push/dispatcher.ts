@@ -48,18 +48,49 @@ interface Claimed {
   presentOn: string[] | null
 }
 
+type Subscription = typeof pushSubscriptions.$inferSelect
+
+/** A claimed push with what sending it needs, waiting for a free slot. */
+interface Ready {
+  c: Claimed
+  event: EventRow
+  sub: Subscription
+  service: string
+}
+
+/** An outcome to write: the row's new state, and when it is due again if it is still pending. */
+type Recorded = Partial<
+  Pick<typeof pushDeliveries.$inferInsert, 'state' | 'lastStatus' | 'lastError' | 'nextAttemptAt'>
+>
+
 /**
  * Sends the push outbox. Every instance runs one; rows are claimed with `for update skip locked`, so no
  * two instances send the same row, and a claim left by a dead instance is taken over.
- * At most `concurrency` pushes are in flight; a slow push service holds only its own slots.
+ *
+ * A pipeline, so that a slot never waits for the database:
+ * - claims fill a local queue of pushes that are claimed and loaded (`ready`), ahead of the slots;
+ * - a slot freed by an answer takes the next ready push at once (`pump`), and the queue is topped up behind it;
+ * - outcomes are written in one statement for all that arrived since the last write (`recordLater`).
+ *
+ * Bounds: at most `concurrency` pushes in flight, at most half of them to one push service, one at a time per
+ * device; at most `concurrency` ready pushes per push service. A push service that hangs therefore holds half
+ * the slots and its own queue, never the others': the last of its ready pushes starts within two send
+ * timeouts (20 s), well inside a claim (60 s).
  */
 export class PushDispatcher {
   private inFlight = 0
-  /** Devices with a push in flight here, and pushes in flight per push service (origin). */
+  /** Devices with a push in flight here, and pushes in flight per push service. */
   private readonly sendingTo = new Set<number>()
-  private readonly perOrigin = new Map<string, number>()
+  private readonly perService = new Map<string, number>()
+  private ready: Ready[] = []
   private claiming = false
   private again = false
+  /** The last claim found nothing due that it could take: wait for a publish or the poll before claiming again. */
+  private drained = false
+  /** Counts outside wakes, so a claim that comes back empty knows whether a publish happened meanwhile. */
+  private wakes = 0
+  private readonly toRecord = new Map<number, Recorded>()
+  private recording: Promise<void> | undefined
   private stopped = false
   private poll: NodeJS.Timeout | undefined
   private readonly idle = new Set<() => void>()
@@ -80,26 +111,37 @@ export class PushDispatcher {
     this.wake()
   }
 
-  /** New pushes may be due (a publish committed): claim what fits now. */
+  /** New pushes may be due (a publish committed, or the poll): claim what fits. */
   wake(): void {
-    if (this.stopped) return
+    this.wakes++
+    this.drained = false
+    this.topUp()
+  }
+
+  /** Claims more into the ready queue unless a claim is running (it goes round again) or nothing is due. */
+  private topUp(): void {
+    if (this.stopped || this.drained) return
     if (this.claiming) {
       this.again = true
       return
     }
-    void this.claimAndSend()
+    void this.claimAndLoad()
   }
 
-  private async claimAndSend() {
+  private async claimAndLoad() {
     this.claiming = true
     try {
       do {
         this.again = false
-        const free = this.options.concurrency - this.inFlight
-        if (free <= 0) break
-        const claimed = await this.claim(free)
-        if (claimed.length) await this.sendAll(claimed)
-        if (claimed.length === free) this.again = true
+        const limit = 2 * this.options.concurrency - this.ready.length
+        if (limit <= 0) break
+        const wakes = this.wakes
+        const { claimed, anyServiceFull } = await this.claim(limit)
+        if (claimed.length) await this.load(claimed)
+        this.pump()
+        if (claimed.length === limit) this.again = true
+        // Nothing claimable and no push service's queue full: nothing is due until the next publish or poll.
+        if (!claimed.length && !anyServiceFull && this.wakes === wakes) this.drained = true
       } while (this.again && !this.stopped)
     } catch (err) {
       this.log.warn({ err }, 'claiming pushes failed; retrying on the next poll')
@@ -108,7 +150,19 @@ export class PushDispatcher {
     }
   }
 
-  private async claim(limit: number): Promise<Claimed[]> {
+  /**
+   * Claims due rows, oldest first, leaving out devices with a push in flight or ready here, and taking no more
+   * for a push service than its queue has room for. Push services are told apart by `serviceOf` in SQL.
+   */
+  private async claim(limit: number): Promise<{ claimed: Claimed[]; anyServiceFull: boolean }> {
+    const cap = this.options.concurrency
+    const room: Record<string, number> = {}
+    const busyDevices = new Set(this.sendingTo)
+    for (const r of this.ready) {
+      room[r.service] = (room[r.service] ?? cap) - 1
+      busyDevices.add(r.sub.id)
+    }
+    const anyServiceFull = Object.values(room).some((n) => n <= 0)
     const rows = await this.database.query<{
       id: string | number
       event_id: string | number
@@ -118,22 +172,31 @@ export class PushDispatcher {
       attempts: number
       present_on: string[] | null
     }>(sql`
-      update push_deliveries d
-      set claimed_by = ${this.instanceId}, claimed_until = now() + make_interval(secs => ${CLAIM_S}),
-          attempts = d.attempts + 1, updated_at = now()
-      where d.id in (
-        select pd.id from push_deliveries pd
+      with candidates as (
+        select pd.id, pd.next_attempt_at, substring(s.endpoint from ${SERVICE_PATTERN}) as service
+        from push_deliveries pd
         left join push_subscriptions s on s.id = pd.subscription_id
         where pd.state = 'pending' and pd.next_attempt_at <= now()
           and (pd.claimed_until is null or pd.claimed_until < now() or not exists (
             select 1 from instances i
             where i.id = pd.claimed_by and i.seen_at > now() - make_interval(secs => ${this.options.instanceTtlS})))
-          ${this.notBusy()}
+          and (pd.subscription_id is null
+            or not pd.subscription_id = any(array(select json_array_elements_text(${JSON.stringify([...busyDevices])}::json)::bigint)))
+          and coalesce((${JSON.stringify(room)}::jsonb ->> substring(s.endpoint from ${SERVICE_PATTERN}))::int, 1) > 0
         order by pd.next_attempt_at
         limit ${limit}
-        for update of pd skip locked)
+        for update of pd skip locked),
+      fitting as (
+        select id from (
+          select id, service, row_number() over (partition by service order by next_attempt_at, id) as n from candidates) c
+        where service is null or n <= coalesce((${JSON.stringify(room)}::jsonb ->> service)::int, ${cap}))
+      update push_deliveries d
+      set claimed_by = ${this.instanceId}, claimed_until = now() + make_interval(secs => ${CLAIM_S}),
+          attempts = d.attempts + 1, updated_at = now()
+      from fitting f
+      where d.id = f.id
       returning d.id, d.event_id, d.subscription_id, d.tenant, d.user_id, d.attempts, d.present_on`)
-    return rows.map((r) => ({
+    const claimed = rows.map((r) => ({
       id: Number(r.id),
       eventId: Number(r.event_id),
       subscriptionId: r.subscription_id === null ? null : Number(r.subscription_id),
@@ -142,10 +205,12 @@ export class PushDispatcher {
       attempts: Number(r.attempts),
       presentOn: r.present_on,
     }))
+    // Ids follow publish order: a device's pushes claimed together go out in it.
+    return { claimed: claimed.sort((a, b) => a.id - b.id), anyServiceFull }
   }
 
-  /** Loads what the claimed rows need in three queries, then sends each without waiting for the others. */
-  private async sendAll(claimed: Claimed[]) {
+  /** Loads what the claimed rows need in four queries; queues those still to send, settles the others. */
+  private async load(claimed: Claimed[]) {
     const { db } = this.database
     const eventIds = [...new Set(claimed.map((c) => c.eventId))]
     const subIds = [...new Set(claimed.map((c) => c.subscriptionId).filter((id): id is number => id !== null))]
@@ -170,83 +235,62 @@ export class PushDispatcher {
     for (const c of claimed) {
       const event = eventsById.get(c.eventId)
       const sub = c.subscriptionId === null ? undefined : subsById.get(c.subscriptionId)
-      if (!event || event.expiresAt.getTime() <= Date.now()) {
-        void this.finish(c, { state: 'failed', error: 'event expired' })
+      if (!event) {
+        this.finish(c, { state: 'failed', error: 'event expired' })
       } else if (!sub) {
-        void this.finish(c, { state: 'failed', error: 'subscription removed' })
+        this.finish(c, { state: 'failed', error: 'subscription removed' })
       } else if (ackedKeys.has(`${c.tenant}\u0000${c.userId}\u0000${c.eventId}`)) {
         this.skip(c.id, 'already acked')
       } else if (wasStreamed(c, event)) {
         this.skip(c.id, 'delivered on an open stream')
-      } else if (this.sendingTo.has(sub.id) || this.originBusy(sub.endpoint)) {
-        // Its device already has a push in flight (claimed together), or its push service has its share:
-        // back to the table, due as it was; claims skip it until the device or service is free.
-        this.release(c.id)
       } else {
-        this.sendNow(c, event, sub)
+        this.ready.push({ c, event, sub, service: serviceOf(sub.endpoint) })
       }
     }
   }
 
-  /** SQL: leave out rows whose device has a push in flight here or whose push service has its share of slots. */
-  private notBusy() {
-    const devices = [...this.sendingTo]
-    const share = this.originShare()
-    const origins = [...this.perOrigin].filter(([, n]) => n >= share).map(([origin]) => `${origin}/`)
-    return sql.join(
-      [
-        devices.length
-          ? sql`and (pd.subscription_id is null or pd.subscription_id not in (${sql.join(
-              devices.map((d) => sql`${d}`),
-              sql`, `,
-            )}))`
-          : sql``,
-        ...origins.map((o) => sql`and (s.endpoint is null or not starts_with(s.endpoint, ${o}))`),
-      ],
-      sql` `,
-    )
-  }
-
-  private sendNow(c: Claimed, event: EventRow, sub: typeof pushSubscriptions.$inferSelect) {
-    const origin = originOf(sub.endpoint)
-    this.inFlight++
-    this.sendingTo.add(sub.id)
-    this.perOrigin.set(origin, (this.perOrigin.get(origin) ?? 0) + 1)
-    void this.send(event, sub)
-      .then((outcome) => this.finish(c, outcome, event))
-      .finally(() => {
-        this.inFlight--
-        this.sendingTo.delete(sub.id)
-        const left = (this.perOrigin.get(origin) ?? 1) - 1
-        if (left > 0) this.perOrigin.set(origin, left)
-        else this.perOrigin.delete(origin)
-        if (this.inFlight === 0) for (const resolve of this.idle) resolve()
-        this.wake()
-      })
+  /** Starts ready pushes while slots are free, skipping those whose device or push service is busy. */
+  private pump() {
+    const share = this.serviceShare()
+    const waiting: Ready[] = []
+    for (const r of this.ready) {
+      if (this.stopped || this.inFlight >= this.options.concurrency) waiting.push(r)
+      else if (r.event.expiresAt.getTime() <= Date.now()) this.finish(r.c, { state: 'failed', error: 'event expired' })
+      else if (this.sendingTo.has(r.sub.id) || (this.perService.get(r.service) ?? 0) >= share) waiting.push(r)
+      else this.sendNow(r)
+    }
+    this.ready = waiting
   }
 
   /**
    * One push service never gets more than half the slots, and one device never has two pushes in flight:
    * a slow or failing endpoint holds up its own pushes, not everyone's.
    */
-  private originBusy(endpoint: string): boolean {
-    return (this.perOrigin.get(originOf(endpoint)) ?? 0) >= this.originShare()
-  }
-
-  private originShare() {
+  private serviceShare() {
     return Math.max(1, Math.floor(this.options.concurrency / 2))
   }
 
-  /** Hands a claimed row back, due as it was, without counting an attempt. */
-  private release(id: number) {
-    this.database.db
-      .update(pushDeliveries)
-      .set({ claimedBy: null, claimedUntil: null, attempts: sql`${pushDeliveries.attempts} - 1` })
-      .where(eq(pushDeliveries.id, id))
-      .catch((err) => this.log.warn({ err, delivery: id }, 'releasing a push failed; its claim will expire'))
+  private sendNow({ c, event, sub, service }: Ready) {
+    this.inFlight++
+    this.sendingTo.add(sub.id)
+    this.perService.set(service, (this.perService.get(service) ?? 0) + 1)
+    void this.send(event, sub)
+      .catch((err): Outcome => ({ state: 'retry', error: `internal: ${(err as Error).message}` }))
+      .then((outcome) => {
+        // The slot is free as soon as the push service has answered; the outcome is written behind it.
+        this.inFlight--
+        this.sendingTo.delete(sub.id)
+        const left = (this.perService.get(service) ?? 1) - 1
+        if (left > 0) this.perService.set(service, left)
+        else this.perService.delete(service)
+        this.finish(c, outcome, event)
+        if (this.inFlight === 0) for (const resolve of this.idle) resolve()
+        this.pump()
+        this.topUp()
+      })
   }
 
-  private async send(event: EventRow, sub: typeof pushSubscriptions.$inferSelect): Promise<Outcome> {
+  private async send(event: EventRow, sub: Subscription): Promise<Outcome> {
     const ttlSeconds = Math.max(0, Math.floor((event.expiresAt.getTime() - Date.now()) / 1000))
     const ackToken = this.ackTokens.sign({ tenant: sub.tenant, userId: sub.userId, eventId: event.id }, ttlSeconds)
     return sendPush(
@@ -258,67 +302,100 @@ export class PushDispatcher {
     )
   }
 
-  /** Records an attempt's outcome: sent, failed for good, or due again after a backoff. */
-  private async finish(c: Claimed, outcome: Outcome, event?: EventRow) {
-    try {
-      if (outcome.state === 'sent') {
-        this.count('sent', outcome.status)
-        await this.record(c.id, { state: 'sent', lastStatus: outcome.status, lastError: null })
-        return
-      }
-      if (outcome.state === 'failed') {
-        this.count('failed', outcome.status)
-        if (outcome.gone && c.subscriptionId !== null) {
-          // 404/410: the browser dropped this subscription; forget the device.
-          await this.database.db.delete(pushSubscriptions).where(eq(pushSubscriptions.id, c.subscriptionId))
-        }
-        await this.record(c.id, { state: 'failed', lastStatus: outcome.status ?? null, lastError: outcome.error })
-        return
-      }
-      const base = this.options.retryBaseMs ?? 5_000
-      const backoff = Math.min(base * 2 ** (c.attempts - 1), MAX_BACKOFF_MS)
-      const delay = Math.max(outcome.retryAfterMs ?? 0, backoff / 2 + Math.random() * (backoff / 2))
-      const due = Date.now() + delay
-      if (c.attempts >= this.options.maxAttempts || (event && due >= event.expiresAt.getTime())) {
-        this.count('failed', outcome.status)
-        await this.record(c.id, {
-          state: 'failed',
-          lastStatus: outcome.status ?? null,
-          lastError: `${outcome.error} (gave up after ${c.attempts} attempts)`,
-        })
-        return
-      }
-      this.count('retry', outcome.status)
-      await this.record(c.id, {
-        state: 'pending',
-        lastStatus: outcome.status ?? null,
-        lastError: outcome.error,
-        nextAttemptAt: new Date(due),
-      })
-    } catch (err) {
-      // The claim expires and another attempt is made: at least once, never lost.
-      this.log.warn({ err, delivery: c.id }, 'recording a push outcome failed')
+  /** Settles an attempt: sent, failed for good, or due again after a backoff. */
+  private finish(c: Claimed, outcome: Outcome, event?: EventRow) {
+    if (outcome.state === 'sent') {
+      this.count('sent', outcome.status)
+      this.recordLater(c.id, { state: 'sent', lastStatus: outcome.status, lastError: null })
+      return
     }
+    if (outcome.state === 'failed') {
+      this.count('failed', outcome.status)
+      if (outcome.gone && c.subscriptionId !== null) this.forget(c.subscriptionId)
+      this.recordLater(c.id, { state: 'failed', lastStatus: outcome.status ?? null, lastError: outcome.error })
+      return
+    }
+    const base = this.options.retryBaseMs ?? 5_000
+    const backoff = Math.min(base * 2 ** (c.attempts - 1), MAX_BACKOFF_MS)
+    const delay = Math.max(outcome.retryAfterMs ?? 0, backoff / 2 + Math.random() * (backoff / 2))
+    const due = Date.now() + delay
+    if (c.attempts >= this.options.maxAttempts || (event && due >= event.expiresAt.getTime())) {
+      this.count('failed', outcome.status)
+      this.recordLater(c.id, {
+        state: 'failed',
+        lastStatus: outcome.status ?? null,
+        lastError: `${outcome.error} (gave up after ${c.attempts} attempts)`,
+      })
+      return
+    }
+    this.count('retry', outcome.status)
+    this.recordLater(c.id, {
+      state: 'pending',
+      lastStatus: outcome.status ?? null,
+      lastError: outcome.error,
+      nextAttemptAt: new Date(due),
+    })
   }
 
-  /** Writes an outcome and releases the claim (awaited: a drizzle query only runs when awaited). */
-  private async record(
-    id: number,
-    set: Partial<Pick<typeof pushDeliveries.$inferInsert, 'state' | 'lastStatus' | 'lastError' | 'nextAttemptAt'>>,
-  ): Promise<void> {
-    await this.database.db
-      .update(pushDeliveries)
-      // presentOn is settled by the first attempt: from then on the row is an ordinary push.
-      .set({ ...set, presentOn: null, claimedBy: null, claimedUntil: null, updatedAt: sql`now()` })
-      .where(eq(pushDeliveries.id, id))
+  /** 404/410: the browser dropped this subscription. Forget the device, and its pushes waiting here. */
+  private forget(subscriptionId: number) {
+    this.database.db
+      .delete(pushSubscriptions)
+      .where(eq(pushSubscriptions.id, subscriptionId))
+      .catch((err) => this.log.warn({ err, subscription: subscriptionId }, 'forgetting a gone subscription failed'))
+    const gone = this.ready.filter((r) => r.sub.id === subscriptionId)
+    this.ready = this.ready.filter((r) => r.sub.id !== subscriptionId)
+    for (const r of gone) this.finish(r.c, { state: 'failed', error: 'subscription removed' })
   }
 
-  /** A skipped push: recorded without waiting; if recording fails, the claim expires and it is skipped again. */
+  /** A skipped push, recorded like any other outcome. */
   private skip(id: number, why: string) {
     this.count('skipped')
-    this.record(id, { state: 'skipped', lastError: why }).catch((err) =>
-      this.log.warn({ err, delivery: id }, 'recording a skipped push failed'),
-    )
+    this.recordLater(id, { state: 'skipped', lastError: why })
+  }
+
+  /**
+   * Queues an outcome; one statement writes all that are queued, and those arriving meanwhile go in the next.
+   * If a write fails, those claims expire and the pushes are attempted again: at least once, never lost.
+   */
+  private recordLater(id: number, outcome: Recorded) {
+    this.toRecord.set(id, outcome)
+    if (!this.recording) this.recording = this.writeRecorded()
+  }
+
+  /** Writes until the queue is empty; `recording` is cleared in the same turn as the queue is found empty. */
+  private async writeRecorded() {
+    await Promise.resolve() // outcomes settled in the same turn (a claim's skips, say) go in one statement
+    try {
+      while (this.toRecord.size) {
+        const batch = [...this.toRecord].map(([id, o]) => ({
+          id,
+          state: o.state,
+          last_status: o.lastStatus ?? null,
+          last_error: o.lastError ?? null,
+          next_attempt_at: o.nextAttemptAt?.toISOString() ?? null,
+        }))
+        this.toRecord.clear()
+        try {
+          // presentOn is settled by the first attempt: from then on the row is an ordinary push.
+          await this.database.query(sql`
+          update push_deliveries d
+          set state = o.state, last_status = o.last_status, last_error = o.last_error,
+              next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
+              present_on = null, claimed_by = null, claimed_until = null, updated_at = now()
+          from json_to_recordset(${JSON.stringify(batch)}::json)
+            as o(id bigint, state text, last_status int, last_error text, next_attempt_at timestamptz)
+          where d.id = o.id`)
+        } catch (err) {
+          this.log.warn(
+            { err, deliveries: batch.map((b) => b.id) },
+            'recording push outcomes failed; their claims will expire',
+          )
+        }
+      }
+    } finally {
+      this.recording = undefined
+    }
   }
 
   /** Counted as decided, before it is recorded: a failed write does not undo an attempt that was made. */
@@ -326,7 +403,7 @@ export class PushDispatcher {
     this.metrics.pushAttempts.inc({ outcome, status: status === undefined ? 'none' : String(status) })
   }
 
-  /** Stops claiming, waits (up to `graceMs`) for pushes in flight, and hands back claims not finished. */
+  /** Stops claiming, waits (up to `graceMs`) for pushes in flight, writes their outcomes, and hands back the rest. */
   async stop(graceMs = 5_000) {
     this.stopped = true
     clearInterval(this.poll)
@@ -339,11 +416,24 @@ export class PushDispatcher {
         })
       })
     }
-    await this.database.db
-      .update(pushDeliveries)
-      .set({ claimedBy: null, claimedUntil: null })
-      .where(and(eq(pushDeliveries.claimedBy, this.instanceId), eq(pushDeliveries.state, 'pending')))
-      .catch((err) => this.log.warn({ err }, 'handing back push claims failed'))
+    while (this.recording) await this.recording
+    const notStarted = this.ready.map((r) => r.c.id)
+    this.ready = []
+    try {
+      if (notStarted.length) {
+        // Claimed but never attempted: the attempt is not counted.
+        await this.database.db
+          .update(pushDeliveries)
+          .set({ claimedBy: null, claimedUntil: null, attempts: sql`${pushDeliveries.attempts} - 1` })
+          .where(inArray(pushDeliveries.id, notStarted))
+      }
+      await this.database.db
+        .update(pushDeliveries)
+        .set({ claimedBy: null, claimedUntil: null })
+        .where(and(eq(pushDeliveries.claimedBy, this.instanceId), eq(pushDeliveries.state, 'pending')))
+    } catch (err) {
+      this.log.warn({ err }, 'handing back push claims failed')
+    }
   }
 }
 
@@ -415,6 +505,14 @@ function vapidAuthorization(vapid: VapidKeys, audience: string): string {
   vapidTokens.set(key, { authorization: Authorization, expiresAt })
   return Authorization
 }
+
+/**
+ * Which push service an endpoint belongs to: its scheme and authority. The claim computes the same in SQL
+ * (SERVICE_PATTERN), so the two must agree.
+ */
+const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
+const serviceRegExp = new RegExp(SERVICE_PATTERN)
+const serviceOf = (endpoint: string) => serviceRegExp.exec(endpoint)?.[0] ?? endpoint
 
 const originOf = (endpoint: string) => {
   try {
