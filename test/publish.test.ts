@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm'
 import type { Response } from 'supertest'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
@@ -472,6 +473,61 @@ describeEachBackend('publish', (backend) => {
     expect((await getEvent(all.body.id, alice, 't1')).status).toBe(404)
     expect(await history(alice, 't1')).toEqual([])
     expect((await getEvent(all.body.id, alice, other)).status).toBe(200)
+  })
+
+  it('concurrent single publishes of several tenants and publishers: each stored once, in its own tenant, with its own actor and id', async () => {
+    // Single publishes arriving together share statements (src/events/publish.ts): nothing may cross over.
+    const tenants = [uid('co-a'), uid('co-b'), uid('co-c')]
+    const reader = uid('co-reader')
+    // Interleaved, so that publishes sharing a statement are of different tenants and publishers.
+    const sent = Array.from({ length: 10 }, (_, i) =>
+      tenants.flatMap((tenant) =>
+        ['teacher-x', 'teacher-y'].map((sub) => ({ tenant, sub, title: `${tenant}/${sub}/${i}` })),
+      ),
+    ).flat()
+    const replies = await Promise.all(
+      sent.map((e) =>
+        publish(minimal({ users: [reader] }, { title: e.title }), {
+          token: publisherToken(e.sub, { tenant: e.tenant }),
+        }),
+      ),
+    )
+    for (const r of replies) expect(r.status, r.text).toBe(201)
+    expect(new Set(replies.map((r) => r.body.id)).size).toBe(sent.length)
+    for (const tenant of tenants) {
+      const seen = await history(reader, tenant)
+      const mine = sent.filter((e) => e.tenant === tenant)
+      expect(seen.map((e) => e.title).sort()).toEqual(mine.map((e) => e.title).sort())
+      for (const e of seen) expect(String(e.title).split('/')[1]).toBe(e.actor)
+    }
+    // Each reply's id is the event with that reply's title.
+    for (const [i, e] of sent.entries()) {
+      const res = await getEvent(replies[i].body.id, reader, e.tenant)
+      expect(res.body.title).toBe(e.title)
+    }
+  })
+
+  it('an event the database refuses fails alone: the single publishes sent with it are stored and answered 201', async () => {
+    // A trigger stands in for whatever one row could make PostgreSQL refuse; validation lets the title through.
+    await t.database.query(sql`
+      create or replace function refuse_poison() returns trigger language plpgsql as $$
+      begin
+        if new.title = 'poison' then raise exception 'refused by a test trigger'; end if;
+        return new;
+      end $$`)
+    await t.database.query(
+      sql`create trigger refuse_poison before insert on events for each row execute function refuse_poison()`,
+    )
+    try {
+      const to = uid('poison')
+      const titles = Array.from({ length: 30 }, (_, i) => (i === 15 ? 'poison' : `fine ${i}`))
+      const replies = await Promise.all(titles.map((title) => publish(minimal({ users: [to] }, { title }))))
+      expect(replies.map((r) => r.status)).toEqual(titles.map((title) => (title === 'poison' ? 500 : 201)))
+      const stored = (await history(to)).map((e) => e.title)
+      expect(stored.sort()).toEqual(titles.filter((title) => title !== 'poison').sort())
+    } finally {
+      await t.database.query(sql`drop trigger refuse_poison on events`)
+    }
   })
 
   it('Idempotency-Key: the same key in the same tenant returns the first event with 200 and creates nothing', async () => {

@@ -2,7 +2,7 @@ import { and, eq, type SQL, sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { idempotencyKeys } from '../db/schema.ts'
-import { HttpProblem } from '../errors.ts'
+import { HttpProblem, isDatabaseUnavailable } from '../errors.ts'
 import { type PushPolicy, planPushes } from '../push/outbox.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
 import type { NewEvent } from './model.ts'
@@ -22,56 +22,144 @@ function assertMayAddress(caller: Caller, to: NewEvent['to']) {
   if (to.roles?.length || to.tenant) requireScope(caller, 'events:broadcast', 'Publishing to roles or the whole tenant')
 }
 
+export interface PublishOptions {
+  idempotencyKey?: string
+  kind: 'single' | 'batch'
+  /** Each event's `data` as the publisher wrote it (raw-json.ts); JSON.stringify of the parsed value otherwise. */
+  rawData?: Array<string | undefined>
+}
+
+/** An event to insert, with who publishes it (a coalesced statement holds several publishers' events). */
+interface Row {
+  caller: Caller
+  event: NewEvent
+  rawData: string | undefined
+}
+
 /**
  * Persists events and their planned pushes atomically and returns the ids in order. One statement does it
  * all (lock, events, outbox rows), so a publish is one round trip to the database; with an Idempotency-Key
  * it runs in a transaction with the key's bookkeeping. The caller wakes the log tail and the push dispatcher
  * afterwards; nothing is delivered from here, so what streams and devices get is always what was committed.
+ *
+ * Single publishes without a key are coalesced (see SinglePublishes): under load, one statement and one
+ * commit carry many of them.
  */
-export async function publishEvents(
-  database: Database,
-  caller: Caller,
-  batch: NewEvent[],
-  options: {
-    idempotencyKey?: string
-    kind: 'single' | 'batch'
-    push: PushPolicy
-    /** Each event's `data` as the publisher wrote it (raw-json.ts); JSON.stringify of the parsed value otherwise. */
-    rawData?: Array<string | undefined>
-  },
-): Promise<Published> {
-  for (const e of batch) assertMayAddress(caller, e.to)
-  const statement = insertEvents(caller, batch, options.rawData, options.push)
-  const key = options.idempotencyKey
-  if (!key) return inserted(await database.query<InsertedRow>(statement))
+export function createPublisher(database: Database, policy: PushPolicy) {
+  const singles = new SinglePublishes(database, policy)
+  return async function publishEvents(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
+    for (const e of batch) assertMayAddress(caller, e.to)
+    const rows = batch.map((event, i) => ({ caller, event, rawData: options.rawData?.[i] }))
+    const key = options.idempotencyKey
+    if (!key && batch.length === 1) return singles.publish(rows[0])
+    const statement = insertEvents(rows, policy)
+    if (!key) return published(await database.query<InsertedRow>(statement))
 
-  return database.db.transaction(async (tx) => {
-    const claimed = await tx
-      .insert(idempotencyKeys)
-      .values({ tenant: caller.tenant, key, kind: options.kind })
-      .onConflictDoUpdate({
-        target: [idempotencyKeys.tenant, idempotencyKeys.key],
-        set: { kind: options.kind, eventIds: [], createdAt: sql`now()` },
-        setWhere: sql`${idempotencyKeys.createdAt} < now() - interval '24 hours'`,
-      })
-      .returning({ key: idempotencyKeys.key })
-    if (claimed.length === 0) {
-      const [earlier] = await tx
-        .select()
-        .from(idempotencyKeys)
-        .where(and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.key, key)))
-      if (earlier.kind !== options.kind) {
-        throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
+    return database.db.transaction(async (tx) => {
+      const claimed = await tx
+        .insert(idempotencyKeys)
+        .values({ tenant: caller.tenant, key, kind: options.kind })
+        .onConflictDoUpdate({
+          target: [idempotencyKeys.tenant, idempotencyKeys.key],
+          set: { kind: options.kind, eventIds: [], createdAt: sql`now()` },
+          setWhere: sql`${idempotencyKeys.createdAt} < now() - interval '24 hours'`,
+        })
+        .returning({ key: idempotencyKeys.key })
+      if (claimed.length === 0) {
+        const [earlier] = await tx
+          .select()
+          .from(idempotencyKeys)
+          .where(and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.key, key)))
+        if (earlier.kind !== options.kind) {
+          throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
+        }
+        return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0 }
       }
-      return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0 }
+      const result = published(await database.query<InsertedRow>(statement, tx))
+      await tx
+        .update(idempotencyKeys)
+        .set({ eventIds: result.ids })
+        .where(and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.key, key)))
+      return result
+    })
+  }
+}
+
+/** An error PostgreSQL answered for the statement (an SQLSTATE), not a lost or refused connection. */
+function refusedByDatabase(err: unknown): boolean {
+  // drizzle wraps the driver's error: the SQLSTATE is on it or on its cause.
+  const e = err as { code?: unknown; cause?: unknown } | undefined
+  if (!e || typeof e !== 'object') return false
+  if (/^[0-9A-Z]{5}$/.test(String(e.code ?? ''))) return !isDatabaseUnavailable(err)
+  return refusedByDatabase(e.cause)
+}
+
+/**
+ * Statements of coalesced single publishes that may run at once. One gave the most publishes /s in the bench
+ * (6,900 against 6,000 with two, within its noise); two keep one slow statement (a broadcast to a very large
+ * tenant) from holding up every other publish.
+ */
+const SINGLE_STATEMENTS = 2
+/** At most this many publishes in one statement, as in a batch. */
+const MAX_COALESCED = 1_000
+
+/**
+ * Single publishes, coalesced the way a database coalesces commits: while SINGLE_STATEMENTS statements are
+ * running, new publishes queue, and the next statement inserts all of them (in arrival order) with one
+ * commit. Each request still answers only after its own event is committed. Idle, a publish runs at once,
+ * alone. If a statement of several fails, each of its publishes is retried alone, so one cannot fail another.
+ */
+class SinglePublishes {
+  private running = 0
+  private readonly queue: Array<{ row: Row; resolve: (p: Published) => void; reject: (err: unknown) => void }> = []
+
+  constructor(
+    private readonly database: Database,
+    private readonly policy: PushPolicy,
+  ) {}
+
+  publish(row: Row): Promise<Published> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ row, resolve, reject })
+      if (this.running < SINGLE_STATEMENTS) void this.runQueued()
+    })
+  }
+
+  private async runQueued() {
+    this.running++
+    try {
+      while (this.queue.length) {
+        const taken = this.queue.splice(0, MAX_COALESCED)
+        let rows: InsertedRow[]
+        try {
+          rows = await this.database.query<InsertedRow>(
+            insertEvents(
+              taken.map((t) => t.row),
+              this.policy,
+            ),
+          )
+        } catch (err) {
+          // Retried alone only when the database refused the statement (it then committed nothing); a lost
+          // connection may have committed it, so those publishes fail as they would have alone.
+          if (taken.length > 1 && refusedByDatabase(err)) await Promise.all(taken.map((t) => this.alone(t)))
+          else for (const t of taken) t.reject(err)
+          continue
+        }
+        // Ids follow the statement's row order, which is the queue's.
+        taken.forEach((t, i) => t.resolve(published([rows[i]])))
+      }
+    } finally {
+      this.running--
     }
-    const result = inserted(await database.query<InsertedRow>(statement, tx))
-    await tx
-      .update(idempotencyKeys)
-      .set({ eventIds: result.ids })
-      .where(and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.key, key)))
-    return result
-  })
+  }
+
+  private async alone(t: (typeof this.queue)[number]) {
+    try {
+      t.resolve(published(await this.database.query<InsertedRow>(insertEvents([t.row], this.policy))))
+    } catch (err) {
+      t.reject(err)
+    }
+  }
 }
 
 interface InsertedRow {
@@ -80,12 +168,12 @@ interface InsertedRow {
   pushes: string | number
 }
 
-function inserted(rows: InsertedRow[]): Published {
+function published(rows: InsertedRow[]): Published {
   return {
     ids: rows.map((r) => Number(r.id)),
     createdAt: new Date(rows[0].created_at),
     replayed: false,
-    pushes: Number(rows[0].pushes),
+    pushes: rows.reduce((sum, r) => sum + Number(r.pushes), 0),
   }
 }
 
@@ -95,18 +183,15 @@ function inserted(rows: InsertedRow[]): Published {
  * in-flight publish's gap from a rolled-back one by this lock's holders (see log-tail.ts). Ids follow the
  * batch order.
  */
-function insertEvents(
-  caller: Caller,
-  batch: NewEvent[],
-  rawData: Array<string | undefined> | undefined,
-  policy: PushPolicy,
-): SQL {
+function insertEvents(rows: Row[], policy: PushPolicy): SQL {
   const json = JSON.stringify(
-    batch.map((e, i) => ({
+    rows.map(({ caller, event: e, rawData }) => ({
+      tenant: caller.tenant,
+      actor: caller.userId,
       type: e.type,
       title: e.title,
       body: e.body ?? null,
-      data_json: e.data === undefined ? null : (rawData?.[i] ?? JSON.stringify(e.data)),
+      data_json: e.data === undefined ? null : (rawData ?? JSON.stringify(e.data)),
       priority: e.priority,
       url: e.url ?? null,
       collapse_key: e.collapseKey ?? null,
@@ -123,15 +208,17 @@ function insertEvents(
     ), inserted as (
       insert into events (tenant, type, title, body, data_json, priority, url, collapse_key, actor,
         to_users, to_roles, to_topics, to_tenant, expires_at)
-      select ${caller.tenant}, e.type, e.title, e.body, e.data_json, e.priority, e.url, e.collapse_key, ${caller.userId},
+      select e.tenant, e.type, e.title, e.body, e.data_json, e.priority, e.url, e.collapse_key, e.actor,
         e.to_users, e.to_roles, e.to_topics, e.to_tenant, now() + make_interval(secs => e.ttl)
-      from publish_lock, rows from (json_to_recordset(${json}::json) as (type text, title text, body text,
+      from publish_lock, rows from (json_to_recordset(${json}::json) as (tenant text, actor text, type text, title text, body text,
         data_json text, priority text, url text, collapse_key text, to_users text[], to_roles text[],
         to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
       order by e.ordinality
       returning id, created_at, tenant, priority, to_users, to_roles, to_topics, to_tenant
     ), planned as (${planPushes(sql`inserted`, policy)})
-    select id, created_at, (select count(*) from planned) as pushes from inserted order by id`
+    select i.id, i.created_at, coalesce(p.pushes, 0) as pushes
+    from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
+    order by i.id`
 }
 
 const dedupe = (values: string[] | undefined) => [...new Set(values ?? [])]

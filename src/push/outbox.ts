@@ -12,7 +12,7 @@ export interface PushPolicy {
 /**
  * SQL that writes the push outbox rows of just-inserted events (`inserted`: a relation with the events'
  * id, tenant, priority and audience), as part of the publish statement, so a committed event always has its
- * pushes planned (and a rolled-back one never does). Returns one row per push planned. One row per
+ * pushes planned (and a rolled-back one never does). Returns the event id of each push planned. One row per
  * (event, device), by the push rule of SPEC 6:
  *   low: none. urgent: every device, now.
  *   normal: devices of users with no open stream on a live instance, now. Users with open streams get a
@@ -64,7 +64,7 @@ export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
       where e.priority <> 'low'
         and (s.expiration_time is null or s.expiration_time > now())
     ) planned
-    returning 1`
+    returning event_id`
 }
 
 /** Pushes not yet sent, failed or skipped, across instances (the metrics' backlog). Served by the pending-rows index. */

@@ -4,7 +4,7 @@ import { documentedReplies } from '../docs.ts'
 import { HttpProblem } from '../errors.ts'
 import { getEvent, listEvents, unreadCount } from '../events/inbox.ts'
 import { batchSchema, type NewEvent, newEventSchema, type Priority, parseEventId } from '../events/model.ts'
-import { publishEvents } from '../events/publish.ts'
+import { createPublisher } from '../events/publish.ts'
 import { rawDataOfBatch, rawDataOfEvent } from '../events/raw-json.ts'
 import { deliveryStatus, eventsUpTo, markEvents, oneEvent, type ReceiptNotice, someEvents } from '../events/receipts.ts'
 import { receiptFrame } from '../stream/hub.ts'
@@ -27,6 +27,7 @@ import {
 export async function eventRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
   const { database, hub, logTail, pushDispatcher, pushPolicy, bus, metrics } = app
+  const publishEvents = createPublisher(database, pushPolicy)
   /** publishEvents, timed for the publish latency histogram (a refused publish is not a latency). */
   const publish: typeof publishEvents = async (...args) => {
     const done = metrics.publishSeconds.startTimer()
@@ -64,10 +65,9 @@ export async function eventRoutes(fastify: FastifyInstance) {
       config: { rateLimit: app.limits.perUser },
     },
     async (request, reply) => {
-      const result = await publish(database, request.caller, [request.body], {
+      const result = await publish(request.caller, [request.body], {
         idempotencyKey: request.headers['idempotency-key'],
         kind: 'single',
-        push: pushPolicy,
         rawData: request.rawJson === undefined ? undefined : [rawDataOfEvent(request.rawJson)],
       })
       if (!result.replayed) published(result.ids, [request.body], result.pushes)
@@ -91,11 +91,10 @@ export async function eventRoutes(fastify: FastifyInstance) {
       config: { rateLimit: app.limits.perUser },
     },
     async (request, reply) => {
-      const result = await publish(database, request.caller, request.body.events, {
+      const result = await publish(request.caller, request.body.events, {
         idempotencyKey: request.headers['idempotency-key'],
         kind: 'batch',
         rawData: request.rawJson === undefined ? undefined : rawDataOfBatch(request.rawJson),
-        push: pushPolicy,
       })
       if (!result.replayed) published(result.ids, request.body.events, result.pushes)
       return reply.code(result.replayed ? 200 : 201).send({ ids: result.ids.map(String) })
