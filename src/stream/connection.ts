@@ -11,6 +11,8 @@ const HARD_LIMIT_FACTOR = 4
 export const HEARTBEAT_FRAME = ': ping\n\n'
 
 let nextConnectionId = 1
+const NONE: ReadonlySet<string> = new Set()
+const NO_PREFIXES: readonly string[] = []
 
 /**
  * One open SSE stream, in one of three states:
@@ -56,9 +58,10 @@ export class StreamConnection {
     /** Counts event frames written live (replays are counted by whoever replays). */
     private readonly deliveries: Metrics['deliveries'],
   ) {
-    this.roles = new Set(roles)
-    this.exactTopics = new Set(topics.filter((t) => !t.endsWith('*')))
-    this.topicPrefixes = topics.filter((t) => t.endsWith('*'))
+    // Most streams have no roles or topics: they share one empty set instead of two of their own each.
+    this.roles = roles.length ? new Set(roles) : NONE
+    this.exactTopics = topics.length ? new Set(topics.filter((t) => !t.endsWith('*'))) : NONE
+    this.topicPrefixes = topics.length ? topics.filter((t) => t.endsWith('*')) : NO_PREFIXES
     res.once('close', () => this.close('client'))
   }
 

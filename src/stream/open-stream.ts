@@ -86,6 +86,7 @@ export async function openStream(
   }
   conn.markStarted()
   conn.write(`retry: ${RETRY_MS}\n\n`)
+  compactHead(reply.raw)
   conn.closeAt(caller.exp)
 
   // What the stream's closures keep for its whole life: no closure below may use `request` or `reply`, so the
@@ -150,6 +151,18 @@ function sendHead(res: ServerResponse, headers: Record<string, string>): Promise
   // Emitted whatever happened meanwhile; the session is not used after it.
   return new Promise((resolve) => session.once('connected', () => resolve()))
 }
+
+/**
+ * Node keeps the response head it sent (`_header`, for `headersSent`) for the life of the response, as the
+ * rope of some 30 small strings it was concatenated from: 0.7 KB of every idle stream's 9.9 KB of heap
+ * (heap snapshots of 2,000 streams). Reading it with a regular expression makes V8 flatten it in place into
+ * one string of about 200 bytes; nothing about the response changes. A no-op if Node stops keeping it.
+ */
+function compactHead(res: ServerResponse) {
+  const head = (res as unknown as { _header?: unknown })._header
+  if (typeof head === 'string') HEAD_END.test(head)
+}
+const HEAD_END = /\r\n\r\n$/
 
 /**
  * Where a client resumes from: `kept` (the event is still in the log), `gone` (expired or pruned: events
