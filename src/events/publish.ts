@@ -146,7 +146,7 @@ class SinglePublishes {
           continue
         }
         // Ids follow the statement's row order, which is the queue's.
-        taken.forEach((t, i) => t.resolve(published([rows[i]])))
+        for (const [i, t] of taken.entries()) t.resolve(published([rows[i]]))
       }
     } finally {
       this.running--
