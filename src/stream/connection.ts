@@ -43,7 +43,8 @@ export class StreamConnection {
   catchUp: ((afterId: number) => Promise<void>) | undefined
   private state: 'replaying' | 'live' | 'behind' = 'replaying'
   private queued: Array<{ id: number; frame: string }> = []
-  private expiryTimer: NodeJS.Timeout | undefined
+  /** When the token ends, in ms (Infinity without `exp`): the hub closes expired streams each second. */
+  expiresAt = Number.POSITIVE_INFINITY
   private slowTimer: NodeJS.Timeout | undefined
   private readonly onClosed: Array<(c: StreamConnection) => void> = []
 
@@ -62,7 +63,7 @@ export class StreamConnection {
     this.roles = roles.length ? new Set(roles) : NONE
     this.exactTopics = topics.length ? new Set(topics.filter((t) => !t.endsWith('*'))) : NONE
     this.topicPrefixes = topics.length ? topics.filter((t) => t.endsWith('*')) : NO_PREFIXES
-    res.once('close', () => this.close('client'))
+    res.on('close', () => this.close('client')) // emitted once; `once` would add a wrapper per stream
   }
 
   /** Bytes written to this stream that the socket has not taken yet: what a slow reader costs us. */
@@ -168,10 +169,11 @@ export class StreamConnection {
     if (this.written() > this.bufferLimit) this.fallBehind()
   }
 
+  /** Ends the stream when its token expires: now if it already has, else by the hub's sweep (no timer per stream). */
   closeAt(expSeconds: number | undefined) {
     if (expSeconds === undefined) return
-    const ms = Math.min(expSeconds * 1000 - Date.now(), 2 ** 31 - 1)
-    this.expiryTimer = setTimeout(() => this.close('expired'), Math.max(ms, 0))
+    this.expiresAt = expSeconds * 1000
+    if (this.expiresAt <= Date.now()) this.close('expired')
   }
 
   onClose(listener: (c: StreamConnection) => void) {
@@ -182,7 +184,6 @@ export class StreamConnection {
     if (this.closed) return
     this.closed = true
     this.closeReason = reason
-    clearTimeout(this.expiryTimer)
     clearTimeout(this.slowTimer)
     this.queued = []
     if (!this.started) {

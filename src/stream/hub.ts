@@ -6,33 +6,54 @@ import { HEARTBEAT_FRAME, type StreamConnection } from './connection.ts'
 export const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
 export const receiptFrame = (notice: object) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`
 
+/** How often streams past their token's `exp` are looked for: a stream outlives its token by at most this. */
+const EXPIRY_SWEEP_MS = 1_000
+
+/**
+ * The open streams of one user, role or topic: the stream itself while there is one (most users have one
+ * stream per instance, and a Set of its own costs about 130 bytes per stream), a Set from the second on.
+ */
+type Streams = StreamConnection | Set<StreamConnection>
+
 /** Open streams of one tenant, indexed by who they are, so a publish touches only the streams it names. */
 class TenantStreams {
   readonly all = new Set<StreamConnection>()
-  readonly byUser = new Map<string, Set<StreamConnection>>()
-  readonly byRole = new Map<string, Set<StreamConnection>>()
-  readonly byTopic = new Map<string, Set<StreamConnection>>()
+  readonly byUser = new Map<string, Streams>()
+  readonly byRole = new Map<string, Streams>()
+  readonly byTopic = new Map<string, Streams>()
   /** Streams following a `prefix*` pattern: few, so matched by scanning. */
   readonly withPrefixes = new Set<StreamConnection>()
 }
 
-function addTo<K>(map: Map<K, Set<StreamConnection>>, key: K, c: StreamConnection) {
-  let set = map.get(key)
-  if (!set) map.set(key, (set = new Set()))
-  set.add(c)
+const NO_STREAMS: readonly StreamConnection[] = []
+
+/** The streams of one entry, to iterate. */
+function each(streams: Streams | undefined): Iterable<StreamConnection> {
+  if (streams instanceof Set) return streams
+  return streams ? [streams] : NO_STREAMS
 }
 
-function removeFrom<K>(map: Map<K, Set<StreamConnection>>, key: K, c: StreamConnection) {
-  const set = map.get(key)
-  if (!set) return
-  set.delete(c)
-  if (set.size === 0) map.delete(key)
+function addTo<K>(map: Map<K, Streams>, key: K, c: StreamConnection) {
+  const streams = map.get(key)
+  if (!streams) map.set(key, c)
+  else if (streams instanceof Set) streams.add(c)
+  else if (streams !== c) map.set(key, new Set([streams, c]))
+}
+
+function removeFrom<K>(map: Map<K, Streams>, key: K, c: StreamConnection) {
+  const streams = map.get(key)
+  if (streams === c) map.delete(key)
+  else if (streams instanceof Set) {
+    streams.delete(c)
+    if (streams.size === 0) map.delete(key)
+  }
 }
 
 /** The per-instance registry of open streams and the fan-out of live events to them. */
 export class StreamHub {
   private readonly tenants = new Map<string, TenantStreams>()
   private heartbeat: NodeJS.Timeout
+  private expirySweep: NodeJS.Timeout
   /** Set by closeAll: streams still opening when shutdown began are ended as soon as they register. */
   private shuttingDown = false
   size = 0
@@ -44,16 +65,17 @@ export class StreamHub {
   ) {
     this.heartbeat = setInterval(() => this.broadcastAll(HEARTBEAT_FRAME), heartbeatMs)
     this.heartbeat.unref()
+    this.expirySweep = setInterval(() => this.closeExpired(), EXPIRY_SWEEP_MS)
+    this.expirySweep.unref()
   }
 
   /** Adds a stream; past the per-user limit the user's oldest stream is closed. */
   add(c: StreamConnection): void {
     let t = this.tenants.get(c.tenant)
     if (!t) this.tenants.set(c.tenant, (t = new TenantStreams()))
-    const mine = t.byUser.get(c.userId)
-    if (mine && mine.size >= this.maxPerUser) {
+    if (this.countIn(t, c.userId) >= this.maxPerUser) {
       // Sets iterate in insertion order: the first is the oldest.
-      const oldest = mine.values().next().value
+      const [oldest] = each(t.byUser.get(c.userId))
       oldest?.close('evicted')
     }
     t.all.add(c)
@@ -92,16 +114,16 @@ export class StreamHub {
         continue
       }
       // A stream named twice (as user and by role, say) gets the event once: deliver() skips repeated ids.
-      for (const user of e.toUsers) for (const c of t.byUser.get(user) ?? []) c.deliver(e.id, frame)
-      for (const role of e.toRoles) for (const c of t.byRole.get(role) ?? []) c.deliver(e.id, frame)
-      for (const topic of e.toTopics) for (const c of t.byTopic.get(topic) ?? []) c.deliver(e.id, frame)
+      for (const user of e.toUsers) for (const c of each(t.byUser.get(user))) c.deliver(e.id, frame)
+      for (const role of e.toRoles) for (const c of each(t.byRole.get(role))) c.deliver(e.id, frame)
+      for (const topic of e.toTopics) for (const c of each(t.byTopic.get(topic))) c.deliver(e.id, frame)
       if (e.toTopics.length) for (const c of t.withPrefixes) if (c.followsAnyTopic(e.toTopics)) c.deliver(e.id, frame)
     }
   }
 
   /** A frame without an id to every open stream of one user (receipts). */
   sendToUser(tenant: string, userId: string, frame: string): void {
-    for (const c of this.tenants.get(tenant)?.byUser.get(userId) ?? []) c.write(frame)
+    for (const c of each(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
   }
 
   /** Bytes held for all open streams, not yet taken by their sockets. */
@@ -114,12 +136,26 @@ export class StreamHub {
   /** The most bytes ever held at once for one of the user's open streams. */
   peakBufferedBytesOf(tenant: string, userId: string): number {
     let peak = 0
-    for (const c of this.tenants.get(tenant)?.byUser.get(userId) ?? []) peak = Math.max(peak, c.peakBufferedBytes)
+    for (const c of each(this.tenants.get(tenant)?.byUser.get(userId))) peak = Math.max(peak, c.peakBufferedBytes)
     return peak
   }
 
   countForUser(tenant: string, userId: string): number {
-    return this.tenants.get(tenant)?.byUser.get(userId)?.size ?? 0
+    const t = this.tenants.get(tenant)
+    return t ? this.countIn(t, userId) : 0
+  }
+
+  private countIn(t: TenantStreams, userId: string): number {
+    const streams = t.byUser.get(userId)
+    return streams instanceof Set ? streams.size : streams ? 1 : 0
+  }
+
+  /** Ends streams whose token has expired (a pass over 50,000 streams takes well under a millisecond). */
+  private closeExpired() {
+    const now = Date.now()
+    const expired: StreamConnection[] = []
+    for (const t of this.tenants.values()) for (const c of t.all) if (c.expiresAt <= now) expired.push(c)
+    for (const c of expired) c.close('expired')
   }
 
   private broadcastAll(frame: string) {
@@ -130,6 +166,7 @@ export class StreamHub {
   closeAll(): void {
     this.shuttingDown = true
     clearInterval(this.heartbeat)
+    clearInterval(this.expirySweep)
     for (const t of [...this.tenants.values()]) for (const c of [...t.all]) c.close('shutdown')
   }
 }
