@@ -87,6 +87,7 @@ export async function openStream(
   conn.markStarted()
   conn.write(`retry: ${RETRY_MS}\n\n`)
   compactHead(reply.raw)
+  releaseFastifyRequest(reply.raw)
   conn.closeAt(caller.exp)
 
   // What the stream's closures keep for its whole life: no closure below may use `request` or `reply`, so the
@@ -150,6 +151,21 @@ function sendHead(res: ServerResponse, headers: Record<string, string>): Promise
   })
   // Emitted whatever happened meanwhile; the session is not used after it.
   return new Promise((resolve) => session.once('connected', () => resolve()))
+}
+
+/**
+ * Fastify listens for the response's `finish` and `error` to log "request completed" and run onResponse hooks
+ * (this app has none); the listener holds Fastify's request, reply and per-request logger for as long as the
+ * response is open, which for a stream is its whole life: about 0.6 KB each. Streams log their own end
+ * ("stream closed"), so those two listeners are removed once the stream has started. A no-op if Fastify
+ * renames its listener.
+ */
+function releaseFastifyRequest(res: ServerResponse) {
+  for (const event of ['finish', 'error'] as const) {
+    for (const listener of res.listeners(event)) {
+      if (listener.name === 'onResFinished') res.off(event, listener as (...args: unknown[]) => void)
+    }
+  }
 }
 
 /**
