@@ -486,6 +486,49 @@ describeEachBackend('stream', (backend) => {
       })
     })
 
+    describe('presence', () => {
+      const presenceRows = async (tenant: string, user: string) =>
+        Number(
+          (
+            await t.database.query<{ n: number }>(
+              sql`select count(*)::int as n from stream_presence where tenant = ${tenant} and user_id = ${user}`,
+            )
+          )[0].n,
+        )
+
+      it('a stream refused because presence could not be stored does not count: the next one is present, and gone when closed', async () => {
+        const tenant = unique('presence')
+        const user = unique('flaky')
+        // A trigger stands in for a database that refuses the write for this user, once.
+        await t.database.query(
+          sql.raw(`
+          create or replace function refuse_presence() returns trigger language plpgsql as $$
+          begin
+            if new.user_id = '${user}' then raise exception 'refused by a test trigger'; end if;
+            return new;
+          end $$`),
+        )
+        await t.database.query(
+          sql`create trigger refuse_presence before insert on stream_presence for each row execute function refuse_presence()`,
+        )
+        let refused: SseClient
+        try {
+          refused = await open({ sub: user, tenant })
+        } finally {
+          await t.database.query(sql`drop trigger refuse_presence on stream_presence`)
+        }
+        expect(refused.status).toBe(500)
+        expect(await presenceRows(tenant, user)).toBe(0)
+
+        const s = await live(await open({ sub: user, tenant }))
+        expect(await presenceRows(tenant, user)).toBe(1)
+        s.close()
+        const deadline = Date.now() + 5_000
+        while ((await presenceRows(tenant, user)) > 0 && Date.now() < deadline) await sleep(25)
+        expect(await presenceRows(tenant, user)).toBe(0)
+      })
+    })
+
     describe('token expiry', () => {
       it('ends a stream when its token expires', async () => {
         const tenant = unique('expiry')

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import { and, eq, lt, sql } from 'drizzle-orm'
+import { eq, lt, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
-import { instances, streamPresence } from '../db/schema.ts'
+import { instances } from '../db/schema.ts'
 
 /**
  * "Has an open stream on any instance", kept in the database so push decisions are right whichever
@@ -11,9 +11,15 @@ import { instances, streamPresence } from '../db/schema.ts'
  */
 export class Presence {
   readonly instanceId = randomUUID()
+  /** Open streams here per user. */
   private readonly counts = new Map<string, number>()
-  /** Per user, the last write: writes for one user run in order (enter, leave, enter...). */
-  private readonly chains = new Map<string, Promise<void>>()
+  /** Users whose row must be written (present) or removed (absent) by the next write. */
+  private readonly toWrite = new Map<string, { tenant: string; userId: string; present: boolean }>()
+  /** Per user, the write that will make their row what it should be (awaited by a second stream opening). */
+  private readonly writes = new Map<string, Promise<void>>()
+  /** The write that will take what `toWrite` holds now; one write runs at a time. */
+  private next: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } | undefined
+  private writing = false
   private heartbeat: NodeJS.Timeout | undefined
 
   constructor(
@@ -42,18 +48,20 @@ export class Presence {
     await db.delete(instances).where(lt(instances.seenAt, sql`now() - make_interval(secs => ${this.ttlSeconds * 10})`))
   }
 
-  /** A stream of this user opened here. Resolves once the user counts as present everywhere. */
+  /**
+   * A stream of this user opened here. Resolves once the user counts as present everywhere; rejects (and
+   * counts the stream as gone) if that could not be written.
+   */
   enter(tenant: string, userId: string): Promise<void> {
     const key = `${tenant}\u0000${userId}`
     const n = (this.counts.get(key) ?? 0) + 1
     this.counts.set(key, n)
-    if (n > 1) return this.chains.get(key) ?? Promise.resolve()
-    return this.chain(key, () =>
-      this.database.db
-        .insert(streamPresence)
-        .values({ instanceId: this.instanceId, tenant, userId })
-        .onConflictDoNothing(),
-    )
+    const written = n > 1 ? (this.writes.get(key) ?? Promise.resolve()) : this.write(key, tenant, userId, true)
+    // The caller opens no stream if this fails, and will not call leave().
+    return written.catch((err) => {
+      this.leave(tenant, userId)
+      throw err
+    })
   }
 
   /** A stream of this user closed here. */
@@ -65,32 +73,63 @@ export class Presence {
       return
     }
     this.counts.delete(key)
-    void this.chain(key, () =>
-      this.database.db
-        .delete(streamPresence)
-        .where(
-          and(
-            eq(streamPresence.instanceId, this.instanceId),
-            eq(streamPresence.tenant, tenant),
-            eq(streamPresence.userId, userId),
-          ),
-        ),
-    ).catch((err) => this.log.warn({ err }, 'presence update failed'))
+    this.write(key, tenant, userId, false).catch((err) => this.log.warn({ err }, 'presence update failed'))
   }
 
-  private chain(key: string, write: () => PromiseLike<unknown>): Promise<void> {
-    const next = (this.chains.get(key) ?? Promise.resolve())
-      .catch(() => {})
-      .then(async () => {
-        await write()
+  /**
+   * Queues a user's row to be written or removed. Streams opening and closing together share one insert and
+   * one delete (a reconnect storm is thousands of opens a second); a user's latest state is what is written.
+   */
+  private write(key: string, tenant: string, userId: string, present: boolean): Promise<void> {
+    this.toWrite.set(key, { tenant, userId, present })
+    if (!this.next) {
+      let resolve!: () => void
+      let reject!: (err: unknown) => void
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res
+        reject = rej
       })
-    this.chains.set(key, next)
-    void next
-      .finally(() => {
-        if (this.chains.get(key) === next) this.chains.delete(key)
-      })
-      .catch(() => {})
-    return next
+      promise.catch(() => {}) // a leave's failure is logged by its caller; enter's callers await it
+      this.next = { promise, resolve, reject }
+    }
+    const { promise } = this.next
+    this.writes.set(key, promise)
+    if (!this.writing) void this.writeQueued()
+    return promise
+  }
+
+  private async writeQueued() {
+    this.writing = true
+    await Promise.resolve() // opens in the same turn go in the same write
+    while (this.next) {
+      const { resolve, reject, promise } = this.next
+      const batch = [...this.toWrite.entries()]
+      this.next = undefined
+      this.toWrite.clear()
+      try {
+        const present = batch.filter(([, u]) => u.present).map(([, u]) => ({ tenant: u.tenant, user_id: u.userId }))
+        const absent = batch.filter(([, u]) => !u.present).map(([, u]) => ({ tenant: u.tenant, user_id: u.userId }))
+        await Promise.all([
+          present.length &&
+            this.database.query(sql`
+              insert into stream_presence (instance_id, tenant, user_id)
+              select ${this.instanceId}, u.tenant, u.user_id
+              from json_to_recordset(${JSON.stringify(present)}::json) as u(tenant text, user_id text)
+              on conflict do nothing`),
+          absent.length &&
+            this.database.query(sql`
+              delete from stream_presence p
+              using json_to_recordset(${JSON.stringify(absent)}::json) as u(tenant text, user_id text)
+              where p.instance_id = ${this.instanceId} and p.tenant = u.tenant and p.user_id = u.user_id`),
+        ])
+        resolve()
+      } catch (err) {
+        reject(err)
+      } finally {
+        for (const [key] of batch) if (this.writes.get(key) === promise) this.writes.delete(key)
+      }
+    }
+    this.writing = false
   }
 
   /** Shutdown: this instance's users stop counting as present at once. */
