@@ -1,4 +1,4 @@
-import type { Agent } from 'node:https'
+import https, { type Agent } from 'node:https'
 import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import webpush from 'web-push'
@@ -446,7 +446,7 @@ export async function sendPush(
   agent?: Agent,
 ): Promise<Outcome> {
   try {
-    const res = await webpush.sendNotification(
+    const request = webpush.generateRequestDetails(
       { endpoint: sub.endpoint, keys: { p256dh: sub.p256dh, auth: sub.auth } },
       payload,
       {
@@ -455,10 +455,9 @@ export async function sendPush(
         TTL: headers.TTL,
         urgency: headers.urgency,
         ...(headers.topic ? { topic: headers.topic } : {}),
-        timeout: SEND_TIMEOUT_MS,
-        ...(agent ? { agent } : {}),
       },
     )
+    const res = await post(request, agent)
     return { state: 'sent', status: res.statusCode }
   } catch (err) {
     const e = err as { statusCode?: number; headers?: Record<string, string>; message?: string }
@@ -475,6 +474,44 @@ export async function sendPush(
     }
     return { state: 'failed', status, error: `push service refused: ${status}` }
   }
+}
+
+/**
+ * Sends a request web-push prepared (encrypted body, VAPID and Web Push headers). web-push's own
+ * sendNotification writes the headers and the body separately: two TLS records per push where one will do
+ * (`end(body)` sends them together). Rejects as sendNotification does: with the status and headers of an
+ * answer outside 2xx, or the network error; SEND_TIMEOUT_MS without progress destroys the request.
+ */
+function post(request: webpush.RequestDetails, agent: Agent | undefined): Promise<{ statusCode: number }> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(request.endpoint)
+    const req = https.request(
+      {
+        method: request.method,
+        hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'), // an IPv6 literal without its brackets
+        port: url.port,
+        path: url.pathname + url.search,
+        headers: request.headers,
+        timeout: SEND_TIMEOUT_MS,
+        ...(agent ? { agent } : {}),
+      },
+      (res) => {
+        res.resume() // push services answer with an empty or short body that nothing here reads
+        res.on('end', () => {
+          const statusCode = res.statusCode ?? 0
+          if (statusCode >= 200 && statusCode <= 299) resolve({ statusCode })
+          else
+            reject(
+              Object.assign(new Error(`push service answered ${statusCode}`), { statusCode, headers: res.headers }),
+            )
+        })
+        res.on('error', reject)
+      },
+    )
+    req.on('timeout', () => req.destroy(new Error('Socket timeout')))
+    req.on('error', reject)
+    req.end(request.body ?? undefined)
+  })
 }
 
 /** A VAPID token may be valid for up to 24 h: one per push service is signed for 12 h and renewed 1 h before. */
