@@ -19,7 +19,7 @@ import { type PushAttempt, type PushService, type ReceivedPush, startPushService
 const CONCURRENCY = 4
 const MAX_ATTEMPTS = 5
 const RETRY_BASE_MS = 100
-/** The dispatcher gives up on an unanswered push after this (SEND_TIMEOUT_MS in src/push/dispatcher.ts). */
+/** The dispatcher gives up on an unanswered push after this (SEND_TIMEOUT_MS in src/push/send.ts). */
 const SEND_TIMEOUT_MS = 10_000
 /** The burst: this many pushes to one healthy service that answers in BURST_SERVICE_MS. */
 const BURST = 12

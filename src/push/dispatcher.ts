@@ -1,13 +1,13 @@
-import https, { type Agent } from 'node:https'
+import type { Agent } from 'node:https'
 import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
-import webpush from 'web-push'
 import type { Database } from '../db/client.ts'
 import { type EventRow, events, instances, pushDeliveries, pushSubscriptions, receipts } from '../db/schema.ts'
 import type { Metrics, PushOutcome } from '../metrics.ts'
 import type { AckTokens } from './ack-token.ts'
 import type { VapidKeys } from './keys.ts'
 import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
+import { type Outcome, sendPush } from './send.ts'
 
 /**
  * A claim lasts this long at most. Rows claimed by an instance that stopped heart-beating (see Presence) are
@@ -16,8 +16,6 @@ import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
 const CLAIM_S = 60
 /** Look for due pushes (delayed `high` ones, retries) at least this often. */
 const POLL_MS = 1_000
-/** A push service that has not answered by then counts as a network error (retried). */
-const SEND_TIMEOUT_MS = 10_000
 /** Backoff after a failed attempt: base × 2^(attempt-1), capped, with jitter. */
 const MAX_BACKOFF_MS = 3_600_000
 
@@ -31,11 +29,6 @@ export interface DispatcherOptions {
   /** An instance whose heartbeat is older than this is dead: its claims are taken over (PRESENCE_TTL_S). */
   instanceTtlS: number
 }
-
-type Outcome =
-  | { state: 'sent'; status: number }
-  | { state: 'retry'; status?: number; error: string; retryAfterMs?: number }
-  | { state: 'failed'; status?: number; error: string; gone?: boolean }
 
 interface Claimed {
   id: number
@@ -437,112 +430,6 @@ export class PushDispatcher {
   }
 }
 
-/** One Web Push request, classified: sent, retry later (429, 5xx, network), or failed for good. */
-export async function sendPush(
-  sub: { endpoint: string; p256dh: string; auth: string },
-  payload: string,
-  headers: { TTL: number; urgency: 'very-low' | 'low' | 'normal' | 'high'; topic?: string },
-  vapid: VapidKeys,
-  agent?: Agent,
-): Promise<Outcome> {
-  try {
-    const request = webpush.generateRequestDetails(
-      { endpoint: sub.endpoint, keys: { p256dh: sub.p256dh, auth: sub.auth } },
-      payload,
-      {
-        // No vapidDetails: web-push would sign a token of its own (webpush.setVapidDetails is never called).
-        headers: { Authorization: vapidAuthorization(vapid, originOf(sub.endpoint)) },
-        TTL: headers.TTL,
-        urgency: headers.urgency,
-        ...(headers.topic ? { topic: headers.topic } : {}),
-      },
-    )
-    const res = await post(request, agent)
-    return { state: 'sent', status: res.statusCode }
-  } catch (err) {
-    const e = err as { statusCode?: number; headers?: Record<string, string>; message?: string }
-    const status = e.statusCode
-    if (status === undefined) return { state: 'retry', error: `network: ${e.message ?? String(err)}` }
-    if (status === 404 || status === 410) return { state: 'failed', status, error: 'subscription gone', gone: true }
-    if (status === 429 || status >= 500) {
-      return {
-        state: 'retry',
-        status,
-        error: `push service answered ${status}`,
-        retryAfterMs: retryAfterMs(e.headers?.['retry-after']),
-      }
-    }
-    return { state: 'failed', status, error: `push service refused: ${status}` }
-  }
-}
-
-/**
- * Sends a request web-push prepared (encrypted body, VAPID and Web Push headers). web-push's own
- * sendNotification writes the headers and the body separately: two TLS records per push where one will do
- * (`end(body)` sends them together). Rejects as sendNotification does: with the status and headers of an
- * answer outside 2xx, or the network error; SEND_TIMEOUT_MS without progress destroys the request.
- */
-function post(request: webpush.RequestDetails, agent: Agent | undefined): Promise<{ statusCode: number }> {
-  return new Promise((resolve, reject) => {
-    const url = new URL(request.endpoint)
-    const req = https.request(
-      {
-        method: request.method,
-        hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'), // an IPv6 literal without its brackets
-        port: url.port,
-        path: url.pathname + url.search,
-        headers: request.headers,
-        timeout: SEND_TIMEOUT_MS,
-        ...(agent ? { agent } : {}),
-      },
-      (res) => {
-        res.resume() // push services answer with an empty or short body that nothing here reads
-        res.on('end', () => {
-          const statusCode = res.statusCode ?? 0
-          if (statusCode >= 200 && statusCode <= 299) resolve({ statusCode })
-          else
-            reject(
-              Object.assign(new Error(`push service answered ${statusCode}`), { statusCode, headers: res.headers }),
-            )
-        })
-        res.on('error', reject)
-      },
-    )
-    req.on('timeout', () => req.destroy(new Error('Socket timeout')))
-    req.on('error', reject)
-    req.end(request.body ?? undefined)
-  })
-}
-
-/** A VAPID token may be valid for up to 24 h: one per push service is signed for 12 h and renewed 1 h before. */
-const VAPID_TOKEN_S = 12 * 3600
-const VAPID_RENEW_BEFORE_S = 3600
-const vapidTokens = new Map<string, { authorization: string; expiresAt: number }>()
-
-/**
- * The `Authorization: vapid t=…, k=…` header for a push service. web-push signs a new ES256 token (and
- * converts the key to PEM) for every message: most of a push's CPU. The token names only the push service's
- * origin, so one serves every message to it until it nears its expiry.
- */
-function vapidAuthorization(vapid: VapidKeys, audience: string): string {
-  const key = `${vapid.publicKey} ${vapid.subject} ${audience}`
-  const now = Math.floor(Date.now() / 1000)
-  const cached = vapidTokens.get(key)
-  if (cached && cached.expiresAt - now > VAPID_RENEW_BEFORE_S) return cached.authorization
-  const expiresAt = now + VAPID_TOKEN_S
-  const { Authorization } = webpush.getVapidHeaders(
-    audience,
-    vapid.subject,
-    vapid.publicKey,
-    vapid.privateKey,
-    'aes128gcm',
-    expiresAt,
-  )
-  if (vapidTokens.size >= 1_000) vapidTokens.clear() // push services are few; this only bounds the map
-  vapidTokens.set(key, { authorization: Authorization, expiresAt })
-  return Authorization
-}
-
 /**
  * Which push service an endpoint belongs to: its scheme and authority. The claim computes the same in SQL
  * (SERVICE_PATTERN), so the two must agree.
@@ -550,19 +437,3 @@ function vapidAuthorization(vapid: VapidKeys, audience: string): string {
 const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
 const serviceRegExp = new RegExp(SERVICE_PATTERN)
 const serviceOf = (endpoint: string) => serviceRegExp.exec(endpoint)?.[0] ?? endpoint
-
-const originOf = (endpoint: string) => {
-  try {
-    return new URL(endpoint).origin
-  } catch {
-    return endpoint
-  }
-}
-
-/** `Retry-After` as seconds or an HTTP date, in ms from now. */
-function retryAfterMs(value: string | undefined): number | undefined {
-  if (!value) return undefined
-  if (/^\d+$/.test(value.trim())) return Number(value) * 1000
-  const at = Date.parse(value)
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now())
-}

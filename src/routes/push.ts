@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { HttpProblem } from '../errors.ts'
-import { sendPush } from '../push/dispatcher.ts'
+import { sendPush } from '../push/send.ts'
 import {
   deleteSubscription,
   listSubscriptions,
