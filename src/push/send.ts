@@ -21,45 +21,47 @@ export async function sendPush(
   agent?: Agent,
 ): Promise<Outcome> {
   try {
+    const url = new URL(sub.endpoint)
     const request = webpush.generateRequestDetails(
       { endpoint: sub.endpoint, keys: { p256dh: sub.p256dh, auth: sub.auth } },
       payload,
       {
         // No vapidDetails: web-push would sign a token of its own (webpush.setVapidDetails is never called).
-        headers: { Authorization: vapidAuthorization(vapid, originOf(sub.endpoint)) },
+        headers: { Authorization: vapidAuthorization(vapid, url.origin) },
         TTL: headers.TTL,
         urgency: headers.urgency,
         ...(headers.topic ? { topic: headers.topic } : {}),
       },
     )
-    const res = await post(request, agent)
-    return { state: 'sent', status: res.statusCode }
-  } catch (err) {
-    const e = err as { statusCode?: number; headers?: Record<string, string>; message?: string }
-    const status = e.statusCode
-    if (status === undefined) return { state: 'retry', error: `network: ${e.message ?? String(err)}` }
+    const { status, retryAfter } = await post(url, request, agent)
+    if (status >= 200 && status <= 299) return { state: 'sent', status }
     if (status === 404 || status === 410) return { state: 'failed', status, error: 'subscription gone', gone: true }
     if (status === 429 || status >= 500) {
       return {
         state: 'retry',
         status,
         error: `push service answered ${status}`,
-        retryAfterMs: retryAfterMs(e.headers?.['retry-after']),
+        retryAfterMs: retryAfterMs(retryAfter),
       }
     }
     return { state: 'failed', status, error: `push service refused: ${status}` }
+  } catch (err) {
+    return { state: 'retry', error: `network: ${(err as Error).message ?? String(err)}` }
   }
 }
 
 /**
- * Sends a request web-push prepared (encrypted body, VAPID and Web Push headers). web-push's own
+ * Sends a request web-push prepared (encrypted body, VAPID and Web Push headers) and resolves with the answer,
+ * whatever its status; rejects on a network error, or after SEND_TIMEOUT_MS without progress. web-push's own
  * sendNotification writes the headers and the body separately: two TLS records per push where one will do
- * (`end(body)` sends them together). Rejects as sendNotification does: with the status and headers of an
- * answer outside 2xx, or the network error; SEND_TIMEOUT_MS without progress destroys the request.
+ * (`end(body)` sends them together).
  */
-function post(request: webpush.RequestDetails, agent: Agent | undefined): Promise<{ statusCode: number }> {
+function post(
+  url: URL,
+  request: webpush.RequestDetails,
+  agent: Agent | undefined,
+): Promise<{ status: number; retryAfter: string | undefined }> {
   return new Promise((resolve, reject) => {
-    const url = new URL(request.endpoint)
     const req = https.request(
       {
         method: request.method,
@@ -72,14 +74,7 @@ function post(request: webpush.RequestDetails, agent: Agent | undefined): Promis
       },
       (res) => {
         res.resume() // push services answer with an empty or short body that nothing here reads
-        res.on('end', () => {
-          const statusCode = res.statusCode ?? 0
-          if (statusCode >= 200 && statusCode <= 299) resolve({ statusCode })
-          else
-            reject(
-              Object.assign(new Error(`push service answered ${statusCode}`), { statusCode, headers: res.headers }),
-            )
-        })
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] }))
         res.on('error', reject)
       },
     )
@@ -116,14 +111,6 @@ function vapidAuthorization(vapid: VapidKeys, audience: string): string {
   if (vapidTokens.size >= 1_000) vapidTokens.clear() // push services are few; this only bounds the map
   vapidTokens.set(key, { authorization: Authorization, expiresAt })
   return Authorization
-}
-
-const originOf = (endpoint: string) => {
-  try {
-    return new URL(endpoint).origin
-  } catch {
-    return endpoint
-  }
 }
 
 /** `Retry-After` as seconds or an HTTP date, in ms from now. */
