@@ -17,9 +17,9 @@ export class Presence {
   private readonly toWrite = new Map<string, { tenant: string; userId: string; present: boolean }>()
   /** Per user, the write that will make their row what it should be (awaited by a second stream opening). */
   private readonly writes = new Map<string, Promise<void>>()
-  /** The write that will take what `toWrite` holds now; one write runs at a time. */
-  private next: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } | undefined
-  private writing = false
+  /** The write not yet started, which will take what `toWrite` holds; and the latest write (one runs at a time). */
+  private nextWrite: Promise<void> | undefined
+  private lastWrite: Promise<void> = Promise.resolve()
   private heartbeat: NodeJS.Timeout | undefined
 
   constructor(
@@ -82,54 +82,40 @@ export class Presence {
    */
   private write(key: string, tenant: string, userId: string, present: boolean): Promise<void> {
     this.toWrite.set(key, { tenant, userId, present })
-    if (!this.next) {
-      let resolve!: () => void
-      let reject!: (err: unknown) => void
-      const promise = new Promise<void>((res, rej) => {
-        resolve = res
-        reject = rej
-      })
-      promise.catch(() => {}) // a leave's failure is logged by its caller; enter's callers await it
-      this.next = { promise, resolve, reject }
+    if (!this.nextWrite) {
+      // Starts once the write in progress has ended, with every user queued by then (those of this turn too).
+      const write: Promise<void> = this.lastWrite.catch(() => {}).then(() => this.writeQueued(write))
+      write.catch(() => {}) // a leave's failure is logged by its caller; enter's callers await it
+      this.nextWrite = this.lastWrite = write
     }
-    const { promise } = this.next
-    this.writes.set(key, promise)
-    if (!this.writing) void this.writeQueued()
-    return promise
+    this.writes.set(key, this.nextWrite)
+    return this.nextWrite
   }
 
-  private async writeQueued() {
-    this.writing = true
-    await Promise.resolve() // opens in the same turn go in the same write
-    while (this.next) {
-      const { resolve, reject, promise } = this.next
-      const batch = [...this.toWrite.entries()]
-      this.next = undefined
-      this.toWrite.clear()
-      try {
-        const present = batch.filter(([, u]) => u.present).map(([, u]) => ({ tenant: u.tenant, user_id: u.userId }))
-        const absent = batch.filter(([, u]) => !u.present).map(([, u]) => ({ tenant: u.tenant, user_id: u.userId }))
-        await Promise.all([
-          present.length &&
-            this.database.query(sql`
-              insert into stream_presence (instance_id, tenant, user_id)
-              select ${this.instanceId}, u.tenant, u.user_id
-              from json_to_recordset(${JSON.stringify(present)}::json) as u(tenant text, user_id text)
-              on conflict do nothing`),
-          absent.length &&
-            this.database.query(sql`
-              delete from stream_presence p
-              using json_to_recordset(${JSON.stringify(absent)}::json) as u(tenant text, user_id text)
-              where p.instance_id = ${this.instanceId} and p.tenant = u.tenant and p.user_id = u.user_id`),
-        ])
-        resolve()
-      } catch (err) {
-        reject(err)
-      } finally {
-        for (const [key] of batch) if (this.writes.get(key) === promise) this.writes.delete(key)
-      }
+  private async writeQueued(write: Promise<void>) {
+    this.nextWrite = undefined
+    const batch = [...this.toWrite]
+    this.toWrite.clear()
+    const users = (present: boolean) =>
+      batch.filter(([, u]) => u.present === present).map(([, u]) => ({ tenant: u.tenant, user_id: u.userId }))
+    const [entered, left] = [users(true), users(false)]
+    try {
+      await Promise.all([
+        entered.length &&
+          this.database.query(sql`
+            insert into stream_presence (instance_id, tenant, user_id)
+            select ${this.instanceId}, u.tenant, u.user_id
+            from json_to_recordset(${JSON.stringify(entered)}::json) as u(tenant text, user_id text)
+            on conflict do nothing`),
+        left.length &&
+          this.database.query(sql`
+            delete from stream_presence p
+            using json_to_recordset(${JSON.stringify(left)}::json) as u(tenant text, user_id text)
+            where p.instance_id = ${this.instanceId} and p.tenant = u.tenant and p.user_id = u.user_id`),
+      ])
+    } finally {
+      for (const [key] of batch) if (this.writes.get(key) === write) this.writes.delete(key)
     }
-    this.writing = false
   }
 
   /** Shutdown: this instance's users stop counting as present at once. */
