@@ -132,12 +132,7 @@ class SinglePublishes {
         const taken = this.queue.splice(0, MAX_COALESCED)
         let rows: InsertedRow[]
         try {
-          rows = await this.database.query<InsertedRow>(
-            insertEvents(
-              taken.map((t) => t.row),
-              this.policy,
-            ),
-          )
+          rows = await this.insert(taken.map((t) => t.row))
         } catch (err) {
           // Retried alone only when the database refused the statement (it then committed nothing); a lost
           // connection may have committed it, so those publishes fail as they would have alone.
@@ -153,9 +148,13 @@ class SinglePublishes {
     }
   }
 
+  private insert(rows: Row[]) {
+    return this.database.query<InsertedRow>(insertEvents(rows, this.policy))
+  }
+
   private async alone(t: (typeof this.queue)[number]) {
     try {
-      t.resolve(published(await this.database.query<InsertedRow>(insertEvents([t.row], this.policy))))
+      t.resolve(published(await this.insert([t.row])))
     } catch (err) {
       t.reject(err)
     }
