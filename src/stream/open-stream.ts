@@ -220,8 +220,14 @@ async function replay(
   upTo: number,
 ): Promise<number> {
   const visible = visibleTo(viewerOf(caller, topics))
-  /** The page of visible events in (from, to]; `to` bounds the ids one query may look at (see below). */
-  const page = (from: number, to: number) => {
+  // Each query looks at a window of ids, not at everything up to the watermark: when the planner misjudges
+  // a tenant (statistics not yet analyzed after a burst of inserts) it sorts every row in range before the
+  // LIMIT, and a long replay would read its whole range once per page. A window that comes back short is
+  // exhausted: the next one starts at its end and is twice as wide, so sparse histories take few queries.
+  let window = REPLAY_PAGE * 2
+  /** The page of visible events after `from` in the current window, (from, to]. */
+  const page = (from: number) => {
+    const to = Math.min(upTo, from + window)
     const rows = database
       .query<ReplayRow>(sql`
         select id, type, title, body, data_json, priority, url, collapse_key, actor,
@@ -233,22 +239,16 @@ async function replay(
     rows.catch(() => {}) // awaited below; a page read ahead and never awaited (client left) must not crash us
     return rows
   }
-  // Each query looks at a window of ids, not at everything up to the watermark: when the planner misjudges
-  // a tenant (statistics not yet analyzed after a burst of inserts) it sorts every row in range before the
-  // LIMIT, and a long replay would read its whole range once per page. A window that comes back short is
-  // exhausted: the next one starts at its end and is twice as wide, so sparse histories take few queries.
-  let window = REPLAY_PAGE * 2
   let written = 0
-  let next = after < upTo ? page(after, Math.min(upTo, after + window)) : undefined
+  let next = after < upTo ? page(after) : undefined
   while (next && !conn.closed) {
     const { rows, to } = await next
     if (rows.length === REPLAY_PAGE) {
-      const last = Number(rows[rows.length - 1].id)
       window = REPLAY_PAGE * 2 // dense here: back to a narrow window
-      next = page(last, Math.min(upTo, last + window))
+      next = page(Number(rows[rows.length - 1].id))
     } else {
       window *= 2
-      next = to < upTo ? page(to, Math.min(upTo, to + window)) : undefined
+      next = to < upTo ? page(to) : undefined
     }
     // Written in slices, each waiting for the socket to drain: a replay holds at most a slice in memory
     // beyond what the socket has taken, whatever the size of the events.
