@@ -133,6 +133,41 @@ describeEachBackend('stream', (backend) => {
         expect(event).not.toHaveProperty('to')
         expect(json).not.toContain('u-frame')
       })
+
+      it('speaks plain HTTP/1.0 to an HTTP/1.0 client or proxy: the same frames, not chunked', async () => {
+        const tenant = unique('fmt')
+        const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1')
+        socket.on('error', () => {})
+        let raw = ''
+        socket.setEncoding('utf8').on('data', (chunk: string) => {
+          raw += chunk
+        })
+        try {
+          socket.write(
+            `GET /v1/stream HTTP/1.0\r\nAuthorization: Bearer ${t.token({ sub: 'u-http10', tenant })}\r\n\r\n`,
+          )
+          await expect.poll(() => t.app.hub.countForUser(tenant, 'u-http10')).toBe(1)
+          await expect.poll(() => raw.includes('retry: 3000')).toBe(true)
+          const ids = await publishBatch(t, tenant, [
+            { to: { tenant: true }, title: 'Élève — 成绩 📚' },
+            { to: { tenant: true }, title: 'second' },
+          ])
+          const single = await publish(t, tenant, { to: { users: ['u-http10'] } })
+          await expect.poll(() => raw.includes(`id: ${single}\n`)).toBe(true)
+          const [head, body] = raw.split('\r\n\r\n')
+          expect(head).toMatch(/^HTTP\/1\.1 200 OK\r\n/)
+          expect(head.toLowerCase()).not.toContain('transfer-encoding')
+          const frames = withoutPings(body).split('\n\n').filter(Boolean)
+          expect(frames[0]).toBe('retry: 3000')
+          expect(frames.slice(1).map((f) => /^id: (\d+)\nevent: notification\ndata: \{.*\}$/.exec(f)?.[1])).toEqual([
+            ...ids,
+            single,
+          ])
+          expect(JSON.parse(frames[1].split('data: ')[1]).title).toBe('Élève — 成绩 📚')
+        } finally {
+          socket.destroy()
+        }
+      })
     })
 
     describe('audience', () => {
@@ -413,6 +448,42 @@ describeEachBackend('stream', (backend) => {
       })
     })
 
+    describe('broadcast bursts (sent to each stream as one write)', () => {
+      it('reach a live stream whole and in order, and a stream that resumed inside the burst gets only the rest, once', async () => {
+        const tenant = unique('burst')
+        const watcher = await live(await open({ sub: 'watcher', tenant }))
+        // The log tail hands the burst to the streams late, as a lagging one would: a stream that resumed from
+        // inside it meanwhile has the rest from its replay already and must not get any of it twice.
+        const hub = t.app.hub
+        const held: Parameters<typeof hub.dispatch>[0][] = []
+        hub.dispatch = (rows) => void held.push(rows)
+        let ids: string[]
+        let resumed: SseClient
+        try {
+          ids = await publishBatch(
+            t,
+            tenant,
+            Array.from({ length: 20 }, (_, i) => ({ to: { tenant: true }, title: `Élève ${i} — 成绩 📚` })),
+          )
+          await t.app.logTail.sync()
+          resumed = await live(await open({ sub: 'resumer', tenant }, { lastEventId: ids[9] }))
+          await waitForId(resumed, ids[19])
+        } finally {
+          delete (hub as { dispatch?: unknown }).dispatch
+        }
+        expect(held.flat().map((e) => String(e.id))).toEqual(ids)
+        for (const rows of held) hub.dispatch(rows)
+        const marker = await publish(t, tenant, { to: { tenant: true } })
+        await waitForId(watcher, marker)
+        await waitForId(resumed, marker)
+        expect(watcher.notificationIds).toEqual([...ids, marker])
+        expect(watcher.notifications.slice(0, 20).map((n) => n.title)).toEqual(
+          Array.from({ length: 20 }, (_, i) => `Élève ${i} — 成绩 📚`),
+        )
+        expect(resumed.notificationIds).toEqual([...ids.slice(10), marker])
+      })
+    })
+
     describe('reset', () => {
       it('sends reset, then what is kept, when the resume point has expired', async () => {
         const tenant = unique('reset')
@@ -609,7 +680,31 @@ describeEachBackend('stream', (backend) => {
     afterAll(() => t.close())
     const open = streams(() => t)
 
-    it('holds at most about the buffer limit for a client that never reads, and keeps serving the others', async () => {
+    /** The server's side of a user's only stream: what it held can be read after it closed. */
+    async function streamOf(tenant: string, userId: string) {
+      await expect.poll(() => t.app.hub.countForUser(tenant, userId)).toBe(1)
+      return t.app.hub.streamsOf(tenant, userId)[0]
+    }
+
+    /**
+     * Publishes batches of 40 events of 15 KB to `userId` until the server holds more than the limit for its
+     * stream: the kernel's socket buffers (megabytes on loopback) take the first ones. At most 20 batches.
+     */
+    async function publishUntilBehind(tenant: string, userId: string, afterEachBatch = async () => {}) {
+      const stream = await streamOf(tenant, userId)
+      const filler = 'x'.repeat(15_000)
+      const ids: string[] = []
+      for (let b = 0; b < 20 && stream.peakBufferedBytes <= 16_384; b++) {
+        const batch = Array.from({ length: 40 }, (_, i) => ({ to: { users: [userId] }, data: { b, i, filler } }))
+        ids.push(...(await publishBatch(t, tenant, batch)))
+        await t.app.logTail.sync()
+        await afterEachBatch()
+      }
+      expect(stream.peakBufferedBytes, 'the server never had to hold anything back').toBeGreaterThan(16_384)
+      return { stream, ids }
+    }
+
+    it('holds at most about the buffer limit for a client that never reads, drops it, and keeps serving the others', async () => {
       const tenant = unique('slow')
       const normal = await live(await open({ sub: 'fast-reader', tenant }))
       // A raw client that sends its request and never reads a byte.
@@ -620,28 +715,24 @@ describeEachBackend('stream', (backend) => {
       socket.write(
         `GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token({ sub: 'slow-reader', tenant })}\r\n\r\n`,
       )
-      await expect.poll(() => t.app.hub.countForUser(tenant, 'slow-reader')).toBe(1)
-
-      // About 3 MB for the client that never reads, in batches; the other reader gets its own events between.
-      const filler = 'x'.repeat(15_000)
-      const big: string[] = []
+      // Megabytes for the client that never reads, in batches; the other reader gets its own events between.
       const forNormal: string[] = []
-      for (let b = 0; b < 5; b++) {
-        const batch = Array.from({ length: 40 }, (_, i) => ({ to: { users: ['slow-reader'] }, data: { b, i, filler } }))
-        big.push(...(await publishBatch(t, tenant, batch)))
-        const small = await publish(t, tenant, { to: { users: ['fast-reader'] }, data: { b } })
+      const { stream, ids: big } = await publishUntilBehind(tenant, 'slow-reader', async () => {
+        const small = await publish(t, tenant, { to: { users: ['fast-reader'] } })
         forNormal.push(small)
         await waitForId(normal, small)
-      }
-      // Waits until the tail has handed it everything (the marker is its last event).
+      })
       const marker = await publish(t, tenant, { to: { users: ['slow-reader', 'fast-reader'] } })
       await waitForId(normal, marker)
       big.push(marker)
-      const mostHeld = t.app.hub.peakBufferedBytesOf(tenant, 'slow-reader')
-      console.log(`a client that never read was sent ~3 MB; the server held at most ${mostHeld} bytes for it`)
+      // Past SLOW_READER_TIMEOUT_MS without reading, it is dropped (it would resume and lose nothing).
+      await expect.poll(() => stream.closeReason).toBe('slow')
+      console.log(
+        `a client that never read was sent ${big.length - 1} events of 15 KB; the server held at most ${stream.peakBufferedBytes} bytes for it`,
+      )
       // The limit, plus one replay slice (64 KiB) or the one event that crossed it: the rest waits in the
       // database, not in memory.
-      expect(mostHeld).toBeLessThan(16_384 + 64 * 1024 + 20_000)
+      expect(stream.peakBufferedBytes).toBeLessThan(16_384 + 64 * 1024 + 20_000)
       expect(normal.ended).toBe(false)
       expect(normal.notificationIds).toEqual([...forNormal, marker])
       socket.destroy()
@@ -658,20 +749,16 @@ describeEachBackend('stream', (backend) => {
       const first = await publish(t, tenant, { to: { users: ['paused-reader'] } })
       await waitForId(paused, first)
       paused.pause()
-      const filler = 'x'.repeat(15_000)
-      const ids = await publishBatch(
-        t,
-        tenant,
-        Array.from({ length: 40 }, (_, i) => ({ to: { users: ['paused-reader'] }, data: { i, filler } })),
-      )
+      const { stream, ids } = await publishUntilBehind(tenant, 'paused-reader')
       await sleep(200) // shorter than SLOW_READER_TIMEOUT_MS: a pause, not a dead client
       ;(paused as unknown as { response: IncomingMessage }).response.resume()
       await waitForId(paused, ids[ids.length - 1], 20_000)
       expect(paused.notificationIds).toEqual([first, ...ids])
       expect(paused.ended).toBe(false)
+      expect(stream.closed).toBe(false)
     })
 
-    it('keeps a reader that reads but gets a burst far over the limit: it catches up from the log, in order', async () => {
+    it('keeps a reader that reads but gets a burst far over the limit: every event once, in order', async () => {
       const tenant = unique('burst')
       const reader = await live(await open({ sub: 'burst-reader', tenant }))
       const filler = 'z'.repeat(10_000)
@@ -685,6 +772,34 @@ describeEachBackend('stream', (backend) => {
       await waitForId(reader, after, 20_000)
       expect(reader.ended).toBe(false)
       expect(reader.notificationIds).toEqual([...ids, after])
+    })
+    it('holds at most about the buffer limit for a client that never reads a burst of broadcasts', async () => {
+      const tenant = unique('slow-broadcast')
+      const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1')
+      await new Promise((resolve) => socket.once('connect', resolve))
+      socket.pause()
+      socket.on('error', () => {})
+      socket.write(
+        `GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token({ sub: 'deaf', tenant })}\r\n\r\n`,
+      )
+      const stream = await streamOf(tenant, 'deaf')
+      // Small broadcasts, 600 to a batch (~0.9 MB): each batch reaches the streams at once.
+      const filler = 'b'.repeat(1_500)
+      for (let b = 0; b < 20 && stream.peakBufferedBytes <= 16_384; b++) {
+        await publishBatch(
+          t,
+          tenant,
+          Array.from({ length: 600 }, (_, i) => ({ to: { tenant: true }, data: { b, i, filler } })),
+        )
+        await t.app.logTail.sync()
+      }
+      console.log(
+        `a client that never read a burst of broadcasts: the server held at most ${stream.peakBufferedBytes} bytes for it`,
+      )
+      expect(stream.peakBufferedBytes).toBeGreaterThan(16_384) // it did fill up
+      // The limit plus one write of at most about 16 KiB of joined events, never a whole batch.
+      expect(stream.peakBufferedBytes).toBeLessThan(2 * 16_384 + 4_096)
+      socket.destroy()
     })
   })
 

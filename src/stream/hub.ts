@@ -1,10 +1,14 @@
 import type { EventRow } from '../db/schema.ts'
 import { eventJson } from '../events/model.ts'
 import type { Metrics } from '../metrics.ts'
-import { HEARTBEAT_FRAME, type StreamConnection } from './connection.ts'
+import { Frame, HEARTBEAT_FRAME, type StreamConnection } from './connection.ts'
 
 export const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
+const eventFrame = (e: EventRow) => new Frame(notificationFrame(e.id, eventJson(e)))
 export const receiptFrame = (notice: object) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`
+
+/** Broadcasts that come together are joined into one write per stream up to about this many characters. */
+const MAX_JOINED_LENGTH = 16_384
 
 /** How often streams past their token's `exp` are looked for: a stream outlives its token by at most this. */
 const EXPIRY_SWEEP_MS = 1_000
@@ -105,14 +109,25 @@ export class StreamHub {
 
   /** Fans committed events out, in id order. Each event is serialized once. */
   dispatch(rows: readonly EventRow[]): void {
-    for (const e of rows) {
+    for (let i = 0; i < rows.length; i++) {
+      const e = rows[i]
       const t = this.tenants.get(e.tenant)
       if (!t) continue
-      const frame = notificationFrame(e.id, eventJson(e))
       if (e.toTenant) {
-        for (const c of t.all) c.deliver(e.id, frame)
+        // Broadcasts to one tenant that come together (a burst) go to each stream in one write, up to a size
+        // that keeps a slow reader's share of memory where a single event would put it.
+        const run = [{ id: e.id, frame: eventFrame(e) }]
+        let length = run[0].frame.text.length
+        while (length < MAX_JOINED_LENGTH && rows[i + 1]?.toTenant && rows[i + 1].tenant === e.tenant) {
+          const next = rows[++i]
+          run.push({ id: next.id, frame: eventFrame(next) })
+          length += run[run.length - 1].frame.text.length
+        }
+        const joined = run.length === 1 ? run[0].frame : new Frame(run.map((r) => r.frame.text).join(''))
+        for (const c of t.all) c.deliverAll(run, joined)
         continue
       }
+      const frame = eventFrame(e)
       // A stream named twice (as user and by role, say) gets the event once: deliver() skips repeated ids.
       for (const user of e.toUsers) for (const c of each(t.byUser.get(user))) c.deliver(e.id, frame)
       for (const role of e.toRoles) for (const c of each(t.byRole.get(role))) c.deliver(e.id, frame)
@@ -135,9 +150,12 @@ export class StreamHub {
 
   /** The most bytes ever held at once for one of the user's open streams. */
   peakBufferedBytesOf(tenant: string, userId: string): number {
-    let peak = 0
-    for (const c of each(this.tenants.get(tenant)?.byUser.get(userId))) peak = Math.max(peak, c.peakBufferedBytes)
-    return peak
+    return Math.max(0, ...this.streamsOf(tenant, userId).map((c) => c.peakBufferedBytes))
+  }
+
+  /** The user's open streams on this instance. */
+  streamsOf(tenant: string, userId: string): StreamConnection[] {
+    return [...each(this.tenants.get(tenant)?.byUser.get(userId))]
   }
 
   countForUser(tenant: string, userId: string): number {
@@ -158,7 +176,7 @@ export class StreamHub {
     for (const c of expired) c.close('expired')
   }
 
-  private broadcastAll(frame: string) {
+  private broadcastAll(frame: Frame) {
     for (const t of this.tenants.values()) for (const c of t.all) c.write(frame)
   }
 

@@ -84,8 +84,7 @@ export async function openStream(
     reply.raw.socket?.end()
     return
   }
-  conn.markStarted()
-  conn.write(`retry: ${RETRY_MS}\n\n`)
+  conn.start(`retry: ${RETRY_MS}\n\n`)
   compactHead(reply.raw)
   releaseFastifyRequest(reply.raw)
   conn.closeAt(caller.exp)
