@@ -138,6 +138,11 @@ export const pushDeliveries = pgTable(
      * sent if all of them were already dead: a killed instance's stale presence must not swallow the push.
      */
     presentOn: text('present_on').array(),
+    /**
+     * The device's push service (SERVICE_PATTERN of its endpoint) when the push was planned: the claim keeps
+     * each service to its share from this column, without joining every due row to its subscription.
+     */
+    service: text('service'),
     updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
   (t) => [

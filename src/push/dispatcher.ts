@@ -6,6 +6,7 @@ import { type EventRow, events, instances, pushDeliveries, pushSubscriptions, re
 import type { Metrics, PushOutcome } from '../metrics.ts'
 import type { AckTokens } from './ack-token.ts'
 import type { VapidKeys } from './keys.ts'
+import { serviceOf } from './outbox.ts'
 import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
 import { type Outcome, sendPush } from './send.ts'
 
@@ -145,7 +146,8 @@ export class PushDispatcher {
 
   /**
    * Claims due rows, oldest first, leaving out devices with a push in flight or ready here, and taking no more
-   * for a push service than its queue has room for. Push services are told apart by `serviceOf` in SQL.
+   * for a push service than its queue has room for (push services as `serviceOf` tells them apart, stored
+   * with each row when it was planned).
    */
   private async claim(limit: number): Promise<{ claimed: Claimed[]; anyServiceFull: boolean }> {
     const cap = this.options.concurrency
@@ -166,16 +168,15 @@ export class PushDispatcher {
       present_on: string[] | null
     }>(sql`
       with candidates as (
-        select pd.id, pd.next_attempt_at, substring(s.endpoint from ${SERVICE_PATTERN}) as service
+        select pd.id, pd.next_attempt_at, pd.service
         from push_deliveries pd
-        left join push_subscriptions s on s.id = pd.subscription_id
         where pd.state = 'pending' and pd.next_attempt_at <= now()
           and (pd.claimed_until is null or pd.claimed_until < now() or not exists (
             select 1 from instances i
             where i.id = pd.claimed_by and i.seen_at > now() - make_interval(secs => ${this.options.instanceTtlS})))
           and (pd.subscription_id is null
             or not pd.subscription_id = any(array(select json_array_elements_text(${JSON.stringify([...busyDevices])}::json)::bigint)))
-          and coalesce((${JSON.stringify(room)}::jsonb ->> substring(s.endpoint from ${SERVICE_PATTERN}))::int, 1) > 0
+          and coalesce((${JSON.stringify(room)}::jsonb ->> pd.service)::int, 1) > 0
         order by pd.next_attempt_at
         limit ${limit}
         for update of pd skip locked),
@@ -429,11 +430,3 @@ export class PushDispatcher {
     }
   }
 }
-
-/**
- * Which push service an endpoint belongs to: its scheme and authority. The claim computes the same in SQL
- * (SERVICE_PATTERN), so the two must agree.
- */
-const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
-const serviceRegExp = new RegExp(SERVICE_PATTERN)
-const serviceOf = (endpoint: string) => serviceRegExp.exec(endpoint)?.[0] ?? endpoint

@@ -29,8 +29,8 @@ export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
     where p.tenant = s.tenant and p.user_id = s.user_id
       and i.seen_at > now() - make_interval(secs => ${policy.presenceTtlS}))`
   return sql`
-    insert into push_deliveries (event_id, subscription_id, tenant, user_id, next_attempt_at, present_on)
-    select id, sub_id, tenant, user_id,
+    insert into push_deliveries (event_id, subscription_id, tenant, user_id, service, next_attempt_at, present_on)
+    select id, sub_id, tenant, user_id, substring(endpoint from ${SERVICE_PATTERN}),
       case
         when cardinality(present_on) = 0 or priority = 'urgent' then now()
         when priority = 'high' then now() + make_interval(secs => ${policy.highAckTimeoutS})
@@ -38,7 +38,7 @@ export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
       end,
       case when priority = 'normal' and cardinality(present_on) > 0 then present_on end
     from (
-      select e.id, e.priority, s.id as sub_id, s.tenant, s.user_id, ${presentOn} as present_on
+      select e.id, e.priority, s.id as sub_id, s.tenant, s.user_id, s.endpoint, ${presentOn} as present_on
       from (
         -- Users by name, through the (tenant, user_id) index: a batch of personal events reads only their
         -- devices, not every device of the tenant for every event. (Unnested in a subquery: joined straight
@@ -66,6 +66,14 @@ export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
     ) planned
     returning event_id`
 }
+
+/**
+ * Which push service an endpoint belongs to: its scheme and authority. Planned pushes store the same, computed
+ * in SQL from SERVICE_PATTERN, so the two agree.
+ */
+export const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
+const serviceRegExp = new RegExp(SERVICE_PATTERN)
+export const serviceOf = (endpoint: string) => serviceRegExp.exec(endpoint)?.[0] ?? endpoint
 
 /** Pushes not yet sent, failed or skipped, across instances (the metrics' backlog). Served by the pending-rows index. */
 export async function countPendingPushes(database: Database): Promise<number> {
