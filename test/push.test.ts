@@ -851,6 +851,9 @@ describeEachBackend('Web Push', (backend) => {
         .set(bearer(ten.user('alice')))
       expect(mine.body.ackedAt).toEqual(expect.any(String))
       expect(mine.body.readAt).toBeNull()
+      // It lives as long as its event (within a few seconds), not longer.
+      const claims = JSON.parse(Buffer.from(ackToken.split('.')[1], 'base64url').toString())
+      expect(claims.exp).toBeCloseTo(Date.parse(mine.body.expiresAt) / 1000, -1)
 
       // Idempotent.
       expect((await api.http().post(`/v1/events/${id}/ack`).set(bearer(ackToken))).status).toBe(204)

@@ -17,14 +17,17 @@ export interface AckGrant {
  */
 export function ackTokens(secret: string) {
   const verify = createVerifier({ key: secret, algorithms: ['HS256'] })
+  // One signer for every token (one per push): each token's `exp` is in its claims.
+  const signer = createSigner({ key: secret, algorithm: 'HS256' })
   return {
     sign(grant: AckGrant, ttlSeconds: number): string {
       const ttl = Math.max(1, Math.min(Math.floor(ttlSeconds), MAX_ACK_TOKEN_TTL_S))
-      return createSigner({ key: secret, algorithm: 'HS256', expiresIn: ttl * 1000 })({
+      return signer({
         typ: ACK_TOKEN_TYPE,
         sub: grant.userId,
         tenant: grant.tenant,
         evt: String(grant.eventId),
+        exp: Math.floor(Date.now() / 1000) + ttl,
       })
     },
     /** The grant, or undefined when the token is not a valid, unexpired ackToken. */
