@@ -35,8 +35,12 @@ export const DEFAULT_PUSH_ENDPOINT_ALLOWLIST =
 export const DEFAULT_HIGH_ACK_TIMEOUT_S = 30
 /** Attempts per (event, device) before a push counts as failed. */
 export const DEFAULT_PUSH_MAX_ATTEMPTS = 8
-/** Pushes in flight per instance: enough to hide push-service latency, few enough not to exhaust sockets. */
-export const DEFAULT_PUSH_CONCURRENCY = 50
+/**
+ * Pushes in flight per instance; one push service gets at most half. Enough to hide a push service's round
+ * trip (20-100 ms to FCM: 100 in flight is 1,000-5,000 pushes/s, more than one core encrypts), few enough
+ * not to exhaust sockets.
+ */
+export const DEFAULT_PUSH_CONCURRENCY = 200
 /** First retry of a failed push after about this long; doubling each attempt (with jitter). */
 export const DEFAULT_PUSH_RETRY_BASE_MS = 5_000
 /** An instance that has not beaten its heartbeat for this long no longer counts its streams as present. */
