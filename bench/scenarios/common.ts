@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { mintToken } from '../../src/tokens.ts'
@@ -123,6 +123,33 @@ export async function settledRssKiB(rssKiB: () => number, minMs = 3_000, maxMs =
     await new Promise((r) => setTimeout(r, 500))
   }
   return samples[samples.length - 1]
+}
+
+/** Busy and total CPU time of the whole machine so far (all CPUs, clock ticks), from /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+  const [, ...fields] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/)
+  const ticks = fields.map(Number)
+  const total = ticks.reduce((a, b) => a + b, 0)
+  // idle and iowait are not busy.
+  return { busy: total - ticks[3] - (ticks[4] ?? 0), total }
+}
+
+/**
+ * Waits until the whole machine is quiet (under `quietPct` % busy over 500 ms: the service, PostgreSQL's
+ * autovacuum, everything), at most `maxMs`; how long it took, ms. For scenarios whose setup leaves work behind
+ * that the measurement must not pay for.
+ */
+export async function machineQuiet(quietPct = 15, maxMs = 20_000): Promise<number> {
+  const started = Date.now()
+  let before = machineTicks()
+  while (Date.now() - started < maxMs) {
+    await new Promise((r) => setTimeout(r, 500))
+    const now = machineTicks()
+    const busyPct = (100 * (now.busy - before.busy)) / Math.max(1, now.total - before.total)
+    before = now
+    if (busyPct < quietPct) break
+  }
+  return Date.now() - started
 }
 
 /** Starts the raw-Node reference server. */

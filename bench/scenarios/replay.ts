@@ -6,6 +6,7 @@ import { StreamPool } from '../stream-pool.ts'
 import {
   type BenchContext,
   freshTenant,
+  machineQuiet,
   type Row,
   type ScenarioResult,
   type Scope,
@@ -51,6 +52,10 @@ export async function replay(ctx: BenchContext, scope: Scope): Promise<ScenarioR
   )
   const fillMs = nowMs() - fillStarted
   publisher.close()
+  // The fill is setup: the service's log tail follows it for a while after the last publish, and PostgreSQL
+  // may start autovacuum on the new rows. The replay is measured once the machine is quiet again.
+  const settleMs = await machineQuiet()
+  ctx.log(`replay: machine quiet ${settleMs} ms after the fill`)
 
   ctx.log('replay: resuming from Last-Event-ID 0')
   // One stream: the parent holds it itself (no worker needed).
@@ -106,6 +111,8 @@ export async function replay(ctx: BenchContext, scope: Scope): Promise<ScenarioR
     /** This process reads the stream: near 100, the client was the bottleneck. */
     clientCpuPct: round((client.user + client.system) / 10 / elapsedMs),
     fillEventsPerSec: round(total / (fillMs / 1000)),
+    /** After the fill, the wait for a quiet machine before the replay. */
+    settleMs,
   }
   const rows: Row[] = [
     ['replay', 'events /s', figures.eventsPerSec, null, null],
