@@ -335,6 +335,30 @@ describeEachBackend('stream', (backend) => {
         expect(s.events.some((e) => e.event === 'reset')).toBe(false)
       })
 
+      it('replays each notification byte for byte as it went out live (the database builds replayed frames)', async () => {
+        const tenant = unique('replay-bytes')
+        const watcher = await live(await open({ sub: 'u-bytes', tenant }))
+        const controls = Array.from({ length: 31 }, (_, i) => String.fromCharCode(i + 1)).join('')
+        const tricky = `quote " backslash \\ slash / ${controls} del \u007f seps \u2028\u2029 é 成绩 📚`
+        const ids = await publishBatch(t, tenant, [
+          {
+            to: { users: ['u-bytes'] },
+            title: tricky,
+            body: tricky,
+            data: { s: tricky, n: [1, 2.5, -3e-7, 1e21], nested: { yes: true, no: false, nil: null }, empty: {} },
+            url: '/a?b=c&d=%22e%22',
+            collapseKey: 'k"\\\u2028',
+            priority: 'high',
+          },
+          { to: { users: ['u-bytes'] }, title: 'plain', priority: 'low' },
+        ])
+        await waitForId(watcher, ids[1])
+        const replayed = await live(await open({ sub: 'u-bytes', tenant }, { lastEventId: '0' }))
+        await waitForId(replayed, ids[1])
+        expect(replayed.notificationIds).toEqual(ids)
+        expect(withoutPings(replayed.raw)).toBe(withoutPings(watcher.raw))
+      })
+
       it('replays from ?lastEventId= when there is no header', async () => {
         const f = await seed()
         const s = await live(await open(f.who, { topics: ['class:7A'], lastEventIdQuery: f.first }))

@@ -3,7 +3,7 @@ import { eventJson } from '../events/model.ts'
 import type { Metrics } from '../metrics.ts'
 import { Frame, HEARTBEAT_FRAME, type StreamConnection } from './connection.ts'
 
-export const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
+const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
 const eventFrame = (e: EventRow) => new Frame(notificationFrame(e.id, eventJson(e)))
 export const receiptFrame = (notice: object) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`
 
