@@ -95,8 +95,8 @@ export async function registerSubscription(
     p256dh: s.keys.p256dh,
     auth: s.keys.auth,
     expirationTime: s.expirationTime ? new Date(s.expirationTime) : null,
-    roles: caller.roles,
-    topics: caller.topics,
+    roles: [...caller.roles],
+    topics: [...caller.topics],
     renewTokenHash: hashRenewToken(renewToken),
   }
   const [row] = await database.db
