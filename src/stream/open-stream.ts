@@ -242,31 +242,33 @@ async function replay(
   // long replay is not one database round trip per page. Each query looks at a window, not at everything up
   // to the watermark: when the planner misjudges a tenant (statistics not yet analyzed after a burst of
   // inserts) it sorts every row in range before the LIMIT. A window with few visible events (a sparse
-  // history) makes the next one twice as wide; a full one was cut at REPLAY_PAGE, and the rest of it is read
-  // next, ahead of the windows already in flight behind it.
+  // history) makes the next ones twice as wide. A full window was cut at REPLAY_PAGE: the history is dense
+  // from there, so the wider windows already in flight behind it are dropped (their reads abandoned) and
+  // reading goes on from its last event in narrow windows again.
   let width = REPLAY_PAGE
   let end = after
-  const ahead: Read[] = []
-  const readNextWindow = () => {
-    if (end >= upTo) return
-    const from = end
-    end = Math.min(upTo, from + width)
-    ahead.push(read(from, end))
+  let ahead: Read[] = []
+  const readAhead = () => {
+    while (ahead.length < REPLAY_READ_AHEAD && end < upTo) {
+      const from = end
+      end = Math.min(upTo, from + width)
+      ahead.push(read(from, end))
+    }
   }
-  for (let i = 0; i < REPLAY_READ_AHEAD; i++) readNextWindow()
+  readAhead()
   let written = 0
   while (ahead.length && !conn.closed) {
     const window = ahead.shift() as Read
     const rows = await window.rows
     const lastId = rows.length ? Number(rows[rows.length - 1].id) : window.to
-    if (rows.length === REPLAY_PAGE) {
+    if (rows.length === REPLAY_PAGE && lastId < window.to) {
+      ahead = []
+      end = lastId
       width = REPLAY_PAGE
-      if (lastId < window.to) ahead.unshift(read(lastId, window.to))
-      else readNextWindow()
-    } else {
-      if (rows.length < REPLAY_PAGE / 2) width *= 2
-      readNextWindow()
+    } else if (rows.length < REPLAY_PAGE / 2) {
+      width *= 2
     }
+    readAhead()
     // Written in slices, each waiting for the socket to drain: a replay holds at most a slice in memory
     // beyond what the socket has taken, whatever the size of the events.
     let slice = ''
