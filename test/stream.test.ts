@@ -704,6 +704,18 @@ describeEachBackend('stream', (backend) => {
     afterAll(() => t.close())
     const open = streams(() => t)
 
+    /** A raw client that sends its stream request and never reads a byte. */
+    async function neverReading(tenant: string, userId: string) {
+      const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1')
+      await new Promise((resolve) => socket.once('connect', resolve))
+      socket.pause()
+      socket.on('error', () => {})
+      socket.write(
+        `GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token({ sub: userId, tenant })}\r\n\r\n`,
+      )
+      return socket
+    }
+
     /** The server's side of a user's only stream: what it held can be read after it closed. */
     async function streamOf(tenant: string, userId: string) {
       await expect.poll(() => t.app.hub.countForUser(tenant, userId)).toBe(1)
@@ -731,14 +743,7 @@ describeEachBackend('stream', (backend) => {
     it('holds at most about the buffer limit for a client that never reads, drops it, and keeps serving the others', async () => {
       const tenant = unique('slow')
       const normal = await live(await open({ sub: 'fast-reader', tenant }))
-      // A raw client that sends its request and never reads a byte.
-      const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1')
-      await new Promise((resolve) => socket.once('connect', resolve))
-      socket.pause()
-      socket.on('error', () => {})
-      socket.write(
-        `GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token({ sub: 'slow-reader', tenant })}\r\n\r\n`,
-      )
+      const socket = await neverReading(tenant, 'slow-reader')
       // Megabytes for the client that never reads, in batches; the other reader gets its own events between.
       const forNormal: string[] = []
       const { stream, ids: big } = await publishUntilBehind(tenant, 'slow-reader', async () => {
@@ -797,15 +802,10 @@ describeEachBackend('stream', (backend) => {
       expect(reader.ended).toBe(false)
       expect(reader.notificationIds).toEqual([...ids, after])
     })
+
     it('holds at most about the buffer limit for a client that never reads a burst of broadcasts', async () => {
       const tenant = unique('slow-broadcast')
-      const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1')
-      await new Promise((resolve) => socket.once('connect', resolve))
-      socket.pause()
-      socket.on('error', () => {})
-      socket.write(
-        `GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token({ sub: 'deaf', tenant })}\r\n\r\n`,
-      )
+      const socket = await neverReading(tenant, 'deaf')
       const stream = await streamOf(tenant, 'deaf')
       // Small broadcasts, 600 to a batch (~0.9 MB): each batch reaches the streams at once.
       const filler = 'b'.repeat(1_500)
