@@ -20,12 +20,13 @@ export class Frame {
   constructor(readonly text: string) {}
 
   get asChunk(): Buffer {
-    this.chunk ??= Buffer.from(asChunk(this.text))
+    this.chunk ??= Buffer.from(chunkOf(this.text))
     return this.chunk
   }
 }
 
-const asChunk = (text: string) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`
+/** `text` as one HTTP/1.1 chunk. */
+const chunkOf = (text: string) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`
 
 export const HEARTBEAT_FRAME = new Frame(': ping\n\n')
 
@@ -153,7 +154,7 @@ export class StreamConnection {
   /** Every write after the head: false once the socket holds more than its high-water mark. */
   private send(chunk: string | Frame): boolean {
     const socket = this.socket
-    if (socket) return socket.write(typeof chunk === 'string' ? asChunk(chunk) : chunk.asChunk)
+    if (socket) return socket.write(typeof chunk === 'string' ? chunkOf(chunk) : chunk.asChunk)
     return this.res.write(typeof chunk === 'string' ? chunk : chunk.text)
   }
 
