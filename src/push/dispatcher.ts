@@ -6,7 +6,6 @@ import { type EventRow, events, instances, pushDeliveries, pushSubscriptions, re
 import type { Metrics, PushOutcome } from '../metrics.ts'
 import type { AckTokens } from './ack-token.ts'
 import type { VapidKeys } from './keys.ts'
-import { serviceOf } from './outbox.ts'
 import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
 import { type Outcome, sendPush } from './send.ts'
 
@@ -40,6 +39,8 @@ interface Claimed {
   attempts: number
   /** Held-back `normal` push: instances that claimed the user's presence at publish time (see outbox.ts). */
   presentOn: string[] | null
+  /** The device's push service, as stored when the push was planned (see outbox.ts). */
+  service: string | null
 }
 
 type Subscription = typeof pushSubscriptions.$inferSelect
@@ -146,8 +147,8 @@ export class PushDispatcher {
 
   /**
    * Claims due rows, oldest first, leaving out devices with a push in flight or ready here, and taking no more
-   * for a push service than its queue has room for (push services as `serviceOf` tells them apart, stored
-   * with each row when it was planned).
+   * for a push service than its queue has room for (each row names its push service, stored when it was
+   * planned; the ready queue counts by the same name).
    */
   private async claim(limit: number): Promise<{ claimed: Claimed[]; anyServiceFull: boolean }> {
     const cap = this.options.concurrency
@@ -166,6 +167,7 @@ export class PushDispatcher {
       user_id: string
       attempts: number
       present_on: string[] | null
+      service: string | null
     }>(sql`
       with candidates as (
         select pd.id, pd.next_attempt_at, pd.service
@@ -189,7 +191,7 @@ export class PushDispatcher {
           attempts = d.attempts + 1, updated_at = now()
       from fitting f
       where d.id = f.id
-      returning d.id, d.event_id, d.subscription_id, d.tenant, d.user_id, d.attempts, d.present_on`)
+      returning d.id, d.event_id, d.subscription_id, d.tenant, d.user_id, d.attempts, d.present_on, d.service`)
     const claimed = rows.map((r) => ({
       id: Number(r.id),
       eventId: Number(r.event_id),
@@ -198,6 +200,7 @@ export class PushDispatcher {
       userId: r.user_id,
       attempts: Number(r.attempts),
       presentOn: r.present_on,
+      service: r.service,
     }))
     // Ids follow publish order: a device's pushes claimed together go out in it.
     return { claimed: claimed.sort((a, b) => a.id - b.id), anyServiceFull }
@@ -238,7 +241,7 @@ export class PushDispatcher {
       } else if (wasStreamed(c, event)) {
         this.skip(c.id, 'delivered on an open stream')
       } else {
-        this.ready.push({ c, event, sub, service: serviceOf(sub.endpoint) })
+        this.ready.push({ c, event, sub, service: c.service ?? sub.endpoint })
       }
     }
   }

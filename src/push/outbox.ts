@@ -10,6 +10,12 @@ export interface PushPolicy {
 }
 
 /**
+ * Which push service an endpoint belongs to: its scheme and authority. Stored with each planned push; the
+ * dispatcher shares its slots out by it.
+ */
+const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
+
+/**
  * SQL that writes the push outbox rows of just-inserted events (`inserted`: a relation with the events'
  * id, tenant, priority and audience), as part of the publish statement, so a committed event always has its
  * pushes planned (and a rolled-back one never does). Returns the event id of each push planned. One row per
@@ -66,14 +72,6 @@ export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
     ) planned
     returning event_id`
 }
-
-/**
- * Which push service an endpoint belongs to: its scheme and authority. Planned pushes store the same, computed
- * in SQL from SERVICE_PATTERN, so the two agree.
- */
-export const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
-const serviceRegExp = new RegExp(SERVICE_PATTERN)
-export const serviceOf = (endpoint: string) => serviceRegExp.exec(endpoint)?.[0] ?? endpoint
 
 /** Pushes not yet sent, failed or skipped, across instances (the metrics' backlog). Served by the pending-rows index. */
 export async function countPendingPushes(database: Database): Promise<number> {
