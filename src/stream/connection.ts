@@ -123,9 +123,7 @@ export class StreamConnection {
       if (this.queued.length > MAX_QUEUED_DURING_REPLAY) this.close('slow')
       return
     }
-    this.send(frame)
-    this.deliveries.inc()
-    if (this.written() > this.bufferLimit) this.fallBehind()
+    this.sendLive(frame, 1)
   }
 
   /**
@@ -138,8 +136,13 @@ export class StreamConnection {
       return
     }
     this.lastQueuedId = events[events.length - 1].id
-    this.send(joined)
-    this.deliveries.inc(events.length)
+    this.sendLive(joined, events.length)
+  }
+
+  /** Writes `count` live events' frames; past the buffer limit the stream falls behind. */
+  private sendLive(frames: string | Frame, count: number) {
+    this.send(frames)
+    this.deliveries.inc(count)
     if (this.written() > this.bufferLimit) this.fallBehind()
   }
 
@@ -219,10 +222,7 @@ export class StreamConnection {
     this.state = 'live'
     const queued = this.queued
     this.queued = []
-    if (!queued.length) return
-    this.send(queued.map((q) => q.frame.text).join(''))
-    this.deliveries.inc(queued.length)
-    if (this.written() > this.bufferLimit) this.fallBehind()
+    if (queued.length) this.sendLive(queued.map((q) => q.frame.text).join(''), queued.length)
   }
 
   /** Ends the stream when its token expires: now if it already has, else by the hub's sweep (no timer per stream). */

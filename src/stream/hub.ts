@@ -1,10 +1,16 @@
-import type { EventRow } from '../db/schema.ts'
-import { eventJson } from '../events/model.ts'
+import { sql } from 'drizzle-orm'
+import { type EventRow, events } from '../db/schema.ts'
+import { eventJson, eventJsonSql } from '../events/model.ts'
 import type { Metrics } from '../metrics.ts'
 import { Frame, HEARTBEAT_FRAME, type StreamConnection } from './connection.ts'
 
 const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
 const eventFrame = (e: EventRow) => new Frame(notificationFrame(e.id, eventJson(e)))
+/**
+ * The notification frame of an `events` row, built by the database for replays: the same text, byte for byte
+ * (a test compares a replayed frame with the live one).
+ */
+export const notificationFrameSql = sql`'id: ' || ${events.id} || E'\\nevent: notification\\ndata: ' || ${eventJsonSql} || E'\\n\\n'`
 export const receiptFrame = (notice: object) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`
 
 /** Broadcasts that come together are joined into one write per stream up to about this many characters. */

@@ -7,11 +7,10 @@ import type { Presence } from '../cluster/presence.ts'
 import type { Database } from '../db/client.ts'
 import { events } from '../db/schema.ts'
 import type { LogTail } from '../events/log-tail.ts'
-import { eventJsonSql } from '../events/model.ts'
 import { viewerOf, visibleTo } from '../events/visibility.ts'
 import type { Metrics } from '../metrics.ts'
 import { StreamConnection } from './connection.ts'
-import type { StreamHub } from './hub.ts'
+import { notificationFrameSql, type StreamHub } from './hub.ts'
 import { SseResponseConnection } from './sse-connection.ts'
 
 /** Events per replay query. */
@@ -202,12 +201,6 @@ async function resumePoint(database: Database, id: number): Promise<'kept' | 'go
   return row.newest !== null && id <= Number(row.newest) ? 'gone' : 'unknown'
 }
 
-/**
- * notificationFrame(id, eventJson(row)) of an `events` row, built by the database (the same text, byte for
- * byte: a test compares a replayed frame with the live one).
- */
-const NOTIFICATION_FRAME_SQL = sql`'id: ' || ${events.id} || E'\\nevent: notification\\ndata: ' || ${eventJsonSql} || E'\\n\\n'`
-
 /** A window of ids being read for a replay: (its start, `to`]. */
 interface Read {
   to: number
@@ -231,7 +224,7 @@ async function replay(
   /** The first REPLAY_PAGE visible events in (from, to]. */
   const read = (from: number, to: number): Read => {
     const rows = database.query<{ id: string | number; frame: string }>(sql`
-      select ${events.id} as id, ${NOTIFICATION_FRAME_SQL} as frame
+      select ${events.id} as id, ${notificationFrameSql} as frame
       from ${events}
       where ${visible} and ${events.id} > ${from} and ${events.id} <= ${to}
       order by ${events.id} limit ${REPLAY_PAGE}`)
