@@ -1,7 +1,7 @@
 import { and, eq, type SQL, sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
 import type { Database } from '../db/client.ts'
-import { idempotencyKeys } from '../db/schema.ts'
+import { type EventRow, idempotencyKeys } from '../db/schema.ts'
 import { HttpProblem, isDatabaseUnavailable } from '../errors.ts'
 import { type PushPolicy, planPushes } from '../push/outbox.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
@@ -14,6 +14,8 @@ export interface Published {
   replayed: boolean
   /** Pushes planned in the outbox (0: no dispatcher needs waking). */
   pushes: number
+  /** The events as committed, in id order (none when replayed): the log tail takes them without reading them back. */
+  rows: EventRow[]
 }
 
 /** A publisher may address users and topics with `events:publish`, roles and the tenant with `events:broadcast`. */
@@ -29,11 +31,44 @@ export interface PublishOptions {
   rawData?: Array<string | undefined>
 }
 
-/** An event to insert, with who publishes it (a coalesced statement holds several publishers' events). */
-interface Row {
-  caller: Caller
-  event: NewEvent
-  rawData: string | undefined
+/**
+ * An event to insert, in the events' columns, with who publishes it (a coalesced statement holds several
+ * publishers' events): one element of the publish statement's JSON parameter.
+ */
+interface EventRecord {
+  tenant: string
+  actor: string
+  type: string
+  title: string
+  body: string | null
+  data_json: string | null
+  priority: NewEvent['priority']
+  url: string | null
+  collapse_key: string | null
+  to_users: string[]
+  to_roles: string[]
+  to_topics: string[]
+  to_tenant: boolean
+  ttl: number
+}
+
+function toRecord(caller: Caller, e: NewEvent, rawData: string | undefined): EventRecord {
+  return {
+    tenant: caller.tenant,
+    actor: caller.userId,
+    type: e.type,
+    title: e.title,
+    body: e.body ?? null,
+    data_json: e.data === undefined ? null : (rawData ?? JSON.stringify(e.data)),
+    priority: e.priority,
+    url: e.url ?? null,
+    collapse_key: e.collapseKey ?? null,
+    to_users: dedupe(e.to.users),
+    to_roles: dedupe(e.to.roles),
+    to_topics: dedupe(e.to.topics),
+    to_tenant: e.to.tenant ?? false,
+    ttl: e.ttl,
+  }
 }
 
 /**
@@ -49,11 +84,11 @@ export function createPublisher(database: Database, policy: PushPolicy) {
   const singles = new SinglePublishes(database, policy)
   return async function publishEvents(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
     for (const e of batch) assertMayAddress(caller, e.to)
-    const rows = batch.map((event, i) => ({ caller, event, rawData: options.rawData?.[i] }))
+    const records = batch.map((event, i) => toRecord(caller, event, options.rawData?.[i]))
     const key = options.idempotencyKey
-    if (!key && batch.length === 1) return singles.publish(rows[0])
-    const statement = insertEvents(rows, policy)
-    if (!key) return published(await database.query<InsertedRow>(statement))
+    if (!key && batch.length === 1) return singles.publish(records[0])
+    const statement = insertEvents(records, policy)
+    if (!key) return published(records, await database.query<InsertedRow>(statement))
 
     return database.db.transaction(async (tx) => {
       const claimed = await tx
@@ -73,9 +108,9 @@ export function createPublisher(database: Database, policy: PushPolicy) {
         if (earlier.kind !== options.kind) {
           throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
         }
-        return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0 }
+        return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0, rows: [] }
       }
-      const result = published(await database.query<InsertedRow>(statement, tx))
+      const result = published(records, await database.query<InsertedRow>(statement, tx))
       await tx
         .update(idempotencyKeys)
         .set({ eventIds: result.ids })
@@ -111,16 +146,20 @@ const MAX_COALESCED = 1_000
  */
 class SinglePublishes {
   private running = 0
-  private readonly queue: Array<{ row: Row; resolve: (p: Published) => void; reject: (err: unknown) => void }> = []
+  private readonly queue: Array<{
+    record: EventRecord
+    resolve: (p: Published) => void
+    reject: (err: unknown) => void
+  }> = []
 
   constructor(
     private readonly database: Database,
     private readonly policy: PushPolicy,
   ) {}
 
-  publish(row: Row): Promise<Published> {
+  publish(record: EventRecord): Promise<Published> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ row, resolve, reject })
+      this.queue.push({ record, resolve, reject })
       if (this.running < SINGLE_STATEMENTS) void this.runQueued()
     })
   }
@@ -132,7 +171,7 @@ class SinglePublishes {
         const taken = this.queue.splice(0, MAX_COALESCED)
         let rows: InsertedRow[]
         try {
-          rows = await this.insert(taken.map((t) => t.row))
+          rows = await this.insert(taken.map((t) => t.record))
         } catch (err) {
           // Retried alone only when the database refused the statement (it then committed nothing); a lost
           // connection may have committed it, so those publishes fail as they would have alone.
@@ -141,20 +180,20 @@ class SinglePublishes {
           continue
         }
         // Ids follow the statement's row order, which is the queue's.
-        for (const [i, t] of taken.entries()) t.resolve(published([rows[i]]))
+        for (const [i, t] of taken.entries()) t.resolve(published([t.record], [rows[i]]))
       }
     } finally {
       this.running--
     }
   }
 
-  private insert(rows: Row[]) {
-    return this.database.query<InsertedRow>(insertEvents(rows, this.policy))
+  private insert(records: EventRecord[]) {
+    return this.database.query<InsertedRow>(insertEvents(records, this.policy))
   }
 
   private async alone(t: (typeof this.queue)[number]) {
     try {
-      t.resolve(published(await this.insert([t.row])))
+      t.resolve(published([t.record], await this.insert([t.record])))
     } catch (err) {
       t.reject(err)
     }
@@ -164,17 +203,43 @@ class SinglePublishes {
 interface InsertedRow {
   id: string | number
   created_at: Date | string
+  expires_at: Date | string
   pushes: string | number
 }
 
-function published(rows: InsertedRow[]): Published {
+/** What the statement returned for `records` (row i is record i's event). */
+function published(records: EventRecord[], inserted: InsertedRow[]): Published {
+  const rows = inserted.map((r, i): EventRow => {
+    const e = records[i]
+    return {
+      id: Number(r.id),
+      tenant: e.tenant,
+      type: e.type,
+      title: e.title,
+      body: e.body,
+      dataJson: e.data_json,
+      priority: e.priority,
+      url: e.url,
+      collapseKey: e.collapse_key,
+      actor: e.actor,
+      toUsers: e.to_users,
+      toRoles: e.to_roles,
+      toTopics: e.to_topics,
+      toTenant: e.to_tenant,
+      createdAt: asDate(r.created_at),
+      expiresAt: asDate(r.expires_at),
+    }
+  })
   return {
-    ids: rows.map((r) => Number(r.id)),
-    createdAt: new Date(rows[0].created_at),
+    ids: rows.map((r) => r.id),
+    createdAt: rows[0].createdAt,
     replayed: false,
-    pushes: rows.reduce((sum, r) => sum + Number(r.pushes), 0),
+    pushes: inserted.reduce((sum, r) => sum + Number(r.pushes), 0),
+    rows,
   }
 }
+
+const asDate = (v: Date | string) => (v instanceof Date ? v : new Date(v))
 
 /**
  * The publish statement. The batch travels as one JSON parameter (a batch of 1,000 is not 14,000 bind
@@ -182,25 +247,8 @@ function published(rows: InsertedRow[]): Published {
  * in-flight publish's gap from a rolled-back one by this lock's holders (see log-tail.ts). Ids follow the
  * batch order.
  */
-function insertEvents(rows: Row[], policy: PushPolicy): SQL {
-  const json = JSON.stringify(
-    rows.map(({ caller, event: e, rawData }) => ({
-      tenant: caller.tenant,
-      actor: caller.userId,
-      type: e.type,
-      title: e.title,
-      body: e.body ?? null,
-      data_json: e.data === undefined ? null : (rawData ?? JSON.stringify(e.data)),
-      priority: e.priority,
-      url: e.url ?? null,
-      collapse_key: e.collapseKey ?? null,
-      to_users: dedupe(e.to.users),
-      to_roles: dedupe(e.to.roles),
-      to_topics: dedupe(e.to.topics),
-      to_tenant: e.to.tenant ?? false,
-      ttl: e.ttl,
-    })),
-  )
+function insertEvents(records: EventRecord[], policy: PushPolicy): SQL {
+  const json = JSON.stringify(records)
   return sql`
     with publish_lock as materialized (
       select pg_advisory_xact_lock_shared(${sql.raw(`${PUBLISH_LOCK.classId}, ${PUBLISH_LOCK.objId}`)})
@@ -213,9 +261,9 @@ function insertEvents(rows: Row[], policy: PushPolicy): SQL {
         data_json text, priority text, url text, collapse_key text, to_users text[], to_roles text[],
         to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
       order by e.ordinality
-      returning id, created_at, tenant, priority, to_users, to_roles, to_topics, to_tenant
+      returning id, created_at, expires_at, tenant, priority, to_users, to_roles, to_topics, to_tenant
     ), planned as (${planPushes(sql`inserted`, policy)})
-    select i.id, i.created_at, coalesce(p.pushes, 0) as pushes
+    select i.id, i.created_at, i.expires_at, coalesce(p.pushes, 0) as pushes
     from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
     order by i.id`
 }

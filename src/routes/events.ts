@@ -4,7 +4,7 @@ import { documentedReplies } from '../docs.ts'
 import { HttpProblem } from '../errors.ts'
 import { getEvent, listEvents, unreadCount } from '../events/inbox.ts'
 import { batchSchema, type NewEvent, newEventSchema, type Priority, parseEventId } from '../events/model.ts'
-import { createPublisher } from '../events/publish.ts'
+import { createPublisher, type Published } from '../events/publish.ts'
 import { rawDataOfBatch, rawDataOfEvent } from '../events/raw-json.ts'
 import { deliveryStatus, eventsUpTo, markEvents, oneEvent, type ReceiptNotice, someEvents } from '../events/receipts.ts'
 import { receiptFrame } from '../stream/hub.ts'
@@ -35,8 +35,8 @@ export async function eventRoutes(fastify: FastifyInstance) {
     done()
     return result
   }
-  const published = (ids: number[], batch: readonly NewEvent[], pushes: number) => {
-    logTail.wake()
+  const published = ({ ids, rows, pushes }: Published, batch: readonly NewEvent[]) => {
+    logTail.offer(rows)
     if (pushes) pushDispatcher.wake() // delayed pushes and other instances' are found by its poll
     bus.wakeOthers(ids[ids.length - 1])
     // Tallied first: a batch of 1,000 is four counter updates, not 1,000.
@@ -70,7 +70,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         kind: 'single',
         rawData: request.rawJson === undefined ? undefined : [rawDataOfEvent(request.rawJson)],
       })
-      if (!result.replayed) published(result.ids, [request.body], result.pushes)
+      if (!result.replayed) published(result, [request.body])
       return reply
         .code(result.replayed ? 200 : 201)
         .send({ id: String(result.ids[0]), createdAt: result.createdAt.toISOString() })
@@ -96,7 +96,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         kind: 'batch',
         rawData: request.rawJson === undefined ? undefined : rawDataOfBatch(request.rawJson),
       })
-      if (!result.replayed) published(result.ids, request.body.events, result.pushes)
+      if (!result.replayed) published(result, request.body.events)
       return reply.code(result.replayed ? 200 : 201).send({ ids: result.ids.map(String) })
     },
   )
