@@ -8,6 +8,8 @@ import { SseClient } from './helpers/sse.ts'
 
 /** Short presence TTL so a killed instance's users stop counting as online within seconds. */
 const PRESENCE_TTL_S = 3
+/** The instances' safety poll of the log, long enough that an event arriving sooner was brought by a wake-up. */
+const LOG_POLL_MS = 5_000
 
 interface Instance {
   name: string
@@ -45,6 +47,7 @@ describePostgres('several instances on one PostgreSQL behave as one service', ()
       PRESENCE_TTL_S: String(PRESENCE_TTL_S),
       PUSH_RETRY_BASE_MS: '200',
       DB_POOL_SIZE: '5',
+      LOG_POLL_MS: String(LOG_POLL_MS),
     })
     const [, url] = await child.waitForOutput(/listening on (http:\/\/\S+)/)
     const instance = { name, url, child }
@@ -82,11 +85,14 @@ describePostgres('several instances on one PostgreSQL behave as one service', ()
     if (dbUrl) await dropPostgresDatabase(dbUrl)
   })
 
-  it("an event published on A reaches a stream on B, and a read on A reaches the reader's stream on B", async () => {
+  it("an event published on A reaches a stream on B at once, and a read on A reaches the reader's stream on B", async () => {
     const stream = await SseClient.open(b.url, { token: token('ana') })
+    const sent = Date.now()
     const id = await publish(a, { type: 'grade.posted', to: { users: ['ana'] }, title: 'Maths 18/20' })
     await stream.waitForNotifications(1)
     expect(stream.notificationIds).toEqual([id])
+    // A woke B (NOTIFY with the publish's commit); B's own poll would have taken up to LOG_POLL_MS.
+    expect(Date.now() - sent).toBeLessThan(LOG_POLL_MS / 2)
 
     const read = await fetch(`${a.url}/v1/events/${id}/read`, {
       method: 'POST',

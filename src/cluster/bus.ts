@@ -1,3 +1,4 @@
+import { type SQL, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
 
@@ -27,9 +28,6 @@ export interface BusHandlers {
  */
 export class ClusterBus {
   private unlisten: Array<() => Promise<void>> = []
-  /** wakeOthers: a NOTIFY is in flight, and the newest id committed since it left (0: none). */
-  private announcing = false
-  private newestUnannounced = 0
 
   constructor(
     private readonly database: Database,
@@ -61,20 +59,15 @@ export class ClusterBus {
     this.unlisten = [events.unlisten, receipts.unlisten]
   }
 
-  /** After a publish committed. Best effort: a lost wake-up costs at most LOG_POLL_MS of latency. */
-  wakeOthers(newestId: number) {
-    if (!this.database.pg) return
-    // One NOTIFY in flight at a time: publishes that commit meanwhile share the next one (under load that is
-    // one round trip per batch of publishes, not per publish; the listeners read the log either way).
-    this.newestUnannounced = Math.max(this.newestUnannounced, newestId)
-    if (this.announcing) return
-    const id = this.newestUnannounced
-    this.newestUnannounced = 0
-    this.announcing = true
-    void this.notify(EVENTS_CHANNEL, `${this.instanceId} ${id}`)?.finally(() => {
-      this.announcing = false
-      if (this.newestUnannounced) this.wakeOthers(this.newestUnannounced)
-    })
+  /**
+   * SQL for a publish statement to wake the other instances with (undefined on PGlite): a NOTIFY taken in the
+   * publish's own transaction, so it goes out when the events commit and never for a rolled-back publish,
+   * without a round trip of its own. `newestId` is the statement's largest event id.
+   * Best effort: a lost wake-up costs at most LOG_POLL_MS of latency.
+   */
+  get announcePublish(): ((newestId: SQL) => SQL) | undefined {
+    if (!this.database.pg) return undefined
+    return (newestId) => sql`select pg_notify(${EVENTS_CHANNEL}, ${this.instanceId}::text || ' ' || ${newestId})`
   }
 
   receipt(message: ReceiptMessage) {

@@ -80,14 +80,15 @@ function toRecord(caller: Caller, e: NewEvent, rawData: string | undefined): Eve
  * Single publishes without a key are coalesced (see SinglePublishes): under load, one statement and one
  * commit carry many of them.
  */
-export function createPublisher(database: Database, policy: PushPolicy) {
-  const singles = new SinglePublishes(database, policy)
+export function createPublisher(database: Database, policy: PushPolicy, announce?: Announce) {
+  const statementOf = (records: EventRecord[]) => insertEvents(records, policy, announce)
+  const singles = new SinglePublishes(database, statementOf)
   return async function publishEvents(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
     for (const e of batch) assertMayAddress(caller, e.to)
     const records = batch.map((event, i) => toRecord(caller, event, options.rawData?.[i]))
     const key = options.idempotencyKey
     if (!key && batch.length === 1) return singles.publish(records[0])
-    const statement = insertEvents(records, policy)
+    const statement = statementOf(records)
     if (!key) return published(records, await database.query<InsertedRow>(statement))
 
     return database.db.transaction(async (tx) => {
@@ -154,7 +155,7 @@ class SinglePublishes {
 
   constructor(
     private readonly database: Database,
-    private readonly policy: PushPolicy,
+    private readonly statementOf: (records: EventRecord[]) => SQL,
   ) {}
 
   publish(record: EventRecord): Promise<Published> {
@@ -188,7 +189,7 @@ class SinglePublishes {
   }
 
   private insert(records: EventRecord[]) {
-    return this.database.query<InsertedRow>(insertEvents(records, this.policy))
+    return this.database.query<InsertedRow>(this.statementOf(records))
   }
 
   private async alone(t: (typeof this.queue)[number]) {
@@ -241,13 +242,16 @@ function published(records: EventRecord[], inserted: InsertedRow[]): Published {
 
 const asDate = (v: Date | string) => (v instanceof Date ? v : new Date(v))
 
+/** SQL that tells other instances of a publish, given its largest event id (ClusterBus.announcePublish). */
+type Announce = (newestId: SQL) => SQL
+
 /**
  * The publish statement. The batch travels as one JSON parameter (a batch of 1,000 is not 14,000 bind
  * parameters). PUBLISH_LOCK is taken, in a CTE the insert reads from, before any id is: the log tail tells an
  * in-flight publish's gap from a rolled-back one by this lock's holders (see log-tail.ts). Ids follow the
- * batch order.
+ * batch order. With `announce`, the same statement wakes the other instances.
  */
-function insertEvents(records: EventRecord[], policy: PushPolicy): SQL {
+function insertEvents(records: EventRecord[], policy: PushPolicy, announce: Announce | undefined): SQL {
   const json = JSON.stringify(records)
   return sql`
     with publish_lock as materialized (
@@ -263,8 +267,10 @@ function insertEvents(records: EventRecord[], policy: PushPolicy): SQL {
       order by e.ordinality
       returning id, created_at, expires_at, tenant, priority, to_users, to_roles, to_topics, to_tenant
     ), planned as (${planPushes(sql`inserted`, policy)})
+    ${announce ? sql`, announced as materialized (${announce(sql`(select max(id) from inserted)`)})` : sql``}
     select i.id, i.created_at, i.expires_at, coalesce(p.pushes, 0) as pushes
     from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
+    ${announce ? sql`cross join announced` : sql``}
     order by i.id`
 }
 

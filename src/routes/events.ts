@@ -27,7 +27,7 @@ import {
 export async function eventRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
   const { database, hub, logTail, pushDispatcher, pushPolicy, bus, metrics } = app
-  const publishEvents = createPublisher(database, pushPolicy)
+  const publishEvents = createPublisher(database, pushPolicy, bus.announcePublish)
   /** publishEvents, timed for the publish latency histogram (a refused publish is not a latency). */
   const publish: typeof publishEvents = async (...args) => {
     const done = metrics.publishSeconds.startTimer()
@@ -35,10 +35,10 @@ export async function eventRoutes(fastify: FastifyInstance) {
     done()
     return result
   }
-  const published = ({ ids, rows, pushes }: Published, batch: readonly NewEvent[]) => {
+  /** After a publish committed (its statement has woken the other instances already). */
+  const published = ({ rows, pushes }: Published, batch: readonly NewEvent[]) => {
     logTail.offer(rows)
     if (pushes) pushDispatcher.wake() // delayed pushes and other instances' are found by its poll
-    bus.wakeOthers(ids[ids.length - 1])
     // Tallied first: a batch of 1,000 is four counter updates, not 1,000.
     const byPriority = new Map<Priority, number>()
     for (const e of batch) byPriority.set(e.priority, (byPriority.get(e.priority) ?? 0) + 1)
