@@ -201,6 +201,14 @@ async function resumePoint(database: Database, id: number): Promise<'kept' | 'go
   return row.newest !== null && id <= Number(row.newest) ? 'gone' : 'unknown'
 }
 
+/** The tenant's first event id in (after, upTo], or upTo + 1 if there is none. */
+async function firstIdAfter(database: Database, tenant: string, after: number, upTo: number): Promise<number> {
+  const [row] = await database.query<{ first: string | number | null }>(
+    sql`select min(${events.id}) as first from ${events} where ${events.tenant} = ${tenant} and ${events.id} > ${after} and ${events.id} <= ${upTo}`,
+  )
+  return row.first === null ? upTo + 1 : Number(row.first)
+}
+
 /** A window of ids being read for a replay: (its start, `to`]. */
 interface Read {
   to: number
@@ -239,7 +247,9 @@ async function replay(
   // from there, so the wider windows already in flight behind it are dropped (their reads abandoned) and
   // reading goes on from its last event in narrow windows again.
   let width = REPLAY_PAGE
-  let end = after
+  // Windows start at the tenant's first event after `after` (one look at the (tenant, id) index): a stream
+  // resuming from far back does not walk, window by window, through other tenants' ids first.
+  let end = Math.max(after, (await firstIdAfter(database, caller.tenant, after, upTo)) - 1)
   let ahead: Read[] = []
   const readAhead = () => {
     while (ahead.length < REPLAY_READ_AHEAD && end < upTo) {
