@@ -16,6 +16,11 @@ import { type Outcome, sendPush } from './send.ts'
 const CLAIM_S = 60
 /** Look for due pushes (delayed `high` ones, retries) at least this often. */
 const POLL_MS = 1_000
+/**
+ * A push is only started with at least this long left before its event expires: with less, its TTL header
+ * would be 0 s and it would reach the push service as the event expires, or after.
+ */
+const MIN_TIME_LEFT_MS = 1_000
 /** Backoff after a failed attempt: base × 2^(attempt-1), capped, with jitter. */
 const MAX_BACKOFF_MS = 3_600_000
 
@@ -252,8 +257,9 @@ export class PushDispatcher {
     const waiting: Ready[] = []
     for (const r of this.ready) {
       if (this.stopped || this.inFlight >= this.options.concurrency) waiting.push(r)
-      else if (r.event.expiresAt.getTime() <= Date.now()) this.finish(r.c, { state: 'failed', error: 'event expired' })
-      else if (this.sendingTo.has(r.sub.id) || (this.perService.get(r.service) ?? 0) >= share) waiting.push(r)
+      else if (r.event.expiresAt.getTime() - Date.now() < MIN_TIME_LEFT_MS) {
+        this.finish(r.c, { state: 'failed', error: 'event expired' })
+      } else if (this.sendingTo.has(r.sub.id) || (this.perService.get(r.service) ?? 0) >= share) waiting.push(r)
       else this.sendNow(r)
     }
     this.ready = waiting
@@ -316,7 +322,7 @@ export class PushDispatcher {
     const backoff = Math.min(base * 2 ** (c.attempts - 1), MAX_BACKOFF_MS)
     const delay = Math.max(outcome.retryAfterMs ?? 0, backoff / 2 + Math.random() * (backoff / 2))
     const due = Date.now() + delay
-    if (c.attempts >= this.options.maxAttempts || (event && due >= event.expiresAt.getTime())) {
+    if (c.attempts >= this.options.maxAttempts || (event && event.expiresAt.getTime() - due < MIN_TIME_LEFT_MS)) {
       this.count('failed', outcome.status)
       this.recordLater(c.id, {
         state: 'failed',
