@@ -181,10 +181,14 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   // then hand back claimed pushes and stop counting this instance's users as present.
   app.addHook('preClose', async () => {
     await bus.stop()
-    hub.closeAll()
-    // Connections still open a moment from now (clients that do not hang up when their stream ends, streams
-    // that were still opening) would hold the server's close until the deadline: close them then.
-    setTimeout(() => app.server.closeAllConnections(), SHUTDOWN_GRACE_MS).unref()
+    const ended = hub.closeAll()
+    // Connections still open a moment from now (clients that do not read the end of their stream, streams
+    // that were still opening) would hold the server's close until the deadline: close them then. A stream's
+    // connection is not among the server's own once its parser is released (idle-memory.ts): hence both.
+    setTimeout(() => {
+      app.server.closeAllConnections()
+      for (const c of ended) c.destroy()
+    }, SHUTDOWN_GRACE_MS).unref()
     await pushDispatcher.stop()
     await presence.stop()
   })

@@ -836,6 +836,78 @@ describeEachBackend('stream', (backend) => {
     })
   })
 
+  // Once a stream has started, nothing more is read from its connection as HTTP (idle-memory.ts gives the
+  // parser back): what a client sends or does on it afterwards must still be handled.
+  describe('the connection a stream runs on', () => {
+    let t: TestApp
+    beforeAll(async () => {
+      t = await startApp(backend)
+    })
+    afterAll(() => t.close())
+
+    const waitUntil = async (done: () => boolean, what: string, ms = 3_000) => {
+      const deadline = Date.now() + ms
+      while (!done()) {
+        if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+        await sleep(10)
+      }
+    }
+
+    /** A stream opened on a raw socket that stays open for reading after it half-closes; `text` is all it got. */
+    const rawStream = async (token: string, after = '') => {
+      const socket = net.connect({ port: Number(new URL(t.url).port), host: '127.0.0.1', allowHalfOpen: true })
+      const c = { socket, text: '', ended: false, closed: false }
+      socket.on('data', (chunk) => {
+        c.text += chunk.toString('latin1')
+      })
+      socket.on('end', () => {
+        c.ended = true
+      })
+      socket.on('close', () => {
+        c.closed = true
+      })
+      socket.on('error', () => {})
+      socket.write(`GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\n\r\n${after}`)
+      await waitUntil(() => c.text.includes('retry: '), 'the stream to start')
+      return c
+    }
+
+    it('ends the stream and the connection when the client half-closes it', async () => {
+      const tenant = unique('half-close')
+      const before = t.app.hub.size
+      const c = await rawStream(t.token({ sub: 'half-closer', tenant }))
+      expect(t.app.hub.size).toBe(before + 1)
+      c.socket.end() // FIN; this side still reads
+      await waitUntil(() => c.ended, 'the server to end its side')
+      await waitUntil(() => t.app.hub.size === before, 'the stream to be gone')
+      c.socket.destroy()
+    })
+
+    it('closes the connection when the server ends a stream (token expiry), rather than keeping it for a next request', async () => {
+      const tenant = unique('expiry-close')
+      const c = await rawStream(t.token({ sub: 'expiring', tenant }, 2))
+      await waitUntil(() => c.text.endsWith('0\r\n\r\n'), 'the response to end', 5_000)
+      const endedAt = Date.now()
+      // Kept alive, the connection would wait for a next request until the keep-alive timeout (72 s).
+      await waitUntil(() => c.ended, 'the server to close the connection', 2_000)
+      expect(Date.now() - endedAt).toBeLessThan(2_000)
+      c.socket.destroy()
+    })
+
+    it('ignores what a client sends after its stream request, and goes on delivering', async () => {
+      const tenant = unique('after-request')
+      const c = await rawStream(t.token({ sub: 'chatty', tenant }), 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+      c.socket.write('this is not HTTP\r\n\r\n')
+      await sleep(100)
+      const id = await publish(t, tenant, { to: { users: ['chatty'] } })
+      await waitUntil(() => c.text.includes(`id: ${id}\n`), 'the event')
+      expect(c.closed).toBe(false)
+      // Only the stream's response: a request behind a response that never ends is never answered.
+      expect(c.text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200'])
+      c.socket.destroy()
+    })
+  })
+
   describe('shutdown', () => {
     let t: TestApp
     beforeAll(async () => {

@@ -232,6 +232,11 @@ export class StreamConnection {
     if (this.expiresAt <= Date.now()) this.close('expired')
   }
 
+  /** Drops the connection now, whatever it still had to send (shutdown, after its grace period). */
+  destroy(): void {
+    this.res.destroy()
+  }
+
   onClose(listener: (c: StreamConnection) => void) {
     this.onClosed.push(listener)
   }

@@ -186,11 +186,13 @@ export class StreamHub {
     for (const t of this.tenants.values()) for (const c of t.all) c.write(frame)
   }
 
-  /** Ends every stream (shutdown); clients reconnect elsewhere and resume. */
-  closeAll(): void {
+  /** Ends every stream (shutdown); clients reconnect elsewhere and resume. Returns the streams it ended. */
+  closeAll(): StreamConnection[] {
     this.shuttingDown = true
     clearInterval(this.heartbeat)
     clearInterval(this.expirySweep)
-    for (const t of [...this.tenants.values()]) for (const c of [...t.all]) c.close('shutdown')
+    const ended = [...this.tenants.values()].flatMap((t) => [...t.all])
+    for (const c of ended) c.close('shutdown')
+    return ended
   }
 }

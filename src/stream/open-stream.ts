@@ -11,6 +11,7 @@ import { viewerOf, visibleTo } from '../events/visibility.ts'
 import type { Metrics } from '../metrics.ts'
 import { StreamConnection } from './connection.ts'
 import { notificationFrameSql, type StreamHub } from './hub.ts'
+import { shedRequestState } from './idle-memory.ts'
 import { SseResponseConnection } from './sse-connection.ts'
 
 /** Events per replay query. */
@@ -90,8 +91,7 @@ export async function openStream(
     return
   }
   conn.start(`retry: ${RETRY_MS}\n\n`)
-  compactHead(reply.raw)
-  releaseFastifyRequest(reply.raw)
+  shedRequestState(reply.raw)
   conn.closeAt(caller.exp)
 
   // What the stream's closures keep for its whole life: no closure below may use `request` or `reply`, so the
@@ -156,33 +156,6 @@ function sendHead(res: ServerResponse, headers: Record<string, string>): Promise
   // Emitted whatever happened meanwhile; the session is not used after it.
   return new Promise((resolve) => session.once('connected', () => resolve()))
 }
-
-/**
- * Fastify listens for the response's `finish` and `error` to log "request completed" and run onResponse hooks
- * (this app has none); the listener holds Fastify's request, reply and per-request logger for as long as the
- * response is open, which for a stream is its whole life: about 0.6 KB each. Streams log their own end
- * ("stream closed"), so those two listeners are removed once the stream has started. A no-op if Fastify
- * renames its listener.
- */
-function releaseFastifyRequest(res: ServerResponse) {
-  for (const event of ['finish', 'error'] as const) {
-    for (const listener of res.listeners(event)) {
-      if (listener.name === 'onResFinished') res.off(event, listener as (...args: unknown[]) => void)
-    }
-  }
-}
-
-/**
- * Node keeps the response head it sent (`_header`, for `headersSent`) for the life of the response, as the
- * rope of some 30 small strings it was concatenated from: 0.7 KB of every idle stream's 9.9 KB of heap
- * (heap snapshots of 2,000 streams). Reading it with a regular expression makes V8 flatten it in place into
- * one string of about 200 bytes; nothing about the response changes. A no-op if Node stops keeping it.
- */
-function compactHead(res: ServerResponse) {
-  const head = (res as unknown as { _header?: unknown })._header
-  if (typeof head === 'string') HEAD_END.test(head)
-}
-const HEAD_END = /\r\n\r\n$/
 
 /**
  * Where a client resumes from: `kept` (the event is still in the log), `gone` (expired or pruned: events
