@@ -54,6 +54,12 @@ describeEachBackend('logs', (backend) => {
       expect(opened).toMatchObject({ user: 'noor', tenant: 't1' })
       expect(closed).toMatchObject({ user: 'noor', tenant: 't1', reason: 'client' })
       expect(typeof closed?.durationMs).toBe('number')
+      // Both name the request that opened the stream.
+      const streamRequest = parsed.find((l) =>
+        String((l.req as { url?: string } | undefined)?.url).startsWith('/v1/stream'),
+      )
+      expect(typeof streamRequest?.reqId).toBe('string')
+      expect([opened?.reqId, closed?.reqId]).toEqual([streamRequest?.reqId, streamRequest?.reqId])
 
       const text = lines.join('\n')
       const secrets = {

@@ -1,13 +1,13 @@
 import type { ServerResponse } from 'node:http'
 import { Session } from 'better-sse'
 import { sql } from 'drizzle-orm'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { Caller } from '../auth.ts'
 import type { Presence } from '../cluster/presence.ts'
 import type { Database } from '../db/client.ts'
 import { events } from '../db/schema.ts'
 import type { LogTail } from '../events/log-tail.ts'
-import { viewerOf, visibleTo } from '../events/visibility.ts'
+import { visibleTo } from '../events/visibility.ts'
 import type { Metrics } from '../metrics.ts'
 import { StreamConnection } from './connection.ts'
 import { notificationFrameSql, type StreamHub } from './hub.ts'
@@ -77,7 +77,7 @@ export async function openStream(
     deps.slowReaderTimeoutMs,
     metrics.deliveries,
   )
-  conn.onClose(() => presence.leave(caller.tenant, caller.userId))
+  conn.onClose((c) => presence.leave(c.tenant, c.userId))
   // Registered before the response starts: from this instant live events above the watermark queue.
   conn.lastQueuedId = Math.max(lastEventId ?? 0, tail.cursor)
   hub.add(conn)
@@ -94,32 +94,26 @@ export async function openStream(
   shedRequestState(reply.raw)
   conn.closeAt(caller.exp)
 
-  // What the stream's closures keep for its whole life: no closure below may use `request` or `reply`, so the
-  // framework's request objects are not held by an idle stream (each is memory per open stream).
-  const log = request.log
-  const opened = Date.now()
+  // What the stream's closures keep for its whole life, shared in one context: deps, the app's logger and the
+  // request id. None may use `request`, `reply` or `caller` (nor the request's own child logger): each is
+  // memory held by every idle stream.
+  const log = request.server.log
+  const reqId = request.id
   conn.onClose((c) =>
     log.info(
-      { stream: c.id, user: c.userId, tenant: c.tenant, reason: c.closeReason, durationMs: Date.now() - opened },
+      {
+        reqId,
+        stream: c.id,
+        user: c.userId,
+        tenant: c.tenant,
+        reason: c.closeReason,
+        durationMs: Date.now() - c.openedAt,
+      },
       'stream closed',
     ),
   )
-  log.info({ stream: conn.id, user: caller.userId, tenant: caller.tenant, topics, lastEventId }, 'stream opened')
-
-  /** Replays ids in (after, watermark] while live events above the watermark queue, then goes live. */
-  const catchUp = async (after: number) => {
-    const watermark = tail.cursor
-    // Live events up to the watermark that queued meanwhile come from the replay instead.
-    conn.skipThrough(Math.max(after, watermark))
-    try {
-      metrics.replayedEvents.inc(await replay(database, conn, caller, topics, after, watermark))
-      conn.goLive()
-    } catch (err) {
-      log.warn({ err, stream: conn.id }, 'replay failed; closing the stream so the client resumes')
-      conn.close('error')
-    }
-  }
-  conn.catchUp = catchUp
+  log.info({ reqId, stream: conn.id, user: caller.userId, tenant: caller.tenant, topics, lastEventId }, 'stream opened')
+  conn.catchUp = (after) => catchUp(deps, conn, log, after)
 
   if (lastEventId === undefined) {
     conn.goLive()
@@ -143,7 +137,21 @@ export async function openStream(
     conn.close('error')
     return
   }
-  await catchUp(from)
+  await catchUp(deps, conn, log, from)
+}
+
+/** Replays ids in (after, watermark] while live events above the watermark queue, then goes live. */
+async function catchUp(deps: StreamDeps, conn: StreamConnection, log: FastifyBaseLogger, after: number) {
+  const watermark = deps.tail.cursor
+  // Live events up to the watermark that queued meanwhile come from the replay instead.
+  conn.skipThrough(Math.max(after, watermark))
+  try {
+    deps.metrics.replayedEvents.inc(await replay(deps.database, conn, after, watermark))
+    conn.goLive()
+  } catch (err) {
+    log.warn({ err, stream: conn.id }, 'replay failed; closing the stream so the client resumes')
+    conn.close('error')
+  }
 }
 
 /** Writes the response head through better-sse; resolves once it is out (better-sse writes it a tick later). */
@@ -193,15 +201,9 @@ interface Read {
  * is written, so the database and the socket work at the same time; at most REPLAY_READ_AHEAD + 1 pages
  * are held. The database builds each frame.
  */
-async function replay(
-  database: Database,
-  conn: StreamConnection,
-  caller: Caller,
-  topics: string[],
-  after: number,
-  upTo: number,
-): Promise<number> {
-  const visible = visibleTo(viewerOf(caller, topics))
+async function replay(database: Database, conn: StreamConnection, after: number, upTo: number): Promise<number> {
+  const { tenant, userId, topics } = conn
+  const visible = visibleTo({ tenant, userId, roles: [...conn.roles], topicPatterns: topics })
   /** The first REPLAY_PAGE visible events in (from, to]. */
   const read = (from: number, to: number): Read => {
     const rows = database.query<{ id: string | number; frame: string }>(sql`
@@ -222,7 +224,7 @@ async function replay(
   let width = REPLAY_PAGE
   // Windows start at the tenant's first event after `after` (one look at the (tenant, id) index): a stream
   // resuming from far back does not walk, window by window, through other tenants' ids first.
-  let end = Math.max(after, (await firstIdAfter(database, caller.tenant, after, upTo)) - 1)
+  let end = Math.max(after, (await firstIdAfter(database, tenant, after, upTo)) - 1)
   let ahead: Read[] = []
   const readAhead = () => {
     while (ahead.length < REPLAY_READ_AHEAD && end < upTo) {
