@@ -335,8 +335,8 @@ describeEachBackend('stream', (backend) => {
         expect(s.events.some((e) => e.event === 'reset')).toBe(false)
       })
 
-      // Live frames are built from what the publish sent (the tail does not read its own publishes back), replayed
-      // ones by the database: both routes, the batch and the single one, must come out the same.
+      // Live frames are built in JavaScript from the rows the tail reads, replayed ones by the database: events
+      // from both routes, the batch and the single one, must come out the same.
       it('replays each notification byte for byte as it went out live (the database builds replayed frames)', async () => {
         const tenant = unique('replay-bytes')
         const watcher = await live(await open({ sub: 'u-bytes', tenant }))

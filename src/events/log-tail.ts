@@ -107,25 +107,6 @@ export class LogTail {
     void this.run()
   }
 
-  /**
-   * Events this instance has just committed (a publish's rows, in id order). When they are the next ids and
-   * no read or gap is pending, nothing can lie between the cursor and them: they are delivered at once,
-   * without reading them back. Otherwise (another publish's ids are in between, or a read is running) the
-   * tail reads the log as for any wake-up; the rows past a delivered prefix come from that read.
-   */
-  offer(rows: readonly EventRow[]): void {
-    if (this.stopped) return
-    let next = 0
-    if (!this.running && !this.pendingGap) {
-      while (next < rows.length && rows[next].id === this.cursor + next + 1) next++
-    }
-    if (next > 0) {
-      this.cursor = rows[next - 1].id
-      this.deliver(next === rows.length ? rows : rows.slice(0, next))
-    }
-    if (next < rows.length) this.wake()
-  }
-
   /** Resolves after a read that began after this call: everything committed before the call is settled or waiting on a gap. */
   sync(): Promise<void> {
     return new Promise((resolve) => {

@@ -1,7 +1,7 @@
 import { and, eq, type SQL, sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
 import type { Database } from '../db/client.ts'
-import { type EventRow, idempotencyKeys } from '../db/schema.ts'
+import { idempotencyKeys } from '../db/schema.ts'
 import { HttpProblem, isDatabaseUnavailable } from '../errors.ts'
 import { type PushPolicy, planPushes } from '../push/outbox.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
@@ -14,8 +14,6 @@ export interface Published {
   replayed: boolean
   /** Pushes planned in the outbox (0: no dispatcher needs waking). */
   pushes: number
-  /** The events as committed, in id order (none when replayed): the log tail takes them without reading them back. */
-  rows: EventRow[]
 }
 
 /** A publisher may address users and topics with `events:publish`, roles and the tenant with `events:broadcast`. */
@@ -89,7 +87,7 @@ export function createPublisher(database: Database, policy: PushPolicy, announce
     const key = options.idempotencyKey
     if (!key && batch.length === 1) return singles.publish(records[0])
     const statement = statementOf(records)
-    if (!key) return published(records, await database.query<InsertedRow>(statement))
+    if (!key) return published(await database.query<InsertedRow>(statement))
 
     return database.db.transaction(async (tx) => {
       const claimed = await tx
@@ -109,9 +107,9 @@ export function createPublisher(database: Database, policy: PushPolicy, announce
         if (earlier.kind !== options.kind) {
           throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
         }
-        return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0, rows: [] }
+        return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0 }
       }
-      const result = published(records, await database.query<InsertedRow>(statement, tx))
+      const result = published(await database.query<InsertedRow>(statement, tx))
       await tx
         .update(idempotencyKeys)
         .set({ eventIds: result.ids })
@@ -181,7 +179,7 @@ class SinglePublishes {
           continue
         }
         // Ids follow the statement's row order, which is the queue's.
-        for (const [i, t] of taken.entries()) t.resolve(published([t.record], [rows[i]]))
+        for (const [i, t] of taken.entries()) t.resolve(published([rows[i]]))
       }
     } finally {
       this.running--
@@ -194,7 +192,7 @@ class SinglePublishes {
 
   private async alone(t: (typeof this.queue)[number]) {
     try {
-      t.resolve(published([t.record], await this.insert([t.record])))
+      t.resolve(published(await this.insert([t.record])))
     } catch (err) {
       t.reject(err)
     }
@@ -204,43 +202,17 @@ class SinglePublishes {
 interface InsertedRow {
   id: string | number
   created_at: Date | string
-  expires_at: Date | string
   pushes: string | number
 }
 
-/** What the statement returned for `records` (row i is record i's event). */
-function published(records: EventRecord[], inserted: InsertedRow[]): Published {
-  const rows = inserted.map((r, i): EventRow => {
-    const e = records[i]
-    return {
-      id: Number(r.id),
-      tenant: e.tenant,
-      type: e.type,
-      title: e.title,
-      body: e.body,
-      dataJson: e.data_json,
-      priority: e.priority,
-      url: e.url,
-      collapseKey: e.collapse_key,
-      actor: e.actor,
-      toUsers: e.to_users,
-      toRoles: e.to_roles,
-      toTopics: e.to_topics,
-      toTenant: e.to_tenant,
-      createdAt: asDate(r.created_at),
-      expiresAt: asDate(r.expires_at),
-    }
-  })
+function published(rows: InsertedRow[]): Published {
   return {
-    ids: rows.map((r) => r.id),
-    createdAt: rows[0].createdAt,
+    ids: rows.map((r) => Number(r.id)),
+    createdAt: new Date(rows[0].created_at),
     replayed: false,
-    pushes: inserted.reduce((sum, r) => sum + Number(r.pushes), 0),
-    rows,
+    pushes: rows.reduce((sum, r) => sum + Number(r.pushes), 0),
   }
 }
-
-const asDate = (v: Date | string) => (v instanceof Date ? v : new Date(v))
 
 /** SQL that tells other instances of a publish, given its largest event id (ClusterBus.announcePublish). */
 type Announce = (newestId: SQL) => SQL
@@ -265,10 +237,10 @@ function insertEvents(records: EventRecord[], policy: PushPolicy, announce: Anno
         data_json text, priority text, url text, collapse_key text, to_users text[], to_roles text[],
         to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
       order by e.ordinality
-      returning id, created_at, expires_at, tenant, priority, to_users, to_roles, to_topics, to_tenant
+      returning id, created_at, tenant, priority, to_users, to_roles, to_topics, to_tenant
     ), planned as (${planPushes(sql`inserted`, policy)})
     ${announce ? sql`, announced as materialized (${announce(sql`(select max(id) from inserted)`)})` : sql``}
-    select i.id, i.created_at, i.expires_at, coalesce(p.pushes, 0) as pushes
+    select i.id, i.created_at, coalesce(p.pushes, 0) as pushes
     from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
     ${announce ? sql`cross join announced` : sql``}
     order by i.id`

@@ -36,8 +36,11 @@ export async function eventRoutes(fastify: FastifyInstance) {
     return result
   }
   /** After a publish committed (its statement has woken the other instances already). */
-  const published = ({ rows, pushes }: Published, batch: readonly NewEvent[]) => {
-    logTail.offer(rows)
+  const published = ({ pushes }: Published, batch: readonly NewEvent[]) => {
+    // The tail reads the events back rather than taking them from here: under load one read carries every
+    // publish committed meanwhile, and a burst of broadcasts goes to each stream in a few writes, not one per
+    // publish (handing each publish's rows to the hub directly doubled fan-out's CPU per delivery).
+    logTail.wake()
     if (pushes) pushDispatcher.wake() // delayed pushes and other instances' are found by its poll
     // Tallied first: a batch of 1,000 is four counter updates, not 1,000.
     const byPriority = new Map<Priority, number>()
