@@ -60,6 +60,17 @@ export function sendProblem(
     })
 }
 
+/**
+ * What to log of a failed query: the database's message and code. drizzle's error has the query with every
+ * parameter in its message (for a batched statement, hundreds of kilobytes), and PGlite's own error carries
+ * them as properties too.
+ */
+export function loggableQueryError(err: unknown): { message: string; code?: string } {
+  const e = err as { message?: unknown; code?: unknown; cause?: unknown } | undefined
+  if (e?.cause instanceof Error) return loggableQueryError(e.cause)
+  return { message: String(e?.message ?? err), ...(e?.code === undefined ? {} : { code: String(e.code) }) }
+}
+
 /** Errors that mean "the database cannot be reached right now", on either driver. */
 export function isDatabaseUnavailable(err: unknown): boolean {
   const e = err as { code?: string; cause?: unknown } | undefined

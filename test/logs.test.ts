@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { ackTokens } from '../src/push/ack-token.ts'
 import { loadAckTokenSecret } from '../src/push/keys.ts'
@@ -76,6 +78,38 @@ describeEachBackend('logs', (backend) => {
       console.log(`${lines.length} log lines checked for ${Object.keys(secrets).length} kinds of secret`)
     } finally {
       await push.close()
+    }
+  })
+
+  it('a failed presence update is one warning per statement, with the database error and not the statement’s parameters', async () => {
+    const users = Array.from({ length: 30 }, (_, i) => `leaver-${i}`)
+    const streams = await Promise.all(users.map((u) => SseClient.open(t.url, { token: t.token({ sub: u }) })))
+    await expect.poll(() => t.app.hub.size, { timeout: 5_000 }).toBeGreaterThanOrEqual(30)
+    // A trigger stands in for a database that refuses the removals.
+    await t.database.query(
+      sql.raw(`
+      create or replace function refuse_presence_delete() returns trigger language plpgsql as $$
+      begin raise exception 'removal refused by a test trigger'; end $$`),
+    )
+    await t.database.query(
+      sql`create trigger refuse_presence_delete before delete on stream_presence for each row execute function refuse_presence_delete()`,
+    )
+    try {
+      const before = lines.length
+      for (const s of streams) s.close()
+      const failures = () => lines.slice(before).filter((l) => l.includes('"msg":"presence update failed"'))
+      const reported = () => failures().reduce((n, l) => n + (JSON.parse(l) as { left: number }).left, 0)
+      await expect.poll(reported, { timeout: 5_000 }).toBe(30)
+      await sleep(300)
+      // One warning per failed statement, however many streams it was removing: every removal counted once.
+      expect(reported()).toBe(30)
+      for (const line of failures()) {
+        expect(line).toContain('removal refused by a test trigger')
+        expect(line.length, 'the warning carries the error, not the statement and its parameters').toBeLessThan(4_000)
+        expect(line).not.toContain('leaver-')
+      }
+    } finally {
+      await t.database.query(sql`drop trigger refuse_presence_delete on stream_presence`)
     }
   })
 })

@@ -3,6 +3,7 @@ import { eq, lt, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
 import { instances } from '../db/schema.ts'
+import { loggableQueryError } from '../errors.ts'
 
 /**
  * "Has an open stream on any instance", kept in the database so push decisions are right whichever
@@ -73,7 +74,7 @@ export class Presence {
       return
     }
     this.counts.delete(key)
-    this.write(key, tenant, userId, false).catch((err) => this.log.warn({ err }, 'presence update failed'))
+    this.write(key, tenant, userId, false).catch(() => {}) // logged once for its whole batch (writeQueued)
   }
 
   /**
@@ -113,6 +114,12 @@ export class Presence {
             using json_to_recordset(${JSON.stringify(left)}::json) as u(tenant text, user_id text)
             where p.instance_id = ${this.instanceId} and p.tenant = u.tenant and p.user_id = u.user_id`),
       ])
+    } catch (err) {
+      this.log.warn(
+        { err: loggableQueryError(err), entered: entered.length, left: left.length },
+        'presence update failed',
+      )
+      throw err
     } finally {
       for (const [key] of batch) if (this.writes.get(key) === write) this.writes.delete(key)
     }
