@@ -1,4 +1,5 @@
 import http from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { nowMs, Samples } from './stats.ts'
 
 export interface PostResult {
@@ -94,5 +95,46 @@ export async function closedLoop(
     }
   }
   await Promise.all(Array.from({ length: options.clients }, client))
+  return { ok, errors, latencies: latencies.values(), elapsedMs: nowMs() - started }
+}
+
+/**
+ * Open-loop load: requests sent at a fixed rate whatever the answers, as many clients of a busy backend do.
+ * Each latency counts from when its request was due, not when it went out, so a service that falls behind is
+ * charged for the wait (no coordinated omission). Timers tick about every millisecond: the requests due by
+ * then go out together. Requests still in flight at the end are awaited and counted.
+ */
+export async function openLoop(
+  publisher: Publisher,
+  options: { ratePerSec: number; durationMs: number; path: string; body: () => string; expectStatus: number },
+): Promise<LoadResult> {
+  const latencies = new Samples()
+  const errors: Record<string, number> = {}
+  let ok = 0
+  const started = nowMs()
+  const total = Math.floor((options.durationMs / 1000) * options.ratePerSec)
+  const dueAt = (i: number) => started + (i * 1000) / options.ratePerSec
+  const inFlight: Array<Promise<void>> = []
+  for (let i = 0; i < total; ) {
+    for (; i < total && dueAt(i) <= nowMs(); i++) {
+      const due = dueAt(i)
+      inFlight.push(
+        publisher.post(options.path, options.body()).then(
+          (r) => {
+            if (r.status === options.expectStatus) {
+              ok++
+              latencies.push(nowMs() - due)
+            } else errors[r.status] = (errors[r.status] ?? 0) + 1
+          },
+          (err) => {
+            const code = (err as NodeJS.ErrnoException).code ?? 'error'
+            errors[code] = (errors[code] ?? 0) + 1
+          },
+        ),
+      )
+    }
+    if (i < total) await sleep(Math.max(0, dueAt(i) - nowMs()))
+  }
+  await Promise.all(inFlight)
   return { ok, errors, latencies: latencies.values(), elapsedMs: nowMs() - started }
 }
