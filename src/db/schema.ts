@@ -32,7 +32,7 @@ export const events = pgTable(
     // Replay, polling and history: `tenant = $1 and id > $2 order by id` (and `id < $2 order by id desc`).
     index('events_tenant_id_idx').on(t.tenant, t.id),
     // A user's direct messages among a busy tenant's broadcasts: `to_users && array[$user]`.
-    index('events_to_users_idx').using('gin', t.toUsers),
+    index('events_to_users_idx').using('gin', t.toUsers).with({ fastupdate: false }),
     // Retention: `expires_at < now()`.
     index('events_expires_at_idx').on(t.expiresAt),
   ],
