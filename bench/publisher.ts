@@ -67,6 +67,37 @@ export interface LoadResult {
   elapsedMs: number
 }
 
+/** Answers as a load counts them: latencies of the expected status, everything else by status or error code. */
+class Tally {
+  private readonly latencies = new Samples()
+  private readonly errors: Record<string, number> = {}
+  private ok = 0
+  private readonly started = nowMs()
+
+  constructor(private readonly expectStatus: number) {}
+
+  /** A request whose latency counts from `since`; resolves once it is answered and counted. */
+  async send(request: Promise<PostResult>, since: number): Promise<void> {
+    try {
+      const r = await request
+      if (r.status === this.expectStatus) {
+        this.ok++
+        this.latencies.push(nowMs() - since)
+      } else this.count(String(r.status))
+    } catch (err) {
+      this.count((err as NodeJS.ErrnoException).code ?? 'error')
+    }
+  }
+
+  private count(what: string) {
+    this.errors[what] = (this.errors[what] ?? 0) + 1
+  }
+
+  result(): LoadResult {
+    return { ok: this.ok, errors: this.errors, latencies: this.latencies.values(), elapsedMs: nowMs() - this.started }
+  }
+}
+
 /**
  * Closed-loop load: `clients` loops, each sending its next request as soon as the last one is answered,
  * until `durationMs` has passed. Requests still in flight at the deadline are awaited and counted.
@@ -75,27 +106,16 @@ export async function closedLoop(
   publisher: Publisher,
   options: { clients: number; durationMs: number; path: string; body: () => string; expectStatus: number },
 ): Promise<LoadResult> {
-  const latencies = new Samples()
-  const errors: Record<string, number> = {}
-  let ok = 0
-  const started = nowMs()
-  const deadline = started + options.durationMs
+  const tally = new Tally(options.expectStatus)
+  const deadline = nowMs() + options.durationMs
   const client = async () => {
     while (nowMs() < deadline) {
-      try {
-        const r = await publisher.post(options.path, options.body())
-        if (r.status === options.expectStatus) {
-          ok++
-          latencies.push(r.ms)
-        } else errors[r.status] = (errors[r.status] ?? 0) + 1
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? 'error'
-        errors[code] = (errors[code] ?? 0) + 1
-      }
+      const sent = nowMs()
+      await tally.send(publisher.post(options.path, options.body()), sent)
     }
   }
   await Promise.all(Array.from({ length: options.clients }, client))
-  return { ok, errors, latencies: latencies.values(), elapsedMs: nowMs() - started }
+  return tally.result()
 }
 
 /**
@@ -108,33 +128,17 @@ export async function openLoop(
   publisher: Publisher,
   options: { ratePerSec: number; durationMs: number; path: string; body: () => string; expectStatus: number },
 ): Promise<LoadResult> {
-  const latencies = new Samples()
-  const errors: Record<string, number> = {}
-  let ok = 0
+  const tally = new Tally(options.expectStatus)
   const started = nowMs()
   const total = Math.floor((options.durationMs / 1000) * options.ratePerSec)
   const dueAt = (i: number) => started + (i * 1000) / options.ratePerSec
   const inFlight: Array<Promise<void>> = []
   for (let i = 0; i < total; ) {
     for (; i < total && dueAt(i) <= nowMs(); i++) {
-      const due = dueAt(i)
-      inFlight.push(
-        publisher.post(options.path, options.body()).then(
-          (r) => {
-            if (r.status === options.expectStatus) {
-              ok++
-              latencies.push(nowMs() - due)
-            } else errors[r.status] = (errors[r.status] ?? 0) + 1
-          },
-          (err) => {
-            const code = (err as NodeJS.ErrnoException).code ?? 'error'
-            errors[code] = (errors[code] ?? 0) + 1
-          },
-        ),
-      )
+      inFlight.push(tally.send(publisher.post(options.path, options.body()), dueAt(i)))
     }
     if (i < total) await sleep(Math.max(0, dueAt(i) - nowMs()))
   }
   await Promise.all(inFlight)
-  return { ok, errors, latencies: latencies.values(), elapsedMs: nowMs() - started }
+  return tally.result()
 }
