@@ -10,7 +10,7 @@ import type { ParsedConfig } from './config.ts'
 import { parseOrigins, registerCors, streamCorsHeaders } from './cors.ts'
 import type { Database } from './db/client.ts'
 import { registerDocs } from './docs.ts'
-import { registerErrorHandling, sendProblem } from './errors.ts'
+import { registerErrorHandling, sendProblem, serializeError } from './errors.ts'
 import { LogTail } from './events/log-tail.ts'
 import { schedulePruning } from './events/retention.ts'
 import { limitsPlugin } from './limits.ts'
@@ -89,6 +89,7 @@ export async function buildApp(config: AppConfig, database: Database, options: A
       level: log.level,
       ...(log.stream ? { stream: log.stream } : {}),
       serializers: {
+        err: serializeError,
         req: (req: { method: string; url: string; ip?: string }) => ({
           method: req.method,
           url: redactUrl(req.url),

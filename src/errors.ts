@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
+import { stdSerializers } from 'pino'
 
 /** Seconds a client should wait before retrying when the database is unreachable. */
 export const DATABASE_DOWN_RETRY_AFTER_S = 5
@@ -61,14 +62,16 @@ export function sendProblem(
 }
 
 /**
- * What to log of a failed query: the database's message and code. drizzle's error has the query with every
- * parameter in its message (for a batched statement, hundreds of kilobytes), and PGlite's own error carries
- * them as properties too.
+ * The logger's `err` serializer. A failed query is logged as the database's message and code only: drizzle's
+ * error has the statement with every parameter in its message (for a batched statement, hundreds of
+ * kilobytes of user ids), and PGlite's own error carries them as properties too. Other errors as pino logs them.
  */
-export function loggableQueryError(err: unknown): { message: string; code?: string } {
-  const e = err as { message?: unknown; code?: unknown; cause?: unknown } | undefined
-  if (e?.cause instanceof Error) return loggableQueryError(e.cause)
-  return { message: String(e?.message ?? err), ...(e?.code === undefined ? {} : { code: String(e.code) }) }
+export function serializeError(err: Error): { type: string; message: string; stack: string; [key: string]: unknown } {
+  if (!(err instanceof Error) || !('query' in err)) return stdSerializers.err(err)
+  let database: Error & { code?: unknown } = err
+  while (database.cause instanceof Error) database = database.cause
+  const code = database.code === undefined ? {} : { code: String(database.code) }
+  return { type: 'QueryError', message: database.message, stack: database.stack ?? '', ...code }
 }
 
 /** Errors that mean "the database cannot be reached right now", on either driver. */

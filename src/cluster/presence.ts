@@ -3,7 +3,6 @@ import { eq, lt, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
 import { instances } from '../db/schema.ts'
-import { loggableQueryError } from '../errors.ts'
 
 /**
  * "Has an open stream on any instance", kept in the database so push decisions are right whichever
@@ -115,10 +114,7 @@ export class Presence {
             where p.instance_id = ${this.instanceId} and p.tenant = u.tenant and p.user_id = u.user_id`),
       ])
     } catch (err) {
-      this.log.warn(
-        { err: loggableQueryError(err), entered: entered.length, left: left.length },
-        'presence update failed',
-      )
+      this.log.warn({ err, entered: entered.length, left: left.length }, 'presence update failed')
       throw err
     } finally {
       for (const [key] of batch) if (this.writes.get(key) === write) this.writes.delete(key)
