@@ -70,7 +70,7 @@ export class LogTail {
 
   constructor(
     private readonly database: Database,
-    private readonly deliver: (rows: readonly EventRow[]) => void,
+    private readonly deliver: (rows: EventRow[]) => void,
     private readonly log: FastifyBaseLogger,
     private readonly pollMs: number,
   ) {}

@@ -29,44 +29,11 @@ export interface PublishOptions {
   rawData?: Array<string | undefined>
 }
 
-/**
- * An event to insert, in the events' columns, with who publishes it (a coalesced statement holds several
- * publishers' events): one element of the publish statement's JSON parameter.
- */
-interface EventRecord {
-  tenant: string
-  actor: string
-  type: string
-  title: string
-  body: string | null
-  data_json: string | null
-  priority: NewEvent['priority']
-  url: string | null
-  collapse_key: string | null
-  to_users: string[]
-  to_roles: string[]
-  to_topics: string[]
-  to_tenant: boolean
-  ttl: number
-}
-
-function toRecord(caller: Caller, e: NewEvent, rawData: string | undefined): EventRecord {
-  return {
-    tenant: caller.tenant,
-    actor: caller.userId,
-    type: e.type,
-    title: e.title,
-    body: e.body ?? null,
-    data_json: e.data === undefined ? null : (rawData ?? JSON.stringify(e.data)),
-    priority: e.priority,
-    url: e.url ?? null,
-    collapse_key: e.collapseKey ?? null,
-    to_users: dedupe(e.to.users),
-    to_roles: dedupe(e.to.roles),
-    to_topics: dedupe(e.to.topics),
-    to_tenant: e.to.tenant ?? false,
-    ttl: e.ttl,
-  }
+/** An event to insert, with who publishes it (a coalesced statement holds several publishers' events). */
+interface Row {
+  caller: Caller
+  event: NewEvent
+  rawData: string | undefined
 }
 
 /**
@@ -79,14 +46,14 @@ function toRecord(caller: Caller, e: NewEvent, rawData: string | undefined): Eve
  * commit carry many of them.
  */
 export function createPublisher(database: Database, policy: PushPolicy, announce?: Announce) {
-  const statementOf = (records: EventRecord[]) => insertEvents(records, policy, announce)
+  const statementOf = (rows: Row[]) => insertEvents(rows, policy, announce)
   const singles = new SinglePublishes(database, statementOf)
   return async function publishEvents(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
     for (const e of batch) assertMayAddress(caller, e.to)
-    const records = batch.map((event, i) => toRecord(caller, event, options.rawData?.[i]))
+    const rows = batch.map((event, i) => ({ caller, event, rawData: options.rawData?.[i] }))
     const key = options.idempotencyKey
-    if (!key && batch.length === 1) return singles.publish(records[0])
-    const statement = statementOf(records)
+    if (!key && batch.length === 1) return singles.publish(rows[0])
+    const statement = statementOf(rows)
     if (!key) return published(await database.query<InsertedRow>(statement))
 
     return database.db.transaction(async (tx) => {
@@ -145,20 +112,16 @@ const MAX_COALESCED = 1_000
  */
 class SinglePublishes {
   private running = 0
-  private readonly queue: Array<{
-    record: EventRecord
-    resolve: (p: Published) => void
-    reject: (err: unknown) => void
-  }> = []
+  private readonly queue: Array<{ row: Row; resolve: (p: Published) => void; reject: (err: unknown) => void }> = []
 
   constructor(
     private readonly database: Database,
-    private readonly statementOf: (records: EventRecord[]) => SQL,
+    private readonly statementOf: (rows: Row[]) => SQL,
   ) {}
 
-  publish(record: EventRecord): Promise<Published> {
+  publish(row: Row): Promise<Published> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ record, resolve, reject })
+      this.queue.push({ row, resolve, reject })
       if (this.running < SINGLE_STATEMENTS) void this.runQueued()
     })
   }
@@ -170,7 +133,7 @@ class SinglePublishes {
         const taken = this.queue.splice(0, MAX_COALESCED)
         let rows: InsertedRow[]
         try {
-          rows = await this.insert(taken.map((t) => t.record))
+          rows = await this.insert(taken.map((t) => t.row))
         } catch (err) {
           // Retried alone only when the database refused the statement (it then committed nothing); a lost
           // connection may have committed it, so those publishes fail as they would have alone.
@@ -186,13 +149,13 @@ class SinglePublishes {
     }
   }
 
-  private insert(records: EventRecord[]) {
-    return this.database.query<InsertedRow>(this.statementOf(records))
+  private insert(rows: Row[]) {
+    return this.database.query<InsertedRow>(this.statementOf(rows))
   }
 
   private async alone(t: (typeof this.queue)[number]) {
     try {
-      t.resolve(published(await this.insert([t.record])))
+      t.resolve(published(await this.insert([t.row])))
     } catch (err) {
       t.reject(err)
     }
@@ -223,8 +186,25 @@ type Announce = (newestId: SQL) => SQL
  * in-flight publish's gap from a rolled-back one by this lock's holders (see log-tail.ts). Ids follow the
  * batch order. With `announce`, the same statement wakes the other instances.
  */
-function insertEvents(records: EventRecord[], policy: PushPolicy, announce: Announce | undefined): SQL {
-  const json = JSON.stringify(records)
+function insertEvents(rows: Row[], policy: PushPolicy, announce: Announce | undefined): SQL {
+  const json = JSON.stringify(
+    rows.map(({ caller, event: e, rawData }) => ({
+      tenant: caller.tenant,
+      actor: caller.userId,
+      type: e.type,
+      title: e.title,
+      body: e.body ?? null,
+      data_json: e.data === undefined ? null : (rawData ?? JSON.stringify(e.data)),
+      priority: e.priority,
+      url: e.url ?? null,
+      collapse_key: e.collapseKey ?? null,
+      to_users: dedupe(e.to.users),
+      to_roles: dedupe(e.to.roles),
+      to_topics: dedupe(e.to.topics),
+      to_tenant: e.to.tenant ?? false,
+      ttl: e.ttl,
+    })),
+  )
   return sql`
     with publish_lock as materialized (
       select pg_advisory_xact_lock_shared(${sql.raw(`${PUBLISH_LOCK.classId}, ${PUBLISH_LOCK.objId}`)})
