@@ -21,6 +21,8 @@ const POLL_MS = 1_000
  * would be 0 s and it would reach the push service as the event expires, or after.
  */
 const MIN_TIME_LEFT_MS = 1_000
+/** True when a push started at `at` would leave its event less than MIN_TIME_LEFT_MS to live. */
+const tooLateToPush = (event: EventRow, at: number) => event.expiresAt.getTime() - at < MIN_TIME_LEFT_MS
 /** Backoff after a failed attempt: base × 2^(attempt-1), capped, with jitter. */
 const MAX_BACKOFF_MS = 3_600_000
 
@@ -257,9 +259,8 @@ export class PushDispatcher {
     const waiting: Ready[] = []
     for (const r of this.ready) {
       if (this.stopped || this.inFlight >= this.options.concurrency) waiting.push(r)
-      else if (r.event.expiresAt.getTime() - Date.now() < MIN_TIME_LEFT_MS) {
-        this.finish(r.c, { state: 'failed', error: 'event expired' })
-      } else if (this.sendingTo.has(r.sub.id) || (this.perService.get(r.service) ?? 0) >= share) waiting.push(r)
+      else if (tooLateToPush(r.event, Date.now())) this.finish(r.c, { state: 'failed', error: 'event expired' })
+      else if (this.sendingTo.has(r.sub.id) || (this.perService.get(r.service) ?? 0) >= share) waiting.push(r)
       else this.sendNow(r)
     }
     this.ready = waiting
@@ -322,7 +323,7 @@ export class PushDispatcher {
     const backoff = Math.min(base * 2 ** (c.attempts - 1), MAX_BACKOFF_MS)
     const delay = Math.max(outcome.retryAfterMs ?? 0, backoff / 2 + Math.random() * (backoff / 2))
     const due = Date.now() + delay
-    if (c.attempts >= this.options.maxAttempts || (event && event.expiresAt.getTime() - due < MIN_TIME_LEFT_MS)) {
+    if (c.attempts >= this.options.maxAttempts || (event && tooLateToPush(event, due))) {
       this.count('failed', outcome.status)
       this.recordLater(c.id, {
         state: 'failed',
