@@ -10,12 +10,12 @@ export interface Viewer {
   topicPatterns: readonly string[]
 }
 
-/** REST reads see every topic the token allows; a stream sees the topics it subscribed to. */
-export const viewerOf = (caller: Caller, topicPatterns: readonly string[] = caller.topics): Viewer => ({
+/** REST reads see every topic the token allows (a stream sees the topics it subscribed to: StreamConnection.viewer). */
+export const viewerOf = (caller: Caller): Viewer => ({
   tenant: caller.tenant,
   userId: caller.userId,
   roles: caller.roles,
-  topicPatterns,
+  topicPatterns: caller.topics,
 })
 
 const textArray = (values: readonly string[]) =>

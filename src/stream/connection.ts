@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { topicMatches } from '../auth.ts'
+import type { Viewer } from '../events/visibility.ts'
 import type { Metrics } from '../metrics.ts'
 
 export type CloseReason = 'client' | 'evicted' | 'expired' | 'slow' | 'shutdown' | 'error'
@@ -103,6 +104,11 @@ export class StreamConnection {
     const n = this.res.writableLength
     if (n > this.peakBufferedBytes) this.peakBufferedBytes = n
     return n
+  }
+
+  /** Who is watching, for the database's visibility rule (replays). */
+  get viewer(): Viewer {
+    return { tenant: this.tenant, userId: this.userId, roles: [...this.roles], topicPatterns: this.topics }
   }
 
   /** True when the stream subscribed to a topic matching one of `topics`. */

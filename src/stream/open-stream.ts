@@ -202,8 +202,7 @@ interface Read {
  * are held. The database builds each frame.
  */
 async function replay(database: Database, conn: StreamConnection, after: number, upTo: number): Promise<number> {
-  const { tenant, userId, topics } = conn
-  const visible = visibleTo({ tenant, userId, roles: [...conn.roles], topicPatterns: topics })
+  const visible = visibleTo(conn.viewer)
   /** The first REPLAY_PAGE visible events in (from, to]. */
   const read = (from: number, to: number): Read => {
     const rows = database.query<{ id: string | number; frame: string }>(sql`
@@ -224,7 +223,7 @@ async function replay(database: Database, conn: StreamConnection, after: number,
   let width = REPLAY_PAGE
   // Windows start at the tenant's first event after `after` (one look at the (tenant, id) index): a stream
   // resuming from far back does not walk, window by window, through other tenants' ids first.
-  let end = Math.max(after, (await firstIdAfter(database, tenant, after, upTo)) - 1)
+  let end = Math.max(after, (await firstIdAfter(database, conn.tenant, after, upTo)) - 1)
   let ahead: Read[] = []
   const readAhead = () => {
     while (ahead.length < REPLAY_READ_AHEAD && end < upTo) {
