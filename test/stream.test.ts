@@ -845,13 +845,9 @@ describeEachBackend('stream', (backend) => {
     })
     afterAll(() => t.close())
 
-    const waitUntil = async (done: () => boolean, what: string, ms = 3_000) => {
-      const deadline = Date.now() + ms
-      while (!done()) {
-        if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-        await sleep(10)
-      }
-    }
+    /** Polls `done` (vitest's expect.poll) until it holds; fails naming `what` it waited for. */
+    const waitUntil = (done: () => boolean, what: string, timeout = 3_000) =>
+      expect.poll(done, { message: `waiting for ${what}`, timeout, interval: 10 }).toBe(true)
 
     /** A stream opened on a raw socket that stays open for reading after it half-closes; `text` is all it got. */
     const rawStream = async (token: string, after = '') => {
