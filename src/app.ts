@@ -20,6 +20,7 @@ import { PushDispatcher } from './push/dispatcher.ts'
 import { loadAckTokenSecret, loadVapidKeys, type VapidKeys } from './push/keys.ts'
 import { countPendingPushes, type PushPolicy } from './push/outbox.ts'
 import { parseAllowlist } from './push/subscriptions.ts'
+import { ClaimsRefresher } from './push/user-claims.ts'
 import { demoRoutes } from './routes/demo.ts'
 import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
@@ -136,6 +137,7 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   const hub = new StreamHub(config.HEARTBEAT_MS, config.MAX_CONNECTIONS_PER_USER, metrics)
   const logTail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, config.LOG_POLL_MS)
   const presence = new Presence(database, config.PRESENCE_TTL_S, app.log)
+  const claims = new ClaimsRefresher(database, app.log)
   const vapid = await loadVapidKeys(database, config)
   const acks = ackTokens(await loadAckTokenSecret(database))
   const pushDispatcher = new PushDispatcher(
@@ -192,6 +194,7 @@ export async function buildApp(config: AppConfig, database: Database, options: A
     }, SHUTDOWN_GRACE_MS).unref()
     await pushDispatcher.stop()
     await presence.stop()
+    await claims.flush()
   })
   app.addHook('onClose', async () => {
     stopPruning()
@@ -204,10 +207,19 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   await app.register(limitsPlugin, {
     windowMs: config.RATE_LIMIT_WINDOW_MS,
     publishPerMinute: config.RATE_LIMIT_PUBLISH_PER_MIN,
+    pushRegistrationsPerMinute: config.RATE_LIMIT_PUSH_PER_MIN,
+    pushTestsPerMinute: config.RATE_LIMIT_PUSH_TEST_PER_MIN,
+    receiptsPerMinute: config.RATE_LIMIT_RECEIPTS_PER_MIN,
+    bulkReadsPerMinute: config.RATE_LIMIT_BULK_READ_PER_MIN,
     anonymousPerMinute: config.RATE_LIMIT_IP_PER_MIN,
     authFailuresPerMinute: config.RATE_LIMIT_AUTH_FAILURES_PER_MIN,
   })
-  await app.register(authPlugin, { secret: config.JWT_SECRET, publicKey: config.JWT_PUBLIC_KEY, ackTokens: acks })
+  await app.register(authPlugin, {
+    secret: config.JWT_SECRET,
+    publicKey: config.JWT_PUBLIC_KEY,
+    ackTokens: acks,
+    onNewCaller: (caller) => claims.remember(caller),
+  })
   // Before the routes: the OpenAPI document is collected from them as they are added.
   await registerDocs(app)
   await app.register(fastifyStatic, {

@@ -46,6 +46,8 @@ export interface AuthOptions {
   publicKey?: string
   /** Verifier of push ackTokens, accepted where a route asks for `authenticateOrAckToken`. */
   ackTokens: AckTokens
+  /** Told of each token verified for the first time here (the user's current roles and topics: user-claims.ts). */
+  onNewCaller?: (caller: Caller) => void
 }
 
 declare module 'fastify' {
@@ -116,6 +118,7 @@ export const authPlugin = fp(
         exp: c.exp,
       }
       callers.set(payload as object, caller)
+      options.onNewCaller?.(caller)
       return caller
     }
 

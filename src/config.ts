@@ -18,6 +18,20 @@ export const DEFAULT_RATE_LIMIT_IP_PER_MIN = 120
 export const DEFAULT_RATE_LIMIT_AUTH_FAILURES_PER_MIN = 30
 /** Open streams per instance; past it new streams get 503 (a file-descriptor limit is the usual ceiling). */
 export const DEFAULT_MAX_STREAMS = 50_000
+/** Registration and renewal of push devices per user per minute: a few browsers, not a script. */
+export const DEFAULT_RATE_LIMIT_PUSH_PER_MIN = 30
+/** Test pushes per user per minute: each goes to every device of the user. */
+export const DEFAULT_RATE_LIMIT_PUSH_TEST_PER_MIN = 5
+/** Single acks and reads per user per minute: a service worker acks each push, a person reads quickly. */
+export const DEFAULT_RATE_LIMIT_RECEIPTS_PER_MIN = 600
+/** Bulk reads (`POST /v1/events/read`) per user per minute: "mark all read" is a button, not a loop. */
+export const DEFAULT_RATE_LIMIT_BULK_READ_PER_MIN = 30
+/** Push devices per user; registering one more drops the oldest. A family's phones and laptops, not a farm. */
+export const DEFAULT_MAX_DEVICES_PER_USER = 20
+/** A renew token (the service worker's credential for `pushsubscriptionchange`) lives this long after registration. */
+export const DEFAULT_RENEW_TOKEN_TTL_DAYS = 30
+/** Longest token lifetime accepted (`exp - iat`): a day, so a leaked token does not work for a month. */
+export const DEFAULT_JWT_MAX_TTL_S = 86_400
 /** Events are kept this long at most (each also has its own ttl). */
 export const DEFAULT_RETENTION_DAYS = 30
 /** How often expired events are pruned. */
@@ -63,7 +77,21 @@ const base64url = (bytes: number, what: string) =>
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   PORT: intFrom(0, 65535).default(3000),
-  HOST: z.string().min(1).default('0.0.0.0'),
+  /** Unset: 0.0.0.0, or 127.0.0.1 while the service runs on the secret it generated itself (see server.ts). */
+  HOST: optionalText,
+  /**
+   * Which proxies' X-Forwarded-For to believe for the client's IP (per-IP limits, logs): unset or `false`
+   * none; `true` any; a number of hops; or comma-separated addresses and CIDRs (Fastify's `trustProxy`).
+   */
+  TRUST_PROXY: optionalText.pipe(
+    z
+      .string()
+      .regex(
+        /^(true|false|\d{1,2}|[0-9a-fA-F:./]+(\s*,\s*[0-9a-fA-F:./]+)*)$/,
+        'must be true, false, a number of hops, or comma-separated addresses/CIDRs (127.0.0.1,10.0.0.0/8)',
+      )
+      .optional(),
+  ),
   DATABASE_URL: optionalText.pipe(
     z
       .string()
@@ -81,6 +109,9 @@ const envSchema = z.object({
       .includes('BEGIN PUBLIC KEY', { message: 'must be a PEM public key (-----BEGIN PUBLIC KEY-----)' })
       .optional(),
   ),
+  JWT_MAX_TTL_S: intFrom(60, 31_536_000).default(DEFAULT_JWT_MAX_TTL_S),
+  /** Serve the OpenAPI document and its UI at /docs. Defaults to on, except with NODE_ENV=production. */
+  DOCS_ENABLED: optionalText.pipe(z.enum(['true', 'false']).optional()).transform((v) => v && v === 'true'),
   HEARTBEAT_MS: intFrom(1_000, 300_000).default(DEFAULT_HEARTBEAT_MS),
   MAX_CONNECTIONS_PER_USER: intFrom(1, 1_000).default(DEFAULT_MAX_CONNECTIONS_PER_USER),
   STREAM_BUFFER_LIMIT_BYTES: intFrom(16 * 1024, 256 * 1024 * 1024).default(DEFAULT_STREAM_BUFFER_LIMIT_BYTES),
@@ -89,6 +120,12 @@ const envSchema = z.object({
   RATE_LIMIT_PUBLISH_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUBLISH_PER_MIN),
   RATE_LIMIT_IP_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_IP_PER_MIN),
   RATE_LIMIT_AUTH_FAILURES_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_AUTH_FAILURES_PER_MIN),
+  RATE_LIMIT_PUSH_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUSH_PER_MIN),
+  RATE_LIMIT_PUSH_TEST_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUSH_TEST_PER_MIN),
+  RATE_LIMIT_RECEIPTS_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_RECEIPTS_PER_MIN),
+  RATE_LIMIT_BULK_READ_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_BULK_READ_PER_MIN),
+  MAX_DEVICES_PER_USER: intFrom(1, 1_000).default(DEFAULT_MAX_DEVICES_PER_USER),
+  RENEW_TOKEN_TTL_DAYS: intFrom(1, 3_650).default(DEFAULT_RENEW_TOKEN_TTL_DAYS),
   MAX_STREAMS: intFrom(1, 10_000_000).default(DEFAULT_MAX_STREAMS),
   RETENTION_DAYS: intFrom(1, 3650).default(DEFAULT_RETENTION_DAYS),
   PRUNE_INTERVAL_S: intFrom(10, 86_400).default(DEFAULT_PRUNE_INTERVAL_S),
@@ -116,7 +153,10 @@ const envSchema = z.object({
 })
 
 /** The environment, parsed and defaulted. */
-export type ParsedConfig = z.infer<typeof envSchema>
+export type ParsedConfig = Omit<z.infer<typeof envSchema>, 'DOCS_ENABLED'> & {
+  /** Resolved: DOCS_ENABLED when set, otherwise on outside production. */
+  DOCS_ENABLED: boolean
+}
 
 export type Config = ParsedConfig & {
   /** True when no JWT key was configured and the service made (and kept) its own secret: dev sign-in is allowed. */
@@ -153,5 +193,5 @@ export function loadConfig(env: Record<string, string | undefined>): ParsedConfi
       'Invalid configuration:\n  NODE_ENV=production needs JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256/ES256): the tokens come from your application backend.',
     )
   }
-  return config
+  return { ...config, DOCS_ENABLED: config.DOCS_ENABLED ?? config.NODE_ENV !== 'production' }
 }

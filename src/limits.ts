@@ -8,6 +8,14 @@ export interface LimitOptions {
   windowMs: number
   /** Publish requests (single or batch) per user per window. */
   publishPerMinute: number
+  /** Push device registrations per user per window. */
+  pushRegistrationsPerMinute: number
+  /** Test pushes per user per window. */
+  pushTestsPerMinute: number
+  /** Single acks and reads per user per window. */
+  receiptsPerMinute: number
+  /** Bulk reads per user per window. */
+  bulkReadsPerMinute: number
   /** Requests per IP per window to the routes that need no token. */
   anonymousPerMinute: number
   /** Failed authentications per IP per window before that IP gets 429 instead of 401. */
@@ -16,14 +24,29 @@ export interface LimitOptions {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Route config for publish routes: `config: { rateLimit: app.limits.perUser }`. */
+    /** Route configs, as in `config: { rateLimit: app.limits.perUser }`. */
     limits: {
-      perUser: { max: number; timeWindow: number; keyGenerator: (request: FastifyRequest) => string }
+      /** Publishing (single and batch), per user. */
+      perUser: PerUserLimit
+      /** Registering push devices, per user. */
+      pushRegistration: PerUserLimit
+      /** `POST /v1/push/test`, per user. */
+      pushTest: PerUserLimit
+      /** Acking and reading one event, per user. */
+      receipts: PerUserLimit
+      /** `POST /v1/events/read`, per user. */
+      bulkRead: PerUserLimit
       perIp: { max: number; timeWindow: number }
       /** Counts one failed authentication of this request's IP; throws 429 past the limit. */
       authFailed: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
     }
   }
+}
+
+interface PerUserLimit {
+  max: number
+  timeWindow: number
+  keyGenerator: (request: FastifyRequest) => string
 }
 
 /**
@@ -47,12 +70,18 @@ export const limitsPlugin = fp(
       timeWindow: options.windowMs,
       keyGenerator: (request) => `auth-failure:${request.ip}`,
     })
+    /** A limit counted per user (the caller is known: limits run after authentication), in its own bucket. */
+    const perUser = (bucket: string, max: number): PerUserLimit => ({
+      max,
+      timeWindow: options.windowMs,
+      keyGenerator: (request: FastifyRequest) => `${bucket}:${request.caller.tenant}\u0000${request.caller.userId}`,
+    })
     app.decorate('limits', {
-      perUser: {
-        max: options.publishPerMinute,
-        timeWindow: options.windowMs,
-        keyGenerator: (request: FastifyRequest) => `publish:${request.caller.tenant}\u0000${request.caller.userId}`,
-      },
+      perUser: perUser('publish', options.publishPerMinute),
+      pushRegistration: perUser('push-registration', options.pushRegistrationsPerMinute),
+      pushTest: perUser('push-test', options.pushTestsPerMinute),
+      receipts: perUser('receipts', options.receiptsPerMinute),
+      bulkRead: perUser('bulk-read', options.bulkReadsPerMinute),
       perIp: { max: options.anonymousPerMinute, timeWindow: options.windowMs },
       authFailed: async (request: FastifyRequest, reply: FastifyReply) => {
         await (authFailures as (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>).call(

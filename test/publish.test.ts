@@ -530,7 +530,7 @@ describeEachBackend('publish', (backend) => {
     }
   })
 
-  it('Idempotency-Key: the same key in the same tenant returns the first event with 200 and creates nothing', async () => {
+  it('Idempotency-Key: the same key from the same publisher returns the first event with 200 and creates nothing; another publisher’s key is their own', async () => {
     const to = uid('idem')
     const key = `key-${to}`
     const first = await publish(minimal({ users: [to] }), { key })
@@ -538,17 +538,17 @@ describeEachBackend('publish', (backend) => {
     const again = await publish(minimal({ users: [to] }), { key })
     expect(again.status, again.text).toBe(200)
     expect(again.body).toEqual(first.body)
-    // Another publisher of the same tenant, same key: still the first event.
+    // Another publisher of the same tenant, same key: keys are the publisher's own, so this is a new event.
     const other = await publish(minimal({ users: [to] }), { key, token: publisherToken('other-teacher') })
-    expect(other.status, other.text).toBe(200)
-    expect(other.body.id).toBe(first.body.id)
-    expect((await history(to)).map((e) => e.id)).toEqual([first.body.id])
+    expect(other.status, other.text).toBe(201)
+    expect(other.body.id).not.toBe(first.body.id)
+    expect((await history(to)).map((e) => e.id)).toEqual([other.body.id, first.body.id])
 
     // Without a key, or with another key, the same body is a new event.
     const fresh = await publish(minimal({ users: [to] }), { key: `${key}-2` })
     expect(fresh.status).toBe(201)
     expect(fresh.body.id).not.toBe(first.body.id)
-    expect(await history(to)).toHaveLength(2)
+    expect(await history(to)).toHaveLength(3)
   })
 
   it('Idempotency-Key: the same key in another tenant creates a new event', async () => {

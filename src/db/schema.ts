@@ -58,18 +58,48 @@ export const receipts = pgTable(
   ],
 )
 
-/** Idempotency-Key of a publish: the same key from the same tenant within 24 h returns these ids. */
+/**
+ * Idempotency-Key of a publish: the same key from the same publisher (tenant and user) within 24 h, with the
+ * same request, returns these ids.
+ */
 export const idempotencyKeys = pgTable(
   'idempotency_keys',
   {
     tenant: text('tenant').notNull(),
+    /** The publisher: keys are scoped to who sent them, so one user's key never answers for another's. */
+    actor: text('actor').notNull().default(''),
     key: text('key').notNull(),
     /** 'single' or 'batch': a key reused across the two routes is a conflict, not a replay. */
     kind: text('kind', { enum: ['single', 'batch'] }).notNull(),
+    /** SHA-256 of the request the key was first used with: a reuse with another request is refused (422). */
+    fingerprint: text('fingerprint'),
     eventIds: bigint('event_ids', { mode: 'number' }).array().notNull().default(sql`'{}'::bigint[]`),
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
-  (t) => [primaryKey({ columns: [t.tenant, t.key] }), index('idempotency_keys_created_at_idx').on(t.createdAt)],
+  (t) => [
+    primaryKey({ columns: [t.tenant, t.actor, t.key] }),
+    index('idempotency_keys_created_at_idx').on(t.createdAt),
+  ],
+)
+
+/**
+ * A user's roles and topic claims as their most recent token stated them, until that token expires: role and
+ * topic audiences of pushes resolve through this, so a device follows its user's current rights (a device
+ * registered with a teacher's token stops getting the teachers' pushes when the user's tokens stop saying
+ * teacher, and when their last token has expired). Refreshed whenever the user authenticates.
+ */
+export const userClaims = pgTable(
+  'user_claims',
+  {
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    roles: text('roles').array().notNull().default(emptyTextArray),
+    topics: text('topics').array().notNull().default(emptyTextArray),
+    /** The `exp` of the token these claims came from: past it, they no longer count. */
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.tenant, t.userId] })],
 )
 
 export type EventRow = typeof events.$inferSelect
@@ -92,11 +122,12 @@ export const pushSubscriptions = pgTable(
     p256dh: text('p256dh').notNull(),
     auth: text('auth').notNull(),
     expirationTime: timestamp('expiration_time', { withTimezone: true, mode: 'date' }),
-    /** The user's roles and topic claims when they registered: role, topic and tenant audiences resolve through them. */
-    roles: text('roles').array().notNull().default(emptyTextArray),
-    topics: text('topics').array().notNull().default(emptyTextArray),
     /** SHA-256 of the credential the service worker uses to re-register after `pushsubscriptionchange`. */
     renewTokenHash: text('renew_token_hash').notNull(),
+    /** The renew token stops working then (RENEW_TOKEN_TTL_DAYS after the last registration or renewal). */
+    renewTokenExpiresAt: timestamp('renew_token_expires_at', { withTimezone: true, mode: 'date' })
+      .notNull()
+      .default(sql`now() + interval '30 days'`),
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
     updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },

@@ -59,9 +59,9 @@ export function createPublisher(database: Database, policy: PushPolicy, announce
     return database.db.transaction(async (tx) => {
       const claimed = await tx
         .insert(idempotencyKeys)
-        .values({ tenant: caller.tenant, key, kind: options.kind })
+        .values({ tenant: caller.tenant, actor: caller.userId, key, kind: options.kind })
         .onConflictDoUpdate({
-          target: [idempotencyKeys.tenant, idempotencyKeys.key],
+          target: [idempotencyKeys.tenant, idempotencyKeys.actor, idempotencyKeys.key],
           set: { kind: options.kind, eventIds: [], createdAt: sql`now()` },
           setWhere: sql`${idempotencyKeys.createdAt} < now() - interval '24 hours'`,
         })
@@ -70,7 +70,13 @@ export function createPublisher(database: Database, policy: PushPolicy, announce
         const [earlier] = await tx
           .select()
           .from(idempotencyKeys)
-          .where(and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.key, key)))
+          .where(
+            and(
+              eq(idempotencyKeys.tenant, caller.tenant),
+              eq(idempotencyKeys.actor, caller.userId),
+              eq(idempotencyKeys.key, key),
+            ),
+          )
         if (earlier.kind !== options.kind) {
           throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
         }
@@ -80,7 +86,13 @@ export function createPublisher(database: Database, policy: PushPolicy, announce
       await tx
         .update(idempotencyKeys)
         .set({ eventIds: result.ids })
-        .where(and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.key, key)))
+        .where(
+          and(
+            eq(idempotencyKeys.tenant, caller.tenant),
+            eq(idempotencyKeys.actor, caller.userId),
+            eq(idempotencyKeys.key, key),
+          ),
+        )
       return result
     })
   }

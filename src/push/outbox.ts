@@ -26,7 +26,7 @@ const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
  *     their presence was in fact already dead (see PushDispatcher).
  *   high: like normal for absent users; users with open streams are pushed after `highAckTimeoutS`.
  * Every push is skipped at send time if the user acked the event meanwhile.
- * Role, topic and tenant audiences resolve through the roles and topic claims each device registered with.
+ * Role and topic audiences resolve through the user's current claims (user_claims, refreshed as they authenticate).
  */
 export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
   // Instances, alive by their heartbeat, on which the device's user has an open stream right now.
@@ -53,15 +53,17 @@ export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
         from (select e.id, e.tenant, unnest(e.to_users) as user_id from ${inserted} e) named
         join push_subscriptions s on s.tenant = named.tenant and s.user_id = named.user_id
         union
-        -- The tenant, roles and topics: the tenant's devices, for the events that name such an audience.
+        -- The tenant, roles and topics: the tenant's devices, for the events that name such an audience. Roles
+        -- and topics are the user's current claims (user_claims), and only until the token they came from expires.
         select e.id, s.id
         from ${inserted} e
         join push_subscriptions s on s.tenant = e.tenant
+        left join user_claims c on c.tenant = s.tenant and c.user_id = s.user_id and c.expires_at > now()
         where (e.to_tenant or cardinality(e.to_roles) > 0 or cardinality(e.to_topics) > 0)
           and (e.to_tenant
-            or s.roles && e.to_roles
+            or c.roles && e.to_roles
             or exists (
-              select 1 from unnest(s.topics) as claim(pattern), unnest(e.to_topics) as t(topic)
+              select 1 from unnest(c.topics) as claim(pattern), unnest(e.to_topics) as t(topic)
               where claim.pattern = t.topic
                 or (right(claim.pattern, 1) = '*' and starts_with(t.topic, left(claim.pattern, -1)))))
       ) recipient

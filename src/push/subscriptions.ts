@@ -5,6 +5,7 @@ import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { pushSubscriptions } from '../db/schema.ts'
 import { describeFieldErrors, HttpProblem } from '../errors.ts'
+import { storeClaims } from './user-claims.ts'
 
 /** The browser's `PushSubscription.toJSON()`. */
 export const subscriptionSchema = z.object({
@@ -95,16 +96,19 @@ export async function registerSubscription(
     p256dh: s.keys.p256dh,
     auth: s.keys.auth,
     expirationTime: s.expirationTime ? new Date(s.expirationTime) : null,
-    roles: [...caller.roles],
-    topics: [...caller.topics],
     renewTokenHash: hashRenewToken(renewToken),
   }
-  const [row] = await database.db
-    .insert(pushSubscriptions)
-    .values(values)
-    .onConflictDoUpdate({ target: pushSubscriptions.endpoint, set: { ...values, updatedAt: sql`now()` } })
-    .returning({ id: pushSubscriptions.id })
-  return { id: String(row.id), renewToken }
+  const id = await database.db.transaction(async (tx) => {
+    const [row] = await tx
+      .insert(pushSubscriptions)
+      .values(values)
+      .onConflictDoUpdate({ target: pushSubscriptions.endpoint, set: { ...values, updatedAt: sql`now()` } })
+      .returning({ id: pushSubscriptions.id })
+    // The device's role and topic pushes follow the user's claims: known from this token at once.
+    await database.query(storeClaims([caller]), tx)
+    return row.id
+  })
+  return { id: String(id), renewToken }
 }
 
 /**

@@ -43,6 +43,10 @@ export async function startApp(backend: BackendName, options: StartOptions = {})
     RATE_LIMIT_PUBLISH_PER_MIN: 1_000_000,
     RATE_LIMIT_IP_PER_MIN: 1_000_000,
     RATE_LIMIT_AUTH_FAILURES_PER_MIN: 1_000_000,
+    RATE_LIMIT_PUSH_PER_MIN: 1_000_000,
+    RATE_LIMIT_PUSH_TEST_PER_MIN: 1_000_000,
+    RATE_LIMIT_RECEIPTS_PER_MIN: 1_000_000,
+    RATE_LIMIT_BULK_READ_PER_MIN: 1_000_000,
     ...options.config,
   }
   const app = await buildApp(config, db.database, {
