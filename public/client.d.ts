@@ -63,6 +63,12 @@ export interface HeraldClient {
   unreadCount(): Promise<number>
   history(options?: { before?: string; limit?: number; unread?: boolean }): Promise<HistoryPage>
   enablePush(options?: { serviceWorkerUrl?: string }): Promise<{ id: string }>
+  /**
+   * Registers this browser's subscription again if push was enabled here before (renews the service worker's
+   * renew token, which expires after RENEW_TOKEN_TTL_DAYS); resolves false when there was nothing to refresh.
+   * `start()` calls it.
+   */
+  refreshPush(): Promise<boolean>
   disablePush(): Promise<void>
 }
 

@@ -192,6 +192,17 @@ export function createHeraldClient(options) {
     }, options.streamRetryMs ?? STREAM_RETRY_WHILE_POLLING_MS)
   }
 
+  /** Registers the subscription with the service and hands the service worker its renew token. */
+  async function registerDevice(registration, subscription) {
+    const { id, renewToken } = await api('/v1/push/subscriptions', {
+      method: 'POST',
+      body: JSON.stringify(subscription.toJSON()),
+    })
+    registration.active?.postMessage({ type: 'herald:renew-token', token: renewToken })
+    storage?.setItem('herald:pushSubscriptionId', id)
+    return id
+  }
+
   function stopPolling() {
     clearTimeout(pollTimer)
     clearInterval(streamRetryTimer)
@@ -204,6 +215,7 @@ export function createHeraldClient(options) {
       running = true
       failures = 0
       void openStream()
+      void this.refreshPush().catch(() => {})
     },
     /** Closes the stream and stops polling. */
     stop() {
@@ -263,13 +275,22 @@ export function createHeraldClient(options) {
           userVisibleOnly: true,
           applicationServerKey: base64urlBytes(publicKey),
         }))
-      const { id, renewToken } = await api('/v1/push/subscriptions', {
-        method: 'POST',
-        body: JSON.stringify(subscription.toJSON()),
-      })
-      registration.active?.postMessage({ type: 'herald:renew-token', token: renewToken })
-      storage?.setItem('herald:pushSubscriptionId', id)
-      return { id }
+      return { id: await registerDevice(registration, subscription) }
+    },
+
+    /**
+     * Registers this browser's push subscription again if push was enabled here before: the service worker's
+     * renew token (which expires) is replaced, and the device follows the user's current token. A no-op
+     * otherwise. start() calls it.
+     */
+    async refreshPush() {
+      if (!storage?.getItem('herald:pushSubscriptionId') || !('serviceWorker' in navigator)) return false
+      if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return false
+      const registration = await navigator.serviceWorker.getRegistration()
+      const subscription = await registration?.pushManager.getSubscription()
+      if (!subscription) return false
+      await registerDevice(registration, subscription)
+      return true
     },
 
     /** Unsubscribes this browser and forgets it on the service. */

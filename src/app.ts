@@ -19,7 +19,7 @@ import { ackTokens } from './push/ack-token.ts'
 import { PushDispatcher } from './push/dispatcher.ts'
 import { loadAckTokenSecret, loadVapidKeys, type VapidKeys } from './push/keys.ts'
 import { countPendingPushes, type PushPolicy } from './push/outbox.ts'
-import { parseAllowlist } from './push/subscriptions.ts'
+import { type DeviceRules, parseAllowlist } from './push/subscriptions.ts'
 import { ClaimsRefresher } from './push/user-claims.ts'
 import { demoRoutes } from './routes/demo.ts'
 import { eventRoutes } from './routes/events.ts'
@@ -43,7 +43,7 @@ declare module 'fastify' {
     vapid: VapidKeys
     pushDispatcher: PushDispatcher
     pushPolicy: PushPolicy
-    pushAllowlist: string[]
+    deviceRules: DeviceRules
     pushAgent: Agent | undefined
     metrics: Metrics
   }
@@ -162,7 +162,11 @@ export async function buildApp(config: AppConfig, database: Database, options: A
   app.decorate('vapid', vapid)
   app.decorate('pushDispatcher', pushDispatcher)
   app.decorate('pushPolicy', { highAckTimeoutS: config.HIGH_ACK_TIMEOUT_S, presenceTtlS: config.PRESENCE_TTL_S })
-  app.decorate('pushAllowlist', parseAllowlist(config.PUSH_ENDPOINT_ALLOWLIST))
+  app.decorate('deviceRules', {
+    allowlist: parseAllowlist(config.PUSH_ENDPOINT_ALLOWLIST),
+    maxDevicesPerUser: config.MAX_DEVICES_PER_USER,
+    renewTokenTtlDays: config.RENEW_TOKEN_TTL_DAYS,
+  })
   app.decorate('pushAgent', options.pushAgent)
   app.decorate('metrics', metrics)
   const bus = new ClusterBus(database, presence.instanceId, app.log)

@@ -42,9 +42,12 @@ export const DEFAULT_BODY_LIMIT = 1024 * 1024
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 /** A safety net under the in-process wake-up: re-read the log this often even if nobody woke us. */
 export const DEFAULT_LOG_POLL_MS = 1_000
-/** The browser vendors' push services (Chrome/FCM, Firefox, Safari, Edge): the only hosts pushes go to by default. */
+/**
+ * The browser vendors' push services, on port 443: Chrome and Opera (FCM, and the legacy GCM host), Firefox,
+ * Safari, Edge. The only hosts pushes go to by default; no wildcard over all of googleapis.com.
+ */
 export const DEFAULT_PUSH_ENDPOINT_ALLOWLIST =
-  'fcm.googleapis.com,*.googleapis.com,updates.push.services.mozilla.com,*.push.services.mozilla.com,*.push.apple.com,*.notify.windows.com'
+  'fcm.googleapis.com,android.googleapis.com,updates.push.services.mozilla.com,*.push.services.mozilla.com,*.push.apple.com,*.notify.windows.com'
 /** Seconds an open stream has to ack a `high` event before it is pushed anyway. */
 export const DEFAULT_HIGH_ACK_TIMEOUT_S = 30
 /** Attempts per (event, device) before a push counts as failed. */

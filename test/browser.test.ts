@@ -93,7 +93,7 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
     pushService = await startPushService()
     t = await startApp('pglite', {
       demoSignIn: true,
-      config: { PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1' },
+      config: { PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1:*' },
       pushAgent: pushService.agent,
     })
     const hub = t.app.hub

@@ -42,7 +42,7 @@ describePostgres('several instances on one PostgreSQL behave as one service', ()
       JWT_SECRET: TEST_JWT_SECRET,
       PORT: '0',
       HOST: '127.0.0.1',
-      PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1',
+      PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1:*',
       NODE_EXTRA_CA_CERTS: push.caFile,
       PRESENCE_TTL_S: String(PRESENCE_TTL_S),
       PUSH_RETRY_BASE_MS: '200',

@@ -13,7 +13,7 @@ describeEachBackend('logs', (backend) => {
   const lines: string[] = []
   beforeAll(async () => {
     t = await startApp(backend, {
-      config: { PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1' },
+      config: { PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1:*' },
       // trace: everything the service can log, so a leak at any level shows.
       log: { level: 'trace', stream: { write: (line: string) => void lines.push(line) } },
     })

@@ -115,7 +115,7 @@ describeEachBackend('Metrics', (backend) => {
     t = await startApp(backend, {
       pushAgent: service.agent,
       // A `high` event stays held back for an open stream for the whole run: a pending push to observe.
-      config: { PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1', PUSH_RETRY_BASE_MS: 100, HIGH_ACK_TIMEOUT_S: 3_600 },
+      config: { PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1:*', PUSH_RETRY_BASE_MS: 100, HIGH_ACK_TIMEOUT_S: 3_600 },
     })
   })
   afterAll(async () => {

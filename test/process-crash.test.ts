@@ -74,7 +74,7 @@ describePostgres('process crash (kill -9) during a burst of publishes and pushes
         JWT_SECRET: TEST_JWT_SECRET,
         PORT: '0',
         HOST: '127.0.0.1',
-        PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1',
+        PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1:*',
         NODE_EXTRA_CA_CERTS: service.caFile,
         PUSH_RETRY_BASE_MS: '200',
         LOG_POLL_MS: '200',

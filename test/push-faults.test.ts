@@ -109,7 +109,7 @@ describe('push services misbehaving [pglite]', () => {
     t = await startApp('pglite', {
       pushAgent: agent,
       config: {
-        PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1',
+        PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1:*',
         PUSH_CONCURRENCY: CONCURRENCY,
         PUSH_MAX_ATTEMPTS: MAX_ATTEMPTS,
         PUSH_RETRY_BASE_MS: RETRY_BASE_MS,

@@ -53,7 +53,7 @@ interface Problem {
 }
 
 /** Config overrides that let the server reach and trust the local push service. */
-const PUSH_CONFIG = { PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1' } as const
+const PUSH_CONFIG = { PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1:*' } as const
 /** Seconds a streaming user has to ack a `high` event before it is pushed anyway (in the main suite's app). */
 const HIGH_ACK_TIMEOUT_S = 3
 const BASE64URL = /^[A-Za-z0-9_-]+$/
@@ -130,7 +130,7 @@ function appConfig(env: Record<string, string> = {}): AppConfig {
   return loadConfig({
     JWT_SECRET: TEST_JWT_SECRET,
     VAPID_SUBJECT: 'mailto:tests@example.com',
-    PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1',
+    PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1:*',
     PUSH_RETRY_BASE_MS: '100',
     LOG_LEVEL: 'silent',
     ...env,
@@ -574,7 +574,7 @@ describeEachBackend('Web Push', (backend) => {
       expect(attemptsAt(device.endpoint)).toHaveLength(1)
     })
 
-    it('role, topic and tenant audiences reach the devices of users who held that role/topic at registration, and no others', async () => {
+    it('role, topic and tenant audiences reach the devices of users whose current token claims hold that role/topic, and no others', async () => {
       const ten = newTenant()
       const other = { tenant: `${ten.tenant}-b` }
       const otherPublisher = t.token({ sub: 'publisher', tenant: other.tenant, scope: PUBLISHER })
@@ -1197,7 +1197,7 @@ describePostgres('Web Push across a server crash [postgres]', () => {
         DATABASE_URL: url,
         DATA_DIR: dataDir,
         JWT_SECRET: TEST_JWT_SECRET,
-        PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1',
+        PUSH_ENDPOINT_ALLOWLIST: '127.0.0.1:*',
         NODE_EXTRA_CA_CERTS: service.caFile,
         PORT: '0',
         HOST: '127.0.0.1',

@@ -1,5 +1,5 @@
 import { createECDH, createHash, randomBytes } from 'node:crypto'
-import { and, desc, eq, sql } from 'drizzle-orm'
+import { and, desc, eq, notInArray, sql } from 'drizzle-orm'
 import { z } from 'zod'
 import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
@@ -19,7 +19,10 @@ export const subscriptionSchema = z.object({
 })
 export type SubscriptionJson = z.infer<typeof subscriptionSchema>
 
-/** Host patterns: `fcm.googleapis.com` (exact), `*.push.apple.com` (any subdomain), `127.0.0.1:8443` (host and port). */
+/**
+ * Host patterns: `fcm.googleapis.com` (exact), `*.push.apple.com` (any subdomain), each on port 443 only;
+ * `127.0.0.1:8443` names a port, `127.0.0.1:*` any port.
+ */
 export function endpointAllowed(endpoint: string, allowlist: readonly string[]): boolean {
   let url: URL
   try {
@@ -29,14 +32,29 @@ export function endpointAllowed(endpoint: string, allowlist: readonly string[]):
   }
   if (url.protocol !== 'https:' || url.username || url.password) return false
   const host = url.hostname.toLowerCase()
-  const hostPort = `${host}:${url.port || '443'}`
-  return allowlist.some((pattern) => {
-    const p = pattern.trim().toLowerCase()
-    if (!p) return false
-    if (p.startsWith('*.')) return host.endsWith(p.slice(1))
-    return p.includes(':') ? p === hostPort : p === host
+  const port = url.port || '443'
+  return allowlist.some((entry) => {
+    const { hostPattern, portPattern } = splitPattern(entry.trim().toLowerCase())
+    if (!hostPattern) return false
+    const hostMatches = hostPattern.startsWith('*.') ? host.endsWith(hostPattern.slice(1)) : hostPattern === host
+    return hostMatches && (portPattern === '*' || portPattern === port)
   })
 }
+
+/** `host`, `host:port` or `host:*`; a bracketed IPv6 literal keeps its colons. Without a port: 443. */
+function splitPattern(pattern: string): { hostPattern: string; portPattern: string } {
+  const match = /^(.*?):(\d{1,5}|\*)$/.exec(pattern)
+  if (match && (!match[1].includes(':') || match[1].startsWith('['))) {
+    return { hostPattern: match[1], portPattern: match[2] }
+  }
+  return { hostPattern: pattern, portPattern: '443' }
+}
+
+/**
+ * The endpoint as stored and compared: the WHATWG URL serialization (scheme and host lower-cased, the default
+ * port dropped), so `HTTPS://FCM.googleapis.com:443/x` and `https://fcm.googleapis.com/x` are one device.
+ */
+export const normalizeEndpoint = (endpoint: string) => new URL(endpoint).href
 
 export const parseAllowlist = (value: string) =>
   value
@@ -80,30 +98,72 @@ export interface Registered {
   renewToken: string
 }
 
-/** Upserts by endpoint: the endpoint moves to the last user who registered it. */
+export interface DeviceRules {
+  /** Hosts push endpoints may have (PUSH_ENDPOINT_ALLOWLIST). */
+  allowlist: readonly string[]
+  /** Devices per user; registering one more drops the least recently registered (MAX_DEVICES_PER_USER). */
+  maxDevicesPerUser: number
+  /** A renew token works this long after the registration or renewal that issued it (RENEW_TOKEN_TTL_DAYS). */
+  renewTokenTtlDays: number
+}
+
+type Tx = Parameters<Parameters<Database['db']['transaction']>[0]>[0]
+
+/**
+ * The row that holds this endpoint, locked, unless it may be taken over by (tenant, user) with these keys:
+ * an endpoint moves to another user only when the keys match too (the same browser, now signed in as someone
+ * else). Knowing an endpoint URL is not enough to take a device from its user, in any tenant.
+ */
+async function assertMayTake(tx: Tx, endpoint: string, owner: { tenant: string; userId: string }, keys: Keys) {
+  const [holder] = await tx
+    .select()
+    .from(pushSubscriptions)
+    .where(eq(pushSubscriptions.endpoint, endpoint))
+    .for('update')
+  if (!holder) return undefined
+  const sameUser = holder.tenant === owner.tenant && holder.userId === owner.userId
+  const sameKeys = holder.p256dh === keys.p256dh && holder.auth === keys.auth
+  if (!sameUser && !sameKeys) {
+    throw new HttpProblem('conflict', 'This endpoint is registered to another device; subscribe again in the browser.')
+  }
+  return holder
+}
+
+type Keys = SubscriptionJson['keys']
+
+const renewTokenExpiry = (rules: DeviceRules) => sql`now() + make_interval(days => ${rules.renewTokenTtlDays})`
+
+/**
+ * Upserts by endpoint (normalized), keeps the user to `maxDevicesPerUser` devices by dropping the least
+ * recently registered, and records the token's roles and topics as the user's current claims.
+ */
 export async function registerSubscription(
   database: Database,
   caller: Caller,
   s: SubscriptionJson,
-  allowlist: readonly string[],
+  rules: DeviceRules,
 ): Promise<Registered> {
-  checkSubscription(s, allowlist)
+  checkSubscription(s, rules.allowlist)
+  const endpoint = normalizeEndpoint(s.endpoint)
   const renewToken = randomBytes(32).toString('base64url')
   const values = {
     tenant: caller.tenant,
     userId: caller.userId,
-    endpoint: s.endpoint,
+    endpoint,
     p256dh: s.keys.p256dh,
     auth: s.keys.auth,
     expirationTime: s.expirationTime ? new Date(s.expirationTime) : null,
     renewTokenHash: hashRenewToken(renewToken),
+    renewTokenExpiresAt: renewTokenExpiry(rules),
   }
   const id = await database.db.transaction(async (tx) => {
+    await assertMayTake(tx, endpoint, caller, s.keys)
     const [row] = await tx
       .insert(pushSubscriptions)
       .values(values)
       .onConflictDoUpdate({ target: pushSubscriptions.endpoint, set: { ...values, updatedAt: sql`now()` } })
       .returning({ id: pushSubscriptions.id })
+    await dropDevicesPastLimit(tx, caller, rules.maxDevicesPerUser)
     // The device's role and topic pushes follow the user's claims: known from this token at once.
     await database.query(storeClaims([caller]), tx)
     return row.id
@@ -111,36 +171,57 @@ export async function registerSubscription(
   return { id: String(id), renewToken }
 }
 
+/** Deletes the user's devices beyond the newest `max` (by last registration), with their pending pushes' rows kept. */
+async function dropDevicesPastLimit(tx: Tx, owner: { tenant: string; userId: string }, max: number) {
+  const mine = and(eq(pushSubscriptions.tenant, owner.tenant), eq(pushSubscriptions.userId, owner.userId))
+  const kept = tx
+    .select({ id: pushSubscriptions.id })
+    .from(pushSubscriptions)
+    .where(mine)
+    .orderBy(desc(pushSubscriptions.updatedAt), desc(pushSubscriptions.id))
+    .limit(max)
+  await tx.delete(pushSubscriptions).where(and(mine, notInArray(pushSubscriptions.id, kept)))
+}
+
 /**
  * The service worker's re-registration after the browser replaced a subscription: the renew token stands
- * for the user who registered the old one. Answers undefined when the token matches nothing.
+ * for the user who registered the old one, and acts on that one registration only. Answers undefined when
+ * the token matches nothing or has expired.
  */
 export async function renewSubscription(
   database: Database,
   renewToken: string,
   s: SubscriptionJson,
-  allowlist: readonly string[],
+  rules: DeviceRules,
 ): Promise<Registered | undefined> {
-  checkSubscription(s, allowlist)
+  checkSubscription(s, rules.allowlist)
+  const endpoint = normalizeEndpoint(s.endpoint)
   return database.db.transaction(async (tx) => {
     const [old] = await tx
       .select()
       .from(pushSubscriptions)
-      .where(eq(pushSubscriptions.renewTokenHash, hashRenewToken(renewToken)))
+      .where(
+        and(
+          eq(pushSubscriptions.renewTokenHash, hashRenewToken(renewToken)),
+          sql`${pushSubscriptions.renewTokenExpiresAt} > now()`,
+        ),
+      )
+      .for('update')
     if (!old) return undefined
-    // The new endpoint may already be registered (the page re-subscribed first): it becomes this row.
-    await tx
-      .delete(pushSubscriptions)
-      .where(and(eq(pushSubscriptions.endpoint, s.endpoint), sql`${pushSubscriptions.id} <> ${old.id}`))
+    // The new endpoint may already be registered (the page re-subscribed first): that row merges into this
+    // one, if it is the same user's or the same browser's (keys); anyone else's is refused, not deleted.
+    const holder = await assertMayTake(tx, endpoint, old, s.keys)
+    if (holder && holder.id !== old.id) await tx.delete(pushSubscriptions).where(eq(pushSubscriptions.id, holder.id))
     const fresh = randomBytes(32).toString('base64url')
     await tx
       .update(pushSubscriptions)
       .set({
-        endpoint: s.endpoint,
+        endpoint,
         p256dh: s.keys.p256dh,
         auth: s.keys.auth,
         expirationTime: s.expirationTime ? new Date(s.expirationTime) : null,
         renewTokenHash: hashRenewToken(fresh),
+        renewTokenExpiresAt: renewTokenExpiry(rules),
         updatedAt: sql`now()`,
       })
       .where(eq(pushSubscriptions.id, old.id))

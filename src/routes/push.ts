@@ -18,7 +18,7 @@ const TEST_PUSH_TTL_S = 60
 
 export async function pushRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
-  const { database, vapid, pushAllowlist, pushAgent } = app
+  const { database, vapid, deviceRules, pushAgent } = app
 
   const vapidSchema = {
     summary: 'The VAPID public key, for pushManager.subscribe',
@@ -41,9 +41,10 @@ export async function pushRoutes(fastify: FastifyInstance) {
         response: { 201: registeredSubscription },
       },
       onRequest: app.authenticate,
+      config: { rateLimit: app.limits.pushRegistration },
     },
     async (request, reply) => {
-      const registered = await registerSubscription(database, request.caller, request.body, pushAllowlist)
+      const registered = await registerSubscription(database, request.caller, request.body, deviceRules)
       return reply.code(201).send(registered)
     },
   )
@@ -63,7 +64,7 @@ export async function pushRoutes(fastify: FastifyInstance) {
     },
     async (request, reply) => {
       const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')
-      const renewed = match && (await renewSubscription(database, match[1], request.body, pushAllowlist))
+      const renewed = match && (await renewSubscription(database, match[1], request.body, deviceRules))
       if (!renewed) {
         await app.limits.authFailed(request, reply)
         throw new HttpProblem('unauthorized', 'A valid renew token from registration is required as a Bearer token.')
