@@ -553,6 +553,25 @@ describeEachBackend('stream', (backend) => {
         expect(JSON.parse(s.events[0].data)).toEqual({ reason: 'expired' })
         expect(s.notificationIds).toEqual([kept])
       })
+
+      it('a resume from the newest event after it was pruned sends reset and then only what is newer: nothing seen comes again', async () => {
+        const tenant = unique('reset')
+        const user = unique('newest-pruned')
+        const seen = [
+          await publish(t, tenant, { to: { users: [user] } }),
+          await publish(t, tenant, { to: { users: [user] } }),
+          await publish(t, tenant, { to: { users: [user] } }),
+        ]
+        const newest = await publish(t, tenant, { to: { users: [user] }, ttl: 60 })
+        // Pruned, as retention does once its ttl has passed: no row in the log has an id as large any more.
+        await t.database.query(sql`delete from events where id = ${Number(newest)}`)
+        const s = await live(await open({ sub: user, tenant }, { lastEventId: newest }))
+        const after = await publish(t, tenant, { to: { users: [user] } })
+        await waitForId(s, after)
+        expect(s.events.map((e) => e.event)).toEqual(['reset', 'notification'])
+        expect(s.notificationIds).toEqual([after])
+        for (const id of seen) expect(s.notificationIds).not.toContain(id)
+      })
     })
 
     describe('receipts', () => {

@@ -167,19 +167,21 @@ function sendHead(res: ServerResponse, headers: Record<string, string>): Promise
 
 /**
  * Where a client resumes from: `kept` (the event is still in the log), `gone` (expired or pruned: events
- * after it may have been lost to retention), or `unknown` (larger than any id the log ever had).
- * 0 means "from the beginning" and is always kept.
+ * after it may have been lost to retention), or `unknown` (larger than any id the log ever issued).
+ * 0 means "from the beginning" and is always kept. The largest id ever issued comes from the id sequence,
+ * never from the surviving rows: once the newest events are pruned, their ids are still `gone`, not unknown
+ * (which would replay the whole history to a client that had seen it).
  */
 async function resumePoint(database: Database, id: number): Promise<'kept' | 'gone' | 'unknown'> {
   if (id === 0) return 'kept'
   const [row] = await database.db
     .select({
       kept: sql<boolean>`exists (select 1 from ${events} where ${events.id} = ${id} and ${events.expiresAt} > now())`,
-      newest: sql<string | number | null>`(select max(${events.id}) from ${events})`,
+      issued: sql<string | number | null>`pg_sequence_last_value(pg_get_serial_sequence('events', 'id')::regclass)`,
     })
     .from(sql`(select 1) as one`)
   if (row.kept) return 'kept'
-  return row.newest !== null && id <= Number(row.newest) ? 'gone' : 'unknown'
+  return row.issued !== null && id <= Number(row.issued) ? 'gone' : 'unknown'
 }
 
 /** The tenant's first event id in (after, upTo], or upTo + 1 if there is none. */
