@@ -193,7 +193,7 @@ The server also does this every PRUNE_INTERVAL_S. Prints what it deleted as JSON
     run: async (args) => {
       parse(args, {})
       const { prune } = await import('./events/retention.ts')
-      await withMigratedDatabase(async (database, config) => {
+      await withMigratedDatabase('prune', async (database, config) => {
         console.log(JSON.stringify({ pruned: await prune(database, config.RETENTION_DAYS) }))
       })
       return EXIT.ok
@@ -207,7 +207,7 @@ Applies the migrations in drizzle/ to DATABASE_URL, or to the embedded PGlite in
 The server also does this at start; run it yourself to migrate ahead of a deploy.`,
     run: async (args) => {
       parse(args, {})
-      await withMigratedDatabase(async (database) => {
+      await withMigratedDatabase('migrate', async (database) => {
         console.log(`migrations applied (${database.kind})`)
       })
       return EXIT.ok
@@ -216,7 +216,10 @@ The server also does this at start; run it yourself to migrate ahead of a deploy
 }
 
 /** Opens DATABASE_URL (or the embedded database in DATA_DIR), applies migrations, runs `work`, closes. */
-async function withMigratedDatabase(work: (database: Database, config: ParsedConfig) => Promise<void>) {
+async function withMigratedDatabase(
+  command: string,
+  work: (database: Database, config: ParsedConfig) => Promise<void>,
+) {
   const config = loadConfig(process.env)
   // Loaded here, not at the top: the database drivers take a second to load and only these commands need them.
   const { openDatabase, pgliteDirIn } = await import('./db/client.ts')
@@ -225,6 +228,7 @@ async function withMigratedDatabase(work: (database: Database, config: ParsedCon
     url: config.DATABASE_URL,
     pgliteDir: pgliteDirIn(config.DATA_DIR),
     poolSize: 2,
+    role: `herald ${command}`,
   })
   try {
     await runMigrations(database)

@@ -32,6 +32,8 @@ export const DEFAULT_MAX_DEVICES_PER_USER = 20
 export const DEFAULT_RENEW_TOKEN_TTL_DAYS = 30
 /** Longest token lifetime accepted (`exp - iat`): a day, so a leaked token does not work for a month. */
 export const DEFAULT_JWT_MAX_TTL_S = 86_400
+/** At start, PostgreSQL has this long to become reachable (a database starting beside the service in compose). */
+export const DEFAULT_DB_CONNECT_TIMEOUT_S = 60
 /** Events are kept this long at most (each also has its own ttl). */
 export const DEFAULT_RETENTION_DAYS = 30
 /** How often expired events are pruned. */
@@ -102,6 +104,7 @@ const envSchema = z.object({
       .optional(),
   ),
   DB_POOL_SIZE: intFrom(1, 500).default(20),
+  DB_CONNECT_TIMEOUT_S: intFrom(0, 3_600).default(DEFAULT_DB_CONNECT_TIMEOUT_S),
   DATA_DIR: z.string().min(1).default('./data'),
   JWT_SECRET: optionalText.pipe(
     z.string().min(32, 'must be at least 32 characters (use: openssl rand -base64 48)').optional(),

@@ -1,11 +1,32 @@
 import { buildApp } from './app.ts'
 import { type Config, ConfigError, loadConfig } from './config.ts'
-import { openDatabase, pgliteDirIn } from './db/client.ts'
+import { type Database, openDatabase, pgliteDirIn, waitUntilReachable } from './db/client.ts'
 import { runMigrations } from './db/migrate.ts'
 import { loadOrCreateDevSecret } from './tokens.ts'
 
 /** SIGTERM to exit: streams end, pending work is handed back, the process leaves within this. */
 const SHUTDOWN_DEADLINE_MS = 10_000
+
+/**
+ * Where to listen when HOST is unset. On its own generated secret the service signs in anyone as anyone on the
+ * demo page (routes/demo.ts): only this machine may reach it then. With a configured key, every interface, as a
+ * container or a host behind a proxy expects.
+ */
+const defaultHost = (config: Config) => (config.jwtSecretGenerated ? '127.0.0.1' : '0.0.0.0')
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/
+const EVERY_INTERFACE = new Set(['0.0.0.0', '::'])
+
+/** The service's URL from this machine. */
+const localUrl = (host: string, port: number) =>
+  `http://${EVERY_INTERFACE.has(host) ? 'localhost' : host.includes(':') ? `[${host}]` : host}:${port}`
+
+/** Who can reach the service, for the start-up line. */
+function reach(host: string): string {
+  if (EVERY_INTERFACE.has(host)) return `every interface (HOST=${host})`
+  if (LOOPBACK.test(host)) return 'only this machine: set HOST=0.0.0.0 to listen on every interface'
+  return `HOST=${host}`
+}
 
 /** Reads the environment (the only place that does), opens the database, listens, and shuts down cleanly. */
 async function main() {
@@ -26,11 +47,23 @@ async function main() {
     throw err
   }
 
-  const database = await openDatabase({
-    url: config.DATABASE_URL,
-    pgliteDir: pgliteDirIn(config.DATA_DIR),
-    poolSize: config.DB_POOL_SIZE,
-  })
+  let database: Database
+  try {
+    database = await openDatabase({
+      url: config.DATABASE_URL,
+      pgliteDir: pgliteDirIn(config.DATA_DIR),
+      poolSize: config.DB_POOL_SIZE,
+      role: 'the server',
+    })
+    await waitUntilReachable(database, config.DATABASE_URL, config.DB_CONNECT_TIMEOUT_S, (line) => console.error(line))
+  } catch (err) {
+    // The data folder is another process's, or PostgreSQL never answered: the environment needs fixing.
+    if (err instanceof ConfigError) {
+      console.error(err.message)
+      process.exit(78) // EX_CONFIG
+    }
+    throw err
+  }
   await runMigrations(database)
   const app = await buildApp(config, database, {
     log: { level: config.LOG_LEVEL },
@@ -58,11 +91,11 @@ async function main() {
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
 
-  await app.listen({ port: config.PORT, host: config.HOST })
-  const shown = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST
-  const url = `http://${shown}:${(app.server.address() as { port: number }).port}`
+  const host = config.HOST ?? defaultHost(config)
+  await app.listen({ port: config.PORT, host })
+  const url = localUrl(host, (app.server.address() as { port: number }).port)
   const storage = database.kind === 'pglite' ? `embedded PGlite in ${pgliteDirIn(config.DATA_DIR)}` : 'PostgreSQL'
-  const lines = [`\nherald is listening on ${url} (${storage})`]
+  const lines = [`\nherald is listening on ${url} (${reach(host)}; ${storage})`]
   if (config.jwtSecretGenerated) {
     lines.push(
       'Try it: mint a token, open a stream, publish to yourself from another terminal:',

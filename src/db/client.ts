@@ -1,11 +1,12 @@
-import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
-import type { SQL } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
+import { ConfigError } from '../config.ts'
+import { lockDataDir } from './data-lock.ts'
 import * as schema from './schema.ts'
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>
@@ -27,6 +28,8 @@ export interface DatabaseOptions {
   url?: string
   /** PGlite's directory; `memory://` keeps it in memory (tests). */
   pgliteDir?: string
+  /** Who takes PGlite's folder (`server`, `herald prune`): named to a second process that finds it taken. */
+  role?: string
   poolSize?: number
 }
 
@@ -54,8 +57,15 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     }
   }
   const dir = options.pgliteDir ?? 'memory://'
-  if (!dir.startsWith('memory://')) mkdirSync(dir, { recursive: true })
-  const pglite = await PGlite.create(dir)
+  // One process per folder, for as long as it has the database open (see data-lock.ts).
+  const unlock = dir.startsWith('memory://') ? async () => {} : await lockDataDir(dir, options.role ?? 'herald')
+  let pglite: PGlite
+  try {
+    pglite = await PGlite.create(dir)
+  } catch (err) {
+    await unlock()
+    throw err
+  }
   const db = drizzlePglite(pglite, { schema }) as unknown as Db
   return {
     kind: 'pglite',
@@ -64,7 +74,13 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     async query<Row>(statement: SQL, on: Db = db) {
       return ((await on.execute(statement)) as unknown as { rows: Row[] }).rows
     },
-    close: () => pglite.close(),
+    close: async () => {
+      try {
+        await pglite.close()
+      } finally {
+        await unlock()
+      }
+    },
   }
 }
 
@@ -83,6 +99,67 @@ function preparing(pg: postgres.Sql): postgres.Sql {
         target.unsafe(query, params as postgres.ParameterOrJSON<never>[], { ...options, prepare: true })
     },
   })
+}
+
+/** PostgreSQL did not answer within DB_CONNECT_TIMEOUT_S at start: exit 78, naming the host. */
+export class DatabaseUnreachableError extends ConfigError {
+  override name = 'DatabaseUnreachableError'
+}
+
+/** First wait between attempts to reach PostgreSQL at start; doubles up to MAX_CONNECT_RETRY_MS. */
+const FIRST_CONNECT_RETRY_MS = 500
+const MAX_CONNECT_RETRY_MS = 5_000
+
+/**
+ * Waits for PostgreSQL to answer, retrying with backoff for `timeoutS` and saying so once per attempt
+ * (`report`): a service started beside its database (compose, systemd) simply waits for it. PGlite is
+ * always there.
+ */
+export async function waitUntilReachable(
+  database: Database,
+  url: string | undefined,
+  timeoutS: number,
+  report: (line: string) => void,
+): Promise<void> {
+  if (database.kind !== 'postgres' || !url) return
+  const where = hostOf(url)
+  const giveUpAt = Date.now() + timeoutS * 1000
+  let wait = FIRST_CONNECT_RETRY_MS
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await database.query(sql`select 1`)
+      if (attempt > 1) report(`PostgreSQL at ${where} answered (attempt ${attempt}).`)
+      return
+    } catch (err) {
+      const why = causeOf(err)
+      if (Date.now() + wait > giveUpAt) {
+        await database.close().catch(() => {})
+        throw new DatabaseUnreachableError(
+          `PostgreSQL at ${where} could not be reached within ${timeoutS} s (${why}). Check DATABASE_URL and that the database is up; DB_CONNECT_TIMEOUT_S sets how long to wait.`,
+        )
+      }
+      report(`PostgreSQL at ${where} is not reachable yet (${why}); attempt ${attempt}, retrying in ${wait / 1000} s.`)
+      await new Promise((resolve) => setTimeout(resolve, wait))
+      wait = Math.min(wait * 2, MAX_CONNECT_RETRY_MS)
+    }
+  }
+}
+
+/** host:port/database of a connection string, without its credentials. */
+function hostOf(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.hostname}:${u.port || '5432'}${u.pathname}`
+  } catch {
+    return 'DATABASE_URL'
+  }
+}
+
+/** The innermost error's code and message (drizzle wraps the driver's error). */
+function causeOf(err: unknown): string {
+  let e = err as { code?: unknown; message?: string; cause?: unknown }
+  while (e?.cause && typeof e.cause === 'object') e = e.cause as typeof e
+  return [e?.code, e?.message].filter(Boolean).join(': ') || String(err)
 }
 
 /** Where PGlite keeps its files inside DATA_DIR. */
