@@ -1,6 +1,3 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx, so the package needs no build step.
-import { register } from 'tsx/esm/api'
-
-register()
-await import('../src/cli.ts')
+// The compiled CLI (npm install builds dist/); `npm run dev` and the tests run the TypeScript sources with tsx.
+await import('../dist/cli.js')

@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, describe, expect, it, onTestFinished, vi } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest'
 import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from './helpers/backends.ts'
-import { type Child, runToEnd, runTs } from './helpers/process.ts'
+import { type Child, ROOT, runToEnd, runTs } from './helpers/process.ts'
 import { TcpProxy } from './helpers/tcp-proxy.ts'
 
 // Starting the service the way operators do: one process per embedded data folder, and a PostgreSQL that may
@@ -93,6 +94,49 @@ describe('the embedded data folder belongs to one process', () => {
     const got = await fetch(`${next.url}/v1/events/${id}`, { headers: { authorization: `Bearer ${token}` } })
     expect(got.status).toBe(200)
     await stop(next.child)
+  })
+})
+
+describe('npm start', () => {
+  beforeAll(async () => {
+    // `npm start` runs the compiled service: compile the sources under test (npm install does it too).
+    const built = spawnSync('npm', ['run', '-s', 'build'], { cwd: ROOT, encoding: 'utf8' })
+    expect(built.status, built.stdout + built.stderr).toBe(0)
+  }, 240_000)
+
+  it('SIGTERM to the npm process itself reaches the server: it drains and exits 0, freeing its port and data folder', async () => {
+    const dir = dataDir()
+    const npm = spawn('npm', ['start'], {
+      cwd: ROOT,
+      env: { ...process.env, DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', DATABASE_URL: '', LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    onTestFinished(() => {
+      npm.kill('SIGKILL')
+    })
+    let output = ''
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`npm start did not listen:\n${output}`)), 120_000)
+      for (const stream of [npm.stdout, npm.stderr]) {
+        stream.setEncoding('utf8').on('data', (d: string) => {
+          output += d
+          const m = /listening on (http:\/\/\S+)/.exec(output)
+          if (m) {
+            clearTimeout(timer)
+            resolve(m[1])
+          }
+        })
+      }
+    })
+    expect((await fetch(`${url}/health`)).status).toBe(200)
+    const exited = new Promise<void>((resolve) => npm.on('exit', () => resolve()))
+    npm.kill('SIGTERM')
+    await exited // npm ends itself by the same signal once its child has gone
+    await expect(fetch(`${url}/health`)).rejects.toThrow()
+    // The server shut down cleanly, not just died: it closed the database and gave its lock back.
+    expect(existsSync(join(dir, 'pglite.lock'))).toBe(false)
+    const pruned = await runToEnd('src/cli.ts', ['prune'], { DATA_DIR: dir, DATABASE_URL: '' })
+    expect(pruned.code, pruned.stderr).toBe(0)
   })
 })
 
