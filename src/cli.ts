@@ -94,7 +94,8 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
           ...(values.data !== undefined ? { data: parseJson(values.data, '--data') } : {}),
         }
       }
-      const res = await fetch(new URL('/v1/events', serverUrl(values.server)), {
+      const url = new URL('/v1/events', serverUrl(values.server))
+      const res = await fetch(url, {
         method: 'POST',
         headers: {
           authorization: `Bearer ${token}`,
@@ -102,6 +103,10 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
           ...(values['idempotency-key'] ? { 'idempotency-key': values['idempotency-key'] } : {}),
         },
         body: JSON.stringify(body),
+      }).catch((err: unknown) => {
+        throw new Error(
+          `cannot reach ${url.origin} (${reason(err)}); is the server running? Set --server or HERALD_URL.`,
+        )
       })
       const text = await res.text()
       if (!res.ok) {
@@ -138,8 +143,8 @@ like a browser. Stops on Ctrl-C, or with exit code 1 when the server refuses the
             accept: 'text/event-stream',
             ...(lastEventId ? { 'last-event-id': lastEventId } : {}),
           },
-        }).catch((err: Error) => {
-          console.error(`cannot reach ${url.origin}: ${err.message}; retrying`)
+        }).catch((err: unknown) => {
+          console.error(`cannot reach ${url.origin} (${reason(err)}); retrying in ${retryMs} ms`)
           return undefined
         })
         if (res && !res.ok) {
@@ -262,6 +267,12 @@ function parseJson(text: string, flag: string): unknown {
   } catch {
     throw new UsageError(`${flag} is not valid JSON`)
   }
+}
+
+/** Why a fetch failed, from its cause: `ECONNREFUSED 127.0.0.1:3000`, not undici's bare "fetch failed". */
+function reason(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause
+  return cause?.message ?? cause?.code ?? (err as Error).message ?? String(err)
 }
 
 function safeJson(text: string): unknown {

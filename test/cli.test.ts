@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs'
+import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -97,6 +98,30 @@ describe('the CLI, run as a user runs it', () => {
     expect(refused.stderr).toMatch(/HTTP 401/)
     const badJson = await cli(['publish', '--server', t.url, '--token', 'x', '--json', '{nope'])
     expect(badJson.code).toBe(2)
+  })
+
+  it('publish to a server that is down exits 1 naming the URL and the cause, not a bare "fetch failed"', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo
+        server.close(() => resolve(port))
+      })
+    })
+    const down = await cli([
+      'publish',
+      '--server',
+      `http://127.0.0.1:${closed}`,
+      '--token',
+      'x',
+      '--title',
+      'x',
+      '--to-user',
+      'u',
+    ])
+    expect(down.code).toBe(1)
+    expect(down.stderr).toContain(`cannot reach http://127.0.0.1:${closed}`)
+    expect(down.stderr).toMatch(/ECONNREFUSED/)
+    expect(down.stderr).not.toMatch(/^herald publish: fetch failed$/m)
   })
 
   it('tail prints each notification as a JSON line', async () => {
