@@ -36,6 +36,7 @@ function setStatus(status) {
 }
 
 async function refreshBadge() {
+  $('inbox-note').hidden = true // whatever went wrong before, the service answers again
   const n = await client.unreadCount()
   $('badge').textContent = String(n)
   $('badge').dataset.count = String(n)
@@ -57,11 +58,13 @@ function render(event, { prepend = true } = {}) {
   const read = document.createElement('button')
   read.type = 'button'
   read.textContent = 'Mark read'
-  read.addEventListener('click', async () => {
-    await client.read(event.id)
-    li.classList.remove('unread')
-    await refreshBadge()
-  })
+  read.addEventListener('click', () =>
+    safely($('inbox-note'), async () => {
+      await client.read(event.id)
+      li.classList.remove('unread')
+      await refreshBadge()
+    }),
+  )
   const body = document.createElement('span')
   body.textContent = event.body ?? ''
   const meta = document.createElement('span')
@@ -127,6 +130,9 @@ async function publish(form) {
           : audience === 'topic'
             ? { topics: [target] }
             : { tenant: true }
+  const result = $('publish-result')
+  result.classList.remove('error')
+  result.textContent = 'Publishing…'
   const res = await fetch('/v1/events', {
     method: 'POST',
     headers: { authorization: `Bearer ${await mintToken()}`, 'content-type': 'application/json' },
@@ -139,7 +145,23 @@ async function publish(form) {
     }),
   })
   const answer = await res.json()
-  $('publish-result').textContent = res.ok ? `Published #${answer.id}` : `Refused: ${answer.detail}`
+  if (!res.ok) throw new Error(`refused: ${answer.detail}`)
+  result.textContent = `Published #${answer.id}`
+}
+
+/**
+ * Runs a button's action; a failure (the server is down, a refusal) is shown in `where` instead of being thrown
+ * into the console, and a stale success message there is replaced.
+ */
+async function safely(where, action) {
+  try {
+    await action()
+  } catch (err) {
+    const message = err instanceof TypeError ? 'the server cannot be reached; try again' : err.message
+    where.textContent = `Could not do that: ${message}`
+    where.classList.add('error')
+    where.hidden = false
+  }
 }
 
 async function togglePush() {
@@ -176,13 +198,15 @@ async function main() {
   })
   $('publish-form').addEventListener('submit', (e) => {
     e.preventDefault()
-    void publish(e.target)
+    void safely($('publish-result'), () => publish(e.target))
   })
-  $('read-all').addEventListener('click', async () => {
-    await client.readAll()
-    for (const li of document.querySelectorAll('.item.unread')) li.classList.remove('unread')
-    await refreshBadge()
-  })
+  $('read-all').addEventListener('click', () =>
+    safely($('inbox-note'), async () => {
+      await client.readAll()
+      for (const li of document.querySelectorAll('.item.unread')) li.classList.remove('unread')
+      await refreshBadge()
+    }),
+  )
   $('push').addEventListener('click', () => void togglePush())
   $('signout').addEventListener('click', () => {
     client?.stop()
