@@ -36,28 +36,30 @@ describeBrowser('the demo inbox page', () => {
 
   /** Fields (inputs, selects, textareas) that stick out of their card, or overlap another field. */
   async function layoutFaults(page: Page, form: string) {
-    return page.evaluate((selector) => {
-      const faults: string[] = []
-      const card = document.querySelector(selector)?.closest('.card') as HTMLElement
-      const cardBox = card.getBoundingClientRect()
-      const fields = [...document.querySelectorAll(`${selector} input, ${selector} select, ${selector} textarea`)]
-      const boxes = fields.map((f) => ({ name: (f as HTMLInputElement).name, box: f.getBoundingClientRect() }))
-      for (const { name, box } of boxes) {
-        if (box.right > cardBox.right + 0.5 || box.left < cardBox.left - 0.5) faults.push(`${name} leaves its card`)
+    const faults: string[] = []
+    const card = await page.locator(`.card:has(${form})`).boundingBox()
+    if (!card) return [`${form} is not shown`]
+    const fields = await page.locator(`${form} input, ${form} select, ${form} textarea`).all()
+    const boxes: Array<{ name: string; x: number; y: number; width: number; height: number }> = []
+    for (const field of fields) {
+      const box = await field.boundingBox()
+      if (box) boxes.push({ name: (await field.getAttribute('name')) ?? '?', ...box })
+    }
+    for (const b of boxes) {
+      if (b.x + b.width > card.x + card.width + 0.5 || b.x < card.x - 0.5) faults.push(`${b.name} leaves its card`)
+    }
+    for (const a of boxes) {
+      for (const b of boxes) {
+        if (a.name >= b.name) continue
+        const apart =
+          a.x + a.width <= b.x + 0.5 ||
+          b.x + b.width <= a.x + 0.5 ||
+          a.y + a.height <= b.y + 0.5 ||
+          b.y + b.height <= a.y + 0.5
+        if (!apart) faults.push(`${a.name} overlaps ${b.name}`)
       }
-      for (const a of boxes) {
-        for (const b of boxes) {
-          if (a.name >= b.name) continue
-          const overlap =
-            a.box.left < b.box.right - 0.5 &&
-            b.box.left < a.box.right - 0.5 &&
-            a.box.top < b.box.bottom - 0.5 &&
-            b.box.top < a.box.bottom - 0.5
-          if (overlap) faults.push(`${a.name} overlaps ${b.name}`)
-        }
-      }
-      return faults
-    }, form)
+    }
+    return faults
   }
 
   for (const width of [1280, 390]) {
@@ -79,13 +81,13 @@ describeBrowser('the demo inbox page', () => {
     await page.click('#signin-form button[type=submit]')
     await page.waitForSelector('#publish:not([hidden])')
     await page.click('#publish-form button[type=submit]')
-    await page.waitForFunction(() => document.querySelector('#publish-result')?.textContent?.startsWith('Published #'))
+    await expect.poll(() => page.textContent('#publish-result')).toMatch(/^Published #/)
     await page.waitForSelector('#list .item button')
 
     // The server goes away: every request fails as a refused connection does.
     await page.route(`${t.url}/**`, (route) => route.abort('connectionrefused'))
     await page.click('#publish-form button[type=submit]')
-    await page.waitForFunction(() => document.querySelector('#publish-result')?.textContent?.startsWith('Could not'))
+    await expect.poll(() => page.textContent('#publish-result')).toMatch(/^Could not/)
     expect(await page.textContent('#publish-result')).toMatch(/cannot be reached/)
     expect(await page.textContent('#publish-result')).not.toMatch(/Published #/)
 
