@@ -44,15 +44,31 @@ self.addEventListener('notificationclick', (event) => {
   const { id, url, ackToken } = event.notification.data || {}
   event.waitUntil(
     (async () => {
-      const target = new URL(url || '/', self.location.origin).href
-      const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true })
-      const open = windows.find((w) => w.url === target)
-      if (open) await open.focus()
-      else await self.clients.openWindow(target)
+      const target = openableUrl(url || '/')
+      if (target) {
+        const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true })
+        const open = windows.find((w) => w.url === target)
+        if (open) await open.focus()
+        else await self.clients.openWindow(target)
+      }
       if (id && ackToken) await report(id, 'read', ackToken)
     })(),
   )
 })
+
+/**
+ * The page a click may open: `url` resolved against this origin, when it stays on it or is https; null
+ * otherwise. The service accepts only such URLs; this holds even for a payload that did not come from it.
+ */
+function openableUrl(url) {
+  let target
+  try {
+    target = new URL(url, self.location.origin)
+  } catch {
+    return null
+  }
+  return target.origin === self.location.origin || target.protocol === 'https:' ? target.href : null
+}
 
 self.addEventListener('pushsubscriptionchange', (event) => {
   event.waitUntil(

@@ -16,6 +16,7 @@ export const problems = {
   tooLarge: { status: 413, type: 'payload-too-large', title: 'Request body too large' },
   uriTooLong: { status: 414, type: 'uri-too-long', title: 'URI too long' },
   unsupportedMediaType: { status: 415, type: 'unsupported-media-type', title: 'Unsupported media type' },
+  unprocessable: { status: 422, type: 'unprocessable', title: 'Unprocessable content' },
   tooManyRequests: { status: 429, type: 'too-many-requests', title: 'Too many requests' },
   internal: { status: 500, type: 'internal', title: 'Internal server error' },
   unavailable: { status: 503, type: 'unavailable', title: 'Service unavailable' },
@@ -112,6 +113,19 @@ const fastifyCodes: Record<string, ProblemCode> = {
   FST_ERR_VALIDATION: 'validation',
 }
 
+/**
+ * The detail of an error the service did not raise itself. Fastify's and its plugins' errors (codes FST_...)
+ * and http-errors marked `expose` are written for clients; any other message (a RangeError's "Maximum call
+ * stack size exceeded", a driver's or a library's text) is internal and stays in the log: the title stands in.
+ */
+function clientDetail(err: FastifyError & { expose?: unknown }, code: ProblemCode): string {
+  const forClients = err.code?.startsWith('FST_') || err.expose === true
+  return forClients && err.message ? err.message : problems[code].title
+}
+
+/** An error that is the service's fault, whatever it is labelled (a validator that threw gets FST_ERR_VALIDATION). */
+const isServerFault = (err: FastifyError) => err.statusCode !== undefined && err.statusCode >= 500
+
 /** The one error handler: every failure leaves as application/problem+json; 5xx details stay in the log. */
 export function registerErrorHandling(app: FastifyInstance) {
   app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
@@ -126,8 +140,8 @@ export function registerErrorHandling(app: FastifyInstance) {
     if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
       return sendProblem(reply, 'badRequest', 'The body is not valid JSON.')
     }
-    const mapped = err.code ? fastifyCodes[err.code] : undefined
-    if (mapped) return sendProblem(reply, mapped, err.message)
+    const mapped = err.code && !isServerFault(err) ? fastifyCodes[err.code] : undefined
+    if (mapped) return sendProblem(reply, mapped, clientDetail(err, mapped))
     if (isDatabaseUnavailable(err)) {
       request.log.warn({ err }, 'database unavailable')
       return sendProblem(reply, 'unavailable', 'The database cannot be reached; retry shortly.', undefined, {
@@ -136,7 +150,7 @@ export function registerErrorHandling(app: FastifyInstance) {
     }
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       const code = (Object.keys(problems) as ProblemCode[]).find((k) => problems[k].status === err.statusCode)
-      return sendProblem(reply, code ?? 'badRequest', err.message)
+      return sendProblem(reply, code ?? 'badRequest', clientDetail(err, code ?? 'badRequest'))
     }
     request.log.error({ err }, 'unhandled error')
     return sendProblem(reply, 'internal', 'Something went wrong on our side; it has been logged.')

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, expect, it } from 'vitest'
+import { MAX_JSON_DEPTH } from '../src/events/raw-json.ts'
 import { PUBLISHER, startApp, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
 import { describeEachBackend } from './helpers/backends.ts'
 import {
@@ -270,6 +271,7 @@ describeEachBackend('hostile input', (backend) => {
       if (JSON.stringify(JSON.parse(rawData(text))) !== JSON.stringify(sent.data ?? null))
         mismatches.push(`${what}: data differs`)
       if (got.priority !== (sent.priority ?? 'normal')) mismatches.push(`${what}: priority ${got.priority}`)
+      if (got.url !== null && !staysOnOriginOrHttps(got.url)) mismatches.push(`${what}: url leaves the origin`)
     })
     console.log(
       `[hostile ${backend}] ${accepted.length} events the corpus got accepted (${replies.filter((r) => r.status === 201).length} requests answered 201) ` +
@@ -448,7 +450,8 @@ function trickyEvents(): TrickyEvent[] {
       '{"a":[1,2],"s":" spaced  string "}',
     ],
     ['unicode escapes', '"\\ud83d\\ude00 \\u00e9 \\u202e"'],
-    ['100 levels', '['.repeat(100) + ']'.repeat(100)],
+    // As deep as MAX_JSON_DEPTH lets a batch's data nest: the body, its list and the event are levels 1 to 3.
+    ['the deepest data a batch allows', '['.repeat(MAX_JSON_DEPTH - 3) + ']'.repeat(MAX_JSON_DEPTH - 3)],
   ]
   const out: TrickyEvent[] = []
   const n = Math.max(texts.length, data.length)
@@ -499,6 +502,13 @@ function rawData(json: string): string {
   const start = json.indexOf(',"data":') + ',"data":'.length
   const end = json.lastIndexOf(',"priority":"')
   return json.slice(start, end)
+}
+
+/** Whether a URL, resolved as a page of the service's origin would resolve it, stays there or is https. */
+function staysOnOriginOrHttps(url: string): boolean {
+  const origin = 'http://service.invalid'
+  const resolved = new URL(url, origin)
+  return resolved.origin === origin || resolved.protocol === 'https:'
 }
 
 /** An event's REST JSON without the caller's receipt: what its stream frame carries. */

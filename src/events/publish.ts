@@ -1,11 +1,12 @@
+import { createHash } from 'node:crypto'
 import { and, eq, type SQL, sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
-import type { Database } from '../db/client.ts'
+import type { Database, Db } from '../db/client.ts'
 import { idempotencyKeys } from '../db/schema.ts'
-import { HttpProblem, isDatabaseUnavailable } from '../errors.ts'
+import { describeFieldErrors, type FieldError, HttpProblem, isDatabaseUnavailable } from '../errors.ts'
 import { type PushPolicy, planPushes } from '../push/outbox.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
-import type { NewEvent } from './model.ts'
+import { MAX_DATA_BYTES, type NewEvent } from './model.ts'
 
 export interface Published {
   ids: number[]
@@ -33,7 +34,28 @@ export interface PublishOptions {
 interface Row {
   caller: Caller
   event: NewEvent
-  rawData: string | undefined
+  /** `data` as it is stored and sent (storedData), or null when the event has none. */
+  dataJson: string | null
+}
+
+/**
+ * Each event's `data` as it will be stored and sent: the publisher's text (whitespace outside strings
+ * dropped), else JSON.stringify of the parsed value. MAX_DATA_BYTES applies to exactly these bytes; an event
+ * over it is a 400 naming its field, as the schema's own checks do.
+ */
+function storedData(batch: NewEvent[], options: PublishOptions): Array<string | null> {
+  const texts = batch.map((e, i) => (e.data === undefined ? null : (options.rawData?.[i] ?? JSON.stringify(e.data))))
+  const errors: FieldError[] = []
+  for (const [i, text] of texts.entries()) {
+    const bytes = text === null ? 0 : Buffer.byteLength(text)
+    if (bytes <= MAX_DATA_BYTES) continue
+    errors.push({
+      path: options.kind === 'single' ? 'body.data' : `body.events.${i}.data`,
+      message: `must be at most ${MAX_DATA_BYTES} bytes of JSON as sent (whitespace outside strings not counted); it is ${bytes}`,
+    })
+  }
+  if (errors.length) throw new HttpProblem('validation', describeFieldErrors(errors), errors)
+  return texts
 }
 
 /**
@@ -49,53 +71,106 @@ export function createPublisher(database: Database, policy: PushPolicy, announce
   const statementOf = (rows: Row[]) => insertEvents(rows, policy, announce)
   const singles = new SinglePublishes(database, statementOf)
   return async function publishEvents(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
+    const data = storedData(batch, options)
     for (const e of batch) assertMayAddress(caller, e.to)
-    const rows = batch.map((event, i) => ({ caller, event, rawData: options.rawData?.[i] }))
+    const rows = batch.map((event, i) => ({ caller, event, dataJson: data[i] }))
     const key = options.idempotencyKey
     if (!key && batch.length === 1) return singles.publish(rows[0])
     const statement = statementOf(rows)
     if (!key) return published(await database.query<InsertedRow>(statement))
 
+    const fingerprint = fingerprintOf(options.kind, rows)
     return database.db.transaction(async (tx) => {
+      await holdKey(database, tx, caller, key)
       const claimed = await tx
         .insert(idempotencyKeys)
-        .values({ tenant: caller.tenant, actor: caller.userId, key, kind: options.kind })
+        .values({ tenant: caller.tenant, actor: caller.userId, key, kind: options.kind, fingerprint })
         .onConflictDoUpdate({
           target: [idempotencyKeys.tenant, idempotencyKeys.actor, idempotencyKeys.key],
-          set: { kind: options.kind, eventIds: [], createdAt: sql`now()` },
+          set: { kind: options.kind, fingerprint, eventIds: [], createdAt: sql`now()` },
           setWhere: sql`${idempotencyKeys.createdAt} < now() - interval '24 hours'`,
         })
         .returning({ key: idempotencyKeys.key })
-      if (claimed.length === 0) {
-        const [earlier] = await tx
-          .select()
-          .from(idempotencyKeys)
-          .where(
-            and(
-              eq(idempotencyKeys.tenant, caller.tenant),
-              eq(idempotencyKeys.actor, caller.userId),
-              eq(idempotencyKeys.key, key),
-            ),
-          )
-        if (earlier.kind !== options.kind) {
-          throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
-        }
-        return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0 }
-      }
+      if (claimed.length === 0) return replay(tx, caller, key, options.kind, fingerprint)
       const result = published(await database.query<InsertedRow>(statement, tx))
-      await tx
-        .update(idempotencyKeys)
-        .set({ eventIds: result.ids })
-        .where(
-          and(
-            eq(idempotencyKeys.tenant, caller.tenant),
-            eq(idempotencyKeys.actor, caller.userId),
-            eq(idempotencyKeys.key, key),
-          ),
-        )
+      await tx.update(idempotencyKeys).set({ eventIds: result.ids }).where(keyIs(caller, key))
       return result
     })
   }
+}
+
+const keyIs = (caller: Caller, key: string) =>
+  and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.actor, caller.userId), eq(idempotencyKeys.key, key))
+
+/**
+ * What an Idempotency-Key remembers of the request it was first used with: SHA-256 of the route kind and of
+ * each event as it would be stored, that is the event as validated (defaults applied, audiences deduplicated)
+ * with `data` as its stored text (the publisher's raw text, whitespace outside strings dropped). So the same
+ * request sent again with other whitespace or another key order outside `data` is the same request, while
+ * another `data` spelling (1.0 for 1, keys reordered inside it) is not: it would store other bytes. The
+ * tenant and publisher are left out: they scope the key itself.
+ */
+function fingerprintOf(kind: PublishOptions['kind'], rows: Row[]): string {
+  return createHash('sha256')
+    .update(JSON.stringify([kind, ...rows.map(storedFields)]))
+    .digest('hex')
+}
+
+/**
+ * The advisory lock a request holds on its Idempotency-Key until its transaction ends: 64 bits of SHA-256 of
+ * (tenant, publisher, key), signed as PostgreSQL's bigint. Locks of the one-bigint form (objsubid 1) are apart
+ * from the two-int PUBLISH_LOCK's (objsubid 2), so the two never collide; two keys sharing a lock (1 in 2^64)
+ * would only give one a 409 while the other is in flight.
+ */
+function keyLockId(caller: Caller, key: string): string {
+  const digest = createHash('sha256')
+    .update(JSON.stringify([caller.tenant, caller.userId, key]))
+    .digest()
+  return digest.readBigInt64BE(0).toString()
+}
+
+/**
+ * Takes the key's lock, before its row is touched, or refuses with 409 while another request with the key
+ * is in flight (its transaction still open): the client retries once that one has answered, and then gets
+ * its result. Without the lock the second request would wait on the first one's row and then replay it,
+ * holding a connection all the while. On PGlite (one connection, transactions one after another) the lock
+ * is always free: a second request waits for the first to commit and then replays it (200).
+ */
+async function holdKey(database: Database, tx: Db, caller: Caller, key: string) {
+  const [{ locked }] = await database.query<{ locked: boolean }>(
+    sql`select pg_try_advisory_xact_lock(${keyLockId(caller, key)}::bigint) as locked`,
+    tx,
+  )
+  if (!locked) {
+    throw new HttpProblem(
+      'conflict',
+      `A request with Idempotency-Key "${key}" is still in flight; retry once it has been answered.`,
+    )
+  }
+}
+
+/**
+ * The answer to a key used before: its first publish's ids (200), unless the key was used on the other route
+ * (409) or for another request (422). A key stored before fingerprints were kept has none, and replays.
+ */
+async function replay(
+  tx: Db,
+  caller: Caller,
+  key: string,
+  kind: PublishOptions['kind'],
+  fingerprint: string,
+): Promise<Published> {
+  const [earlier] = await tx.select().from(idempotencyKeys).where(keyIs(caller, key))
+  if (earlier.kind !== kind) {
+    throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
+  }
+  if (earlier.fingerprint !== null && earlier.fingerprint !== fingerprint) {
+    throw new HttpProblem(
+      'unprocessable',
+      `Idempotency-Key "${key}" was used for another request; send a new key for a new request.`,
+    )
+  }
+  return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0 }
 }
 
 /** An error PostgreSQL answered for the statement (an SQLSTATE), not a lost or refused connection. */
@@ -200,22 +275,7 @@ type Announce = (newestId: SQL) => SQL
  */
 function insertEvents(rows: Row[], policy: PushPolicy, announce: Announce | undefined): SQL {
   const json = JSON.stringify(
-    rows.map(({ caller, event: e, rawData }) => ({
-      tenant: caller.tenant,
-      actor: caller.userId,
-      type: e.type,
-      title: e.title,
-      body: e.body ?? null,
-      data_json: e.data === undefined ? null : (rawData ?? JSON.stringify(e.data)),
-      priority: e.priority,
-      url: e.url ?? null,
-      collapse_key: e.collapseKey ?? null,
-      to_users: dedupe(e.to.users),
-      to_roles: dedupe(e.to.roles),
-      to_topics: dedupe(e.to.topics),
-      to_tenant: e.to.tenant ?? false,
-      ttl: e.ttl,
-    })),
+    rows.map((row) => ({ tenant: row.caller.tenant, actor: row.caller.userId, ...storedFields(row) })),
   )
   return sql`
     with publish_lock as materialized (
@@ -236,6 +296,24 @@ function insertEvents(rows: Row[], policy: PushPolicy, announce: Announce | unde
     from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
     ${announce ? sql`cross join announced` : sql``}
     order by i.id`
+}
+
+/** The columns an event is stored with, but for its tenant and actor (the caller's). */
+function storedFields({ event: e, dataJson }: Row) {
+  return {
+    type: e.type,
+    title: e.title,
+    body: e.body ?? null,
+    data_json: dataJson,
+    priority: e.priority,
+    url: e.url ?? null,
+    collapse_key: e.collapseKey ?? null,
+    to_users: dedupe(e.to.users),
+    to_roles: dedupe(e.to.roles),
+    to_topics: dedupe(e.to.topics),
+    to_tenant: e.to.tenant ?? false,
+    ttl: e.ttl,
+  }
 }
 
 const dedupe = (values: string[] | undefined) => [...new Set(values ?? [])]

@@ -23,7 +23,15 @@ export const bulkReadBody = z.union([
 ])
 
 export const idempotencyHeaders = z.object({
-  'idempotency-key': z.string().min(1).max(200).optional(),
+  'idempotency-key': z
+    .string()
+    .min(1)
+    .max(200)
+    .optional()
+    .describe(
+      'The same request again with this key within 24 h replays the first answer (200). With another request: 422; ' +
+        'on the other publish route, or while the first request with it is still in flight: 409 (retry later).',
+    ),
 })
 
 export const streamQuery = z.object({

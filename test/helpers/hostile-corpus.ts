@@ -546,6 +546,12 @@ function fieldMutations(route: string, base: string, keys: { p256dh: string; aut
         s('/' + 'a'.repeat(2047)),
         s('/' + 'a'.repeat(2048)),
         s('\\\\evil.example'),
+        // "Relative" URLs a browser resolves to another host: backslash, tab or newline after the slash.
+        s('/\\evil.example/x'),
+        s('/\t/evil.example/x'),
+        s('/\n/evil.example'),
+        s('/\u0085/evil.example'),
+        s('https://user:pass@evil.example/'),
         s(' /x'),
         s('/\u0000'),
         s('https://a b'),
