@@ -19,8 +19,20 @@ export interface HeraldEvent {
 
 export type HeraldReceipt = { ids: string[]; state: 'acked' | 'read' } | { upTo: string; state: 'read' }
 
-/** `live`: streaming. `reconnecting`: the stream dropped and is being reopened. `polling`: streaming keeps failing. */
-export type HeraldStatus = 'stopped' | 'connecting' | 'live' | 'reconnecting' | 'polling'
+/**
+ * `live`: streaming. `reconnecting`: the stream dropped and is being reopened. `polling`: streaming keeps failing.
+ * `evicted`: the service closed this stream because the user opened more than its MAX_CONNECTIONS_PER_USER
+ * (across all its instances; the oldest streams go). The client does not reconnect; `start()` does, and may
+ * then evict the user's oldest stream in turn.
+ */
+export type HeraldStatus = 'stopped' | 'connecting' | 'live' | 'reconnecting' | 'polling' | 'evicted'
+
+/** Why the service closed the stream (the data of its `evicted` event). */
+export interface HeraldEviction {
+  reason: 'too-many-streams'
+  /** The service's MAX_CONNECTIONS_PER_USER. */
+  max: number
+}
 
 export interface HeraldClientOptions {
   /** Where the service is, e.g. `https://notify.example.com`. Defaults to this page's origin. */
@@ -57,6 +69,12 @@ export interface HeraldClient {
   onStatus(listener: (status: HeraldStatus) => void): () => void
   /** The server no longer has events from where this client left off; history is refetched. */
   onReset(listener: () => void): () => void
+  /**
+   * This client's stream was closed for being one too many of the user's (another tab or device opened one):
+   * the status is now `evicted` and nothing reconnects. Tell the user ("open in another tab"), and call
+   * `start()` if they want this one back. The remembered last event id is kept: `start()` resumes from it.
+   */
+  onEvicted(listener: (eviction: HeraldEviction) => void): () => void
   ack(id: string): Promise<void>
   read(id: string): Promise<void>
   readAll(upTo?: string): Promise<void>

@@ -9,7 +9,9 @@
  * It streams with EventSource, remembers the last event id across reloads (so a reload resumes rather than
  * losing what arrived meanwhile), drops duplicates, refetches history on `reset`, falls back to polling
  * when streaming keeps failing (and returns to streaming when it can), and asks for a fresh token when the
- * old one expired.
+ * old one expired. A stream the service closed for being one too many of this user's (MAX_CONNECTIONS_PER_USER,
+ * the `evicted` event) is not reopened: the status becomes 'evicted' and onEvicted listeners are told; start()
+ * opens it again (and may evict the user's oldest stream in turn).
  */
 
 /** Consecutive stream failures (no `open` in between) before switching to polling. */
@@ -26,7 +28,13 @@ export function createHeraldClient(options) {
   const pollIntervalMs = options.pollIntervalMs ?? 5_000
   const failuresBeforePolling = options.failuresBeforePolling ?? FAILURES_BEFORE_POLLING
   const storage = options.storage ?? globalThis.localStorage
-  const listeners = { notification: new Set(), receipt: new Set(), status: new Set(), reset: new Set() }
+  const listeners = {
+    notification: new Set(),
+    receipt: new Set(),
+    status: new Set(),
+    reset: new Set(),
+    evicted: new Set(),
+  }
 
   let token
   let source
@@ -132,6 +140,11 @@ export function createHeraldClient(options) {
     es.addEventListener('notification', (e) => deliver(JSON.parse(e.data)))
     es.addEventListener('receipt', (e) => emit('receipt', JSON.parse(e.data)))
     es.addEventListener('reset', () => void refetchAfterReset())
+    // Its `id: evicted` is EventSource's business (it would come back with it and be told 204): the id this
+    // client resumes from stays the last notification's.
+    es.addEventListener('evicted', (e) => {
+      if (source === es) evicted(JSON.parse(e.data))
+    })
     es.addEventListener('error', () => {
       if (source !== es) return
       if (es.readyState === EventSource.CLOSED) {
@@ -145,6 +158,17 @@ export function createHeraldClient(options) {
       if (failures >= failuresBeforePolling) startPolling()
       else setStatus('reconnecting')
     })
+  }
+
+  /** Stops for good (until start()): reconnecting would only evict another stream of this user. */
+  function evicted(info) {
+    running = false
+    source?.close()
+    source = undefined
+    stopPolling()
+    clearTimeout(reopenTimer)
+    setStatus('evicted')
+    emit('evicted', info)
   }
 
   function streamFailed() {
@@ -236,6 +260,7 @@ export function createHeraldClient(options) {
     onReceipt: on('receipt'),
     onStatus: on('status'),
     onReset: on('reset'),
+    onEvicted: on('evicted'),
     ack: (id) => api(`/v1/events/${encodeURIComponent(id)}/ack`, { method: 'POST' }),
     read: (id) => api(`/v1/events/${encodeURIComponent(id)}/read`, { method: 'POST' }),
     /** Marks everything up to `upTo` (default: the newest id seen) read. */

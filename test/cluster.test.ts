@@ -11,6 +11,13 @@ const PRESENCE_TTL_S = 3
 /** The instances' safety poll of the log, long enough that an event arriving sooner was brought by a wake-up. */
 const LOG_POLL_MS = 5_000
 
+/** MAX_CONNECTIONS_PER_USER of the instances that test it across instances. */
+const STREAM_CAP = 3
+/** The stream's `retry:`: an EventSource reconnects this long after its stream ends. */
+const STREAM_RETRY_MS = 3_000
+const EVICTED = 'herald_streams_closed_total{reason="evicted"}'
+const OPEN_STREAMS = 'herald_open_streams'
+
 interface Instance {
   name: string
   url: string
@@ -31,12 +38,20 @@ async function publish(instance: Instance, body: object): Promise<string> {
   return ((await res.json()) as { id: string }).id
 }
 
+/** One sample of an instance's /metrics, by its name and labels as written there. */
+async function metricOf(instance: Instance, sample: string): Promise<number> {
+  const text = await (await fetch(`${instance.url}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `))
+  if (!line) throw new Error(`no ${sample} in /metrics of ${instance.name}`)
+  return Number(line.slice(sample.length + 1))
+}
+
 describePostgres('several instances on one PostgreSQL behave as one service', () => {
   let dbUrl: string
   let push: PushService
   const running: Instance[] = []
 
-  async function startInstance(name: string): Promise<Instance> {
+  async function startInstance(name: string, env: Record<string, string> = {}): Promise<Instance> {
     const child = runTs('src/server.ts', [], {
       DATABASE_URL: dbUrl,
       JWT_SECRET: TEST_JWT_SECRET,
@@ -48,6 +63,7 @@ describePostgres('several instances on one PostgreSQL behave as one service', ()
       PUSH_RETRY_BASE_MS: '200',
       DB_POOL_SIZE: '5',
       LOG_POLL_MS: String(LOG_POLL_MS),
+      ...env,
     })
     const [, url] = await child.waitForOutput(/listening on (http:\/\/\S+)/)
     const instance = { name, url, child }
@@ -201,6 +217,51 @@ describePostgres('several instances on one PostgreSQL behave as one service', ()
       s.close()
     }
     console.log(`${expected.length} events from 4 publishers on 2 instances reached 4 subscribers each, once, in order`)
+  }, 90_000)
+
+  it("caps one user's streams across instances: the oldest is evicted wherever it is, once, and it stays settled", async () => {
+    const env = { MAX_CONNECTIONS_PER_USER: String(STREAM_CAP) }
+    const [e, f] = await Promise.all([startInstance('E', env), startInstance('F', env)])
+    const evictedFrame = `id: evicted\nevent: evicted\ndata: {"reason":"too-many-streams","max":${STREAM_CAP}}\n\n`
+    /** Opens the user's streams one after another (each counted in the database before it answers). */
+    const openAll = async (user: string, on: Instance[]) => {
+      const streams: SseClient[] = []
+      for (const instance of on) {
+        const s = await SseClient.open(instance.url, { token: token(user) })
+        expect(s.status, s.body).toBe(200)
+        streams.push(s)
+      }
+      return streams
+    }
+
+    // 2 streams on E, then 2 on F: the oldest is on E, and F is where the limit is crossed.
+    // Then F, E, E, F: the oldest is on F, which holds only 2 (under the limit by itself).
+    /** Each user so far: one eviction, three streams left open. */
+    let usersSoFar = 0
+    const left: SseClient[] = []
+    for (const [user, order] of [
+      ['fay', [e, e, f, f]],
+      ['gus', [f, e, e, f]],
+    ] as const) {
+      const [oldest, ...rest] = await openAll(user, [...order])
+      await oldest.waitForEnd(5_000)
+      expect(oldest.raw.endsWith(evictedFrame), oldest.raw).toBe(true)
+      usersSoFar++
+      left.push(...rest)
+      // It comes back as EventSource does after `retry:`, and is turned away for good.
+      const back = await SseClient.open(order[0].url, { token: token(user), lastEventId: oldest.lastEventId })
+      expect(back.status).toBe(204)
+
+      // Settled: past two retry periods, still the 3 newest and no other eviction.
+      await new Promise((r) => setTimeout(r, 2 * STREAM_RETRY_MS))
+      expect(rest.map((s) => s.ended)).toEqual([false, false, false])
+      expect((await metricOf(e, EVICTED)) + (await metricOf(f, EVICTED))).toBe(usersSoFar)
+      expect((await metricOf(e, OPEN_STREAMS)) + (await metricOf(f, OPEN_STREAMS))).toBe(STREAM_CAP * usersSoFar)
+      const id = await publish(e, { type: 'x.y', to: { users: [user] }, title: 'still here' })
+      for (const s of rest) await s.waitForNotifications(1)
+      expect(rest.map((s) => s.notificationIds)).toEqual([[id], [id], [id]])
+    }
+    for (const s of left) s.close()
   }, 90_000)
 
   it('SIGTERM drains: streams end, the instance exits within 10 s, and clients resume on the other instance', async () => {

@@ -4,6 +4,8 @@ import type { Database } from '../db/client.ts'
 
 const EVENTS_CHANNEL = 'herald_events'
 const RECEIPTS_CHANNEL = 'herald_receipts'
+/** Rare (a user over MAX_CONNECTIONS_PER_USER across instances): every instance hears each, one acts on it. */
+const EVICTIONS_CHANNEL = 'herald_evictions'
 /** NOTIFY payloads stop at 8,000 bytes: receipts naming many ids go out in chunks of this many. */
 const RECEIPT_IDS_PER_NOTICE = 200
 
@@ -14,11 +16,21 @@ export interface ReceiptMessage {
   notice: { ids: string[]; state: string } | { upTo: string; state: string }
 }
 
+/** "Evict this user's `count` oldest streams": to the instance that holds them. */
+export interface EvictMessage {
+  to: string
+  tenant: string
+  userId: string
+  count: number
+}
+
 export interface BusHandlers {
   /** Something was committed somewhere: read the log and the push outbox. */
   onWake(): void
   /** A user acked or read on another instance: tell this instance's streams of that user. */
   onReceipt(message: ReceiptMessage): void
+  /** Another instance found a user over the per-user limit, with their oldest streams here. */
+  onEvict(message: EvictMessage): void
 }
 
 /**
@@ -56,7 +68,15 @@ export class ClusterBus {
         this.log.warn({ err }, 'ignoring a malformed receipt notification')
       }
     })
-    this.unlisten = [events.unlisten, receipts.unlisten]
+    const evictions = await pg.listen(EVICTIONS_CHANNEL, (payload) => {
+      try {
+        const m = JSON.parse(payload) as EvictMessage
+        if (m.to === this.instanceId) handlers.onEvict(m)
+      } catch (err) {
+        this.log.warn({ err }, 'ignoring a malformed eviction notification')
+      }
+    })
+    this.unlisten = [events.unlisten, receipts.unlisten, evictions.unlisten]
   }
 
   /**
@@ -79,6 +99,14 @@ export class ClusterBus {
       return
     }
     void this.notify(RECEIPTS_CHANNEL, JSON.stringify({ ...message, from: this.instanceId }))
+  }
+
+  /**
+   * Asks another instance to evict a user's oldest streams. Best effort: lost (or sent to an instance that
+   * died, or one too old to listen), the user stays over the limit until their next stream opens.
+   */
+  evict(message: EvictMessage) {
+    void this.notify(EVICTIONS_CHANNEL, JSON.stringify(message))
   }
 
   /** Sends a notification; resolves when it is sent or failed (logged), never rejects. */

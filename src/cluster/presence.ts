@@ -4,29 +4,83 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
 import { instances } from '../db/schema.ts'
 
+/** A user over MAX_CONNECTIONS_PER_USER across instances, as a presence write found them. */
+export interface UserOverLimit {
+  tenant: string
+  userId: string
+  /** Their streams on this instance now, open or opening. */
+  here: number
+  /** Their streams on other live instances, as those last wrote them; oldestAt in ms by this instance's clock. */
+  elsewhere: Array<{ instanceId: string; streams: number; oldestAt: number }>
+}
+
+/** What presence needs to keep MAX_CONNECTIONS_PER_USER across instances. */
+export interface StreamLimit {
+  maxPerUser: number
+  /** When the user's oldest open stream here opened (ms); undefined while none has opened yet. */
+  oldestOpenedAt(tenant: string, userId: string): number | undefined
+  /**
+   * Called, before the streams that opened get going, for each user whom a write that carried an opening
+   * stream of theirs found over the limit across instances (never on PGlite: one process, the hub's own limit).
+   */
+  onOverLimit(over: UserOverLimit): void
+}
+
+/** A user whose row the next write makes what it should be; `opened`: a stream of theirs opened meanwhile. */
+interface Queued {
+  key: string
+  tenant: string
+  userId: string
+  opened: boolean
+}
+
+/** Per user of a write, as the statement reads it: their streams here (0: remove the row), since when. */
+interface Written {
+  tenant: string
+  user_id: string
+  streams: number
+  age_ms: number
+  opened: boolean
+}
+
+/** A row of another instance for a user the write found over the limit. */
+interface OverRow {
+  tenant: string
+  user_id: string
+  instance_id: string
+  streams: number
+  age_ms: string | number
+}
+
+const keyOf = (tenant: string, userId: string) => `${tenant}\u0000${userId}`
+
 /**
- * "Has an open stream on any instance", kept in the database so push decisions are right whichever
- * instance holds the stream. Each instance beats a heartbeat; the streams of an instance that stopped
- * beating (killed, partitioned) stop counting after `ttlSeconds`.
+ * "Has open streams on any instance, how many, since when", kept in the database so push decisions are right
+ * whichever instance holds the stream, and so MAX_CONNECTIONS_PER_USER holds across instances. Each instance
+ * beats a heartbeat; the streams of an instance that stopped beating (killed, partitioned) stop counting
+ * after `ttlSeconds`.
  */
 export class Presence {
   readonly instanceId = randomUUID()
-  /** Open streams here per user. */
+  /** Open (and opening) streams here per user: what their row's `streams` must say. */
   private readonly counts = new Map<string, number>()
-  /** Users whose row must be written (present) or removed (absent) by the next write. */
-  private readonly toWrite = new Map<string, { tenant: string; userId: string; present: boolean }>()
-  /** Per user, the write that will make their row what it should be (awaited by a second stream opening). */
-  private readonly writes = new Map<string, Promise<void>>()
+  /** Users whose row must be written (count > 0) or removed (count 0) by the next write. */
+  private readonly toWrite = new Map<string, Queued>()
   /** The write not yet started, which will take what `toWrite` holds; and the latest write (one runs at a time). */
   private nextWrite: Promise<void> | undefined
   private lastWrite: Promise<void> = Promise.resolve()
   private heartbeat: NodeJS.Timeout | undefined
+  /** Other instances' rows exist only on PostgreSQL: on PGlite the hub's own limit is all there is. */
+  private readonly clustered: boolean
 
   constructor(
     private readonly database: Database,
     private readonly ttlSeconds: number,
     private readonly log: FastifyBaseLogger,
-  ) {}
+    private readonly limit: StreamLimit,
+  ) {
+    this.clustered = database.kind === 'postgres'
+  }
 
   async start() {
     await this.beat()
@@ -49,16 +103,15 @@ export class Presence {
   }
 
   /**
-   * A stream of this user opened here. Resolves once the user counts as present everywhere; rejects (and
-   * counts the stream as gone) if that could not be written.
+   * A stream of this user opens here. Resolves once the user counts as present everywhere with this stream
+   * counted (and, if that made them one too many across instances, once the oldest were told to close);
+   * rejects (and counts the stream as gone) if that could not be written.
    */
   enter(tenant: string, userId: string): Promise<void> {
-    const key = `${tenant}\u0000${userId}`
-    const n = (this.counts.get(key) ?? 0) + 1
-    this.counts.set(key, n)
-    const written = n > 1 ? (this.writes.get(key) ?? Promise.resolve()) : this.write(key, tenant, userId, true)
+    const key = keyOf(tenant, userId)
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1)
     // The caller opens no stream if this fails, and will not call leave().
-    return written.catch((err) => {
+    return this.write(key, tenant, userId, true).catch((err) => {
       this.leave(tenant, userId)
       throw err
     })
@@ -66,58 +119,117 @@ export class Presence {
 
   /** A stream of this user closed here. */
   leave(tenant: string, userId: string): void {
-    const key = `${tenant}\u0000${userId}`
+    const key = keyOf(tenant, userId)
     const n = (this.counts.get(key) ?? 1) - 1
-    if (n > 0) {
-      this.counts.set(key, n)
-      return
-    }
-    this.counts.delete(key)
+    if (n > 0) this.counts.set(key, n)
+    else this.counts.delete(key)
     this.write(key, tenant, userId, false).catch(() => {}) // logged once for its whole batch (writeQueued)
   }
 
   /**
-   * Queues a user's row to be written or removed. Streams opening and closing together share one insert and
-   * one delete (a reconnect storm is thousands of opens a second); a user's latest state is what is written.
+   * Queues a user's row to be written. Streams opening and closing together share one statement (a reconnect
+   * storm is thousands of opens a second); a user's count as it is when the statement starts is what is written.
    */
-  private write(key: string, tenant: string, userId: string, present: boolean): Promise<void> {
-    this.toWrite.set(key, { tenant, userId, present })
+  private write(key: string, tenant: string, userId: string, opened: boolean): Promise<void> {
+    const queued = this.toWrite.get(key)
+    if (queued) queued.opened ||= opened
+    else this.toWrite.set(key, { key, tenant, userId, opened })
     if (!this.nextWrite) {
       // Starts once the write in progress has ended, with every user queued by then (those of this turn too).
-      const write: Promise<void> = this.lastWrite.catch(() => {}).then(() => this.writeQueued(write))
+      const write: Promise<void> = this.lastWrite.catch(() => {}).then(() => this.writeQueued())
       write.catch(() => {}) // a leave's failure is logged by its caller; enter's callers await it
       this.nextWrite = this.lastWrite = write
     }
-    this.writes.set(key, this.nextWrite)
     return this.nextWrite
   }
 
-  private async writeQueued(write: Promise<void>) {
+  private async writeQueued() {
     this.nextWrite = undefined
-    const batch = [...this.toWrite]
+    const now = Date.now()
+    const batch: Written[] = []
+    for (const u of this.toWrite.values()) {
+      const streams = this.counts.get(u.key) ?? 0
+      const oldest = streams ? (this.limit.oldestOpenedAt(u.tenant, u.userId) ?? now) : now
+      batch.push({
+        tenant: u.tenant,
+        user_id: u.userId,
+        streams,
+        age_ms: now - oldest,
+        opened: u.opened && this.clustered,
+      })
+    }
     this.toWrite.clear()
-    const users = (present: boolean) =>
-      batch.filter(([, u]) => u.present === present).map(([, u]) => ({ tenant: u.tenant, user_id: u.userId }))
-    const [entered, left] = [users(true), users(false)]
+    let over: OverRow[]
     try {
-      await Promise.all([
-        entered.length &&
-          this.database.query(sql`
-            insert into stream_presence (instance_id, tenant, user_id)
-            select ${this.instanceId}, u.tenant, u.user_id
-            from json_to_recordset(${JSON.stringify(entered)}::json) as u(tenant text, user_id text)
-            on conflict do nothing`),
-        left.length &&
-          this.database.query(sql`
-            delete from stream_presence p
-            using json_to_recordset(${JSON.stringify(left)}::json) as u(tenant text, user_id text)
-            where p.instance_id = ${this.instanceId} and p.tenant = u.tenant and p.user_id = u.user_id`),
-      ])
+      over = await this.database.query<OverRow>(this.statement(batch))
     } catch (err) {
-      this.log.warn({ err, entered: entered.length, left: left.length }, 'presence update failed')
+      const left = batch.filter((u) => u.streams === 0).length
+      this.log.warn({ err, entered: batch.length - left, left }, 'presence update failed')
       throw err
-    } finally {
-      for (const [key] of batch) if (this.writes.get(key) === write) this.writes.delete(key)
+    }
+    this.reportOverLimit(over)
+  }
+
+  /**
+   * One statement per batch: removes the rows of users with no stream left here, writes the others' counts,
+   * and reads, for users with a stream that opened, other live instances' rows when the user's streams
+   * across instances exceed the limit (none, nearly always). Small races, accepted: it reads the other rows as
+   * they were when it started, so two instances writing the same user at once each miss the other's newest
+   * stream, and may both evict the same oldest stream (one too few closed) or one each (one too many); and an
+   * instance asked to evict shows it in its row only after its own next write, so a stream of the same user
+   * opening in between may evict one more.
+   */
+  private statement(batch: Written[]) {
+    return sql`
+      with batch as (
+        select * from json_to_recordset(${JSON.stringify(batch)}::json)
+          as u(tenant text, user_id text, streams int, age_ms float8, opened boolean)
+      ), gone as (
+        delete from stream_presence p using batch u
+        where u.streams = 0 and p.instance_id = ${this.instanceId} and p.tenant = u.tenant and p.user_id = u.user_id
+      ), here as (
+        insert into stream_presence (instance_id, tenant, user_id, streams, oldest_at)
+        select ${this.instanceId}, u.tenant, u.user_id, u.streams, now() - make_interval(secs => u.age_ms / 1000)
+        from batch u where u.streams > 0
+        on conflict (tenant, user_id, instance_id)
+          do update set streams = excluded.streams, oldest_at = excluded.oldest_at
+      )
+      select tenant, user_id, instance_id, streams, age_ms from (
+        select p.tenant, p.user_id, p.instance_id, p.streams,
+          extract(epoch from now() - p.oldest_at) * 1000 as age_ms,
+          u.streams + sum(p.streams) over (partition by p.tenant, p.user_id) as total
+        from batch u
+        join stream_presence p
+          on p.tenant = u.tenant and p.user_id = u.user_id and p.instance_id <> ${this.instanceId}
+        join instances i
+          on i.id = p.instance_id and i.seen_at > now() - make_interval(secs => ${this.ttlSeconds})
+        where u.opened
+      ) across where total > ${this.limit.maxPerUser}`
+  }
+
+  /** Hands each user the write found over the limit to `onOverLimit`, with their count here as it is now. */
+  private reportOverLimit(rows: OverRow[]) {
+    if (!rows.length) return
+    const now = Date.now()
+    const users = new Map<string, UserOverLimit>()
+    for (const r of rows) {
+      const key = keyOf(r.tenant, r.user_id)
+      let user = users.get(key)
+      if (!user) {
+        user = { tenant: r.tenant, userId: r.user_id, here: this.counts.get(key) ?? 0, elsewhere: [] }
+        users.set(key, user)
+      }
+      user.elsewhere.push({ instanceId: r.instance_id, streams: r.streams, oldestAt: now - Number(r.age_ms) })
+    }
+    for (const user of users.values()) {
+      const total = user.elsewhere.reduce((n, e) => n + e.streams, user.here)
+      if (total <= this.limit.maxPerUser) continue // streams here closed while the statement ran
+      try {
+        this.limit.onOverLimit(user)
+      } catch (err) {
+        // Not the write's failure: the streams opening stay open, over the limit until the next one opens.
+        this.log.warn({ err }, 'enforcing the per-user stream limit failed')
+      }
     }
   }
 

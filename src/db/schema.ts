@@ -190,7 +190,10 @@ export const instances = pgTable('instances', {
   seenAt: timestamp('seen_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
 })
 
-/** "This user has an open stream on that instance", for the push rule of `normal` and `high` events. */
+/**
+ * "This user has open streams on that instance": for the push rule of `normal` and `high` events, and, with how
+ * many and since when, for MAX_CONNECTIONS_PER_USER across instances (see Presence).
+ */
 export const streamPresence = pgTable(
   'stream_presence',
   {
@@ -199,6 +202,10 @@ export const streamPresence = pgTable(
       .references(() => instances.id, { onDelete: 'cascade' }),
     tenant: text('tenant').notNull(),
     userId: text('user_id').notNull(),
+    /** The user's open streams on that instance (the defaults fit an instance that writes neither column). */
+    streams: integer('streams').notNull().default(1),
+    /** When the oldest of them opened, by the database's clock (instances' clocks may disagree). */
+    oldestAt: timestamp('oldest_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
   (t) => [
     // Is this user present: `where tenant = $1 and user_id = $2`.

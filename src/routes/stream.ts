@@ -1,11 +1,22 @@
 import type { FastifyInstance } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
+import { z } from 'zod'
 import { topicAllowed } from '../auth.ts'
 import { documentedReplies } from '../docs.ts'
 import { HttpProblem } from '../errors.ts'
 import { eventIdSchema, parseEventId } from '../events/model.ts'
+import { EVICTED_EVENT_ID } from '../stream/connection.ts'
 import { openStream, type StreamDeps } from '../stream/open-stream.ts'
 import { sseStream, streamHeaders, streamQuery } from './schemas.ts'
+
+/** The answer to a stream that comes back after its eviction. */
+const evictedReply = z
+  .undefined()
+  .describe(
+    'Last-Event-ID was `evicted`: the stream was closed for being over MAX_CONNECTIONS_PER_USER (its last frame ' +
+      'was `id: evicted`, `event: evicted`), and an EventSource coming back on its own stops here. ' +
+      'A new stream (no Last-Event-ID) opens as usual.',
+  )
 
 /** Topics one stream may follow. */
 const MAX_STREAM_TOPICS = 100
@@ -40,6 +51,7 @@ export async function streamRoutes(
         // Written by better-sse after reply.hijack(): documented, never serialized.
         swaggerTransform: documentedReplies({
           200: { description: 'The stream.', content: { 'text/event-stream': { schema: sseStream } } },
+          204: evictedReply,
         }),
       },
       schema: {
@@ -56,6 +68,12 @@ export async function streamRoutes(
     },
     async (request, reply) => {
       const { caller } = request
+      // The header wins: a reconnecting EventSource sends it and keeps its original URL (and its old ?lastEventId).
+      const header = request.headers['last-event-id']
+      const raw = typeof header === 'string' && header.trim() !== '' ? header.trim() : request.query.lastEventId
+      // An EventSource whose stream was evicted (connection.ts) reconnects on its own after `retry:`: a 204
+      // stops it for good, where a stream would evict the next oldest, and so on.
+      if (raw === EVICTED_EVENT_ID) return reply.code(204).send()
       // A body left unread would also keep Node from reading the socket, so a client that leaves would go
       // unnoticed (and stay registered) until a write to it failed.
       const { 'content-length': length, 'transfer-encoding': chunked } = request.headers
@@ -85,9 +103,6 @@ export async function streamRoutes(
       if (refused.length)
         throw new HttpProblem('forbidden', `Your token does not allow the topics: ${refused.join(', ')}.`)
 
-      // The header wins: a reconnecting EventSource sends it and keeps its original URL (and its old ?lastEventId).
-      const header = request.headers['last-event-id']
-      const raw = typeof header === 'string' && header.trim() !== '' ? header.trim() : request.query.lastEventId
       let lastEventId: number | undefined
       if (raw !== undefined && raw !== '') {
         if (!eventIdSchema.safeParse(raw).success) {

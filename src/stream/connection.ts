@@ -31,6 +31,17 @@ const chunkOf = (text: string) => `${Buffer.byteLength(text).toString(16)}\r\n${
 
 export const HEARTBEAT_FRAME = new Frame(': ping\n\n')
 
+/**
+ * The `id:` of the frame that tells a client its stream was closed for being over MAX_CONNECTIONS_PER_USER.
+ * EventSource then reconnects with `Last-Event-ID: evicted`, which is answered 204 (routes/stream.ts): per the
+ * HTML standard a 204 stops its reconnecting, so an evicted stream does not come back to evict another.
+ */
+export const EVICTED_EVENT_ID = 'evicted'
+
+/** The last frame of an evicted stream: why, and the limit it went over. */
+export const evictedFrame = (max: number) =>
+  `id: ${EVICTED_EVENT_ID}\nevent: evicted\ndata: {"reason":"too-many-streams","max":${max}}\n\n`
+
 let nextConnectionId = 1
 const NONE: ReadonlySet<string> = new Set()
 const NO_PREFIXES: readonly string[] = []
@@ -73,6 +84,8 @@ export class StreamConnection {
   expiresAt = Number.POSITIVE_INFINITY
   private slowTimer: NodeJS.Timeout | undefined
   private readonly onClosed: Array<(c: StreamConnection) => void> = []
+  /** Written last when the stream is closed (the evicted frame); whoever ends the response writes it. */
+  farewell: string | undefined
 
   constructor(
     readonly tenant: string,
@@ -243,6 +256,13 @@ export class StreamConnection {
     this.res.destroy()
   }
 
+  /** Closes the stream for being over the per-user limit of `max` streams, telling the client why. */
+  evict(max: number): void {
+    if (this.closed) return
+    this.farewell = evictedFrame(max)
+    this.close('evicted')
+  }
+
   onClose(listener: (c: StreamConnection) => void) {
     this.onClosed.push(listener)
   }
@@ -254,9 +274,13 @@ export class StreamConnection {
     clearTimeout(this.slowTimer)
     this.queued = []
     if (!this.started) {
-      // Closed before the head went out (evicted, shutdown): the opener ends the response once it can.
+      // Closed before the head went out (evicted, shutdown): the opener ends the response once it can,
+      // with the farewell.
     } else if (reason === 'slow' || reason === 'error') this.res.destroy()
-    else if (!this.res.writableEnded) this.res.end()
+    else if (!this.res.writableEnded) {
+      if (this.farewell) this.send(this.farewell)
+      this.res.end()
+    }
     for (const listener of this.onClosed) listener(this)
   }
 }

@@ -1,4 +1,5 @@
 import { sql } from 'drizzle-orm'
+import type { UserOverLimit } from '../cluster/presence.ts'
 import { type EventRow, events } from '../db/schema.ts'
 import { eventJson, eventJsonSql } from '../events/model.ts'
 import type { Metrics } from '../metrics.ts'
@@ -79,15 +80,14 @@ export class StreamHub {
     this.expirySweep.unref()
   }
 
-  /** Adds a stream; past the per-user limit the user's oldest stream is closed. */
+  /**
+   * Adds a stream; past the per-user limit the user's oldest stream here is evicted. (Across instances the
+   * limit is kept by evictAcross, when presence has written the stream's count.)
+   */
   add(c: StreamConnection): void {
     let t = this.tenants.get(c.tenant)
     if (!t) this.tenants.set(c.tenant, (t = new TenantStreams()))
-    if (this.countIn(t, c.userId) >= this.maxPerUser) {
-      // Sets iterate in insertion order: the first is the oldest.
-      const [oldest] = each(t.byUser.get(c.userId))
-      oldest?.close('evicted')
-    }
+    if (this.countIn(t, c.userId) >= this.maxPerUser) this.evictOldest(c.tenant, c.userId, 1)
     t.all.add(c)
     addTo(t.byUser, c.userId, c)
     for (const role of c.roles) addTo(t.byRole, role, c)
@@ -162,6 +162,48 @@ export class StreamHub {
   /** The user's open streams on this instance. */
   streamsOf(tenant: string, userId: string): StreamConnection[] {
     return [...each(this.tenants.get(tenant)?.byUser.get(userId))]
+  }
+
+  /** When the user's oldest open stream here opened (ms), or undefined. Sets iterate in insertion order. */
+  oldestOpenedAt(tenant: string, userId: string): number | undefined {
+    const streams = this.tenants.get(tenant)?.byUser.get(userId)
+    if (streams instanceof Set) return streams.values().next().value?.openedAt
+    return streams?.openedAt
+  }
+
+  /** Evicts the user's `count` oldest streams here (fewer if there are fewer), telling each why. */
+  evictOldest(tenant: string, userId: string, count: number): void {
+    // A copy: each eviction removes its stream from the set being read.
+    const oldestFirst = this.streamsOf(tenant, userId).slice(0, count)
+    for (const c of oldestFirst) c.evict(this.maxPerUser)
+  }
+
+  /**
+   * Brings a user back to the limit across instances: evicts the oldest of their streams, here or elsewhere,
+   * until maxPerUser remain; returns how many each other instance must evict (through the bus).
+   * Another instance is known only by its count and when its oldest stream opened, so all of its streams are
+   * taken as that old: when more than one must go (a burst of opens), the ones chosen between instances may
+   * not be exactly the oldest. Streams still opening here are the newest, not candidates: add() keeps the
+   * limit here when they arrive.
+   */
+  evictAcross(over: UserOverLimit): Map<string, number> {
+    let excess = over.elsewhere.reduce((n, e) => n + e.streams, over.here) - this.maxPerUser
+    const here = this.streamsOf(over.tenant, over.userId)
+    const elsewhere = [...over.elsewhere].sort((a, b) => a.oldestAt - b.oldestAt)
+    const requests = new Map<string, number>()
+    let h = 0
+    let e = 0
+    for (; excess > 0 && (h < here.length || e < elsewhere.length); excess--) {
+      const other = elsewhere[e]
+      if (h < here.length && (!other || here[h].openedAt <= other.oldestAt)) {
+        here[h++].evict(this.maxPerUser)
+        continue
+      }
+      const asked = (requests.get(other.instanceId) ?? 0) + 1
+      requests.set(other.instanceId, asked)
+      if (asked >= other.streams) e++
+    }
+    return requests
   }
 
   countForUser(tenant: string, userId: string): number {

@@ -84,9 +84,10 @@ export async function openStream(
   reply.hijack()
   await sendHead(reply.raw, { 'Cache-Control': 'no-store', ...deps.headers?.(request) })
   if (conn.closed) {
-    // Left, evicted or shut down before the stream started: end it now that the head is out, and the
-    // connection with it (kept alive, it would hold a server that is shutting down until its idle timeout).
-    if (!reply.raw.writableEnded) reply.raw.end()
+    // Left, evicted or shut down before the stream started: end it now that the head is out (an evicted one
+    // with the frame that says so), and the connection with it (kept alive, it would hold a server that is
+    // shutting down until its idle timeout).
+    if (!reply.raw.writableEnded) reply.raw.end(conn.farewell)
     reply.raw.socket?.end()
     return
   }

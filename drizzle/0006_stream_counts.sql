@@ -1,0 +1,2 @@
+ALTER TABLE "stream_presence" ADD COLUMN "streams" integer DEFAULT 1 NOT NULL;--> statement-breakpoint
+ALTER TABLE "stream_presence" ADD COLUMN "oldest_at" timestamp with time zone DEFAULT now() NOT NULL;
