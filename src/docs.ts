@@ -1,9 +1,11 @@
 import { readFileSync } from 'node:fs'
 import fastifySwagger, { type SwaggerTransform } from '@fastify/swagger'
 import fastifySwaggerUi from '@fastify/swagger-ui'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifySchema, RouteOptions } from 'fastify'
 import { jsonSchemaTransform } from 'fastify-type-provider-zod'
 import { z } from 'zod'
+import type { ProblemCode, problems } from './errors.ts'
+import { MAX_JSON_DEPTH } from './events/raw-json.ts'
 import { problemSchema } from './routes/schemas.ts'
 
 /** Where the UI is served; the document itself is at `/docs/json` (and `/docs/yaml`). */
@@ -12,8 +14,16 @@ export const DOCS_PREFIX = '/docs'
 /** 3.1: its schemas are JSON Schema 2020-12, what zod emits (`null` types, `const`), with no lossy conversion. */
 const OPENAPI_VERSION = '3.1.0'
 
-/** The document's version is the package's. */
-const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
+/** The document's version and licence are the package's. */
+const PACKAGE: { version: string; license: string } = JSON.parse(
+  readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
+)
+
+/**
+ * The document is served by the service it describes: its operations are on the host it came from, whatever
+ * name or proxy that host is reached through.
+ */
+const SERVERS = [{ url: '/', description: 'This service (the one serving this document)' }]
 
 /** A reply a route documents: a zod schema (JSON), or one zod schema per media type with a description. */
 type DocumentedReply = z.ZodType | { description: string; content: Record<string, { schema: z.ZodType }> }
@@ -29,11 +39,14 @@ export async function registerDocs(app: FastifyInstance) {
       openapi: OPENAPI_VERSION,
       info: {
         title: 'Herald',
-        version: VERSION,
+        version: PACKAGE.version,
+        // An SPDX identifier: what OpenAPI 3.1 takes in place of a licence URL.
+        license: { name: PACKAGE.license, identifier: PACKAGE.license },
         description:
           'Real-time notifications for multi-tenant apps: SSE streams with gapless resume, REST acks, Web Push fallback. ' +
           'Every error is `application/problem+json` (RFC 9457).',
       },
+      servers: SERVERS,
       tags: [
         { name: 'events', description: 'Publish, list, acknowledge and read events.' },
         { name: 'stream', description: 'The live Server-Sent Events stream.' },
@@ -68,19 +81,214 @@ export async function registerDocs(app: FastifyInstance) {
     },
     transform,
   })
-  await app.register(fastifySwaggerUi, { routePrefix: DOCS_PREFIX })
+  // The service's own Content-Security-Policy (app.ts) covers the UI, hence no staticCSP. Swagger UI's plain
+  // layout: the standalone one's top bar draws its logo with a `<style>` element, which that policy refuses,
+  // and offers to load any other document by URL, which this page has no use for.
+  await app.register(fastifySwaggerUi, { routePrefix: DOCS_PREFIX, uiConfig: { layout: 'BaseLayout' } })
 }
 
-/** Every error leaves as problem+json (errors.ts): documented once per operation, as its default reply. */
-const problemReply = () => ({
-  description: 'An error (4xx, 5xx), as application/problem+json.',
-  content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+/** A status an error reply may have: one of errors.ts `problems`. */
+type ErrorStatus = (typeof problems)[ProblemCode]['status']
+
+/** When an operation answers each error status, in sentences written for a client's developer. */
+type ErrorCauses = Partial<Record<ErrorStatus, string>>
+
+/** What the document says of an operation that its route does not declare. */
+export interface OperationDoc {
+  /** The name generated clients give its method: a verb, then what it acts on. */
+  operationId: string
+  /** It queries the database, so it answers 503 while the database cannot be reached. */
+  database: boolean
+  /** Its own errors, beyond those its route implies (see `impliedErrors`); a cause here adds to those. */
+  errors?: ErrorCauses
+}
+
+/** Why the errors a route's shape implies happen; entries reuse them where an operation has the same cause. */
+const CAUSES = {
+  invalid: 'A parameter, header or field breaks its rule (`validation`: each one is named in `errors`).',
+  malformedBody: `The body is not JSON, or nests deeper than ${MAX_JSON_DEPTH} levels (\`bad-request\`).`,
+  tooLarge: 'The body is larger than BODY_LIMIT.',
+  notJson: 'The body is not `application/json`.',
+  unauthenticated: 'No bearer token, or one that is malformed, expired, not yet valid or not trusted.',
+  rateLimited: 'More requests than this route’s rate limit allows.',
+  authFailures: 'Too many failed authentications from this IP address.',
+  databaseDown: 'The database cannot be reached.',
+} as const
+
+/** The same rules hold for both publish routes; a key names the route it was first used on. */
+const publishErrors = (otherRoute: string): ErrorCauses => ({
+  403: 'The token lacks `events:publish` (to users or topics) or `events:broadcast` (to roles or the tenant).',
+  409:
+    'The Idempotency-Key’s first request is still in flight (retry once it is answered), ' +
+    `or the key was used on ${otherRoute}.`,
+  422: 'The Idempotency-Key was used for another request: a new request needs a new key.',
 })
 
+/** Acking and reading one event refuse alike. */
+const receiptErrors: ErrorCauses = {
+  404: 'No event with this id that the caller may see, or an ackToken of another event.',
+}
+
+/** What push/subscriptions.ts checks of a subscription beyond its shape, on registration and renewal alike. */
+const badSubscription =
+  'The endpoint is not an https URL of an allowed push service, or a key is not a valid P-256 key or secret.'
+
+/** A push endpoint belongs to one device; another user's browser must subscribe again. */
+const endpointTaken = 'The endpoint is registered to another user’s device: subscribe again in the browser.'
+
+/**
+ * Every operation, by `METHOD /path` as the document writes its path. The one place operationIds are given,
+ * since the routes' owners edit their files freely: a route added without an entry here has no operationId,
+ * which test/docs.test.ts and the lint in test/openapi.test.ts refuse.
+ */
+export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
+  'POST /v1/events': { operationId: 'publishEvent', database: true, errors: publishErrors('the batch route') },
+  'POST /v1/events/batch': {
+    operationId: 'publishEvents',
+    database: true,
+    errors: publishErrors('the single-event route'),
+  },
+  'GET /v1/events': { operationId: 'listEvents', database: true },
+  'GET /v1/events/unread-count': { operationId: 'getUnreadCount', database: true },
+  'GET /v1/events/{id}': {
+    operationId: 'getEvent',
+    database: true,
+    errors: { 404: 'No event with this id that the caller may see (never 403: whether it exists does not leak).' },
+  },
+  'POST /v1/events/{id}/ack': { operationId: 'ackEvent', database: true, errors: receiptErrors },
+  'POST /v1/events/{id}/read': { operationId: 'readEvent', database: true, errors: receiptErrors },
+  'POST /v1/events/read': { operationId: 'readEvents', database: true },
+  'GET /v1/events/{id}/status': {
+    operationId: 'getEventStatus',
+    database: true,
+    errors: {
+      404: 'No event with this id in the caller’s tenant, or the caller is neither its publisher nor an admin.',
+    },
+  },
+  'GET /v1/stream': {
+    operationId: 'openStream',
+    database: true,
+    errors: {
+      400: 'The request has a body, names more than 100 topics, or its Last-Event-ID is not an event id.',
+      403: 'The token does not allow one of the topics.',
+      503: 'This instance holds MAX_STREAMS streams.',
+    },
+  },
+  'GET /v1/push/vapid-public-key': { operationId: 'getVapidPublicKey', database: false },
+  'POST /v1/push/subscriptions': {
+    operationId: 'registerPushSubscription',
+    database: true,
+    errors: { 400: badSubscription, 409: endpointTaken },
+  },
+  'POST /v1/push/subscriptions/renew': {
+    operationId: 'renewPushSubscription',
+    database: true,
+    errors: {
+      400: badSubscription,
+      401: 'No renew token as a bearer token, or one that is unknown or expired.',
+      409: endpointTaken,
+      429: CAUSES.authFailures,
+    },
+  },
+  'GET /v1/push/subscriptions': { operationId: 'listPushSubscriptions', database: true },
+  'DELETE /v1/push/subscriptions/{id}': {
+    operationId: 'deletePushSubscription',
+    database: true,
+    errors: { 404: 'The caller has no device with this id.' },
+  },
+  'POST /v1/push/test': {
+    operationId: 'sendTestPush',
+    database: true,
+    errors: { 404: 'The caller has no registered device.' },
+  },
+  'GET /health': { operationId: 'getHealth', database: false },
+  'GET /ready': { operationId: 'getReadiness', database: true },
+  'GET /metrics': {
+    operationId: 'getMetrics',
+    // A scrape while the database is down still answers: the pending pushes gauge reads NaN.
+    database: false,
+    errors: {
+      401: 'METRICS_TOKEN is set, and the request does not send it as a bearer token.',
+      429: CAUSES.authFailures,
+    },
+  },
+  'GET /demo/config': { operationId: 'getDemoConfig', database: false },
+  'POST /demo/token': { operationId: 'createDemoToken', database: false },
+}
+
+/** `POST /v1/events/:id` as the table writes it: `POST /v1/events/{id}`. */
+const operationKey = (method: string, url: string) => `${method} ${url.replace(/:(\w+)/g, '{$1}')}`
+
+/** Routes that need no token say `security: []`; every other one takes the document's bearer token. */
+const isPublic = (schema: FastifySchema & { security?: unknown }) =>
+  Array.isArray(schema.security) && schema.security.length === 0
+
+/** The errors a route's own declaration implies: its inputs, whether it needs a token, its rate limit. */
+function impliedErrors(route: RouteOptions, schema: FastifySchema, database: boolean): [ErrorStatus, string][] {
+  const errors: [ErrorStatus, string][] = []
+  const { body, querystring, params, headers } = schema
+  if ([body, querystring, params, headers].some((input) => input !== undefined)) errors.push([400, CAUSES.invalid])
+  if (body !== undefined) errors.push([400, CAUSES.malformedBody], [413, CAUSES.tooLarge], [415, CAUSES.notJson])
+  const needsToken = !isPublic(schema)
+  if (needsToken) errors.push([401, CAUSES.unauthenticated])
+  if (route.config?.rateLimit) errors.push([429, CAUSES.rateLimited])
+  // A bad token counts against its IP (auth.ts): past RATE_LIMIT_AUTH_FAILURES_PER_MIN, 429 instead of 401.
+  if (needsToken) errors.push([429, CAUSES.authFailures])
+  if (database) errors.push([503, CAUSES.databaseDown])
+  return errors
+}
+
+/** The statuses that mean "later": each sends Retry-After (rate limits, errors.ts, the stream's cap). */
+const STATUSES_WITH_RETRY_AFTER: ReadonlySet<ErrorStatus> = new Set([429, 503])
+const RETRY_AFTER = {
+  'Retry-After': { type: 'integer', minimum: 0, description: 'Seconds to wait before retrying.' },
+}
+
+const PROBLEM_CONTENT = { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } }
+
+/** An error reply (errors.ts `sendProblem`): problem+json, and when it happens. */
+const problemReply = (description: string, retryAfter = false) => ({
+  description,
+  content: PROBLEM_CONTENT,
+  ...(retryAfter ? { headers: RETRY_AFTER } : {}),
+})
+
+/** What no table foresees, as every operation's `default`: a fault of ours, or the router refusing the URL. */
+const UNEXPECTED_ERROR = problemReply(
+  'Any other error: 500 is a fault on our side, logged under the request id; 400 or 414, a malformed or over-long URL.',
+)
+
+/** The operation's error replies by status, each described by all its causes (the implied ones first). */
+function errorReplies(route: RouteOptions, schema: FastifySchema, operation: OperationDoc | undefined) {
+  // An operation without an entry (a test fails for it) is assumed to use the database, like most.
+  const own = Object.entries(operation?.errors ?? {}).map(([status, cause]): [ErrorStatus, string] => [
+    Number(status) as ErrorStatus,
+    cause,
+  ])
+  const byStatus = new Map<ErrorStatus, string[]>()
+  for (const [status, cause] of [...impliedErrors(route, schema, operation?.database ?? true), ...own]) {
+    byStatus.set(status, [...(byStatus.get(status) ?? []), cause])
+  }
+  return Object.fromEntries(
+    [...byStatus].map(([status, causes]) => [
+      status,
+      problemReply(causes.join(' '), STATUSES_WITH_RETRY_AFTER.has(status)),
+    ]),
+  )
+}
+
+/** Each operation gets its operationId and its errors (OPERATIONS); replies it documents itself stay as they are. */
 const transform: SwaggerTransform = (input) => {
   const { schema = {}, url } = jsonSchemaTransform(input)
   if (schema.hide) return { schema, url }
-  return { schema: { ...schema, response: { ...(schema.response as object), default: problemReply() } }, url }
+  // A route with several methods would be keyed `GET,POST`: it finds no entry, and the docs test says so.
+  const operation = OPERATIONS[operationKey(String(input.route.method), url)]
+  const response = {
+    ...errorReplies(input.route, input.schema ?? {}, operation),
+    ...(schema.response as object),
+    default: UNEXPECTED_ERROR,
+  }
+  return { schema: { ...schema, ...(operation && { operationId: operation.operationId }), response }, url }
 }
 
 /**

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { OPERATIONS } from '../src/docs.ts'
 import { eventPage, listedEvent, problemSchema, published } from '../src/routes/schemas.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 
@@ -38,6 +39,15 @@ const openapiPath = (path: string) => path.replace(/:([A-Za-z0-9_]+)/g, '{$1}')
 /** The non-null branch of `anyOf: [X, {type: 'null'}]` (a nullish field), or the schema itself. */
 const nonNull = (schema: Json): Json => schema.anyOf?.find((s: Json) => s.type !== 'null') ?? schema
 
+/** The error statuses an operation documents (4xx, 5xx), ascending; `default` is not one. */
+const errorStatuses = (op: Json): number[] =>
+  Object.keys(op.responses)
+    .filter((s) => /^[45]\d\d$/.test(s))
+    .map(Number)
+
+/** Whether an operation takes the bearer token: every one but those that say `security: []`. */
+const needsToken = (op: Json) => op.security === undefined || op.security.length > 0
+
 describe('OpenAPI document (SPEC 8)', () => {
   let t: TestApp
   let doc: Json
@@ -51,6 +61,11 @@ describe('OpenAPI document (SPEC 8)', () => {
   afterAll(() => t.close())
 
   const operation = (method: string, path: string): Json => doc.paths[path]?.[method.toLowerCase()]
+  /** Every operation of the document, by `METHOD /path` (as docs.ts OPERATIONS names them). */
+  const operations = (): [string, Json][] =>
+    Object.entries(doc.paths as Record<string, Json>).flatMap(([path, ops]) =>
+      Object.entries(ops).map(([method, op]): [string, Json] => [`${method.toUpperCase()} ${path}`, op]),
+    )
 
   it('GET /docs/json is an OpenAPI 3 document with bearer auth', () => {
     expect(doc.openapi).toMatch(/^3\./)
@@ -58,6 +73,23 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(Object.keys(doc.paths).length).toBeGreaterThan(0)
     expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' })
     expect(doc.security).toEqual([{ bearerAuth: [] }])
+  })
+
+  it('names its server: the service serving it, by a relative URL', () => {
+    expect(doc.servers).toEqual([{ url: '/', description: expect.any(String) }])
+    expect(doc.info.license).toEqual({ name: 'MIT', identifier: 'MIT' })
+  })
+
+  it('every operation has the operationId of its entry in OPERATIONS (src/docs.ts), and every entry is served', () => {
+    const documented = operations()
+    for (const [key, op] of documented) {
+      expect(OPERATIONS[key], `${key}: add it to OPERATIONS in src/docs.ts`).toBeDefined()
+      expect(op.operationId, key).toBe(OPERATIONS[key].operationId)
+      expect(op.operationId, key).toMatch(/^[a-z]+[A-Z][A-Za-z]*$/)
+    }
+    expect(documented.map(([key]) => key).sort()).toEqual(Object.keys(OPERATIONS).sort())
+    const ids = documented.map(([, op]) => op.operationId)
+    expect(new Set(ids).size, 'operationIds are unique').toBe(ids.length)
   })
 
   it('every route the app serves is in the document, with its method, a summary and a tag', () => {
@@ -179,15 +211,42 @@ describe('OpenAPI document (SPEC 8)', () => {
     }
   })
 
-  it('every operation documents its errors as problem+json', () => {
+  it('every operation documents each error it answers as problem+json, with when, and any other as default', () => {
     expect(doc.components.schemas.Problem.required.sort()).toEqual(['detail', 'status', 'title', 'type'])
-    for (const [path, ops] of Object.entries(doc.paths as Record<string, Json>)) {
-      for (const [method, op] of Object.entries(ops)) {
-        expect(op.responses.default?.content['application/problem+json'].schema, `${method} ${path}`).toEqual({
+    for (const [key, op] of operations()) {
+      for (const status of [...errorStatuses(op), 'default']) {
+        const reply = op.responses[status]
+        expect(reply.content['application/problem+json'].schema, `${key} ${status}`).toEqual({
           $ref: '#/components/schemas/Problem',
         })
+        expect(reply.description, `${key} ${status}`).toMatch(/\w/)
+      }
+      for (const status of [429, 503].filter((s) => op.responses[s])) {
+        expect(op.responses[status].headers['Retry-After'].schema.type, `${key} ${status}`).toBe('integer')
       }
     }
+  })
+
+  it('errors follow from each route: a token gives 401 and 429, a body 400, 413 and 415, the database 503', () => {
+    for (const [key, op] of operations()) {
+      const statuses = errorStatuses(op)
+      const own = OPERATIONS[key]?.errors ?? {}
+      if (needsToken(op)) expect(statuses, key).toEqual(expect.arrayContaining([401, 429]))
+      else expect(statuses.includes(401), `${key}: public, yet 401`).toBe(own[401] !== undefined)
+      if (op.requestBody) expect(statuses, key).toEqual(expect.arrayContaining([400, 413, 415]))
+      expect(statuses.includes(503), key).toBe(OPERATIONS[key]?.database || own[503] !== undefined)
+    }
+    const errorsOf = (method: string, path: string) => errorStatuses(operation(method, path))
+    expect(errorsOf('POST', '/v1/events')).toEqual([400, 401, 403, 409, 413, 415, 422, 429, 503])
+    expect(errorsOf('POST', '/v1/events/batch')).toEqual([400, 401, 403, 409, 413, 415, 422, 429, 503])
+    expect(errorsOf('GET', '/v1/events/{id}')).toEqual([400, 401, 404, 429, 503])
+    expect(errorsOf('GET', '/v1/events/unread-count')).toEqual([401, 429, 503])
+    expect(errorsOf('GET', '/v1/stream')).toEqual([400, 401, 403, 429, 503])
+    expect(errorsOf('GET', '/v1/push/vapid-public-key')).toEqual([429])
+    expect(errorsOf('POST', '/demo/token')).toEqual([400, 413, 415, 429])
+    expect(errorsOf('GET', '/health')).toEqual([])
+    // 2xx replies are the routes' own, next to the errors.
+    expect(Object.keys(operation('GET', '/v1/stream').responses)).toEqual(expect.arrayContaining(['200', '204']))
   })
 
   it('what the routes send fits the documented schemas, and event JSON goes out as it was built', async () => {
@@ -218,6 +277,7 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(problem.status).toBe(401)
     expect(problem.headers['content-type']).toMatch(/^application\/problem\+json/)
     expect(problemSchema.parse(problem.body)).toEqual(problem.body)
+    expect(errorStatuses(operation('GET', '/v1/events'))).toContain(problem.status)
   })
 
   it('GET /docs serves the UI as HTML', async () => {
