@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Writable } from 'node:stream'
 import { topicMatches } from '../auth.ts'
 import type { Viewer } from '../events/visibility.ts'
 import type { Metrics } from '../metrics.ts'
@@ -107,14 +108,19 @@ export class StreamConnection {
 
   /** Bytes written to this stream that the socket has not taken yet: what a slow reader costs us. */
   get bufferedBytes(): number {
-    return this.res.writableLength
+    return this.sinkLength()
   }
 
   /** The most `bufferedBytes` has been, right after a write. */
   peakBufferedBytes = 0
 
+  /** Bytes waiting in the socket, or in the response and its socket until frames go to the socket directly. */
+  private sinkLength(): number {
+    return (this.socket ?? this.res).writableLength
+  }
+
   private written() {
-    const n = this.res.writableLength
+    const n = this.sinkLength()
     if (n > this.peakBufferedBytes) this.peakBufferedBytes = n
     return n
   }
@@ -175,27 +181,51 @@ export class StreamConnection {
 
   /** Every write after the head: false once the socket holds more than its high-water mark. */
   private send(chunk: string | Frame): boolean {
-    const socket = this.socket
+    const socket = this.socket ?? this.takeSocket()
     if (socket) return socket.write(typeof chunk === 'string' ? chunkOf(chunk) : chunk.asChunk)
     return this.res.write(typeof chunk === 'string' ? chunk : chunk.text)
   }
 
-  /** What emits 'drain' after `send` returned false. */
+  /**
+   * What emits 'drain' after `send` returned false: the socket, also while frames still go through the response
+   * (the response relays its socket's 'drain' only while it is the socket's current message, which idle-memory.ts
+   * undoes).
+   */
   private get sink(): NodeJS.EventEmitter {
-    return this.socket ?? this.res
+    return this.socket ?? this.res.socket ?? this.res
+  }
+
+  /**
+   * Frames go to the socket directly, as chunks, once the response head is on it and the response holds nothing
+   * of its own (writing past data the response still buffers would reorder the stream). Since Node 22 the first
+   * write of a response goes out a tick later, so this is checked again on each write until it holds.
+   */
+  private takeSocket(): Socket | undefined {
+    const res = this.res as ServerResponse & { _headerSent?: boolean }
+    const socket = res.socket
+    if (!this.started || !res.chunkedEncoding || !res._headerSent || !socket?.writable) return undefined
+    if (res.writableLength !== socket.writableLength) return undefined
+    this.socket = socket
+    return socket
   }
 
   private fallBehind() {
     this.state = 'behind'
     this.slowTimer = setTimeout(() => this.close('slow'), this.slowReaderTimeoutMs)
-    this.sink.once('drain', () => {
+    const drained = () => {
       clearTimeout(this.slowTimer)
       if (this.closed) return
       this.state = 'replaying'
       const catchUp = this.catchUp
       if (catchUp) void catchUp(this.lastQueuedId)
       else this.close('slow')
-    })
+    }
+    // A socket emits 'drain' only after a write past its high-water mark, which since Node 22 is 64 KiB: a stream
+    // may fall behind (STREAM_BUFFER_LIMIT_BYTES) below it. Then an empty write's callback, which runs once
+    // everything queued before it has gone to the kernel, says the same.
+    const sink = this.sink as Writable
+    if (sink.writableNeedDrain) sink.once('drain', drained)
+    else sink.write('', drained)
   }
 
   /** Replay output: waits for the socket to drain (one page at a time), dropping a reader that does not. */
@@ -231,8 +261,7 @@ export class StreamConnection {
   start(first: string): void {
     this.started = true
     this.res.write(first)
-    const res = this.res as ServerResponse & { _headerSent?: boolean }
-    if (res.chunkedEncoding && res._headerSent && res.socket?.writable) this.socket = res.socket
+    this.takeSocket()
   }
 
   /** Replay finished: send what queued meanwhile, then go live. */
