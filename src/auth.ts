@@ -36,8 +36,48 @@ const claimsSchema = z.object({
   roles: z.array(storableName).max(100).default([]),
   topics: z.array(storableName).max(100).default([]),
   scope: z.string().max(1000).default(''),
+  // Optional here so that a token without them gets its own message (checkLifetime).
   exp: z.number().optional(),
+  iat: z.number().optional(),
 })
+
+/**
+ * Clock difference tolerated between a token's issuer and this service: `iat` up to this far in the future,
+ * `exp` and `nbf` this much past or ahead. Clocks kept by NTP agree within a second, but a VM resumed from a
+ * pause or a container host without time sync drifts by seconds; 30 s absorbs that without letting a token
+ * live noticeably longer.
+ */
+export const CLOCK_SKEW_S = 30
+
+/** What a client is told when fast-jwt refuses its token, by fast-jwt's error code; otherwise "not valid". */
+const VERIFY_FAILURES: Record<string, string> = {
+  FAST_JWT_EXPIRED: 'The token has expired.',
+  FAST_JWT_INACTIVE: 'The token is not valid yet (nbf).',
+}
+
+const unauthorized = (detail: string) =>
+  new HttpProblem('unauthorized', detail, undefined, { 'www-authenticate': 'Bearer' })
+
+/**
+ * A token must expire, within `maxTtlS` of when it was issued (or of now, without `iat`), and must not come
+ * from the future: a leaked token then works for a bounded time. Checked after the signature, so only what the
+ * issuer signed is judged. Refusals are not cached, and a token accepted once stays acceptable until its `exp`.
+ */
+function checkLifetime(claims: { exp?: number; iat?: number }, maxTtlS: number, nowS: number) {
+  const { exp, iat } = claims
+  if (exp === undefined) throw unauthorized('The token has no expiry (exp).')
+  if (iat !== undefined && iat > nowS + CLOCK_SKEW_S) {
+    throw unauthorized('The token was issued in the future (iat): check the clock of its issuer.')
+  }
+  if (iat !== undefined && exp - iat > maxTtlS) {
+    throw unauthorized(`The token lives ${exp - iat} s (exp - iat); at most ${maxTtlS} s is accepted.`)
+  }
+  if (iat === undefined && exp - nowS > maxTtlS) {
+    throw unauthorized(
+      `The token expires more than ${maxTtlS} s from now (exp) and has no iat; at most ${maxTtlS} s is accepted.`,
+    )
+  }
+}
 
 export interface AuthOptions {
   /** HS256 shared secret. */
@@ -46,6 +86,8 @@ export interface AuthOptions {
   publicKey?: string
   /** Verifier of push ackTokens, accepted where a route asks for `authenticateOrAckToken`. */
   ackTokens: AckTokens
+  /** Longest token lifetime accepted, seconds (JWT_MAX_TTL_S). */
+  maxTtlS: number
   /** Told of each token verified for the first time here (the user's current roles and topics: user-claims.ts). */
   onNewCaller?: (caller: Caller) => void
 }
@@ -75,14 +117,16 @@ const TOKEN_CACHE = 1_000
 
 export const authPlugin = fp(
   async (app: FastifyInstance, options: AuthOptions) => {
+    // fast-jwt checks exp and nbf, with the same tolerance as iat (milliseconds).
+    const verify = { cache: TOKEN_CACHE, clockTolerance: CLOCK_SKEW_S * 1000 }
     if (options.secret) {
-      await app.register(fastifyJwt, { secret: options.secret, verify: { algorithms: ['HS256'], cache: TOKEN_CACHE } })
+      await app.register(fastifyJwt, { secret: options.secret, verify: { ...verify, algorithms: ['HS256'] } })
     } else if (options.publicKey) {
       const keyType = createPublicKey(options.publicKey).asymmetricKeyType
       const algorithm = keyType === 'ec' ? 'ES256' : 'RS256'
       await app.register(fastifyJwt, {
         secret: { public: options.publicKey },
-        verify: { algorithms: [algorithm], cache: TOKEN_CACHE },
+        verify: { ...verify, algorithms: [algorithm] },
       })
     } else {
       throw new Error('auth needs a secret or a public key')
@@ -95,20 +139,17 @@ export const authPlugin = fp(
       try {
         payload = app.jwt.verify(token)
       } catch (err) {
-        const code = (err as { code?: string }).code
-        const why = code === 'FAST_JWT_EXPIRED' ? 'The token has expired.' : 'The token is not valid.'
-        throw new HttpProblem('unauthorized', why, undefined, { 'www-authenticate': 'Bearer' })
+        throw unauthorized(VERIFY_FAILURES[(err as { code?: string }).code ?? ''] ?? 'The token is not valid.')
       }
       const known = callers.get(payload as object)
       if (known) return known
       const claims = claimsSchema.safeParse(payload)
       if (!claims.success) {
         const fields = claims.error.issues.map((i) => i.path.join('.')).join(', ')
-        throw new HttpProblem('unauthorized', `The token's claims are not valid (${fields}).`, undefined, {
-          'www-authenticate': 'Bearer',
-        })
+        throw unauthorized(`The token's claims are not valid (${fields}).`)
       }
       const c = claims.data
+      checkLifetime(c, options.maxTtlS, Math.floor(Date.now() / 1000))
       const caller: Caller = {
         userId: c.sub,
         tenant: c.tenant,

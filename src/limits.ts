@@ -70,7 +70,11 @@ export const limitsPlugin = fp(
       timeWindow: options.windowMs,
       keyGenerator: (request) => `auth-failure:${request.ip}`,
     })
-    /** A limit counted per user (the caller is known: limits run after authentication), in its own bucket. */
+    /**
+     * A limit counted per user (the caller is known: limits run after authentication), in its own bucket. Each
+     * route it is put on counts apart (@fastify/rate-limit keeps a store per route): ack and read, or single and
+     * batch publish, each allow `max`.
+     */
     const perUser = (bucket: string, max: number): PerUserLimit => ({
       max,
       timeWindow: options.windowMs,

@@ -1,8 +1,10 @@
-import { buildApp } from './app.ts'
 import { type Config, ConfigError, loadConfig } from './config.ts'
-import { type Database, openDatabase, pgliteDirIn, waitUntilReachable } from './db/client.ts'
-import { runMigrations } from './db/migrate.ts'
+import type { Database } from './db/client.ts'
+import { loadDrizzleWithoutLookups } from './db/drizzle-modules.ts'
 import { loadOrCreateDevSecret } from './tokens.ts'
+
+// Before anything imports drizzle-orm: main() loads the rest of the service afterwards (see drizzle-modules.ts).
+loadDrizzleWithoutLookups()
 
 /** SIGTERM to exit: streams end, pending work is handed back, the process leaves within this. */
 const SHUTDOWN_DEADLINE_MS = 10_000
@@ -23,7 +25,7 @@ const localUrl = (host: string, port: number) =>
 
 /** Who can reach the service, for the start-up line. */
 function reach(host: string): string {
-  if (EVERY_INTERFACE.has(host)) return `every interface (HOST=${host})`
+  if (EVERY_INTERFACE.has(host)) return `every interface: HOST=${host}`
   if (LOOPBACK.test(host)) return 'only this machine: set HOST=0.0.0.0 to listen on every interface'
   return `HOST=${host}`
 }
@@ -47,6 +49,9 @@ async function main() {
     throw err
   }
 
+  const { openDatabase, pgliteDirIn, waitUntilReachable } = await import('./db/client.ts')
+  const { runMigrations } = await import('./db/migrate.ts')
+  const { buildApp } = await import('./app.ts')
   let database: Database
   try {
     database = await openDatabase({

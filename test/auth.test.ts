@@ -1,7 +1,10 @@
 import { createHmac, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import http from 'node:http'
 import { createSigner } from 'fast-jwt'
 import type { Response } from 'supertest'
-import { afterAll, beforeAll, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CLOCK_SKEW_S } from '../src/auth.ts'
+import { DEFAULT_JWT_MAX_TTL_S } from '../src/config.ts'
 import { PUBLISHER, startApp, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
 import { describeEachBackend } from './helpers/backends.ts'
 import { SseClient } from './helpers/sse.ts'
@@ -44,6 +47,28 @@ function expectUnauthorized(res: { status: number; headers: Record<string, strin
   expect(res.text).not.toMatch(/\bat .*\.(ts|js):\d+/) // no stack trace
   // RFC 9110: a 401 carries WWW-Authenticate.
   expect(res.headers['www-authenticate']).toMatch(/^Bearer/i)
+}
+
+/** The detail of a 401 problem+json (after expectUnauthorized). */
+const detailOf = (res: { text: string }) => (JSON.parse(res.text) as { detail: string }).detail
+
+/** Every character percent-encoded: what a URL parser decodes back to the text. */
+const percentEncoded = (text: string) =>
+  [...text].map((c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`).join('')
+
+/**
+ * GETs a path exactly as written (`#`, `;` and percent-escapes included: fetch and supertest would normalize
+ * it), and hangs up once the status is known, so an opened stream does not stay open.
+ */
+function rawGet(base: string, path: string): Promise<number> {
+  const { hostname, port } = new URL(base)
+  return new Promise((resolve, reject) => {
+    const request = http.get({ hostname, port, path, agent: false }, (res) => {
+      resolve(res.statusCode ?? 0)
+      request.destroy()
+    })
+    request.on('error', reject)
+  })
 }
 
 const asStreamResponse = (s: SseClient) => ({
@@ -164,12 +189,79 @@ describeEachBackend('auth: HS256 (JWT_SECRET)', (backend) => {
     await expectStreamUnauthorized(t.url, token, true)
   })
 
-  it('a token that expires is refused once expired', async () => {
-    const exp = nowS() + 2
-    const token = hs256(TEST_JWT_SECRET, claims('u-expiring', { exp }))
+  it('a token that expires is refused once expired (past the clock skew)', async () => {
+    // Past its exp already, but within the skew tolerated for the issuer's clock: accepted for 2 s more.
+    const exp = nowS() - CLOCK_SKEW_S + 2
+    const token = hs256(TEST_JWT_SECRET, claims('u-expiring', { iat: nowS() - 600, exp }))
     expect((await getEvents(`Bearer ${token}`)).status).toBe(200)
-    await new Promise((r) => setTimeout(r, exp * 1000 + 200 - Date.now()))
-    expectUnauthorized(await getEvents(`Bearer ${token}`))
+    await new Promise((r) => setTimeout(r, (exp + CLOCK_SKEW_S) * 1000 + 200 - Date.now()))
+    const res = await getEvents(`Bearer ${token}`)
+    expectUnauthorized(res)
+    expect(detailOf(res)).toBe('The token has expired.')
+  })
+
+  // JWT_MAX_TTL_S is the default here (a day); CLOCK_SKEW_S is 30 s.
+  const MAX = DEFAULT_JWT_MAX_TTL_S
+  const lifetimeRefusals: Array<[string, () => Record<string, unknown>, string | RegExp]> = [
+    ['no exp at all', () => ({ sub: 'u-no-exp', tenant: 't1', iat: nowS() }), 'The token has no expiry (exp).'],
+    ['neither exp nor iat', () => ({ sub: 'u-no-exp', tenant: 't1' }), 'The token has no expiry (exp).'],
+    [
+      'exp - iat a second over JWT_MAX_TTL_S',
+      () => claims('u-long', { iat: nowS(), exp: nowS() + MAX + 1 }),
+      `The token lives ${MAX + 1} s (exp - iat); at most ${MAX} s is accepted.`,
+    ],
+    [
+      'a ten-year token',
+      () => claims('u-long', { iat: nowS(), exp: nowS() + 10 * 365 * 86_400 }),
+      /^The token lives \d+ s \(exp - iat\)/,
+    ],
+    [
+      'no iat, and exp further than JWT_MAX_TTL_S from now',
+      () => ({ sub: 'u-long', tenant: 't1', exp: nowS() + MAX + 60 }),
+      `The token expires more than ${MAX} s from now (exp) and has no iat; at most ${MAX} s is accepted.`,
+    ],
+    [
+      'iat in the future, past the clock skew',
+      () => claims('u-future', { iat: nowS() + CLOCK_SKEW_S + 30, exp: nowS() + 3600 }),
+      'The token was issued in the future (iat): check the clock of its issuer.',
+    ],
+    [
+      'exp past by more than the clock skew',
+      () => claims('u-late', { iat: nowS() - 600, exp: nowS() - CLOCK_SKEW_S - 5 }),
+      'The token has expired.',
+    ],
+    [
+      'nbf ahead by more than the clock skew',
+      () => claims('u-early', { nbf: nowS() + CLOCK_SKEW_S + 30 }),
+      'The token is not valid yet (nbf).',
+    ],
+  ]
+
+  it.each(lifetimeRefusals)(
+    'a token with %s gets 401 problem+json saying why, on REST and the stream',
+    async (_, payload, why) => {
+      const token = hs256(TEST_JWT_SECRET, payload())
+      const res = await getEvents(`Bearer ${token}`)
+      expectUnauthorized(res)
+      expect(detailOf(res)).toMatch(why)
+      await expectStreamUnauthorized(t.url, token, true)
+    },
+  )
+
+  const lifetimesAccepted: Array<[string, () => Record<string, unknown>]> = [
+    ['exp - iat exactly JWT_MAX_TTL_S', () => claims('u-ok', { iat: nowS(), exp: nowS() + MAX })],
+    ['no iat, and exp within JWT_MAX_TTL_S', () => ({ sub: 'u-ok', tenant: 't1', exp: nowS() + 3600 })],
+    ['iat ahead, within the clock skew', () => claims('u-ok', { iat: nowS() + CLOCK_SKEW_S - 10 })],
+    [
+      'exp just past, within the clock skew',
+      () => claims('u-ok', { iat: nowS() - 600, exp: nowS() - CLOCK_SKEW_S + 10 }),
+    ],
+    ['nbf ahead, within the clock skew', () => claims('u-ok', { nbf: nowS() + CLOCK_SKEW_S - 10 })],
+  ]
+
+  it.each(lifetimesAccepted)('a token with %s is accepted', async (_, payload) => {
+    const res = await getEvents(`Bearer ${hs256(TEST_JWT_SECRET, payload())}`)
+    expect(res.status, res.text).toBe(200)
   })
 
   it('nothing signed badly was published', async () => {
@@ -277,6 +369,71 @@ describeEachBackend('auth: HS256 (JWT_SECRET)', (backend) => {
     // The request URL is still logged, with the token cut out.
     expect(lines.some((l) => l.includes('/v1/stream') && l.includes('access_token=[redacted]'))).toBe(true)
     expect(lines.some((l) => l.includes('/v1/events') && l.includes('access_token=[redacted]'))).toBe(true)
+  })
+
+  // Fastify decodes query keys and splits the query at `#` as well as `?`: each spelling that reaches the
+  // token must be redacted as the plain one is, and a token anywhere else in a URL too.
+  const spellings: Array<[string, (token: string) => string, number]> = [
+    ['plain', (token) => `/v1/stream?access_token=${token}`, 200],
+    ['with an encoded underscore', (token) => `/v1/stream?access%5Ftoken=${token}`, 200],
+    ['with an encoded lower-case underscore', (token) => `/v1/stream?access%5ftoken=${token}`, 200],
+    ['with an encoded first letter', (token) => `/v1/stream?%61ccess_token=${token}`, 200],
+    ['with every letter encoded', (token) => `/v1/stream?${percentEncoded('access_token')}=${token}`, 200],
+    ['after another parameter', (token) => `/v1/stream?topics=x&access_token=${token}`, 403],
+    ['after #', (token) => `/v1/stream#access_token=${token}`, 200],
+    ['with the token percent-encoded', (token) => `/v1/stream?access_token=${percentEncoded(token)}`, 200],
+    ['after ;', (token) => `/v1/stream;access_token=${token}`, 404],
+    ['in the path', (token) => `/v1/stream/${token}`, 404],
+    ['percent-encoded in the path', (token) => `/v1/stream/${percentEncoded(token)}`, 404],
+    ['under another name', (token) => `/v1/stream?token=${token}`, 401],
+    ['in upper case', (token) => `/v1/stream?ACCESS_TOKEN=${token}`, 401],
+    ['with a trailing +', (token) => `/v1/stream?access_token+=${token}`, 401],
+    ['on a REST route', (token) => `/v1/events?access_token=${token}`, 401],
+  ]
+
+  it.each(spellings)('a token in the URL (%s) is redacted from the logs', async (name, urlFor, status) => {
+    const token = t.token({ sub: `log-spelling-${name.replaceAll(' ', '-')}` })
+    const [, payload, signature] = token.split('.')
+    const path = urlFor(token)
+    const before = lines.length
+    expect(await rawGet(t.url, path)).toBe(status)
+    // The request is logged, its URL with the token cut out.
+    const prefix = path.slice(0, 10)
+    await expect.poll(() => lines.slice(before).some((l) => l.includes(`"url":"${prefix}`))).toBe(true)
+    const logged = lines.slice(before).join('\n')
+    expect(logged).toContain('[redacted]')
+    for (const secret of [token, payload, signature, percentEncoded(token), percentEncoded(signature)]) {
+      expect(logged.includes(secret), 'a token in the log').toBe(false)
+    }
+  })
+
+  it('the value of ?ticket= is redacted, whatever it looks like', async () => {
+    const before = lines.length
+    await rawGet(t.url, '/v1/stream?ticket=opaque-stream-ticket-42&topics=x')
+    await expect.poll(() => lines.slice(before).some((l) => l.includes('"url":"/v1/stream?ticket='))).toBe(true)
+    const logged = lines.slice(before).join('\n')
+    expect(logged).not.toContain('opaque-stream-ticket-42')
+    expect(logged).toContain('ticket=[redacted]&topics=x')
+  })
+})
+
+describe('auth: JWT_MAX_TTL_S from the configuration', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await startApp('pglite', { config: { JWT_MAX_TTL_S: 600 } })
+  })
+  afterAll(() => t.close())
+
+  it('refuses a token living longer than JWT_MAX_TTL_S, accepts one living exactly that long', async () => {
+    const get = (ttl: number) =>
+      t
+        .http()
+        .get('/v1/events')
+        .set('authorization', `Bearer ${t.token({ sub: 'ttl-user' }, ttl)}`)
+    const refused = await get(601)
+    expectUnauthorized(refused)
+    expect(detailOf(refused)).toBe('The token lives 601 s (exp - iat); at most 600 s is accepted.')
+    expect((await get(600)).status).toBe(200)
   })
 })
 

@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 import type { HeraldClient, HeraldClientOptions, HeraldStatus } from '../public/client.js'
 import type { StreamConnection } from '../src/stream/connection.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
-import { describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
+import { cspViolations, describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
 import { type BrowserSubscription, type PushService, startPushService } from './helpers/push-service.ts'
 
 // SPEC sections 4-6 as a user's browser sees them: the client library (public/client.js) on a page, the demo
@@ -51,11 +51,12 @@ interface PageWorld {
 /**
  * A page script that does what an application does with client.js: import it from the service, create a
  * client whose getToken asks the backend (here the demo sign-in), listen, start. It records what the user
- * would see on `window.herald`. A module script (not page.evaluate) so the bundler leaves `import` alone.
+ * would see on `window.herald`. Evaluated as text: a function's `import()` would be rewritten by the bundler,
+ * and an inline <script> is refused by the page's Content-Security-Policy.
  */
 function clientScript(user: string, options: Partial<HeraldClientOptions>) {
-  return `
-    import { createHeraldClient } from '/client.js'
+  return `(async () => {
+    const { createHeraldClient } = await import('/client.js')
     const user = ${JSON.stringify({ sub: user, tenant: TENANT })}
     async function getToken() {
       const res = await fetch('/demo/token', {
@@ -71,7 +72,7 @@ function clientScript(user: string, options: Partial<HeraldClientOptions>) {
     client.onNotification((e) => herald.received.push({ id: e.id, status: client.status }))
     client.start()
     window.herald = herald
-  `
+  })()`
 }
 
 /** Ids of the test page client's notifications, in arrival order. */
@@ -87,7 +88,7 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
   const browsers: TestBrowser[] = []
   /** Open streams as the server holds them, so a test can end them from the server's side. */
   const streams = new Set<StreamConnection>()
-  const pages: Array<{ page: Page; errors: string[] }> = []
+  const pages: Array<{ page: Page; errors: string[]; violations: string[] }> = []
 
   beforeAll(async () => {
     pushService = await startPushService()
@@ -111,8 +112,10 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
   afterEach(async () => {
     const open = pages.splice(0)
     await Promise.all(open.map(({ page }) => page.close()))
-    // An uncaught exception or rejection in the page is a bug even when the user saw the right thing.
+    // An uncaught exception or rejection in the page is a bug even when the user saw the right thing; so is
+    // anything the Content-Security-Policy blocked.
     expect(open.flatMap((p) => p.errors)).toEqual([])
+    expect(open.flatMap((p) => p.violations)).toEqual([])
   })
 
   afterAll(async () => {
@@ -125,14 +128,13 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
     const page = await context.newPage()
     const errors: string[] = []
     page.on('pageerror', (err) => errors.push(`${page.url()}: ${err.message}`))
-    pages.push({ page, errors })
+    pages.push({ page, errors, violations: await cspViolations(page) })
     return page
   }
 
   /** The demo origin with the test page client running for `user`; resolves once it exists. */
   async function startClient(page: Page, user: string, options: Partial<HeraldClientOptions> = {}) {
-    await page.addScriptTag({ type: 'module', content: clientScript(user, options) })
-    await page.waitForFunction(() => (globalThis as unknown as PageWorld).herald !== undefined)
+    await page.evaluate(clientScript(user, options))
   }
 
   const publisherToken = () => t.token({ sub: 'teacher-9', tenant: TENANT, scope: PUBLISHER })

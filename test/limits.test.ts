@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { AppConfig } from '../src/app.ts'
+import { ackTokens } from '../src/push/ack-token.ts'
+import { loadAckTokenSecret } from '../src/push/keys.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 import { SseClient } from './helpers/sse.ts'
 
@@ -103,6 +106,133 @@ describe('rate limits, stream caps and CORS', () => {
     })
     expect(foreign.headers['access-control-allow-origin']).toBeUndefined()
     foreign.close()
+  })
+})
+
+/** An id no test publishes up to. */
+const UNKNOWN_EVENT = '987654321'
+
+describe('limits on acks, reads and bulk reads', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    // A minute's window: the counts cannot start over in the middle of a test.
+    t = await startApp('pglite', {
+      config: { RATE_LIMIT_WINDOW_MS: 60_000, RATE_LIMIT_RECEIPTS_PER_MIN: 3, RATE_LIMIT_BULK_READ_PER_MIN: 2 },
+    })
+  })
+  afterAll(() => t.close())
+
+  it('limits acks and reads per user, ackTokens in their user’s count, with 429 and Retry-After', async () => {
+    const acks = ackTokens(await loadAckTokenSecret(t.database))
+    const mark = (what: 'ack' | 'read', token: string) =>
+      t.http().post(`/v1/events/${UNKNOWN_EVENT}/${what}`).set('authorization', `Bearer ${token}`)
+    const user = (sub: string) => t.token({ sub })
+    // @fastify/rate-limit counts each route apart: acks and reads each have their own count of 3.
+    for (const what of ['ack', 'read'] as const) {
+      // No such event: each answer is a 404, and each counts.
+      const statuses = []
+      for (let i = 0; i < 3; i++) statuses.push((await mark(what, user(`${what}-marker`))).status)
+      expect(statuses).toEqual([404, 404, 404])
+      const refused = await mark(what, user(`${what}-marker`))
+      expect(refused.status).toBe(429)
+      expect(refused.headers['content-type']).toMatch(/application\/problem\+json/)
+      expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0)
+      // The service worker's ackToken of the same user is in the same count.
+      const grant = { tenant: 't1', userId: `${what}-marker`, eventId: Number(UNKNOWN_EVENT) }
+      expect((await mark(what, acks.sign(grant, 60))).status).toBe(429)
+      // Another user is not affected.
+      expect((await mark(what, user(`${what}-other-marker`))).status).toBe(404)
+    }
+  })
+
+  it('limits bulk reads per user, apart from single reads', async () => {
+    const readAll = (sub: string) =>
+      t
+        .http()
+        .post('/v1/events/read')
+        .set('authorization', `Bearer ${t.token({ sub })}`)
+        .send({ upTo: UNKNOWN_EVENT })
+    expect([(await readAll('bulk-reader')).status, (await readAll('bulk-reader')).status]).toEqual([204, 204])
+    const refused = await readAll('bulk-reader')
+    expect(refused.status).toBe(429)
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0)
+    expect((await readAll('other-bulk-reader')).status).toBe(204)
+  })
+})
+
+// The test server listens on 127.0.0.1: requests come from there, as from a proxy on the same machine.
+describe('per-IP limits behind a proxy (TRUST_PROXY)', () => {
+  const limits: Partial<AppConfig> = {
+    RATE_LIMIT_WINDOW_MS: 60_000,
+    RATE_LIMIT_IP_PER_MIN: 2,
+    RATE_LIMIT_AUTH_FAILURES_PER_MIN: 2,
+  }
+  /** GET the VAPID key (needs no token: limited per IP) from a client behind `forwardedFor`. */
+  const anonymous = (t: TestApp, forwardedFor: string) =>
+    t.http().get('/v1/push/vapid-public-key').set('x-forwarded-for', forwardedFor)
+  /** A failed authentication from a client behind `forwardedFor`. */
+  const badToken = (t: TestApp, forwardedFor: string) =>
+    t.http().get('/v1/events').set('authorization', 'Bearer not-a-token').set('x-forwarded-for', forwardedFor)
+  const statuses = async (requests: Array<() => Promise<{ status: number }>>) => {
+    const out = []
+    for (const request of requests) out.push((await request()).status)
+    return out
+  }
+
+  describe('TRUST_PROXY=127.0.0.1', () => {
+    let t: TestApp
+    beforeAll(async () => {
+      t = await startApp('pglite', { config: { ...limits, TRUST_PROXY: '127.0.0.1' } })
+    })
+    afterAll(() => t.close())
+
+    it('counts each forwarded client apart on the routes that need no token', async () => {
+      const a = () => anonymous(t, '203.0.113.1')
+      const b = () => anonymous(t, '203.0.113.2')
+      expect(await statuses([a, a, a, b, b, b])).toEqual([200, 200, 429, 200, 200, 429])
+    })
+
+    it('counts each forwarded client apart on failed authentication', async () => {
+      const a = () => badToken(t, '203.0.113.11')
+      const b = () => badToken(t, '203.0.113.12')
+      expect(await statuses([a, a, a, b, b])).toEqual([401, 401, 429, 401, 401])
+    })
+  })
+
+  describe('TRUST_PROXY=1 (one hop)', () => {
+    let t: TestApp
+    beforeAll(async () => {
+      t = await startApp('pglite', { config: { ...limits, TRUST_PROXY: '1' } })
+    })
+    afterAll(() => t.close())
+
+    it('takes the address the proxy saw, not what a client wrote before it', async () => {
+      // The proxy appends the address it saw; whatever the client sent itself comes first.
+      const plain = () => anonymous(t, '203.0.113.21')
+      const spoofing = () => anonymous(t, '198.51.100.1, 203.0.113.21')
+      const other = () => anonymous(t, '198.51.100.1, 203.0.113.22')
+      expect(await statuses([plain, spoofing, spoofing, other])).toEqual([200, 200, 429, 200])
+    })
+  })
+
+  describe('TRUST_PROXY unset', () => {
+    let t: TestApp
+    beforeAll(async () => {
+      t = await startApp('pglite', { config: limits })
+    })
+    afterAll(() => t.close())
+
+    it('ignores X-Forwarded-For: one count for the address the request came from, however it is spoofed', async () => {
+      const a = () => anonymous(t, '203.0.113.31')
+      const b = () => anonymous(t, '203.0.113.32')
+      expect(await statuses([a, b, () => anonymous(t, '203.0.113.33')])).toEqual([200, 200, 429])
+    })
+
+    it('ignores X-Forwarded-For on failed authentication too', async () => {
+      const a = () => badToken(t, '203.0.113.41')
+      const b = () => badToken(t, '203.0.113.42')
+      expect(await statuses([a, b, () => badToken(t, '203.0.113.43')])).toEqual([401, 401, 429])
+    })
   })
 })
 

@@ -1,3 +1,4 @@
+import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, expect, it } from 'vitest'
@@ -79,6 +80,55 @@ describeEachBackend('logs', (backend) => {
     } finally {
       await push.close()
     }
+  })
+
+  /** The request log line of `GET /health?case=<name>`, once logged. */
+  async function healthRequestLine(name: string): Promise<{ reqId: string }> {
+    const url = `/health?case=${name}`
+    const find = () => lines.map((l) => JSON.parse(l)).find((l) => l.req?.url === url && l.msg === 'incoming request')
+    await expect.poll(find).toBeDefined()
+    return find()
+  }
+
+  const SAFE_ID = /^[A-Za-z0-9._:-]{1,64}$/
+  const requestIds: Array<[string, boolean, string]> = [
+    ['a safe id', true, 'client-req_42.retry:1'],
+    ['64 characters', true, 'a'.repeat(64)],
+    ['65 characters', false, 'b'.repeat(65)],
+    ['500 characters', false, 'c'.repeat(500)],
+    ['spaces and quotes', false, 'x", "level":60, "msg":"forged'],
+    ['a tab', false, 'a\tb'],
+    ['a Latin-1 letter', false, 'caf\u00e9'],
+    ['a slash', false, '../../etc'],
+  ]
+
+  it.each(requestIds)('X-Request-Id with %s is the log’s request id: %s', async (name, kept, sent) => {
+    const caseName = name.replaceAll(' ', '-')
+    await t.http().get(`/health?case=${caseName}`).set('x-request-id', sent).expect(200)
+    const { reqId } = await healthRequestLine(caseName)
+    if (kept) expect(reqId).toBe(sent)
+    else {
+      expect(reqId).not.toBe(sent)
+      expect(reqId).toMatch(SAFE_ID)
+    }
+  })
+
+  it('an X-Request-Id trying to break the line never becomes a request id; every logged id is a safe token', async () => {
+    // Written by hand: an HTTP client refuses to send a header value with a line break.
+    for (const header of ['evil\r\n forged-by-fold', 'evil\n forged-by-lf', 'evil\r forged-by-cr']) {
+      const socket = net.connect(Number(new URL(t.url).port), '127.0.0.1')
+      socket.on('error', () => {})
+      // Refused at once, or left waiting for the rest of a request that never comes: either way, not logged.
+      socket.setTimeout(1_000, () => socket.destroy())
+      socket.write(
+        `GET /health?case=line-break HTTP/1.1\r\nHost: x\r\nX-Request-Id: ${header}\r\nConnection: close\r\n\r\n`,
+      )
+      await new Promise((resolve) => socket.on('close', resolve))
+    }
+    const ids = lines.map((l) => JSON.parse(l).reqId).filter((id) => id !== undefined)
+    expect(ids.length).toBeGreaterThan(0)
+    for (const id of ids) expect(id).toMatch(SAFE_ID)
+    expect(lines.join('\n')).not.toContain('forged-by')
   })
 
   it('a failed presence update is one warning per statement, with the database error and not the statement’s parameters', async () => {

@@ -115,3 +115,56 @@ describe('the server process, with no configuration (embedded PGlite in DATA_DIR
     expect(stderr).toMatch(/JWT_SECRET/)
   })
 })
+
+/** Whether a TCP connection to host:port is accepted. */
+function accepts(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, host)
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once('error', () => resolve(false))
+  })
+}
+
+// 127.0.0.2 is this machine's loopback too, but not the address 127.0.0.1: a server bound to 127.0.0.1 refuses
+// it, one bound to every interface takes it. It tells the bind address apart without leaving the machine.
+describe('the address the server listens on when HOST is unset', () => {
+  /** The server with this environment, HOST unset; the URL it announced and who it says can reach it. */
+  async function startUnbound(env: Record<string, string>) {
+    const child = runTs('src/server.ts', [], {
+      DATA_DIR: dataDir,
+      PORT: '0',
+      HOST: '',
+      DATABASE_URL: '',
+      JWT_SECRET: '',
+      JWT_PUBLIC_KEY: '',
+      ...env,
+    })
+    onTestFinished(async () => {
+      child.proc.kill('SIGTERM')
+      await child.exited
+    })
+    // PGlite starts first (and creates its folder, when these tests run alone): slow on a busy machine.
+    const [, url, reach] = await child.waitForOutput(/listening on (http:\/\/\S+) \(([^;]+);/, 45_000)
+    return { url, reach, port: Number(new URL(url).port) }
+  }
+
+  it('is 127.0.0.1 while the service runs on its own generated secret, and the start-up line says so', async () => {
+    const { url, reach, port } = await startUnbound({})
+    expect(url).toBe(`http://127.0.0.1:${port}`)
+    expect(reach).toBe('only this machine: set HOST=0.0.0.0 to listen on every interface')
+    expect((await fetch(`${url}/health`)).status).toBe(200)
+    expect(await accepts('127.0.0.1', port)).toBe(true)
+    expect(await accepts('127.0.0.2', port)).toBe(false)
+  })
+
+  it('is every interface with a configured JWT_SECRET', async () => {
+    const { url, reach, port } = await startUnbound({ JWT_SECRET: 'a-configured-secret-long-enough-for-hs256-0123' })
+    expect(url).toBe(`http://localhost:${port}`)
+    expect(reach).toBe('every interface: HOST=0.0.0.0')
+    expect(await accepts('127.0.0.1', port)).toBe(true)
+    expect(await accepts('127.0.0.2', port)).toBe(true)
+  })
+})

@@ -1,4 +1,5 @@
-import { and, asc, count, desc, eq, gt, isNull, lt, lte } from 'drizzle-orm'
+import { and, asc, count, desc, eq, gt, lt, lte, type SQL, sql } from 'drizzle-orm'
+import type { PgColumn } from 'drizzle-orm/pg-core'
 import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { events, receipts } from '../db/schema.ts'
@@ -22,6 +23,26 @@ const myReceipt = (caller: Caller) =>
   and(eq(receipts.tenant, caller.tenant), eq(receipts.userId, caller.userId), eq(receipts.eventId, events.id))
 
 /**
+ * A column of the caller's receipt of the event at hand (null without one), read by the receipt's whole primary
+ * key. A correlated subquery on purpose: PostgreSQL runs it as one index lookup per event whatever its
+ * statistics say. As a join (left join, or `not exists`, which becomes an anti-join) the plan rests on row
+ * estimates: on a database never analyzed it guessed one receipt per user and compared every event with every
+ * receipt, 450 M pairs and 11-38 s for the unread count of a user with 30,000 receipts.
+ */
+const myReceiptColumn = (caller: Caller, column: PgColumn) =>
+  sql`(select ${column} from ${receipts} where ${myReceipt(caller)})`.mapWith(column) as SQL<Date | null>
+
+/** The event at hand is unread by the caller: no receipt, or one not read. */
+const unreadBy = (caller: Caller) => sql`${myReceiptColumn(caller, receipts.readAt)} is null`
+
+/** An event's columns and the caller's receipt times: what eventJson needs. */
+const withReceipt = (caller: Caller) => ({
+  e: events,
+  readAt: myReceiptColumn(caller, receipts.readAt),
+  ackedAt: myReceiptColumn(caller, receipts.ackedAt),
+})
+
+/**
  * The caller's events as a JSON text `{ "events": [...], "next": ... }`. With `after`: ascending (the polling
  * fallback), `next` is the last id or `after` itself when nothing is new. Otherwise newest first (history),
  * `next` is the id to pass as `before` for the following page, or null at the end.
@@ -31,11 +52,10 @@ export async function listEvents(database: Database, caller: Caller, q: ListQuer
   if (q.after !== undefined) conditions.push(gt(events.id, q.after))
   if (q.upTo !== undefined) conditions.push(lte(events.id, q.upTo))
   if (q.before !== undefined) conditions.push(lt(events.id, q.before))
-  if (q.unread) conditions.push(isNull(receipts.readAt))
+  if (q.unread) conditions.push(unreadBy(caller))
   const rows = await database.db
-    .select({ e: events, readAt: receipts.readAt, ackedAt: receipts.ackedAt })
+    .select(withReceipt(caller))
     .from(events)
-    .leftJoin(receipts, myReceipt(caller))
     .where(and(...conditions))
     .orderBy(q.after !== undefined ? asc(events.id) : desc(events.id))
     .limit(q.limit)
@@ -52,18 +72,20 @@ export async function listEvents(database: Database, caller: Caller, q: ListQuer
 /** One visible event as JSON text, or undefined (the route answers 404: existence does not leak). */
 export async function getEvent(database: Database, caller: Caller, id: number): Promise<string | undefined> {
   const [row] = await database.db
-    .select({ e: events, readAt: receipts.readAt, ackedAt: receipts.ackedAt })
+    .select(withReceipt(caller))
     .from(events)
-    .leftJoin(receipts, myReceipt(caller))
     .where(and(visibleTo(viewerOf(caller)), eq(events.id, id)))
   return row ? eventJson(row.e, row) : undefined
 }
 
-export async function unreadCount(database: Database, caller: Caller): Promise<number> {
-  const [row] = await database.db
+/** The statement unreadCount runs (tests read its plan). */
+export const unreadCountQuery = (database: Database, caller: Caller) =>
+  database.db
     .select({ n: count() })
     .from(events)
-    .leftJoin(receipts, myReceipt(caller))
-    .where(and(visibleTo(viewerOf(caller)), isNull(receipts.readAt)))
+    .where(and(visibleTo(viewerOf(caller)), unreadBy(caller)))
+
+export async function unreadCount(database: Database, caller: Caller): Promise<number> {
+  const [row] = await unreadCountQuery(database, caller)
   return Number(row.n)
 }

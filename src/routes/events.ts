@@ -163,7 +163,9 @@ export async function eventRoutes(fastify: FastifyInstance) {
       params: idParams,
       response: { 204: noContent },
     }
-    app.post(path, { schema, onRequest: app.authenticateOrAckToken }, async (request, reply) => {
+    // Limited per user, ackToken or JWT alike (an ackToken's caller is its user).
+    const options = { schema, config: { rateLimit: app.limits.receipts }, onRequest: app.authenticateOrAckToken }
+    app.post(path, options, async (request, reply) => {
       const id = parseEventId(request.params.id)
       const { ackEventId } = request.caller
       if (ackEventId !== undefined && ackEventId !== id) throw new HttpProblem('notFound', `No event ${id} for you.`)
@@ -184,6 +186,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         response: { 204: noContent },
       },
       onRequest: app.authenticate,
+      config: { rateLimit: app.limits.bulkRead },
     },
     async (request, reply) => {
       const body = request.body

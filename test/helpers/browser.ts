@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { type BrowserContext, chromium } from 'playwright-core'
+import { type BrowserContext, chromium, type Page } from 'playwright-core'
 import { describe } from 'vitest'
 
 /** The system's Chromium (Debian's package). Tests never download a browser. */
@@ -68,4 +68,20 @@ export async function launchBrowser(): Promise<TestBrowser> {
     await removeProfile()
     throw err
   }
+}
+
+/**
+ * Collects the Content-Security-Policy violations of a page, as Chromium reports them on the console and as
+ * the page sees them (`securitypolicyviolation`). Call before the page loads anything.
+ */
+export async function cspViolations(page: Page): Promise<string[]> {
+  const violations: string[] = []
+  page.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) violations.push(`${page.url()}: ${message.text()}`)
+  })
+  await page.addInitScript(`
+    document.addEventListener('securitypolicyviolation', (e) =>
+      console.error('Content Security Policy violation: ' + e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline')))
+  `)
+  return violations
 }
