@@ -61,14 +61,23 @@ export async function registerDocs(app: FastifyInstance) {
             scheme: 'bearer',
             bearerFormat: 'JWT',
             description:
-              'A JWT minted by your application backend (HS256, RS256 or ES256): `sub`, `tenant`, and optionally ' +
-              '`roles`, `topics`, `scope` (`events:publish`, `events:broadcast`, `admin`), `exp`.',
+              'A JWT minted by your application backend (HS256, RS256 or ES256): `sub`, `tenant`, `exp` (at most ' +
+              'JWT_MAX_TTL_S after `iat`, or after now without `iat`), and optionally `roles`, `topics`, `scope` ' +
+              '(`events:publish`, `events:broadcast`, `admin`), `iat`, `nbf`. Clocks may differ by 30 s.',
           },
           accessTokenQuery: {
             type: 'apiKey',
             in: 'query',
             name: 'access_token',
-            description: 'GET /v1/stream only: the same JWT in the URL, for EventSource, which cannot set headers.',
+            description:
+              'GET /v1/stream only: the same JWT in the URL, for EventSource, which cannot set headers. Less safe ' +
+              'than a ticket: proxies and browser history may keep URLs.',
+          },
+          streamTicketQuery: {
+            type: 'apiKey',
+            in: 'query',
+            name: 'ticket',
+            description: 'GET /v1/stream only: a single-use ticket from POST /v1/stream/tickets, valid for 30 s.',
           },
         },
         // A JSON Schema 2020-12 is an OpenAPI 3.1 schema; zod's type for it is only wider than openapi-types'.
@@ -171,9 +180,11 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
     errors: {
       400: 'The request has a body, names more than 100 topics, or its Last-Event-ID is not an event id.',
       403: 'The token does not allow one of the topics.',
+      401: 'No valid token, or a ticket that was used already or has expired.',
       503: 'This instance holds MAX_STREAMS streams.',
     },
   },
+  'POST /v1/stream/tickets': { operationId: 'createStreamTicket', database: true },
   'GET /v1/push/vapid-public-key': { operationId: 'getVapidPublicKey', database: false },
   'POST /v1/push/subscriptions': {
     operationId: 'registerPushSubscription',

@@ -194,14 +194,19 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(operation('POST', '/v1/events').security).toBeUndefined()
   })
 
-  it('the stream: text/event-stream with notification, receipt and reset; the token may be ?access_token=', () => {
+  it('the stream: text/event-stream with notification, receipt and reset; the token may be a ?ticket= or ?access_token=', () => {
     const op = operation('GET', '/v1/stream')
     expect(op.tags).toEqual(['stream'])
-    expect(op.security).toEqual([{ bearerAuth: [] }, { accessTokenQuery: [] }])
+    expect(op.security).toEqual([{ bearerAuth: [] }, { streamTicketQuery: [] }, { accessTokenQuery: [] }])
     expect(doc.components.securitySchemes.accessTokenQuery).toMatchObject({
       type: 'apiKey',
       in: 'query',
       name: 'access_token',
+    })
+    expect(doc.components.securitySchemes.streamTicketQuery).toMatchObject({
+      type: 'apiKey',
+      in: 'query',
+      name: 'ticket',
     })
     const params = op.parameters.map((x: Json) => `${x.in}:${x.name}`)
     expect(params).toEqual(expect.arrayContaining(['query:topics', 'query:lastEventId', 'header:last-event-id']))

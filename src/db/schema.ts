@@ -212,3 +212,22 @@ export const streamPresence = pgTable(
     primaryKey({ columns: [t.tenant, t.userId, t.instanceId] }),
   ],
 )
+
+/**
+ * Stream tickets: single-use credentials that open one stream within seconds, so that a browser's EventSource
+ * (which cannot set headers) need not carry the JWT in its URL. Only a hash of the ticket is stored; the
+ * claims of the token it was issued for open the stream. Redeeming deletes the row (single use, on any instance).
+ */
+export const streamTickets = pgTable(
+  'stream_tickets',
+  {
+    hash: text('hash').primaryKey(),
+    /** The caller the ticket stands for: user, tenant, roles, topics, scopes and the JWT's `exp`. */
+    caller: text('caller').notNull(),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+  },
+  (t) => [
+    // Sweeping tickets that were never used.
+    index('stream_tickets_expires_at_idx').on(t.expiresAt),
+  ],
+)

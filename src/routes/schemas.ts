@@ -47,8 +47,23 @@ export const streamQuery = z.object({
     .max(100)
     .optional()
     .describe('Resume after this event id when no Last-Event-ID header is sent (the header wins).'),
-  access_token: z.string().optional().describe('The JWT, for EventSource, which cannot set headers. Never logged.'),
+  access_token: z
+    .string()
+    .optional()
+    .describe('The JWT, for EventSource, which cannot set headers. Never logged by the service; prefer `ticket`.'),
+  ticket: z
+    .string()
+    .max(100)
+    .optional()
+    .describe('A single-use ticket from POST /v1/stream/tickets (valid 30 s), instead of the JWT in the URL.'),
 })
+
+export const streamTicketReply = z
+  .object({
+    ticket: z.string().describe('Pass as `?ticket=` to GET /v1/stream, once, within `expiresIn` seconds.'),
+    expiresIn: z.number().int().describe('Seconds the ticket stays valid.'),
+  })
+  .describe('A single-use stream ticket for the caller.')
 
 /** Only described: the route checks the value itself, to answer with its own message. */
 export const streamHeaders = z.object({

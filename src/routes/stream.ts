@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { topicAllowed } from '../auth.ts'
@@ -7,7 +7,8 @@ import { HttpProblem } from '../errors.ts'
 import { eventIdSchema, parseEventId } from '../events/model.ts'
 import { EVICTED_EVENT_ID } from '../stream/connection.ts'
 import { openStream, type StreamDeps } from '../stream/open-stream.ts'
-import { sseStream, streamHeaders, streamQuery } from './schemas.ts'
+import { issueStreamTicket, redeemStreamTicket, STREAM_TICKET_TTL_S } from '../stream-tickets.ts'
+import { sseStream, streamHeaders, streamQuery, streamTicketReply } from './schemas.ts'
 
 /** The answer to a stream that comes back after its eviction. */
 const evictedReply = z
@@ -41,6 +42,41 @@ export async function streamRoutes(
     metrics: app.metrics,
   }
 
+  /** A stream opens with a single-use ticket (`?ticket=`), or with the JWT as every route takes it. */
+  async function authenticateStream(request: FastifyRequest, reply: FastifyReply) {
+    const { ticket } = request.query as { ticket?: unknown }
+    if (typeof ticket !== 'string' || ticket === '') return app.authenticate(request, reply)
+    const caller = await redeemStreamTicket(app.database, ticket)
+    if (caller) {
+      request.caller = caller
+      return
+    }
+    await app.limits.authFailed(request, reply)
+    throw new HttpProblem('unauthorized', 'The stream ticket is not valid: used already, or expired.', undefined, {
+      'www-authenticate': 'Bearer',
+    })
+  }
+
+  app.post(
+    '/v1/stream/tickets',
+    {
+      schema: {
+        summary: 'A single-use ticket that opens the caller’s stream within 30 s',
+        description:
+          'For EventSource, which cannot set headers: the ticket goes in the stream URL instead of the JWT, ' +
+          'so a URL that ends up in a proxy log or the browser history opens nothing. The stream runs with this ' +
+          'token’s claims and ends when the token expires.',
+        tags: ['stream'],
+        response: { 201: streamTicketReply },
+      },
+      onRequest: app.authenticate,
+    },
+    async (request, reply) => {
+      const ticket = await issueStreamTicket(app.database, request.caller)
+      return reply.code(201).send({ ticket, expiresIn: STREAM_TICKET_TTL_S })
+    },
+  )
+
   app.get(
     '/v1/stream',
     {
@@ -57,14 +93,15 @@ export async function streamRoutes(
       schema: {
         summary: 'The caller’s notifications, live, as Server-Sent Events',
         description:
-          'The token goes in `Authorization: Bearer`, or in `?access_token=` for EventSource. ' +
+          'The token goes in `Authorization: Bearer`; EventSource, which cannot set headers, passes a single-use ' +
+          '`?ticket=` (POST /v1/stream/tickets), or the JWT itself as `?access_token=`. ' +
           'A topic the token does not allow is a 403 before the stream opens.',
         tags: ['stream'],
         querystring: streamQuery,
         headers: streamHeaders,
-        security: [{ bearerAuth: [] }, { accessTokenQuery: [] }],
+        security: [{ bearerAuth: [] }, { streamTicketQuery: [] }, { accessTokenQuery: [] }],
       },
-      onRequest: app.authenticate,
+      onRequest: authenticateStream,
     },
     async (request, reply) => {
       const { caller } = request

@@ -105,7 +105,7 @@ export function invalidTokens(secret: string): string[] {
   const good = { sub: 'hostile-user', tenant: 'hostile', exp: now + 3600 }
   const hs = { alg: 'HS256', typ: 'JWT' }
   return [
-    signJwt(hs, { ...good, exp: now - 10 }, secret), // expired
+    signJwt(hs, { ...good, exp: now - 3600 }, secret), // expired (well past the 30 s clock skew)
     signJwt(hs, good, 'another-secret-that-is-long-enough-0123456789abcdef'), // wrong key
     signJwt({ alg: 'none', typ: 'JWT' }, good, undefined), // alg none
     signJwt({ alg: 'HS512', typ: 'JWT' }, good, secret), // an algorithm that is not pinned

@@ -12,6 +12,8 @@ export interface OpenStreamOptions {
   /** Send the token as ?access_token= instead of the Authorization header. */
   tokenInQuery?: boolean
   lastEventId?: string
+  /** ?ticket=: a stream ticket instead of a token. */
+  ticket?: string
   /** ?lastEventId= (the header wins when both are given). */
   lastEventIdQuery?: string
   topics?: string[]
@@ -48,6 +50,7 @@ export class SseClient {
     if (options.topics) url.searchParams.set('topics', options.topics.join(','))
     if (options.lastEventIdQuery !== undefined) url.searchParams.set('lastEventId', options.lastEventIdQuery)
     if (options.token && options.tokenInQuery) url.searchParams.set('access_token', options.token)
+    if (options.ticket !== undefined) url.searchParams.set('ticket', options.ticket)
     const headers: Record<string, string> = { accept: 'text/event-stream', ...options.headers }
     if (options.token && !options.tokenInQuery) headers.authorization = `Bearer ${options.token}`
     if (options.lastEventId !== undefined) headers['last-event-id'] = options.lastEventId

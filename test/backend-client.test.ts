@@ -1,0 +1,95 @@
+import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest'
+import { CLIENT_OPERATIONS, createHeraldServerClient, HeraldError, mintToken } from '../src/client/index.ts'
+import { PUBLISHER, startApp, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
+import { describeEachBackend } from './helpers/backends.ts'
+import { SseClient } from './helpers/sse.ts'
+
+// The typed client for application backends (`herald/client`), against the real service.
+
+describeEachBackend('the backend client', (backend) => {
+  let t: TestApp
+  let n = 0
+  beforeAll(async () => {
+    t = await startApp(backend, { config: { RATE_LIMIT_PUBLISH_PER_MIN: 50 } })
+  })
+  afterAll(async () => {
+    await t?.close()
+  })
+
+  const tenant = () => `client-${backend}-${++n}`
+  const publisher = (ten: string, sub = 'office') =>
+    createHeraldServerClient({
+      baseUrl: t.url,
+      token: () => mintToken(TEST_JWT_SECRET, { sub, tenant: ten, scope: PUBLISHER }, 600),
+    })
+
+  it('calls exactly the operations of the service’s OpenAPI document', () => {
+    const doc = t.app.swagger() as { paths: Record<string, Record<string, { operationId?: string }>> }
+    for (const [name, op] of Object.entries(CLIENT_OPERATIONS)) {
+      expect(doc.paths[op.path]?.[op.method.toLowerCase()]?.operationId, name).toBe(op.operationId)
+    }
+  })
+
+  it('publishes (201, then a replay with the same Idempotency-Key), publishes a batch, and reads the status', async () => {
+    const ten = tenant()
+    const client = publisher(ten)
+    const first = await client.publish(
+      { type: 'grade.posted', title: 'New grade', to: { users: ['kim'] }, data: { gradeId: 42 } },
+      { idempotencyKey: 'grade-1' },
+    )
+    expect(first).toMatchObject({ id: expect.stringMatching(/^\d+$/), replayed: false })
+    const again = await client.publish(
+      { type: 'grade.posted', title: 'New grade', to: { users: ['kim'] }, data: { gradeId: 42 } },
+      { idempotencyKey: 'grade-1' },
+    )
+    expect(again).toEqual({ ...first, replayed: true })
+
+    const batch = await client.publishBatch([
+      { type: 'a.b', title: 'One', to: { users: ['kim'] } },
+      { type: 'a.b', title: 'Two', to: { users: ['lee'] }, priority: 'high' },
+    ])
+    expect(batch.ids).toHaveLength(2)
+    expect(batch.replayed).toBe(false)
+
+    const kim = t.token({ sub: 'kim', tenant: ten })
+    expect((await t.http().post(`/v1/events/${first.id}/read`).set('authorization', `Bearer ${kim}`)).status).toBe(204)
+    expect(await client.status(first.id)).toEqual({ acked: 1, read: 1, push: { sent: 0, failed: 0, pending: 0 } })
+  })
+
+  it('a refusal is a HeraldError with the problem: its type, the fields, and Retry-After on 429', async () => {
+    const ten = tenant()
+    const client = publisher(ten)
+    const invalid = await client.publish({ type: 'Not A Type', title: '', to: {} } as never).catch((e: unknown) => e)
+    expect(invalid).toBeInstanceOf(HeraldError)
+    const err = invalid as HeraldError
+    expect(err.status).toBe(400)
+    expect(err.type).toBe('urn:herald:problem:validation')
+    expect(err.problem?.errors?.map((e) => e.path)).toEqual(expect.arrayContaining(['body.type', 'body.title']))
+
+    const notMine = await client.status('999999999').catch((e: unknown) => e)
+    expect(notMine).toMatchObject({ status: 404, type: 'urn:herald:problem:not-found' })
+
+    let limited: unknown
+    for (let i = 0; i < 60 && !limited; i++) {
+      limited = await client.publish({ type: 'a.b', title: `#${i}`, to: { users: ['kim'] } }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+    }
+    expect(limited).toMatchObject({ status: 429, type: 'urn:herald:problem:too-many-requests' })
+    expect((limited as HeraldError).retryAfterS).toBeGreaterThan(0)
+  })
+
+  it('mints a user token and a stream ticket that opens that user’s stream', async () => {
+    const ten = tenant()
+    const userToken = mintToken(TEST_JWT_SECRET, { sub: 'kim', tenant: ten }, 600)
+    const { ticket, expiresIn } = await publisher(ten).streamTicket(userToken)
+    expect(expiresIn).toBe(30)
+    const stream = await SseClient.open(t.url, { ticket })
+    onTestFinished(() => stream.close())
+    expect(stream.status).toBe(200)
+    await stream.waitFor((c) => c.retry !== undefined)
+    const { id } = await publisher(ten).publish({ type: 'a.b', title: 'Hi', to: { users: ['kim'] } })
+    await stream.waitFor((c) => c.notificationIds.includes(id))
+  })
+})
