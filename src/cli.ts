@@ -30,6 +30,11 @@ Prints the token on stdout.`,
       const ttl = values.ttl === undefined ? DEFAULT_TOKEN_TTL_S : Number(values.ttl)
       if (!Number.isInteger(ttl) || ttl <= 0) throw new UsageError('--ttl must be a positive number of seconds')
       const config = loadConfig(process.env)
+      if (ttl > config.JWT_MAX_TTL_S) {
+        throw new UsageError(
+          `--ttl may be at most JWT_MAX_TTL_S (${config.JWT_MAX_TTL_S} s): the server refuses longer tokens`,
+        )
+      }
       if (config.JWT_PUBLIC_KEY && !config.JWT_SECRET) {
         throw new ConfigError('JWT_PUBLIC_KEY is set: tokens come from the holder of the private key, not this CLI.')
       }
@@ -151,11 +156,18 @@ like a browser. Stops on Ctrl-C, or with exit code 1 when the server refuses the
           console.error(`stream refused: HTTP ${res.status} ${await res.text()}`)
           return EXIT.failed
         }
+        if (res?.status === 204) {
+          console.error('stream closed for good: this user opened more streams than the server allows (evicted)')
+          return EXIT.failed
+        }
         if (res?.body) {
+          let evicted = false
           const parser = createParser({
             onEvent: (e) => {
-              if (e.id) lastEventId = e.id
               console.log(JSON.stringify({ event: e.event ?? 'message', id: e.id, data: safeJson(e.data) }))
+              // `evicted` ends the stream for good; its `id: evicted` is no resume point.
+              if (e.event === 'evicted') evicted = true
+              else if (e.id) lastEventId = e.id
             },
             onRetry: (ms) => {
               retryMs = ms
@@ -166,6 +178,10 @@ like a browser. Stops on Ctrl-C, or with exit code 1 when the server refuses the
             for await (const chunk of res.body) parser.feed(decoder.decode(chunk, { stream: true }))
           } catch {
             // dropped: fall through and resume
+          }
+          if (evicted) {
+            console.error('stream closed for good: this user opened more streams than the server allows (evicted)')
+            return EXIT.failed
           }
           console.error(`stream ended; resuming after ${lastEventId ?? 'nothing'} in ${retryMs} ms`)
         }

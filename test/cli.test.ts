@@ -7,6 +7,7 @@ import { loadConfig } from '../src/config.ts'
 import { PUBLISHER, startApp, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
 import { createPostgresDatabase, dropPostgresDatabase, hasPostgres } from './helpers/backends.ts'
 import { runToEnd, runTs } from './helpers/process.ts'
+import { SseClient } from './helpers/sse.ts'
 
 const cli = (args: string[], env: Record<string, string> = {}) =>
   runToEnd('src/cli.ts', args, { JWT_SECRET: TEST_JWT_SECRET, ...env })
@@ -149,6 +150,37 @@ describe('the CLI, run as a user runs it', () => {
     const { code, stderr } = await cli(['tail', '--server', t.url, '--token', 'nonsense'])
     expect(code).toBe(1)
     expect(stderr).toMatch(/HTTP 401/)
+  })
+
+  it('tail stops with exit 1 when its stream is evicted, and when it comes back after an eviction (204)', async () => {
+    const capped = await startApp('pglite', { config: { MAX_CONNECTIONS_PER_USER: 1 } })
+    try {
+      const token = capped.token({ sub: 'tailer', tenant: 'cli-evict' })
+      const tail = runTs('src/cli.ts', ['tail', '--server', capped.url, '--token', token], {
+        JWT_SECRET: TEST_JWT_SECRET,
+      })
+      await tail.waitForOutput(/"event":|retry/i, 30_000).catch(() => {})
+      await new Promise((r) => setTimeout(r, 500))
+      const newer = await SseClient.open(capped.url, { token })
+      expect(newer.status).toBe(200)
+      const { code } = await tail.exited
+      newer.close()
+      expect(code).toBe(1)
+      expect(tail.stdout).toMatch(/"event":"evicted"/)
+      expect(tail.stderr).toMatch(/evicted/)
+
+      const back = await cli(['tail', '--server', capped.url, '--token', token, '--last-event-id', 'evicted'])
+      expect(back.code).toBe(1)
+      expect(back.stderr).toMatch(/evicted/)
+    } finally {
+      await capped.close()
+    }
+  })
+
+  it('token refuses a --ttl longer than the server accepts (JWT_MAX_TTL_S), with exit code 2', async () => {
+    const long = await cli(['token', '--sub', 'a', '--tenant', 't', '--ttl', '90000'])
+    expect(long.code).toBe(2)
+    expect(long.stderr).toMatch(/JWT_MAX_TTL_S/)
   })
 
   it('vapid prints a usable key pair as environment lines', async () => {
