@@ -158,6 +158,9 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })
 
+/** Every variable the service reads (README's configuration table lists each; a test holds the two together). */
+export const CONFIG_VARIABLES = Object.keys(envSchema.shape)
+
 /** The environment, parsed and defaulted. */
 export type ParsedConfig = Omit<z.infer<typeof envSchema>, 'DOCS_ENABLED'> & {
   /** Resolved: DOCS_ENABLED when set, otherwise on outside production. */

@@ -1,0 +1,52 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { CONFIG_VARIABLES } from '../src/config.ts'
+import { ROOT } from './helpers/process.ts'
+
+// The README and docs/ are what a person who clones the repository reads: they must match the code and stay
+// inside the repository.
+
+const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+
+describe('README', () => {
+  it('starts with the two commands', () => {
+    const top = readme.split('\n').slice(0, 20).join('\n')
+    expect(top).toContain('npm install && npm start')
+    expect(top).toContain('npm test')
+  })
+
+  it('lists every configuration variable the service reads, and none it does not', () => {
+    const section = readme.slice(
+      readme.indexOf('## Configuration'),
+      readme.indexOf('\n## ', readme.indexOf('## Configuration') + 1),
+    )
+    const documented = new Set(
+      section
+        .split('\n')
+        .filter((line) => line.startsWith('| `'))
+        .flatMap((line) => [...line.split('|')[1].matchAll(/`([A-Z][A-Z0-9_]+)`/g)].map((m) => m[1])),
+    )
+    expect([...documented].sort()).toEqual([...CONFIG_VARIABLES].sort())
+  })
+
+  it('and the docs link only to files inside the repository, all of which exist', () => {
+    for (const file of [
+      'README.md',
+      'docs/README.md',
+      'docs/streams.md',
+      'docs/rest.md',
+      'docs/auth.md',
+      'docs/push.md',
+      'docs/errors.md',
+    ]) {
+      const text = readFileSync(join(ROOT, file), 'utf8')
+      expect(text, file).not.toMatch(/\.\.\/shared|TESTING-NOTES|STYLE\.md|SPEC\.md/)
+      for (const [, target] of text.matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)) {
+        if (/^[a-z]+:/.test(target)) continue // an outside web page (RFCs, the HTML standard)
+        const resolved = join(ROOT, file, '..', target)
+        expect(() => readFileSync(resolved), `${file} links ${target}`).not.toThrow()
+      }
+    }
+  })
+})
