@@ -21,6 +21,7 @@ export type HeraldReceipt = { ids: string[]; state: 'acked' | 'read' } | { upTo:
 
 /**
  * `live`: streaming. `reconnecting`: the stream dropped and is being reopened. `polling`: streaming keeps failing.
+ * A tab sharing another tab's stream (`shareAcrossTabs`) has that stream's status.
  * `evicted`: the service closed this stream because the user opened more than its MAX_CONNECTIONS_PER_USER
  * (across all its instances; the oldest streams go). The client does not reconnect; `start()` does, and may
  * then evict the user's oldest stream in turn.
@@ -49,6 +50,22 @@ export interface HeraldClientOptions {
   streamRetryMs?: number
   /** Where the last event id is remembered across reloads. Defaults to localStorage. */
   storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'>
+  /**
+   * How the stream's URL carries the credential (EventSource cannot send headers). `ticket`: a single-use
+   * ticket from `POST /v1/stream/tickets`, so the JWT stays out of URLs (which proxies and browser history may
+   * keep); the client reopens a dropped stream itself, with a new ticket. `access_token`: the JWT itself.
+   * Defaults to `'ticket'`.
+   */
+  streamAuth?: 'ticket' | 'access_token'
+  /**
+   * Share one stream among all tabs of this origin that follow the same service, user and topics: one tab
+   * streams (chosen with Web Locks) and passes everything on to the others (BroadcastChannel); when it closes,
+   * another takes over where it left off. Each tab's listeners fire as if it had its own stream; REST calls stay
+   * per tab. Browsers open at most 6 connections per host over HTTP/1.1, so a stream per tab soon stalls the
+   * pages. Where Web Locks (secure contexts only) or BroadcastChannel are missing, each tab streams on its own.
+   * Defaults to `true`.
+   */
+  shareAcrossTabs?: boolean
 }
 
 export interface HistoryPage {
@@ -70,9 +87,9 @@ export interface HeraldClient {
   /** The server no longer has events from where this client left off; history is refetched. */
   onReset(listener: () => void): () => void
   /**
-   * This client's stream was closed for being one too many of the user's (another tab or device opened one):
-   * the status is now `evicted` and nothing reconnects. Tell the user ("open in another tab"), and call
-   * `start()` if they want this one back. The remembered last event id is kept: `start()` resumes from it.
+   * This client's stream was closed for being one too many of the user's (another device, or a tab that does not
+   * share, opened one): the status is now `evicted` and nothing reconnects, in any tab that shared the stream.
+   * Tell the user ("open in another tab"), and call `start()` if they want this one back. The remembered last event id is kept: `start()` resumes from it.
    */
   onEvicted(listener: (eviction: HeraldEviction) => void): () => void
   ack(id: string): Promise<void>

@@ -12,6 +12,16 @@
  * old one expired. A stream the service closed for being one too many of this user's (MAX_CONNECTIONS_PER_USER,
  * the `evicted` event) is not reopened: the status becomes 'evicted' and onEvicted listeners are told; start()
  * opens it again (and may evict the user's oldest stream in turn).
+ *
+ * The stream opens with a single-use ticket (POST /v1/stream/tickets), so the JWT stays out of URLs, which
+ * proxies and browser history keep. The browser's own EventSource reconnection reuses the URL, and so the used
+ * ticket: this client closes a failed stream and reopens it itself, with a new ticket.
+ *
+ * The tabs of one origin that follow the same user and topics of the same service share one stream: a browser
+ * opens at most 6 connections per host over HTTP/1.1, and a stream per tab soon leaves none for the pages. The
+ * tab holding a Web Lock (the leader) streams and passes on what it receives over a BroadcastChannel of the
+ * same name; when it closes or stops, a waiting tab gets the lock and resumes from the last id it received.
+ * Where either API is missing, or with `shareAcrossTabs: false`, each tab streams on its own.
  */
 
 /** Consecutive stream failures (no `open` in between) before switching to polling. */
@@ -20,6 +30,8 @@ const FAILURES_BEFORE_POLLING = 3
 const STREAM_RETRY_WHILE_POLLING_MS = 30_000
 /** A token this close to expiry is replaced before opening a stream with it. */
 const TOKEN_MARGIN_S = 30
+/** Events each tab keeps, to pass on to a tab that joins what it may have missed as it joined. */
+const RECENT_EVENTS = 100
 
 export function createHeraldClient(options) {
   const baseUrl = (options.baseUrl ?? '').replace(/\/$/, '')
@@ -28,6 +40,11 @@ export function createHeraldClient(options) {
   const pollIntervalMs = options.pollIntervalMs ?? 5_000
   const failuresBeforePolling = options.failuresBeforePolling ?? FAILURES_BEFORE_POLLING
   const storage = options.storage ?? globalThis.localStorage
+  const streamAuth = options.streamAuth ?? 'ticket'
+  const shareAcrossTabs =
+    (options.shareAcrossTabs ?? true) && typeof BroadcastChannel === 'function' && !!globalThis.navigator?.locks
+  /** This client among the tabs' (a page may have several clients). */
+  const tabId = Math.random().toString(36).slice(2)
   const listeners = {
     notification: new Set(),
     receipt: new Set(),
@@ -48,6 +65,15 @@ export function createHeraldClient(options) {
   /** True once we know where this user's stream should resume (a remembered id, or the newest of history). */
   let resumeKnown = false
   let storageKey
+  /** Counts openStream() calls: one that awaited its credential while a newer one started gives way. */
+  let attempts = 0
+  /** The last events delivered, oldest first (RECENT_EVENTS). */
+  let recent = []
+  /**
+   * While sharing the stream with other tabs: `{ channel, abort, release, leading, joining }`. `leading`: this
+   * tab holds the lock and streams. `joining`: events received before the leader's welcome, else null.
+   */
+  let tabs
 
   const emit = (kind, value) => {
     for (const fn of listeners[kind]) {
@@ -58,9 +84,15 @@ export function createHeraldClient(options) {
       }
     }
   }
+  /** The leader passes on what its stream does; the other tabs only listen. */
+  const tellTabs = (message) => {
+    if (tabs?.leading) tabs.channel.postMessage({ ...message, from: tabId })
+  }
+  const following = () => tabs !== undefined && !tabs.leading
   const setStatus = (next) => {
     if (next === status) return
     status = next
+    tellTabs({ kind: 'status', status: next })
     emit('status', next)
   }
   const on = (kind) => (fn) => {
@@ -110,26 +142,44 @@ export function createHeraldClient(options) {
     lastId = id
     resumeKnown = true
     storage?.setItem(storageKey, String(id))
+    recent.push(event)
+    if (recent.length > RECENT_EVENTS) recent.shift()
+    tellTabs({ kind: 'notification', event })
     emit('notification', event)
+  }
+
+  function receipt(value) {
+    tellTabs({ kind: 'receipt', receipt: value })
+    emit('receipt', value)
+  }
+
+  /** What the stream may put in its URL: a ticket (default) or the JWT itself. */
+  async function streamCredential() {
+    if (streamAuth === 'access_token') return ['access_token', await freshToken()]
+    const { ticket } = await api('/v1/stream/tickets', { method: 'POST' })
+    return ['ticket', ticket]
   }
 
   async function openStream() {
     clearTimeout(reopenTimer)
-    if (!running) return
+    if (!running || following()) return
     source?.close()
-    let t
+    source = undefined
+    const attempt = ++attempts
+    if (status !== 'polling' && status !== 'reconnecting') setStatus('connecting')
+    let credential
     try {
-      t = await freshToken()
+      credential = await streamCredential()
     } catch (err) {
-      console.warn('herald: getToken failed', err)
+      if (!running || attempt !== attempts) return
+      console.warn('herald: no credential for the stream', err)
       return streamFailed()
     }
-    if (!running) return
+    if (!running || attempt !== attempts) return
     const url = new URL(`${baseUrl}/v1/stream`, location.href)
-    url.searchParams.set('access_token', t)
+    url.searchParams.set(...credential)
     if (resumeKnown) url.searchParams.set('lastEventId', String(lastId))
     if (topics.length) url.searchParams.set('topics', topics.join(','))
-    setStatus(status === 'polling' ? 'polling' : failures ? 'reconnecting' : 'connecting')
     const es = new EventSource(url)
     source = es
     es.addEventListener('open', () => {
@@ -138,7 +188,7 @@ export function createHeraldClient(options) {
       setStatus('live')
     })
     es.addEventListener('notification', (e) => deliver(JSON.parse(e.data)))
-    es.addEventListener('receipt', (e) => emit('receipt', JSON.parse(e.data)))
+    es.addEventListener('receipt', (e) => receipt(JSON.parse(e.data)))
     es.addEventListener('reset', () => void refetchAfterReset())
     // Its `id: evicted` is EventSource's business (it would come back with it and be told 204): the id this
     // client resumes from stays the last notification's.
@@ -147,6 +197,11 @@ export function createHeraldClient(options) {
     })
     es.addEventListener('error', () => {
       if (source !== es) return
+      if (credential[0] === 'ticket') {
+        // The browser would reconnect with the same URL, and so the used ticket: reopen with a new one.
+        streamFailed()
+        return
+      }
       if (es.readyState === EventSource.CLOSED) {
         // The browser gave up (401 after token expiry, 403, a proxy's error page): reopen with a fresh token.
         token = undefined
@@ -160,8 +215,13 @@ export function createHeraldClient(options) {
     })
   }
 
-  /** Stops for good (until start()): reconnecting would only evict another stream of this user. */
+  /**
+   * Stops for good (until start()): reconnecting would only evict another stream of this user. Every tab that
+   * shared the stream stops too (one taking over would evict another stream in turn).
+   */
   function evicted(info) {
+    tellTabs({ kind: 'evicted', info })
+    leaveTabs()
     running = false
     source?.close()
     source = undefined
@@ -180,11 +240,17 @@ export function createHeraldClient(options) {
     reopenTimer = setTimeout(openStream, Math.min(1000 * 2 ** failures, 30_000))
   }
 
-  async function refetchAfterReset() {
-    // Events between our last id and the oldest kept one are gone: start over from what the server keeps.
+  /** Events between our last id and the oldest kept one are gone: start over from what the server keeps. */
+  function forgetAfterReset() {
     lastId = 0
     resumeKnown = true
+    recent = []
+    tellTabs({ kind: 'reset' })
     emit('reset', undefined)
+  }
+
+  async function refetchAfterReset() {
+    forgetAfterReset()
     try {
       const page = await api('/v1/events?limit=50')
       for (const e of page.events.reverse()) deliver(e)
@@ -199,7 +265,7 @@ export function createHeraldClient(options) {
     setStatus('polling')
     clearTimeout(pollTimer)
     const poll = async () => {
-      if (!running || status !== 'polling') return
+      if (!running || status !== 'polling' || following()) return
       try {
         const page = await api(`/v1/events?after=${lastId}&limit=500`)
         for (const e of page.events) deliver(e)
@@ -214,6 +280,108 @@ export function createHeraldClient(options) {
       // Probe the stream again; its `open` ends polling.
       if (running && status === 'polling') void openStream()
     }, options.streamRetryMs ?? STREAM_RETRY_WHILE_POLLING_MS)
+  }
+
+  /**
+   * Joins this origin's other tabs of the same service, user and topics (the token's claims name them): waits
+   * for their lock, following the leader's channel meanwhile. The lock is held for as long as this tab leads.
+   */
+  async function joinTabs() {
+    clearTimeout(reopenTimer)
+    setStatus('connecting')
+    try {
+      await freshToken()
+    } catch (err) {
+      console.warn('herald: getToken failed', err)
+      if (running) reopenTimer = setTimeout(joinTabs, 5_000)
+      return
+    }
+    if (!running || tabs) return
+    const { tenant, sub } = decodeClaims(token)
+    const service = new URL(`${baseUrl}/`, location.href).href
+    const name = `herald:stream:${JSON.stringify([service, tenant, sub, [...topics].sort()])}`
+    const session = { channel: new BroadcastChannel(name), abort: new AbortController(), leading: false, joining: [] }
+    tabs = session
+    session.channel.onmessage = (e) => fromTab(e.data)
+    sayHello()
+    navigator.locks
+      .request(name, { signal: session.abort.signal }, () => {
+        if (tabs !== session) return undefined // stopped meanwhile: let the next tab have it
+        return new Promise((resolve) => {
+          session.release = resolve
+          lead()
+        })
+      })
+      .catch(() => {}) // stop() aborted the wait
+  }
+
+  /** Asks the leader for what it passed on just before this tab listened (answered with `welcome`). */
+  function sayHello() {
+    tabs.channel.postMessage({ kind: 'hello', from: tabId, after: resumeKnown ? lastId : null })
+  }
+
+  /** This tab got the lock: it streams for all, resuming from the last id it received. */
+  function lead() {
+    tabs.leading = true
+    catchUp([])
+    failures = 0
+    if (status === 'polling') return startPolling()
+    if (status !== 'connecting') setStatus('reconnecting')
+    void openStream()
+  }
+
+  /** Delivers, in id order, what arrived while joining and what the leader says came just before. */
+  function catchUp(events) {
+    const missed = [...events, ...(tabs.joining ?? [])].sort((a, b) => Number(a.id) - Number(b.id))
+    tabs.joining = null
+    for (const e of missed) deliver(e)
+  }
+
+  /** Tells a tab that joins the status, and the events it may have missed as it joined (it drops those it has). */
+  function welcome(hello) {
+    const events = hello.after === null ? [] : recent.filter((e) => Number(e.id) > hello.after)
+    tabs.channel.postMessage({ kind: 'welcome', from: tabId, to: hello.from, status, events })
+  }
+
+  /** What the other tabs say: the leader answers newcomers, the others do what the leader's stream did. */
+  function fromTab(message) {
+    if (message.kind === 'hello') {
+      if (tabs.leading) welcome(message)
+      return
+    }
+    // Even in a tab that got the lock before it heard the evicted leader: taking over would evict another stream.
+    if (message.kind === 'evicted') return evicted(message.info)
+    // Else a leader hears only the one before it, which just left: its stream resumes from what this tab saw.
+    if (tabs.leading) return
+    switch (message.kind) {
+      case 'welcome':
+        if (message.to !== tabId || !tabs.joining) return
+        catchUp(message.events)
+        setStatus(message.status)
+        return
+      case 'notification':
+        if (tabs.joining) tabs.joining.push(message.event)
+        else deliver(message.event)
+        return
+      case 'status':
+        setStatus(message.status)
+        // A new leader: the one asked before may have left without answering.
+        if (tabs.joining) sayHello()
+        return
+      case 'receipt':
+        return emit('receipt', message.receipt)
+      case 'reset':
+        return forgetAfterReset()
+    }
+  }
+
+  /** Stops leading (the lock goes to a waiting tab) or waiting to. */
+  function leaveTabs() {
+    if (!tabs) return
+    tabs.abort.abort()
+    tabs.release?.()
+    tabs.channel.close()
+    tabs = undefined
   }
 
   /** Registers the subscription with the service and hands the service worker its renew token. */
@@ -233,16 +401,17 @@ export function createHeraldClient(options) {
   }
 
   return {
-    /** Opens the stream (resuming from the remembered id). */
+    /** Opens the stream (resuming from the remembered id), or follows the tab that has it open. */
     start() {
       if (running) return
       running = true
       failures = 0
-      void openStream()
+      void (shareAcrossTabs ? joinTabs() : openStream())
       void this.refreshPush().catch(() => {})
     },
-    /** Closes the stream and stops polling. */
+    /** Closes the stream (another tab takes it over) or stops following it, and stops polling. */
     stop() {
+      leaveTabs()
       running = false
       source?.close()
       source = undefined

@@ -161,7 +161,8 @@ describeBrowser('more streams than MAX_CONNECTIONS_PER_USER in Chromium', () => 
           setItem: (k, v) => stored.set(k, v),
           removeItem: (k) => stored.delete(k),
         }
-        const client = createHeraldClient({ getToken: () => ${JSON.stringify(token)}, storage })
+        // Each its own stream, as on separate devices: clients of one origin share one by default.
+        const client = createHeraldClient({ getToken: () => ${JSON.stringify(token)}, storage, shareAcrossTabs: false })
         const record = { client, statuses: [], evictions: [], stored }
         client.onStatus((s) => record.statuses.push(s))
         client.onEvicted((e) => record.evictions.push(e))
