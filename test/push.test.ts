@@ -1169,9 +1169,10 @@ describeEachBackend('Web Push across a graceful restart', (backend) => {
     const second = await listenApp(config, database)
     try {
       for (const e of endpoints) await waitForPush(e, id)
-      expect(await second.api.status(token('publisher', tenant, PUBLISHER), id)).toMatchObject({
-        push: { sent: 4, failed: 0, pending: 0 },
-      })
+      // A push reaches the push service before its answer is back and recorded: wait for the last outcome.
+      await expect
+        .poll(() => second.api.status(token('publisher', tenant, PUBLISHER), id), { timeout: 5_000 })
+        .toMatchObject({ push: { sent: 4, failed: 0, pending: 0 } })
       expect(endpoints.map((e) => pushesOf(e, id).length)).toEqual([1, 1, 1, 1])
     } finally {
       await second.app.close()
@@ -1238,7 +1239,10 @@ describePostgres('Web Push across a server crash [postgres]', () => {
     const push = await waitForPush(device.endpoint, id, 40_000)
     expect(push.receivedAt).toBeGreaterThan(killedAt)
     expect(push.vapid.publicKey).toBe(key)
-    expect(await b.api.status(publisher, id)).toMatchObject({ push: { sent: 1, failed: 0, pending: 0 } })
+    // A push reaches the push service before its answer is back and recorded: wait for its outcome.
+    await expect
+      .poll(() => b.api.status(publisher, id), { timeout: 5_000 })
+      .toMatchObject({ push: { sent: 1, failed: 0, pending: 0 } })
 
     // The ackToken signed before or after the restart is honoured by the new server.
     const ack = await b.api

@@ -1,4 +1,4 @@
-import type { Agent } from 'node:https'
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
@@ -7,7 +7,8 @@ import type { Metrics, PushOutcome } from '../metrics.ts'
 import type { AckTokens } from './ack-token.ts'
 import type { VapidKeys } from './keys.ts'
 import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
-import { type Outcome, sendPush } from './send.ts'
+import { PushPool, type PushPoolOptions } from './push-pool.ts'
+import { type Outcome, type PushHeaders, sendPush } from './send.ts'
 
 /**
  * A claim lasts this long at most. Rows claimed by an instance that stopped heart-beating (see Presence) are
@@ -25,14 +26,34 @@ const MIN_TIME_LEFT_MS = 1_000
 const tooLateToPush = (event: EventRow, at: number) => event.expiresAt.getTime() - at < MIN_TIME_LEFT_MS
 /** Backoff after a failed attempt: base × 2^(attempt-1), capped, with jitter. */
 const MAX_BACKOFF_MS = 3_600_000
+/**
+ * With at least this many pushes in flight their outcomes come in bulk, and each waits up to RECORD_GATHER_MS
+ * for others to share its statement: on PGlite a statement runs on the main thread, a few ms however many rows
+ * it writes. With fewer, an outcome is written at once, so a push's status is current as soon as it can be.
+ */
+const RECORD_GATHER_IN_FLIGHT = 16
+const RECORD_GATHER_MS = 25
+/**
+ * Pushes started in one go at most. Handing a push to its thread takes the main thread a fraction of a ms (its
+ * payload and ack token, the message): a broadcast's hundreds are handed over a batch per event-loop turn, and
+ * requests are answered in between.
+ */
+const PUMP_BATCH = 32
+/** What a test push still waiting for a slot at shutdown reports (it is not retried: it has no outbox row). */
+const SHUTTING_DOWN: Outcome = { state: 'retry', error: 'the service is shutting down' }
+/**
+ * Which push service an endpoint belongs to: its scheme and authority, as the outbox stores it for planned
+ * pushes (SERVICE_PATTERN in outbox.ts), so a test push shares the same per-service slots.
+ */
+const serviceOf = (endpoint: string) => /^[a-z]+:\/\/[^/?#]+/.exec(endpoint)?.[0] ?? endpoint
 
 export interface DispatcherOptions {
   maxAttempts: number
   concurrency: number
   /** First retry delay; doubles each attempt. Defaults to 5 s. */
   retryBaseMs?: number
-  /** https agent for the push services (tests pass one trusting their own CA). */
-  agent?: Agent
+  /** CA certificates to trust for push services instead of the system's (tests pass their own). */
+  ca?: PushPoolOptions['ca']
   /** An instance whose heartbeat is older than this is dead: its claims are taken over (PRESENCE_TTL_S). */
   instanceTtlS: number
 }
@@ -53,11 +74,31 @@ interface Claimed {
 type Subscription = typeof pushSubscriptions.$inferSelect
 
 /** A claimed push with what sending it needs, waiting for a free slot. */
-interface Ready {
+interface OutboxPush {
+  kind: 'outbox'
   c: Claimed
   event: EventRow
   sub: Subscription
   service: string
+}
+
+/** A test push (POST /v1/push/test): no outbox row, as it has no event; its outcome goes back to its caller. */
+interface TestPush {
+  kind: 'test'
+  sub: Subscription
+  service: string
+  payload: string
+  headers: PushHeaders
+  settle: (outcome: Outcome) => void
+}
+
+/** A push waiting for a free slot. */
+type Ready = OutboxPush | TestPush
+
+/** A test push's outcome at one device. */
+export interface TestOutcome {
+  subscriptionId: number
+  outcome: Outcome
 }
 
 /** An outcome to write: the row's new state, and when it is due again if it is still pending. */
@@ -77,7 +118,10 @@ type Recorded = Partial<
  * Bounds: at most `concurrency` pushes in flight, at most half of them to one push service, one at a time per
  * device; at most `concurrency` ready pushes per push service. A push service that hangs therefore holds half
  * the slots and its own queue, never the others': the last of its ready pushes starts within two send
- * timeouts (20 s), well inside a claim (60 s).
+ * timeouts (20 s), well inside a claim (60 s). Test pushes (`sendTest`) take the same queue and slots.
+ *
+ * Pushes are encrypted and sent from worker threads (PushPool): the main thread only hands them over and
+ * records their outcomes, so a broadcast to thousands of devices never holds up requests and streams.
  */
 export class PushDispatcher {
   private inFlight = 0
@@ -96,6 +140,9 @@ export class PushDispatcher {
   private stopped = false
   private poll: NodeJS.Timeout | undefined
   private readonly idle = new Set<() => void>()
+  /** A pump is due on the next turn (the last one started PUMP_BATCH pushes). */
+  private pumpAgain = false
+  private readonly threads: PushPool
 
   constructor(
     private readonly database: Database,
@@ -105,7 +152,9 @@ export class PushDispatcher {
     private readonly instanceId: string,
     private readonly log: FastifyBaseLogger,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.threads = new PushPool({ concurrency: options.concurrency, ca: options.ca })
+  }
 
   start() {
     this.poll = setInterval(() => this.wake(), POLL_MS)
@@ -130,10 +179,17 @@ export class PushDispatcher {
     void this.claimAndLoad()
   }
 
+  /**
+   * Claims, loads and pumps until nothing more fits or is due. The event loop takes a turn before each claim:
+   * on PGlite a statement runs on the main thread, so the slots freed by answers that came meanwhile are only
+   * seen then, and are filled by one claim rather than one claim each.
+   */
   private async claimAndLoad() {
     this.claiming = true
     try {
       do {
+        await nextTurn()
+        if (this.stopped) break
         this.again = false
         const limit = 2 * this.options.concurrency - this.ready.length
         if (limit <= 0) break
@@ -248,22 +304,37 @@ export class PushDispatcher {
       } else if (wasStreamed(c, event)) {
         this.skip(c.id, 'delivered on an open stream')
       } else {
-        this.ready.push({ c, event, sub, service: c.service ?? sub.endpoint })
+        this.ready.push({ kind: 'outbox', c, event, sub, service: c.service ?? sub.endpoint })
       }
     }
   }
 
-  /** Starts ready pushes while slots are free, skipping those whose device or push service is busy. */
+  /**
+   * Starts ready pushes while slots are free, skipping those whose device or push service is busy; at most
+   * PUMP_BATCH of them, the rest on the event loop's next turn.
+   */
   private pump() {
     const share = this.serviceShare()
     const waiting: Ready[] = []
+    let started = 0
     for (const r of this.ready) {
-      if (this.stopped || this.inFlight >= this.options.concurrency) waiting.push(r)
-      else if (tooLateToPush(r.event, Date.now())) this.finish(r.c, { state: 'failed', error: 'event expired' })
-      else if (this.sendingTo.has(r.sub.id) || (this.perService.get(r.service) ?? 0) >= share) waiting.push(r)
-      else this.sendNow(r)
+      if (this.stopped || this.inFlight >= this.options.concurrency || started >= PUMP_BATCH) waiting.push(r)
+      else if (r.kind === 'outbox' && tooLateToPush(r.event, Date.now())) {
+        this.finish(r.c, { state: 'failed', error: 'event expired' })
+      } else if (this.sendingTo.has(r.sub.id) || (this.perService.get(r.service) ?? 0) >= share) waiting.push(r)
+      else {
+        this.sendNow(r)
+        started++
+      }
     }
     this.ready = waiting
+    if (started >= PUMP_BATCH && !this.pumpAgain) {
+      this.pumpAgain = true
+      setImmediate(() => {
+        this.pumpAgain = false
+        this.pump()
+      })
+    }
   }
 
   /**
@@ -274,11 +345,12 @@ export class PushDispatcher {
     return Math.max(1, Math.floor(this.options.concurrency / 2))
   }
 
-  private sendNow({ c, event, sub, service }: Ready) {
+  private sendNow(r: Ready) {
+    const { sub, service } = r
     this.inFlight++
     this.sendingTo.add(sub.id)
     this.perService.set(service, (this.perService.get(service) ?? 0) + 1)
-    void this.send(event, sub)
+    void (r.kind === 'outbox' ? this.send(r.event, sub) : this.push(sub, r.payload, r.headers))
       .catch((err): Outcome => ({ state: 'retry', error: `internal: ${(err as Error).message}` }))
       .then((outcome) => {
         // The slot is free as soon as the push service has answered; the outcome is written behind it.
@@ -287,7 +359,8 @@ export class PushDispatcher {
         const left = (this.perService.get(service) ?? 1) - 1
         if (left > 0) this.perService.set(service, left)
         else this.perService.delete(service)
-        this.finish(c, outcome, event)
+        if (r.kind === 'outbox') this.finish(r.c, outcome, r.event)
+        else this.finishTest(r, outcome)
         if (this.inFlight === 0) for (const resolve of this.idle) resolve()
         this.pump()
         this.topUp()
@@ -297,13 +370,46 @@ export class PushDispatcher {
   private async send(event: EventRow, sub: Subscription): Promise<Outcome> {
     const ttlSeconds = Math.max(0, Math.floor((event.expiresAt.getTime() - Date.now()) / 1000))
     const ackToken = this.ackTokens.sign({ tenant: sub.tenant, userId: sub.userId, eventId: event.id }, ttlSeconds)
-    return sendPush(
-      sub,
-      pushPayload(event, ackToken),
-      { TTL: ttlSeconds, urgency: urgencyOf(event.priority), topic: pushTopicOf(event.collapseKey) },
-      this.vapid,
-      this.options.agent,
+    return this.push(sub, pushPayload(event, ackToken), {
+      TTL: ttlSeconds,
+      urgency: urgencyOf(event.priority),
+      topic: pushTopicOf(event.collapseKey),
+    })
+  }
+
+  private push(sub: Subscription, payload: string, headers: PushHeaders): Promise<Outcome> {
+    return sendPush(sub, payload, headers, this.vapid, this.threads)
+  }
+
+  /**
+   * Sends a test push to each of the user's devices through the queue, like any other push (same slots,
+   * same bounds), and resolves with each device's outcome once all have one. Not retried; a device whose
+   * push service answers 404/410 is forgotten before its outcome is given. No devices: an empty list.
+   */
+  async sendTest(
+    owner: { tenant: string; userId: string },
+    payload: string,
+    headers: PushHeaders,
+  ): Promise<TestOutcome[]> {
+    const devices = await this.database.db
+      .select()
+      .from(pushSubscriptions)
+      .where(and(eq(pushSubscriptions.tenant, owner.tenant), eq(pushSubscriptions.userId, owner.userId)))
+    const outcomes = devices.map(
+      (sub) =>
+        new Promise<Outcome>((settle) => {
+          if (this.stopped) settle(SHUTTING_DOWN)
+          else this.ready.push({ kind: 'test', sub, service: serviceOf(sub.endpoint), payload, headers, settle })
+        }),
     )
+    this.pump()
+    return (await Promise.all(outcomes)).map((outcome, i) => ({ subscriptionId: devices[i].id, outcome }))
+  }
+
+  /** Settles a test push: its caller gets the outcome, after a gone device has been forgotten. */
+  private finishTest(r: TestPush, outcome: Outcome) {
+    if (outcome.state === 'failed' && outcome.gone) void this.forget(r.sub.id).then(() => r.settle(outcome))
+    else r.settle(outcome)
   }
 
   /** Settles an attempt: sent, failed for good, or due again after a backoff. */
@@ -315,7 +421,7 @@ export class PushDispatcher {
     }
     if (outcome.state === 'failed') {
       this.count('failed', outcome.status)
-      if (outcome.gone && c.subscriptionId !== null) this.forget(c.subscriptionId)
+      if (outcome.gone && c.subscriptionId !== null) void this.forget(c.subscriptionId)
       this.recordLater(c.id, { state: 'failed', lastStatus: outcome.status ?? null, lastError: outcome.error })
       return
     }
@@ -341,15 +447,26 @@ export class PushDispatcher {
     })
   }
 
-  /** 404/410: the browser dropped this subscription. Forget the device, and its pushes waiting here. */
-  private forget(subscriptionId: number) {
-    this.database.db
+  /**
+   * 404/410: the browser dropped this subscription. Forget the device, and its pushes waiting here; resolves
+   * once it is deleted (or that failed, logged).
+   */
+  private forget(subscriptionId: number): Promise<void> {
+    const deleted = this.database.db
       .delete(pushSubscriptions)
       .where(eq(pushSubscriptions.id, subscriptionId))
-      .catch((err) => this.log.warn({ err, subscription: subscriptionId }, 'forgetting a gone subscription failed'))
+      .then(
+        () => {},
+        (err) => this.log.warn({ err, subscription: subscriptionId }, 'forgetting a gone subscription failed'),
+      )
     const gone = this.ready.filter((r) => r.sub.id === subscriptionId)
     this.ready = this.ready.filter((r) => r.sub.id !== subscriptionId)
-    for (const r of gone) this.finish(r.c, { state: 'failed', error: 'subscription removed' })
+    const removed: Outcome = { state: 'failed', error: 'subscription removed' }
+    for (const r of gone) {
+      if (r.kind === 'outbox') this.finish(r.c, removed)
+      else r.settle(removed)
+    }
+    return deleted
   }
 
   /** A skipped push, recorded like any other outcome. */
@@ -367,11 +484,16 @@ export class PushDispatcher {
     if (!this.recording) this.recording = this.writeRecorded()
   }
 
-  /** Writes until the queue is empty; `recording` is cleared in the same turn as the queue is found empty. */
+  /**
+   * Writes until the queue is empty; `recording` is cleared in the same turn as the queue is found empty.
+   * After each statement the event loop takes a turn first: on PGlite a statement runs on the main thread, so
+   * answers that came meanwhile are only read then, and go in the next statement rather than one each.
+   */
   private async writeRecorded() {
     await Promise.resolve() // outcomes settled in the same turn (a claim's skips, say) go in one statement
     try {
       while (this.toRecord.size) {
+        if (this.inFlight >= RECORD_GATHER_IN_FLIGHT) await sleep(RECORD_GATHER_MS)
         const batch = [...this.toRecord].map(([id, o]) => ({
           id,
           state: o.state,
@@ -396,6 +518,7 @@ export class PushDispatcher {
             'recording push outcomes failed; their claims will expire',
           )
         }
+        await nextTurn()
       }
     } finally {
       this.recording = undefined
@@ -407,7 +530,10 @@ export class PushDispatcher {
     this.metrics.pushAttempts.inc({ outcome, status: status === undefined ? 'none' : String(status) })
   }
 
-  /** Stops claiming, waits (up to `graceMs`) for pushes in flight, writes their outcomes, and hands back the rest. */
+  /**
+   * Stops claiming, waits (up to `graceMs`) for pushes in flight, writes their outcomes, hands back the rest,
+   * and ends the push threads. Test pushes not started are settled as not sent.
+   */
   async stop(graceMs = 5_000) {
     this.stopped = true
     clearInterval(this.poll)
@@ -421,8 +547,13 @@ export class PushDispatcher {
       })
     }
     while (this.recording) await this.recording
-    const notStarted = this.ready.map((r) => r.c.id)
+    const notStarted: number[] = []
+    for (const r of this.ready) {
+      if (r.kind === 'outbox') notStarted.push(r.c.id)
+      else r.settle(SHUTTING_DOWN)
+    }
     this.ready = []
+    await this.threads.close()
     try {
       if (notStarted.length) {
         // Claimed but never attempted: the attempt is not counted.

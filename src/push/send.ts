@@ -1,39 +1,46 @@
-import https, { type Agent } from 'node:https'
 import webpush from 'web-push'
 import type { VapidKeys } from './keys.ts'
+import type { PushAnswer, PushRequest } from './push-worker.ts'
 
-// One Web Push request to a push service: VAPID, the request itself, and what its answer means.
-
-/** A push service that has not answered by then counts as a network error (retried). */
-const SEND_TIMEOUT_MS = 10_000
+// One Web Push request to a push service: VAPID, the request itself (made on a push thread: push-worker.ts),
+// and what its answer means.
 
 export type Outcome =
   | { state: 'sent'; status: number }
   | { state: 'retry'; status?: number; error: string; retryAfterMs?: number }
   | { state: 'failed'; status?: number; error: string; gone?: boolean }
 
+/** The Web Push headers of one push. */
+export interface PushHeaders {
+  TTL: number
+  urgency: 'very-low' | 'low' | 'normal' | 'high'
+  topic?: string
+}
+
+/** Makes a push request off the main thread (a PushPool). */
+export interface PushSender {
+  send(request: PushRequest): Promise<PushAnswer>
+}
+
 /** One Web Push request, classified: sent, retry later (429, 5xx, network), or failed for good. */
 export async function sendPush(
   sub: { endpoint: string; p256dh: string; auth: string },
   payload: string,
-  headers: { TTL: number; urgency: 'very-low' | 'low' | 'normal' | 'high'; topic?: string },
+  headers: PushHeaders,
   vapid: VapidKeys,
-  agent?: Agent,
+  sender: PushSender,
 ): Promise<Outcome> {
   try {
-    const url = new URL(sub.endpoint)
-    const request = webpush.generateRequestDetails(
-      { endpoint: sub.endpoint, keys: { p256dh: sub.p256dh, auth: sub.auth } },
+    const { status, retryAfter } = await sender.send({
+      endpoint: sub.endpoint,
+      p256dh: sub.p256dh,
+      auth: sub.auth,
       payload,
-      {
-        // No vapidDetails: web-push would sign a token of its own (webpush.setVapidDetails is never called).
-        headers: { Authorization: vapidAuthorization(vapid, url.origin) },
-        TTL: headers.TTL,
-        urgency: headers.urgency,
-        ...(headers.topic ? { topic: headers.topic } : {}),
-      },
-    )
-    const { status, retryAfter } = await post(url, request, agent)
+      authorization: vapidAuthorization(vapid, new URL(sub.endpoint).origin),
+      TTL: headers.TTL,
+      urgency: headers.urgency,
+      ...(headers.topic ? { topic: headers.topic } : {}),
+    })
     if (status >= 200 && status <= 299) return { state: 'sent', status }
     if (status === 404 || status === 410) return { state: 'failed', status, error: 'subscription gone', gone: true }
     if (status === 429 || status >= 500) {
@@ -50,40 +57,6 @@ export async function sendPush(
   }
 }
 
-/**
- * Sends a request web-push prepared (encrypted body, VAPID and Web Push headers) and resolves with the answer,
- * whatever its status; rejects on a network error, or after SEND_TIMEOUT_MS without progress. web-push's own
- * sendNotification writes the headers and the body separately: two TLS records per push where one will do
- * (`end(body)` sends them together).
- */
-function post(
-  url: URL,
-  request: webpush.RequestDetails,
-  agent: Agent | undefined,
-): Promise<{ status: number; retryAfter: string | undefined }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      {
-        method: request.method,
-        hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'), // an IPv6 literal without its brackets
-        port: url.port,
-        path: url.pathname + url.search,
-        headers: request.headers,
-        timeout: SEND_TIMEOUT_MS,
-        ...(agent ? { agent } : {}),
-      },
-      (res) => {
-        res.resume() // push services answer with an empty or short body that nothing here reads
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] }))
-        res.on('error', reject)
-      },
-    )
-    req.on('timeout', () => req.destroy(new Error('Socket timeout')))
-    req.on('error', reject)
-    req.end(request.body ?? undefined)
-  })
-}
-
 /** A VAPID token may be valid for up to 24 h: one per push service is signed for 12 h and renewed 1 h before. */
 const VAPID_TOKEN_S = 12 * 3600
 const VAPID_RENEW_BEFORE_S = 3600
@@ -92,7 +65,8 @@ const vapidTokens = new Map<string, { authorization: string; expiresAt: number }
 /**
  * The `Authorization: vapid t=…, k=…` header for a push service. web-push signs a new ES256 token (and
  * converts the key to PEM) for every message: most of a push's CPU. The token names only the push service's
- * origin, so one serves every message to it until it nears its expiry.
+ * origin, so one serves every message to it until it nears its expiry. Signed here, on the main thread: one
+ * signature per push service in 11 h costs nothing, and one cache serves every push thread.
  */
 function vapidAuthorization(vapid: VapidKeys, audience: string): string {
   const key = `${vapid.publicKey} ${vapid.subject} ${audience}`

@@ -2,7 +2,6 @@ import type { FastifyInstance } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { HttpProblem } from '../errors.ts'
-import { sendPush } from '../push/send.ts'
 import {
   deleteSubscription,
   listSubscriptions,
@@ -15,10 +14,19 @@ import { noContent, pushTestReply, registeredSubscription, subscriptionList, vap
 const subscriptionIdParams = z.object({ id: z.string().regex(/^[1-9][0-9]{0,17}$/, 'must be a subscription id') })
 /** A test notification lives a minute: it means "now" or nothing. */
 const TEST_PUSH_TTL_S = 60
+/** What a test notification shows: an event's shape without an event (nothing to ack, nothing to fetch). */
+const TEST_PUSH_PAYLOAD = JSON.stringify({
+  id: null,
+  type: 'push.test',
+  title: 'Test notification',
+  body: 'Push notifications work on this device.',
+  priority: 'normal',
+  url: null,
+})
 
 export async function pushRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
-  const { database, vapid, deviceRules, pushAgent } = app
+  const { database, vapid, deviceRules, pushDispatcher } = app
 
   const vapidSchema = {
     summary: 'The VAPID public key, for pushManager.subscribe',
@@ -97,40 +105,33 @@ export async function pushRoutes(fastify: FastifyInstance) {
     },
   )
 
-  // Sent at once (not through the outbox): the user is waiting to see it arrive.
+  // Sent now (not through the outbox: there is no event), through the dispatcher's queue like every push, so
+  // its bounds hold; rate limited per user, as each one goes to every device of the user.
   const testSchema = {
     summary: 'Send a test notification to the caller’s devices, now',
     tags: ['push'],
     response: { 200: pushTestReply },
   }
-  app.post('/v1/push/test', { schema: testSchema, onRequest: app.authenticate }, async (request) => {
-    const devices = await database.db.query.pushSubscriptions.findMany({
-      where: (s, { and, eq }) => and(eq(s.tenant, request.caller.tenant), eq(s.userId, request.caller.userId)),
-    })
-    if (!devices.length) throw new HttpProblem('notFound', 'You have no registered devices; register one first.')
-    const payload = JSON.stringify({
-      id: null,
-      type: 'push.test',
-      title: 'Test notification',
-      body: 'Push notifications work on this device.',
-      priority: 'normal',
-      url: null,
-    })
-    const results = await Promise.all(
-      devices.map(async (d) => {
-        const outcome = await sendPush(d, payload, { TTL: TEST_PUSH_TTL_S, urgency: 'normal' }, vapid, pushAgent)
-        if (outcome.state === 'failed' && outcome.gone) await deleteSubscription(database, request.caller, d.id)
-        return {
-          id: String(d.id),
-          outcome: outcome.state === 'sent' ? ('sent' as const) : ('failed' as const),
-          status: outcome.status ?? null,
-        }
-      }),
-    )
-    return {
-      sent: results.filter((r) => r.outcome === 'sent').length,
-      failed: results.filter((r) => r.outcome === 'failed').length,
-      devices: results,
-    }
-  })
+  const testConfig = { rateLimit: app.limits.pushTest }
+  app.post(
+    '/v1/push/test',
+    { schema: testSchema, config: testConfig, onRequest: app.authenticate },
+    async (request) => {
+      const outcomes = await pushDispatcher.sendTest(request.caller, TEST_PUSH_PAYLOAD, {
+        TTL: TEST_PUSH_TTL_S,
+        urgency: 'normal',
+      })
+      if (!outcomes.length) throw new HttpProblem('notFound', 'You have no registered devices; register one first.')
+      const results = outcomes.map(({ subscriptionId, outcome }) => ({
+        id: String(subscriptionId),
+        outcome: outcome.state === 'sent' ? ('sent' as const) : ('failed' as const),
+        status: outcome.status ?? null,
+      }))
+      return {
+        sent: results.filter((r) => r.outcome === 'sent').length,
+        failed: results.filter((r) => r.outcome === 'failed').length,
+        devices: results,
+      }
+    },
+  )
 }

@@ -76,6 +76,11 @@ export interface PushService {
   failNext(n: number, response: FaultResponse): void
   /** Delays every answer by ms (0 to stop). */
   setDelay(ms: number): void
+  /** Requests received and not yet answered (nor dropped), now. */
+  inFlight(): number
+  /** The most requests in flight at once since the service started, or since resetMaxInFlight(). */
+  maxInFlight(): number
+  resetMaxInFlight(): void
   close(): Promise<void>
 }
 
@@ -257,6 +262,8 @@ export async function startPushService(): Promise<PushService> {
   const attempts: PushAttempt[] = []
   let delayMs = 0
   let origin = ''
+  let inFlight = 0
+  let maxInFlight = 0
 
   const later = (ms: number, fn: () => void) => {
     if (ms <= 0) return fn()
@@ -349,6 +356,10 @@ export async function startPushService(): Promise<PushService> {
 
   const server = https.createServer({ key, cert }, (req, res) => {
     const at = Date.now()
+    inFlight++
+    maxInFlight = Math.max(maxInFlight, inFlight)
+    // 'close' follows the answer, or a connection destroyed instead ('reset').
+    res.once('close', () => inFlight--)
     const chunks: Buffer[] = []
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
     req.on('end', () => handle(req, res, Buffer.concat(chunks), at))
@@ -413,6 +424,11 @@ export async function startPushService(): Promise<PushService> {
     },
     setDelay(ms) {
       delayMs = ms
+    },
+    inFlight: () => inFlight,
+    maxInFlight: () => maxInFlight,
+    resetMaxInFlight() {
+      maxInFlight = inFlight
     },
     async close() {
       for (const timer of timers) clearTimeout(timer)
