@@ -133,7 +133,7 @@ export async function startServer(
     host: url.hostname,
     port: Number(url.port),
     pid,
-    storage: line.match(/\((embedded PGlite|PostgreSQL)/)?.[1],
+    storage: line.match(/[(;] ?(embedded PGlite|PostgreSQL)/)?.[1],
     rssMiB: () => Math.round(rssKiBOf(pid) / 1024),
     rssKiB: () => rssKiBOf(pid),
     cpuMs: () => cpuMsOf(pid),
