@@ -1,10 +1,8 @@
+import { buildApp } from './app.ts'
 import { type Config, ConfigError, loadConfig } from './config.ts'
-import type { Database } from './db/client.ts'
-import { loadDrizzleWithoutLookups } from './db/drizzle-modules.ts'
+import { type Database, openDatabase, pgliteDirIn, waitUntilReachable } from './db/client.ts'
+import { runMigrations } from './db/migrate.ts'
 import { loadOrCreateDevSecret } from './tokens.ts'
-
-// Before anything imports drizzle-orm: main() loads the rest of the service afterwards (see drizzle-modules.ts).
-loadDrizzleWithoutLookups()
 
 /** SIGTERM to exit: streams end, pending work is handed back, the process leaves within this. */
 const SHUTDOWN_DEADLINE_MS = 10_000
@@ -49,9 +47,6 @@ async function main() {
     throw err
   }
 
-  const { openDatabase, pgliteDirIn, waitUntilReachable } = await import('./db/client.ts')
-  const { runMigrations } = await import('./db/migrate.ts')
-  const { buildApp } = await import('./app.ts')
   let database: Database
   try {
     database = await openDatabase({
