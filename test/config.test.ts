@@ -4,9 +4,9 @@ import { ConfigError, DEFAULT_HEARTBEAT_MS, loadConfig } from '../src/config.ts'
 describe('configuration', () => {
   it('starts with no configuration at all, on the documented defaults', () => {
     const c = loadConfig({})
+    expect(c.HOST, 'unset: the server picks 127.0.0.1 on its generated secret, else 0.0.0.0').toBeUndefined()
     expect(c).toMatchObject({
       PORT: 3000,
-      HOST: '0.0.0.0',
       DATA_DIR: './data',
       HEARTBEAT_MS: DEFAULT_HEARTBEAT_MS,
       MAX_CONNECTIONS_PER_USER: 10,

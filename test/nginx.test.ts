@@ -66,22 +66,22 @@ describe.skipIf(!hasNginx)(`docs/deploy/nginx.conf${hasNginx ? '' : ` [skipped: 
     nginx = spawn(NGINX, [...args(), '-g', 'daemon off;'], { stdio: 'ignore' })
     const tenant = 'nginx'
     const token = t.token({ sub: 'ana', tenant })
+    await new Promise<void>((resolve, reject) => {
+      const deadline = Date.now() + 10_000
+      const attempt = () => {
+        const s = http2.connect(`https://127.0.0.1:${port}`, { ca })
+        s.once('connect', () => {
+          s.close()
+          resolve()
+        })
+        s.once('error', () =>
+          Date.now() > deadline ? reject(new Error('nginx did not start')) : setTimeout(attempt, 100),
+        )
+      }
+      attempt()
+    })
     const session = http2.connect(`https://127.0.0.1:${port}`, { ca })
     try {
-      await new Promise<void>((resolve, reject) => {
-        const deadline = Date.now() + 10_000
-        const attempt = () => {
-          const s = http2.connect(`https://127.0.0.1:${port}`, { ca })
-          s.once('connect', () => {
-            s.close()
-            resolve()
-          })
-          s.once('error', () =>
-            Date.now() > deadline ? reject(new Error('nginx did not start')) : setTimeout(attempt, 100),
-          )
-        }
-        attempt()
-      })
       const stream = session.request({ ':path': `/v1/stream?access_token=${token}` })
       let text = ''
       stream.setEncoding('utf8').on('data', (d: string) => (text += d))

@@ -2,10 +2,13 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
+import { afterAll, describe, expect, it, onTestFinished, vi } from 'vitest'
 import { loadOrCreateDevSecret, mintToken } from '../src/tokens.ts'
 import { runToEnd, runTs } from './helpers/process.ts'
 import { SseClient } from './helpers/sse.ts'
+
+// PGlite's first start (initdb) takes a while on a busy machine; each test starts the server once or twice.
+vi.setConfig({ testTimeout: 240_000 })
 
 const dataDir = mkdtempSync(join(tmpdir(), 'herald-server-'))
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }))
@@ -13,7 +16,7 @@ afterAll(() => rmSync(dataDir, { recursive: true, force: true }))
 /** Starts `src/server.ts` as `npm start` does, with no configuration but a private DATA_DIR and a free port. */
 async function startServer() {
   const child = runTs('src/server.ts', [], { DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', DATABASE_URL: '' })
-  const [, url] = await child.waitForOutput(/listening on (http:\/\/\S+)/)
+  const [, url] = await child.waitForOutput(/listening on (http:\/\/\S+)/, 120_000)
   return { child, url }
 }
 
@@ -147,7 +150,7 @@ describe('the address the server listens on when HOST is unset', () => {
       await child.exited
     })
     // PGlite starts first (and creates its folder, when these tests run alone): slow on a busy machine.
-    const [, url, reach] = await child.waitForOutput(/listening on (http:\/\/\S+) \(([^;]+);/, 45_000)
+    const [, url, reach] = await child.waitForOutput(/listening on (http:\/\/\S+) \(([^;]+);/, 120_000)
     return { url, reach, port: Number(new URL(url).port) }
   }
 
