@@ -18,7 +18,7 @@ if (process.env.CI === 'true' && !hasChromium) {
 }
 
 /**
- * Flags measured to work headless on these machines (see TESTING-NOTES.md): no sandbox (containers),
+ * Flags measured to work headless on these machines: no sandbox (containers),
  * no GPU, and nothing that phones home or updates itself while a test runs.
  */
 const CHROMIUM_ARGS = [
