@@ -13,6 +13,7 @@ import { idle, idleScaleout } from './scenarios/idle.ts'
 import { publishThroughput } from './scenarios/publish.ts'
 import { pushThroughput } from './scenarios/push.ts'
 import { replay } from './scenarios/replay.ts'
+import { startupMemory } from './scenarios/startup-memory.ts'
 import { targeted } from './scenarios/targeted.ts'
 import { referenceLabel } from './targets.ts'
 
@@ -20,6 +21,8 @@ import { referenceLabel } from './targets.ts'
 const SCENARIO_LIMIT_MS = 150_000
 /** Scenarios measuring three servers one after the other (ours, raw Node, Nchan) at 10,000 streams or more. */
 const THREE_SERVER_LIMIT_MS = 180_000
+/** Scenario 8 builds the service and starts it up to nine times, PGlite's first starts running initdb. */
+const STARTUP_MEMORY_LIMIT_MS = 360_000
 /** Sockets per load-generator process: under the 20,000 open-file limit with room for everything else. */
 const MAX_STREAMS_PER_WORKER = 18_000
 
@@ -61,6 +64,7 @@ const SCENARIOS: Scenario[] = [
   { id: '5', name: 'replay', run: replay },
   { id: '6', name: 'push', run: pushThroughput },
   { id: '7', name: 'targeted', run: targeted },
+  { id: '8', name: 'startup-memory', run: startupMemory, limitMs: STARTUP_MEMORY_LIMIT_MS },
 ]
 
 const { values } = parseArgs({
@@ -76,9 +80,9 @@ const { values } = parseArgs({
 })
 
 if (values.help) {
-  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|auto]
+  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|auto]
   --only           scenarios to run, by number or name: 1 fanout-10k, 2 fanout-1k, 3 idle (and 3s idle-scaleout),
-                   4 publish, 5 replay, 6 push, 7 targeted
+                   4 publish, 5 replay, 6 push, 7 targeted, 8 startup-memory
   --quick          small sizes and short durations: checks the harness, measures nothing
   --cpu-prof       write a V8 CPU profile of the service under test (one per scenario) to a temp directory
   --no-nchan       leave out the nginx + Nchan reference (scenarios 1, 2, 3)

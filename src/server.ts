@@ -1,8 +1,10 @@
-import { buildApp } from './app.ts'
 import { type Config, ConfigError, loadConfig } from './config.ts'
-import { type Database, openDatabase, pgliteDirIn, waitUntilReachable } from './db/client.ts'
-import { runMigrations } from './db/migrate.ts'
+import type { Database } from './db/client.ts'
+import { loadDrizzleWithoutLookups } from './db/drizzle-modules.ts'
 import { loadOrCreateDevSecret } from './tokens.ts'
+
+// Before anything imports drizzle-orm: main() loads the rest of the service afterwards (see drizzle-modules.ts).
+loadDrizzleWithoutLookups()
 
 /** SIGTERM to exit: streams end, pending work is handed back, the process leaves within this. */
 const SHUTDOWN_DEADLINE_MS = 10_000
@@ -47,6 +49,10 @@ async function main() {
     throw err
   }
 
+  const { openDatabase, pgliteDirIn, waitUntilReachable } = await import('./db/client.ts')
+  // The rest of the service loads while the database opens (on PGlite's first start, a child process makes it).
+  const loading = Promise.all([import('./db/migrate.ts'), import('./app.ts')])
+  loading.catch(() => {}) // awaited once the database is open; not an unhandled rejection meanwhile
   let database: Database
   try {
     database = await openDatabase({
@@ -64,6 +70,7 @@ async function main() {
     }
     throw err
   }
+  const [{ runMigrations }, { buildApp }] = await loading
   await runMigrations(database)
   const app = await buildApp(config, database, {
     log: { level: config.LOG_LEVEL },

@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { PGlite } from '@electric-sql/pglite'
+import type { PGlite } from '@electric-sql/pglite'
 import { type SQL, sql } from 'drizzle-orm'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
@@ -7,6 +7,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
 import { ConfigError } from '../config.ts'
 import { lockDataDir } from './data-lock.ts'
+import { createDatabaseInChild, createPglite } from './pglite-setup.ts'
 import * as schema from './schema.ts'
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>
@@ -57,11 +58,15 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     }
   }
   const dir = options.pgliteDir ?? 'memory://'
+  const inMemory = dir.startsWith('memory://')
+  const role = options.role ?? 'herald'
+  // A new folder's database is made by a child process, so that this one never holds initdb's memory.
+  if (!inMemory) await createDatabaseInChild(dir, role)
   // One process per folder, for as long as it has the database open (see data-lock.ts).
-  const unlock = dir.startsWith('memory://') ? async () => {} : await lockDataDir(dir, options.role ?? 'herald')
+  const unlock = inMemory ? async () => {} : await lockDataDir(dir, role)
   let pglite: PGlite
   try {
-    pglite = await PGlite.create(dir)
+    pglite = await createPglite(dir)
   } catch (err) {
     await unlock()
     throw err

@@ -1,0 +1,181 @@
+import { type ChildProcess, spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ROOT, spawnTracked, stopChild } from '../processes.ts'
+import { round } from '../stats.ts'
+import type { BenchContext, Row, ScenarioResult, Scope } from './common.ts'
+
+const NAME = 'startup-memory'
+/** How long a started service idles before its RSS is read: started, migrated, no streams, 5 s. */
+const IDLE_MS = 5_000
+/** Starts measured per kind; the line gives their median and range. */
+const RUNS = 3
+/** A first start runs initdb on a busy machine: give it time. */
+const START_TIMEOUT_MS = 120_000
+/** The service exits within 10 s of SIGTERM by contract; a little more before it is killed. */
+const STOP_GRACE_MS = 12_000
+/** The compiled service, as `npm start` runs it. */
+const ENTRY = 'dist/server.js'
+
+interface Start {
+  rssMiB: number
+  peakMiB: number
+  startSec: number
+}
+
+interface Spread {
+  median: number
+  min: number
+  max: number
+  samples: number[]
+}
+
+/** A line of /proc/<pid>/status, MiB. */
+function statusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`${field}:\\s+(\\d+) kB`))
+  if (!m) throw new Error(`no ${field} for pid ${pid}`)
+  return round(Number(m[1]) / 1024)
+}
+
+/** Waits for the "listening on" line; rejects if the process exits first or takes too long. */
+function listening(proc: ChildProcess): Promise<string> {
+  let output = ''
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL')
+      reject(new Error(`no "listening on" line within ${START_TIMEOUT_MS} ms:\n${output}`))
+    }, START_TIMEOUT_MS)
+    const onData = (d: Buffer) => {
+      output += d.toString()
+      const m = output.match(/listening on http:\/\/[^\n]*/)
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[0])
+      }
+    }
+    proc.stdout?.on('data', onData)
+    proc.stderr?.on('data', onData)
+    proc.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      reject(new Error(`exited (${code ?? signal}) before listening:\n${output}`))
+    })
+  })
+}
+
+/**
+ * Starts `node dist/server.js` with no configuration but DATA_DIR (and DATABASE_URL: empty for PGlite), lets it
+ * idle IDLE_MS once listening, reads its RSS and peak, and stops it with SIGTERM.
+ */
+async function measureStart(scope: Scope, dataDir: string, databaseUrl: string, storage: string): Promise<Start> {
+  scope.check()
+  const started = Date.now()
+  const proc = spawnTracked(process.execPath, [ENTRY], {
+    DATA_DIR: dataDir,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATABASE_URL: databaseUrl,
+    // Zero configuration: whatever the shell has, the service generates its secret in DATA_DIR.
+    JWT_SECRET: '',
+    JWT_PUBLIC_KEY: '',
+    LOG_LEVEL: 'warn',
+  })
+  scope.defer(() => stopChild(proc, STOP_GRACE_MS))
+  const line = await listening(proc)
+  const startSec = round((Date.now() - started) / 1000, 1)
+  if (!line.includes(storage)) throw new Error(`the service says "${line}", not ${storage}`)
+  // Keep draining its output (warnings) so that a full pipe never blocks it.
+  proc.stdout?.resume()
+  proc.stderr?.resume()
+  await new Promise((resolve) => setTimeout(resolve, IDLE_MS))
+  const start = { rssMiB: statusMiB(proc.pid!, 'VmRSS'), peakMiB: statusMiB(proc.pid!, 'VmHWM'), startSec }
+  await stopChild(proc, STOP_GRACE_MS)
+  if (proc.exitCode !== 0) throw new Error(`the service exited ${proc.exitCode ?? proc.signalCode} on SIGTERM`)
+  return start
+}
+
+function spread(values: number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b)
+  return {
+    median: sorted[Math.floor(sorted.length / 2)],
+    min: sorted[0],
+    max: sorted[sorted.length - 1],
+    samples: values,
+  }
+}
+
+function summary(starts: Start[]) {
+  return {
+    rssMiB: spread(starts.map((s) => s.rssMiB)),
+    peakMiB: spread(starts.map((s) => s.peakMiB)),
+    startSec: spread(starts.map((s) => s.startSec)),
+  }
+}
+
+const cell = (s: Spread) => (s.min === s.max ? `${s.median}` : `${s.median} (${s.min}-${s.max})`)
+
+function rows(label: string, s: ReturnType<typeof summary>): Row[] {
+  return [
+    [NAME, `${label}: idle RSS MiB, median (range)`, cell(s.rssMiB), null, null],
+    [NAME, `${label}: peak RSS MiB / s to listen`, `${cell(s.peakMiB)} / ${cell(s.startSec)}`, null, null],
+  ]
+}
+
+/**
+ * Idle RSS of a zero-configuration start, as `npm start` runs the service (compiled; built here first): on
+ * PGlite a first start (empty DATA_DIR: initdb and migrations) and a later start on the same folder, RUNS times
+ * each; with DATABASE_URL, also RUNS starts on that PostgreSQL.
+ */
+export async function startupMemory(ctx: BenchContext, scope: Scope): Promise<ScenarioResult> {
+  const runs = ctx.quick ? 1 : RUNS
+  const alsoPostgres = process.env.DATABASE_URL ? ' and PostgreSQL' : ''
+  ctx.log(`${NAME}: npm run build, then ${runs} first and later starts on PGlite${alsoPostgres}`)
+  // tsc writes dist/ even when it reports type errors: measured all the same, and said so.
+  const build = spawnSync('npm', ['run', '-s', 'build'], { cwd: ROOT, encoding: 'utf8' })
+  const buildErrors = build.status !== 0
+  if (buildErrors)
+    ctx.log(`${NAME}: npm run build reported errors (measuring what it wrote):\n${build.stdout}${build.stderr}`)
+  if (!existsSync(join(ROOT, ENTRY))) throw new Error(`${ENTRY} is missing after npm run build`)
+
+  const first: Start[] = []
+  const later: Start[] = []
+  for (let i = 0; i < runs; i++) {
+    const dataDir = mkdtempSync(join(tmpdir(), 'herald-bench-memory-'))
+    scope.defer(() => rmSync(dataDir, { recursive: true, force: true }))
+    first.push(await measureStart(scope, dataDir, '', 'embedded PGlite'))
+    later.push(await measureStart(scope, dataDir, '', 'embedded PGlite'))
+    ctx.log(`  PGlite run ${i + 1}: first start ${first[i].rssMiB} MiB, later start ${later[i].rssMiB} MiB`)
+  }
+  const postgres: Start[] = []
+  if (process.env.DATABASE_URL) {
+    for (let i = 0; i < runs; i++) {
+      const dataDir = mkdtempSync(join(tmpdir(), 'herald-bench-memory-'))
+      scope.defer(() => rmSync(dataDir, { recursive: true, force: true }))
+      postgres.push(await measureStart(scope, dataDir, process.env.DATABASE_URL, 'PostgreSQL'))
+      ctx.log(`  PostgreSQL run ${i + 1}: ${postgres[i].rssMiB} MiB`)
+    }
+  }
+
+  const pgliteFirst = summary(first)
+  const pgliteLater = summary(later)
+  const onPostgres = postgres.length ? summary(postgres) : undefined
+  return {
+    line: {
+      scenario: NAME,
+      backend: ctx.backend,
+      command: `node ${ENTRY}`,
+      idleSec: IDLE_MS / 1000,
+      runs,
+      buildErrors,
+      pglite: { firstStart: pgliteFirst, laterStart: pgliteLater },
+      postgres: onPostgres ?? { skipped: 'DATABASE_URL not set' },
+      references: null,
+      ratios: null,
+    },
+    rows: [
+      ...rows('PGlite first start', pgliteFirst),
+      ...rows('PGlite later start', pgliteLater),
+      ...(onPostgres ? rows('PostgreSQL', onPostgres) : []),
+    ],
+  }
+}
