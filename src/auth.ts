@@ -3,12 +3,12 @@ import fastifyJwt from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { z } from 'zod'
-import { HttpProblem } from './errors.ts'
-import type { AckTokens } from './push/ack-token.ts'
+import { storableText } from './db/storable-text.ts'
+import { HttpProblem } from './problems.ts'
+import { NotAllowedError } from './service-errors.ts'
 
 export type Scope = 'events:publish' | 'events:broadcast' | 'admin'
 
-/** Who is calling, from a verified JWT. */
 /** Who is calling, from a verified token. Shared by every request with the same token: never changed. */
 export interface Caller {
   readonly userId: string
@@ -23,12 +23,8 @@ export interface Caller {
   readonly ackEventId?: number
 }
 
-/** Names go into the database as they are: no NUL (PostgreSQL refuses it), no lone surrogates (they would merge). */
-const storableName = z
-  .string()
-  .min(1)
-  .max(200)
-  .refine((s) => !s.includes('\u0000') && s.isWellFormed(), 'must be valid Unicode without NUL')
+/** Names go into the database as they are (user ids, tenants, roles, topics). */
+const storableName = storableText(200).min(1)
 
 const claimsSchema = z.object({
   sub: storableName,
@@ -79,13 +75,25 @@ function checkLifetime(claims: { exp?: number; iat?: number }, maxTtlS: number, 
   }
 }
 
+/** What an ackToken grants: one event of one user (push/ack-token.ts issues them). */
+export interface AckGrant {
+  tenant: string
+  userId: string
+  eventId: number
+}
+
+/** Checks push ackTokens: the grant, or undefined for anything else. */
+export interface AckTokenVerifier {
+  verify(token: string): AckGrant | undefined
+}
+
 export interface AuthOptions {
   /** HS256 shared secret. */
   secret?: string
   /** RS256 or ES256 public key (PEM). */
   publicKey?: string
   /** Verifier of push ackTokens, accepted where a route asks for `authenticateOrAckToken`. */
-  ackTokens: AckTokens
+  ackTokens: AckTokenVerifier
   /** Longest token lifetime accepted, seconds (JWT_MAX_TTL_S). */
   maxTtlS: number
   /** Told of each token verified for the first time here (the user's current roles and topics: user-claims.ts). */
@@ -198,12 +206,15 @@ export const authPlugin = fp(
   { name: 'auth', dependencies: ['limits'] },
 )
 
+/** The credential of an `Authorization: Bearer <credential>` header, or undefined for any other value. */
+export const bearerCredential = (header: string | undefined) => /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')?.[1]
+
 /** The token from `Authorization: Bearer`, or `?access_token=` on the stream (EventSource cannot set headers). */
 function bearerToken(request: FastifyRequest): string {
   const header = request.headers.authorization
   if (header) {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
-    if (match) return match[1]
+    const token = bearerCredential(header)
+    if (token) return token
     throw new HttpProblem('unauthorized', 'Authorization must be "Bearer <token>".', undefined, {
       'www-authenticate': 'Bearer',
     })
@@ -223,7 +234,7 @@ declare module 'fastify' {
 }
 
 export function requireScope(caller: Caller, scope: Scope, what: string) {
-  if (!caller.scopes.has(scope)) throw new HttpProblem('forbidden', `${what} needs the "${scope}" scope.`)
+  if (!caller.scopes.has(scope)) throw new NotAllowedError(`${what} needs the "${scope}" scope.`)
 }
 
 /** True when `pattern` (exact, or prefix ending in `*`) matches the concrete topic. */

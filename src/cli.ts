@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util'
 import { createParser } from 'eventsource-parser'
-import { ConfigError, loadConfig, type ParsedConfig } from './config.ts'
+import { type Config, ConfigError, commaList, loadConfig, withDevSecret } from './config.ts'
 import type { Database } from './db/client.ts'
-import { DEFAULT_TOKEN_TTL_S, loadOrCreateDevSecret, mintToken } from './tokens.ts'
+import { DEFAULT_TOKEN_TTL_S, mintToken } from './tokens.ts'
 
 /** Exit codes scripts can rely on. */
 const EXIT = { ok: 0, failed: 1, usage: 2, config: 78 } as const
@@ -29,23 +29,23 @@ Prints the token on stdout.`,
       if (!values.sub || !values.tenant) throw new UsageError('--sub and --tenant are required')
       const ttl = values.ttl === undefined ? DEFAULT_TOKEN_TTL_S : Number(values.ttl)
       if (!Number.isInteger(ttl) || ttl <= 0) throw new UsageError('--ttl must be a positive number of seconds')
-      const config = loadConfig(process.env)
-      if (ttl > config.JWT_MAX_TTL_S) {
+      const { auth } = withDevSecret(loadConfig(process.env))
+      if (ttl > auth.jwtMaxTtlS) {
         throw new UsageError(
-          `--ttl may be at most JWT_MAX_TTL_S (${config.JWT_MAX_TTL_S} s): the server refuses longer tokens`,
+          `--ttl may be at most JWT_MAX_TTL_S (${auth.jwtMaxTtlS} s): the server refuses longer tokens`,
         )
       }
-      if (config.JWT_PUBLIC_KEY && !config.JWT_SECRET) {
+      if (!auth.jwtSecret) {
         throw new ConfigError('JWT_PUBLIC_KEY is set: tokens come from the holder of the private key, not this CLI.')
       }
-      const secret = config.JWT_SECRET ?? loadOrCreateDevSecret(config.DATA_DIR)
+      const secret = auth.jwtSecret
       const token = mintToken(
         secret,
         {
           sub: values.sub,
           tenant: values.tenant,
-          roles: list(values.roles),
-          topics: list(values.topics),
+          roles: commaList(values.roles),
+          topics: commaList(values.topics),
           scope: values.scope ?? '',
         },
         ttl,
@@ -88,9 +88,9 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
           type: values.type ?? 'app.notice',
           title: values.title,
           to: {
-            users: list(values['to-user']),
-            roles: list(values['to-role']),
-            topics: list(values['to-topic']),
+            users: commaList(values['to-user']),
+            roles: commaList(values['to-role']),
+            topics: commaList(values['to-topic']),
             tenant: Boolean(values['to-tenant']),
           },
           ...(values.body !== undefined ? { body: values.body } : {}),
@@ -215,7 +215,7 @@ The server also does this every PRUNE_INTERVAL_S. Prints what it deleted as JSON
       parse(args, {})
       const { prune } = await import('./events/retention.ts')
       await withMigratedDatabase('prune', async (database, config) => {
-        console.log(JSON.stringify({ pruned: await prune(database, config.RETENTION_DAYS) }))
+        console.log(JSON.stringify({ pruned: await prune(database, config.events.retentionDays) }))
       })
       return EXIT.ok
     },
@@ -237,17 +237,14 @@ The server also does this at start; run it yourself to migrate ahead of a deploy
 }
 
 /** Opens DATABASE_URL (or the embedded database in DATA_DIR), applies migrations, runs `work`, closes. */
-async function withMigratedDatabase(
-  command: string,
-  work: (database: Database, config: ParsedConfig) => Promise<void>,
-) {
+async function withMigratedDatabase(command: string, work: (database: Database, config: Config) => Promise<void>) {
   const config = loadConfig(process.env)
   // Loaded here, not at the top: the database drivers take a second to load and only these commands need them.
   const { openDatabase, pgliteDirIn } = await import('./db/client.ts')
   const { runMigrations } = await import('./db/migrate.ts')
   const database = await openDatabase({
-    url: config.DATABASE_URL,
-    pgliteDir: pgliteDirIn(config.DATA_DIR),
+    url: config.database.url,
+    pgliteDir: pgliteDirIn(config.database.dataDir),
     poolSize: 2,
     role: `herald ${command}`,
   })
@@ -270,12 +267,6 @@ function parse(args: string[], options: OptionKinds): { values: Record<string, s
     throw new UsageError((err as Error).message)
   }
 }
-
-const list = (v: string | undefined) =>
-  (v ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean)
 
 function parseJson(text: string, flag: string): unknown {
   try {

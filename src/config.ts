@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { loadOrCreateDevSecret } from './tokens.ts'
 
 /** Heartbeat comment interval. 15 s keeps proxies with a 30-60 s idle timeout from cutting streams. */
 export const DEFAULT_HEARTBEAT_MS = 15_000
@@ -32,6 +33,8 @@ export const DEFAULT_MAX_DEVICES_PER_USER = 20
 export const DEFAULT_RENEW_TOKEN_TTL_DAYS = 30
 /** Longest token lifetime accepted (`exp - iat`): a day, so a leaked token does not work for a month. */
 export const DEFAULT_JWT_MAX_TTL_S = 86_400
+/** PostgreSQL connections per instance: publishes coalesce, so a few carry many requests at once. */
+export const DEFAULT_DB_POOL_SIZE = 20
 /** At start, PostgreSQL has this long to become reachable (a database starting beside the service in compose). */
 export const DEFAULT_DB_CONNECT_TIMEOUT_S = 60
 /** Events are kept this long at most (each also has its own ttl). */
@@ -50,6 +53,8 @@ export const DEFAULT_LOG_POLL_MS = 1_000
  */
 export const DEFAULT_PUSH_ENDPOINT_ALLOWLIST =
   'fcm.googleapis.com,android.googleapis.com,updates.push.services.mozilla.com,*.push.services.mozilla.com,*.push.apple.com,*.notify.windows.com'
+/** Push services may contact this address; set your own in production. */
+export const DEFAULT_VAPID_SUBJECT = 'mailto:webpush@localhost'
 /** Seconds an open stream has to ack a `high` event before it is pushed anyway. */
 export const DEFAULT_HIGH_ACK_TIMEOUT_S = 30
 /** Attempts per (event, device) before a push counts as failed. */
@@ -79,128 +84,418 @@ const base64url = (bytes: number, what: string) =>
       `must be ${what}, base64url`,
     )
 
-const envSchema = z.object({
-  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
-  PORT: intFrom(0, 65535).default(3000),
-  /** Unset: 0.0.0.0, or 127.0.0.1 while the service runs on the secret it generated itself (see server.ts). */
-  HOST: optionalText,
-  /**
-   * Which proxies' X-Forwarded-For to believe for the client's IP (per-IP limits, logs): unset or `false`
-   * none; `true` any; a number of hops; or comma-separated addresses and CIDRs (Fastify's `trustProxy`).
-   */
-  TRUST_PROXY: optionalText.pipe(
-    z
-      .string()
-      .regex(
-        /^(true|false|\d{1,2}|[0-9a-fA-F:./]+(\s*,\s*[0-9a-fA-F:./]+)*)$/,
-        'must be true, false, a number of hops, or comma-separated addresses/CIDRs (127.0.0.1,10.0.0.0/8)',
-      )
-      .optional(),
-  ),
-  DATABASE_URL: optionalText.pipe(
-    z
-      .string()
-      .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
-      .optional(),
-  ),
-  DB_POOL_SIZE: intFrom(1, 500).default(20),
-  DB_CONNECT_TIMEOUT_S: intFrom(0, 3_600).default(DEFAULT_DB_CONNECT_TIMEOUT_S),
-  DATA_DIR: z.string().min(1).default('./data'),
-  JWT_SECRET: optionalText.pipe(
-    z.string().min(32, 'must be at least 32 characters (use: openssl rand -base64 48)').optional(),
-  ),
-  JWT_PUBLIC_KEY: optionalText.pipe(
-    z
-      .string()
-      .includes('BEGIN PUBLIC KEY', { message: 'must be a PEM public key (-----BEGIN PUBLIC KEY-----)' })
-      .optional(),
-  ),
-  JWT_MAX_TTL_S: intFrom(60, 31_536_000).default(DEFAULT_JWT_MAX_TTL_S),
-  /** Serve the OpenAPI document and its UI at /docs. Defaults to on, except with NODE_ENV=production. */
-  DOCS_ENABLED: optionalText.pipe(z.enum(['true', 'false']).optional()).transform((v) => v && v === 'true'),
-  HEARTBEAT_MS: intFrom(1_000, 300_000).default(DEFAULT_HEARTBEAT_MS),
-  MAX_CONNECTIONS_PER_USER: intFrom(1, 1_000).default(DEFAULT_MAX_CONNECTIONS_PER_USER),
-  STREAM_BUFFER_LIMIT_BYTES: intFrom(16 * 1024, 256 * 1024 * 1024).default(DEFAULT_STREAM_BUFFER_LIMIT_BYTES),
-  SLOW_READER_TIMEOUT_MS: intFrom(100, 600_000).default(DEFAULT_SLOW_READER_TIMEOUT_MS),
-  RATE_LIMIT_WINDOW_MS: intFrom(100, 3_600_000).default(DEFAULT_RATE_LIMIT_WINDOW_MS),
-  RATE_LIMIT_PUBLISH_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUBLISH_PER_MIN),
-  RATE_LIMIT_IP_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_IP_PER_MIN),
-  RATE_LIMIT_AUTH_FAILURES_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_AUTH_FAILURES_PER_MIN),
-  RATE_LIMIT_PUSH_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUSH_PER_MIN),
-  RATE_LIMIT_PUSH_TEST_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUSH_TEST_PER_MIN),
-  RATE_LIMIT_RECEIPTS_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_RECEIPTS_PER_MIN),
-  RATE_LIMIT_BULK_READ_PER_MIN: intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_BULK_READ_PER_MIN),
-  MAX_DEVICES_PER_USER: intFrom(1, 1_000).default(DEFAULT_MAX_DEVICES_PER_USER),
-  RENEW_TOKEN_TTL_DAYS: intFrom(1, 3_650).default(DEFAULT_RENEW_TOKEN_TTL_DAYS),
-  MAX_STREAMS: intFrom(1, 10_000_000).default(DEFAULT_MAX_STREAMS),
-  RETENTION_DAYS: intFrom(1, 3650).default(DEFAULT_RETENTION_DAYS),
-  PRUNE_INTERVAL_S: intFrom(10, 86_400).default(DEFAULT_PRUNE_INTERVAL_S),
-  BODY_LIMIT: intFrom(1024, 100 * 1024 * 1024).default(DEFAULT_BODY_LIMIT),
-  REQUEST_TIMEOUT_MS: intFrom(1_000, 600_000).default(DEFAULT_REQUEST_TIMEOUT_MS),
-  LOG_POLL_MS: intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
-  VAPID_PUBLIC_KEY: optionalText.pipe(base64url(65, 'an uncompressed P-256 public key (65 bytes)').optional()),
-  VAPID_PRIVATE_KEY: optionalText.pipe(base64url(32, 'a P-256 private key (32 bytes)').optional()),
-  VAPID_SUBJECT: optionalText.pipe(
-    z
-      .string()
-      .regex(/^(mailto:|https:\/\/)/, 'must be a mailto: or https: URL that push services can contact you at')
-      .optional(),
-  ),
-  PUSH_ENDPOINT_ALLOWLIST: z.string().default(DEFAULT_PUSH_ENDPOINT_ALLOWLIST),
-  HIGH_ACK_TIMEOUT_S: intFrom(1, 86_400).default(DEFAULT_HIGH_ACK_TIMEOUT_S),
-  PUSH_MAX_ATTEMPTS: intFrom(1, 100).default(DEFAULT_PUSH_MAX_ATTEMPTS),
-  PUSH_CONCURRENCY: intFrom(1, 1_000).default(DEFAULT_PUSH_CONCURRENCY),
-  PUSH_RETRY_BASE_MS: intFrom(10, 3_600_000).default(DEFAULT_PUSH_RETRY_BASE_MS),
-  PRESENCE_TTL_S: intFrom(3, 3_600).default(DEFAULT_PRESENCE_TTL_S),
-  CORS_ORIGINS: optionalText,
-  /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open (keep it off the internet). */
-  METRICS_TOKEN: optionalText,
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-})
-
-/** Every variable the service reads (README's configuration table lists each; a test holds the two together). */
-export const CONFIG_VARIABLES = Object.keys(envSchema.shape)
-
-/** The environment, parsed and defaulted. */
-export type ParsedConfig = Omit<z.infer<typeof envSchema>, 'DOCS_ENABLED'> & {
-  /** Resolved: DOCS_ENABLED when set, otherwise on outside production. */
-  DOCS_ENABLED: boolean
+/** One environment variable: how it parses, and what README's configuration table says of it. */
+function variable<T extends z.ZodType>(schema: T, meaning: string, shownDefault?: string) {
+  return { schema, meaning, shownDefault }
 }
 
-export type Config = ParsedConfig & {
-  /** True when no JWT key was configured and the service made (and kept) its own secret: dev sign-in is allowed. */
-  jwtSecretGenerated: boolean
+/**
+ * Every variable the service reads, in the order README's configuration table lists them. The table is made
+ * from this (`npm run config-table`), and test/readme.test.ts fails when README's copy differs.
+ */
+const VARIABLES = {
+  PORT: variable(intFrom(0, 65535).default(3000), 'where it listens'),
+  HOST: variable(optionalText, 'the interface to listen on', '`127.0.0.1` on the generated secret, else `0.0.0.0`'),
+  NODE_ENV: variable(
+    z.enum(['development', 'production', 'test']).default('development'),
+    '`production` requires `JWT_SECRET` or `JWT_PUBLIC_KEY`, and turns `/docs` off unless `DOCS_ENABLED=true`',
+  ),
+  DATABASE_URL: variable(
+    optionalText.pipe(
+      z
+        .string()
+        .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
+        .optional(),
+    ),
+    'PostgreSQL connection string; unset means embedded PGlite in `DATA_DIR`',
+  ),
+  DB_POOL_SIZE: variable(intFrom(1, 500).default(DEFAULT_DB_POOL_SIZE), 'PostgreSQL connections per instance'),
+  DB_CONNECT_TIMEOUT_S: variable(
+    intFrom(0, 3_600).default(DEFAULT_DB_CONNECT_TIMEOUT_S),
+    'at start, how long to wait for PostgreSQL to answer before exiting with 78',
+  ),
+  DATA_DIR: variable(
+    z.string().min(1).default('./data'),
+    "PGlite's files (locked by the process using them) and the generated development secret",
+  ),
+  JWT_SECRET: variable(
+    optionalText.pipe(z.string().min(32, 'must be at least 32 characters (use: openssl rand -base64 48)').optional()),
+    'HS256 secret (at least 32 characters). Unset outside production: generated and kept in `DATA_DIR`',
+  ),
+  JWT_PUBLIC_KEY: variable(
+    optionalText.pipe(
+      z
+        .string()
+        .includes('BEGIN PUBLIC KEY', { message: 'must be a PEM public key (-----BEGIN PUBLIC KEY-----)' })
+        .optional(),
+    ),
+    'PEM public key for RS256 or ES256 tokens, instead of `JWT_SECRET`',
+  ),
+  JWT_MAX_TTL_S: variable(
+    intFrom(60, 31_536_000).default(DEFAULT_JWT_MAX_TTL_S),
+    'longest token lifetime accepted (`exp - iat`); tokens must have `exp`',
+  ),
+  TRUST_PROXY: variable(
+    optionalText.pipe(
+      z
+        .string()
+        .regex(
+          /^(true|false|\d{1,2}|[0-9a-fA-F:./]+(\s*,\s*[0-9a-fA-F:./]+)*)$/,
+          'must be true, false, a number of hops, or comma-separated addresses/CIDRs (127.0.0.1,10.0.0.0/8)',
+        )
+        .optional(),
+    ),
+    "proxies whose `X-Forwarded-For` gives the client's address: `true`, a hop count, or addresses/CIDRs (`127.0.0.1,10.0.0.0/8`)",
+  ),
+  CORS_ORIGINS: variable(
+    optionalText,
+    'comma-separated origins (or `*`) allowed to call the API and open streams from a browser',
+  ),
+  DOCS_ENABLED: variable(
+    optionalText.pipe(z.enum(['true', 'false']).optional()).transform((v) => v && v === 'true'),
+    'serve the OpenAPI document at `/docs`',
+    '`true`, `false` in production',
+  ),
+  METRICS_TOKEN: variable(
+    optionalText,
+    'when set, `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise); unset, it is open to anyone who can reach the port',
+  ),
+  LOG_LEVEL: variable(
+    z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    'pino level: `fatal` `error` `warn` `info` `debug` `trace` `silent`',
+  ),
+  HEARTBEAT_MS: variable(
+    intFrom(1_000, 300_000).default(DEFAULT_HEARTBEAT_MS),
+    'interval of the `: ping` comment on streams',
+  ),
+  MAX_CONNECTIONS_PER_USER: variable(
+    intFrom(1, 1_000).default(DEFAULT_MAX_CONNECTIONS_PER_USER),
+    'open streams per user, across instances; one more closes the oldest (`evicted`)',
+  ),
+  MAX_STREAMS: variable(
+    intFrom(1, 10_000_000).default(DEFAULT_MAX_STREAMS),
+    'open streams per instance; past it a new stream gets 503 with `Retry-After`',
+  ),
+  STREAM_BUFFER_LIMIT_BYTES: variable(
+    intFrom(16 * 1024, 256 * 1024 * 1024).default(DEFAULT_STREAM_BUFFER_LIMIT_BYTES),
+    'unsent bytes a stream may hold; past it the stream stops taking live events and catches up from the log once its socket drains (memory stays bounded, nothing is lost)',
+  ),
+  SLOW_READER_TIMEOUT_MS: variable(
+    intFrom(100, 600_000).default(DEFAULT_SLOW_READER_TIMEOUT_MS),
+    'a stream that fell behind and does not drain its socket for this long is dropped',
+  ),
+  BODY_LIMIT: variable(
+    intFrom(1024, 100 * 1024 * 1024).default(DEFAULT_BODY_LIMIT),
+    'largest request body, bytes; larger gets 413',
+  ),
+  REQUEST_TIMEOUT_MS: variable(
+    intFrom(1_000, 600_000).default(DEFAULT_REQUEST_TIMEOUT_MS),
+    'time a client has to send a whole request (headers and body); a slower one gets 408 and is disconnected. Open streams are not affected',
+  ),
+  RATE_LIMIT_WINDOW_MS: variable(
+    intFrom(100, 3_600_000).default(DEFAULT_RATE_LIMIT_WINDOW_MS),
+    'the window the rate limits count in',
+  ),
+  RATE_LIMIT_PUBLISH_PER_MIN: variable(
+    intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUBLISH_PER_MIN),
+    'publish requests (single or batch) per user per window',
+  ),
+  RATE_LIMIT_RECEIPTS_PER_MIN: variable(
+    intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_RECEIPTS_PER_MIN),
+    'acks of single events per user per window, and as many reads (each route counts its own; ackTokens count for their user)',
+  ),
+  RATE_LIMIT_BULK_READ_PER_MIN: variable(
+    intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_BULK_READ_PER_MIN),
+    '`POST /v1/events/read` per user per window',
+  ),
+  RATE_LIMIT_PUSH_PER_MIN: variable(
+    intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUSH_PER_MIN),
+    'push device registrations per user per window',
+  ),
+  RATE_LIMIT_PUSH_TEST_PER_MIN: variable(
+    intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_PUSH_TEST_PER_MIN),
+    'test pushes per user per window',
+  ),
+  RATE_LIMIT_IP_PER_MIN: variable(
+    intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_IP_PER_MIN),
+    'requests per client address per window to the routes that need no token (VAPID key, renew, demo sign-in)',
+  ),
+  RATE_LIMIT_AUTH_FAILURES_PER_MIN: variable(
+    intFrom(1, 10_000_000).default(DEFAULT_RATE_LIMIT_AUTH_FAILURES_PER_MIN),
+    'failed authentications per client address per window before that address gets 429 instead of 401',
+  ),
+  RETENTION_DAYS: variable(
+    intFrom(1, 3650).default(DEFAULT_RETENTION_DAYS),
+    'events older than this are pruned (each event also expires by its own `ttl`)',
+  ),
+  PRUNE_INTERVAL_S: variable(
+    intFrom(10, 86_400).default(DEFAULT_PRUNE_INTERVAL_S),
+    'how often expired events, with their receipts and push records, are pruned',
+  ),
+  LOG_POLL_MS: variable(
+    intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
+    'the live tail re-reads the log at least this often, even without a wake-up',
+  ),
+  PRESENCE_TTL_S: variable(
+    intFrom(3, 3_600).default(DEFAULT_PRESENCE_TTL_S),
+    'an instance that stopped heart-beating stops counting its streams as online after this',
+  ),
+  VAPID_PUBLIC_KEY: variable(
+    optionalText.pipe(base64url(65, 'an uncompressed P-256 public key (65 bytes)').optional()),
+    'Web Push identity, public half (both or neither; `herald vapid` makes a pair). Unset: made once and kept in the database, so restarts and other instances use the same key',
+    'generated and kept',
+  ),
+  VAPID_PRIVATE_KEY: variable(
+    optionalText.pipe(base64url(32, 'a P-256 private key (32 bytes)').optional()),
+    'Web Push identity, private half (both or neither)',
+    'generated and kept',
+  ),
+  VAPID_SUBJECT: variable(
+    optionalText.pipe(
+      z
+        .string()
+        .regex(/^(mailto:|https:\/\/)/, 'must be a mailto: or https: URL that push services can contact you at')
+        .default(DEFAULT_VAPID_SUBJECT),
+    ),
+    '`mailto:` or `https:` contact push services may use; set your own',
+  ),
+  PUSH_ENDPOINT_ALLOWLIST: variable(
+    z.string().default(DEFAULT_PUSH_ENDPOINT_ALLOWLIST),
+    "comma-separated host patterns a subscription's endpoint must match, `https` only: `fcm.googleapis.com` and `*.push.apple.com` mean port 443; `127.0.0.1:8443` names a port, `127.0.0.1:*` any",
+    "the browser vendors' push hosts",
+  ),
+  MAX_DEVICES_PER_USER: variable(
+    intFrom(1, 1_000).default(DEFAULT_MAX_DEVICES_PER_USER),
+    'push devices per user; registering one more drops the least recently registered',
+  ),
+  RENEW_TOKEN_TTL_DAYS: variable(
+    intFrom(1, 3_650).default(DEFAULT_RENEW_TOKEN_TTL_DAYS),
+    "a device's renew token (for `pushsubscriptionchange`) expires this long after its last registration",
+  ),
+  HIGH_ACK_TIMEOUT_S: variable(
+    intFrom(1, 86_400).default(DEFAULT_HIGH_ACK_TIMEOUT_S),
+    'a `high` event not acked on an open stream within this is pushed anyway',
+  ),
+  PUSH_MAX_ATTEMPTS: variable(
+    intFrom(1, 100).default(DEFAULT_PUSH_MAX_ATTEMPTS),
+    'attempts per event and device before the push counts as failed',
+  ),
+  PUSH_CONCURRENCY: variable(
+    intFrom(1, 1_000).default(DEFAULT_PUSH_CONCURRENCY),
+    'pushes in flight per instance; one push service gets at most half, so a slow one cannot hold them all',
+  ),
+  PUSH_RETRY_BASE_MS: variable(
+    intFrom(10, 3_600_000).default(DEFAULT_PUSH_RETRY_BASE_MS),
+    'first retry after about this long, doubling per attempt, with jitter; `Retry-After` wins when longer',
+  ),
+}
+
+type Schemas = { [K in keyof typeof VARIABLES]: (typeof VARIABLES)[K]['schema'] }
+const envSchema = z.object(
+  Object.fromEntries(Object.entries(VARIABLES).map(([name, v]) => [name, v.schema])) as Schemas,
+)
+type Env = z.infer<typeof envSchema>
+
+/** Every variable the service reads. */
+export const CONFIG_VARIABLES = Object.keys(VARIABLES)
+
+/** README's configuration table, as markdown: a variable's default is what its schema gives when it is unset. */
+export function configTable(): string {
+  const rows = Object.entries(VARIABLES).map(([name, v]) => {
+    const parsed = (v.schema as z.ZodType).safeParse(undefined)
+    const shown = v.shownDefault ?? (parsed.success && parsed.data !== undefined ? `\`${parsed.data}\`` : 'unset')
+    return `| \`${name}\` | ${shown} | ${v.meaning} |`
+  })
+  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n')
+}
+
+/** The service's configuration, parsed, defaulted and grouped by the part of the service that reads it. */
+export interface Config {
+  env: Env['NODE_ENV']
+  http: {
+    port: number
+    /** Unset: the server picks (server.ts). */
+    host: string | undefined
+    /** TRUST_PROXY: no proxy, any, the number of proxies next to us, or their addresses and CIDRs. */
+    trustProxy: boolean | { hops: number } | string[]
+    bodyLimit: number
+    requestTimeoutMs: number
+    /** Origins allowed by CORS (`*` for any); empty: no cross-origin access. */
+    corsOrigins: string[]
+    docsEnabled: boolean
+    metricsToken: string | undefined
+  }
+  database: {
+    /** PostgreSQL; unset: embedded PGlite in `dataDir`. */
+    url: string | undefined
+    poolSize: number
+    connectTimeoutS: number
+    dataDir: string
+  }
+  auth: {
+    /** Set by withDevSecret when no key is configured. */
+    jwtSecret: string | undefined
+    jwtPublicKey: string | undefined
+    jwtMaxTtlS: number
+    /** True when no JWT key was configured and the service made (and kept) its own secret: dev sign-in is allowed. */
+    jwtSecretGenerated: boolean
+  }
+  stream: {
+    heartbeatMs: number
+    maxConnectionsPerUser: number
+    maxStreams: number
+    bufferLimitBytes: number
+    slowReaderTimeoutMs: number
+  }
+  events: {
+    logPollMs: number
+    retentionDays: number
+    pruneIntervalS: number
+  }
+  cluster: {
+    presenceTtlS: number
+  }
+  push: {
+    vapid: { publicKey: string | undefined; privateKey: string | undefined; subject: string }
+    /** Host patterns of allowed push endpoints (see push/subscriptions.ts). */
+    endpointAllowlist: string[]
+    maxDevicesPerUser: number
+    renewTokenTtlDays: number
+    highAckTimeoutS: number
+    maxAttempts: number
+    concurrency: number
+    retryBaseMs: number
+  }
+  /** Requests per window (`windowMs`), per user unless said otherwise. */
+  limits: {
+    windowMs: number
+    publishPerMinute: number
+    receiptsPerMinute: number
+    bulkReadsPerMinute: number
+    pushRegistrationsPerMinute: number
+    pushTestsPerMinute: number
+    /** Per client address, on the routes that need no token. */
+    anonymousPerMinute: number
+    /** Per client address. */
+    authFailuresPerMinute: number
+  }
+  log: { level: Env['LOG_LEVEL'] }
 }
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
+/** A comma-separated list, trimmed, without empty items. */
+export const commaList = (value: string | undefined): string[] =>
+  (value ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean)
+
+function trustedProxies(value: string | undefined): Config['http']['trustProxy'] {
+  if (value === undefined || value === 'false') return false
+  if (value === 'true') return true
+  if (/^\d+$/.test(value)) return { hops: Number(value) }
+  return commaList(value)
+}
+
 /**
  * Parses and cross-checks the environment. Throws a ConfigError whose message names every bad variable
- * and how to fix it. JWT_SECRET may still be unset afterwards: the server fills it from DATA_DIR.
+ * and how to fix it. The JWT secret may still be unset afterwards: withDevSecret fills it from DATA_DIR.
  */
-export function loadConfig(env: Record<string, string | undefined>): ParsedConfig {
+export function loadConfig(env: Record<string, string | undefined>): Config {
   const parsed = envSchema.safeParse(env)
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`)
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`)
   }
-  const config = parsed.data
-  if (config.JWT_SECRET && config.JWT_PUBLIC_KEY) {
+  const e = parsed.data
+  if (e.JWT_SECRET && e.JWT_PUBLIC_KEY) {
     throw new ConfigError(
       'Invalid configuration:\n  JWT_SECRET and JWT_PUBLIC_KEY are both set: choose HS256 (JWT_SECRET) or RS256/ES256 (JWT_PUBLIC_KEY).',
     )
   }
-  if (Boolean(config.VAPID_PUBLIC_KEY) !== Boolean(config.VAPID_PRIVATE_KEY)) {
+  if (Boolean(e.VAPID_PUBLIC_KEY) !== Boolean(e.VAPID_PRIVATE_KEY)) {
     throw new ConfigError(
       'Invalid configuration:\n  VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY go together: set both (make a pair with `herald vapid`) or neither (one is generated and kept).',
     )
   }
-  if (config.NODE_ENV === 'production' && !config.JWT_SECRET && !config.JWT_PUBLIC_KEY) {
+  if (e.NODE_ENV === 'production' && !e.JWT_SECRET && !e.JWT_PUBLIC_KEY) {
     throw new ConfigError(
       'Invalid configuration:\n  NODE_ENV=production needs JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256/ES256): the tokens come from your application backend.',
     )
   }
-  return { ...config, DOCS_ENABLED: config.DOCS_ENABLED ?? config.NODE_ENV !== 'production' }
+  return {
+    env: e.NODE_ENV,
+    http: {
+      port: e.PORT,
+      host: e.HOST,
+      trustProxy: trustedProxies(e.TRUST_PROXY),
+      bodyLimit: e.BODY_LIMIT,
+      requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+      corsOrigins: commaList(e.CORS_ORIGINS).map((origin) => origin.replace(/\/$/, '')),
+      docsEnabled: e.DOCS_ENABLED ?? e.NODE_ENV !== 'production',
+      metricsToken: e.METRICS_TOKEN,
+    },
+    database: {
+      url: e.DATABASE_URL,
+      poolSize: e.DB_POOL_SIZE,
+      connectTimeoutS: e.DB_CONNECT_TIMEOUT_S,
+      dataDir: e.DATA_DIR,
+    },
+    auth: {
+      jwtSecret: e.JWT_SECRET,
+      jwtPublicKey: e.JWT_PUBLIC_KEY,
+      jwtMaxTtlS: e.JWT_MAX_TTL_S,
+      jwtSecretGenerated: false,
+    },
+    stream: {
+      heartbeatMs: e.HEARTBEAT_MS,
+      maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
+      maxStreams: e.MAX_STREAMS,
+      bufferLimitBytes: e.STREAM_BUFFER_LIMIT_BYTES,
+      slowReaderTimeoutMs: e.SLOW_READER_TIMEOUT_MS,
+    },
+    events: { logPollMs: e.LOG_POLL_MS, retentionDays: e.RETENTION_DAYS, pruneIntervalS: e.PRUNE_INTERVAL_S },
+    cluster: { presenceTtlS: e.PRESENCE_TTL_S },
+    push: {
+      vapid: {
+        publicKey: e.VAPID_PUBLIC_KEY,
+        privateKey: e.VAPID_PRIVATE_KEY,
+        subject: e.VAPID_SUBJECT,
+      },
+      endpointAllowlist: commaList(e.PUSH_ENDPOINT_ALLOWLIST),
+      maxDevicesPerUser: e.MAX_DEVICES_PER_USER,
+      renewTokenTtlDays: e.RENEW_TOKEN_TTL_DAYS,
+      highAckTimeoutS: e.HIGH_ACK_TIMEOUT_S,
+      maxAttempts: e.PUSH_MAX_ATTEMPTS,
+      concurrency: e.PUSH_CONCURRENCY,
+      retryBaseMs: e.PUSH_RETRY_BASE_MS,
+    },
+    limits: {
+      windowMs: e.RATE_LIMIT_WINDOW_MS,
+      publishPerMinute: e.RATE_LIMIT_PUBLISH_PER_MIN,
+      receiptsPerMinute: e.RATE_LIMIT_RECEIPTS_PER_MIN,
+      bulkReadsPerMinute: e.RATE_LIMIT_BULK_READ_PER_MIN,
+      pushRegistrationsPerMinute: e.RATE_LIMIT_PUSH_PER_MIN,
+      pushTestsPerMinute: e.RATE_LIMIT_PUSH_TEST_PER_MIN,
+      anonymousPerMinute: e.RATE_LIMIT_IP_PER_MIN,
+      authFailuresPerMinute: e.RATE_LIMIT_AUTH_FAILURES_PER_MIN,
+    },
+    log: { level: e.LOG_LEVEL },
+  }
+}
+
+/**
+ * With no JWT key configured, the service signs its own tokens with a secret it generates once and keeps in
+ * DATA_DIR (the demo and the CLI use it). The server and the CLI both start from this.
+ */
+export function withDevSecret(config: Config): Config {
+  const { auth } = config
+  if (auth.jwtSecret || auth.jwtPublicKey) return config
+  return {
+    ...config,
+    auth: { ...auth, jwtSecret: loadOrCreateDevSecret(config.database.dataDir), jwtSecretGenerated: true },
+  }
 }

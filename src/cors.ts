@@ -1,18 +1,10 @@
 import cors from '@fastify/cors'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 
-/** `CORS_ORIGINS`: comma-separated origins, or `*` for any. Unset: no cross-origin access. */
-export function parseOrigins(value: string | undefined): string[] {
-  return (value ?? '')
-    .split(',')
-    .map((o) => o.trim().replace(/\/$/, ''))
-    .filter(Boolean)
-}
-
 const allowed = (origins: string[], origin: string | undefined) =>
   Boolean(origin) && (origins.includes('*') || origins.includes(origin as string))
 
-/** CORS for the REST routes through @fastify/cors. */
+/** CORS for the REST routes through @fastify/cors, for `origins` (CORS_ORIGINS; `*` for any). */
 export async function registerCors(app: FastifyInstance, origins: string[]) {
   if (!origins.length) return
   await app.register(cors, {
@@ -24,7 +16,7 @@ export async function registerCors(app: FastifyInstance, origins: string[]) {
 }
 
 /**
- * CORS headers for the stream, which better-sse writes itself after `reply.hijack()`: Fastify's hooks
+ * CORS headers for the stream, whose response is written by hand after `reply.hijack()`: Fastify's hooks
  * (and so @fastify/cors) never touch that response.
  */
 export function streamCorsHeaders(origins: string[]) {

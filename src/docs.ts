@@ -4,9 +4,8 @@ import fastifySwaggerUi from '@fastify/swagger-ui'
 import type { FastifyInstance, FastifySchema, RouteOptions } from 'fastify'
 import { jsonSchemaTransform } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import type { ProblemCode, problems } from './errors.ts'
 import { MAX_JSON_DEPTH } from './events/raw-json.ts'
-import { problemSchema } from './routes/schemas.ts'
+import { type ProblemCode, problemSchema, type problems } from './problems.ts'
 
 /** Where the UI is served; the document itself is at `/docs/json` (and `/docs/yaml`). */
 export const DOCS_PREFIX = '/docs'

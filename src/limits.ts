@@ -1,33 +1,18 @@
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { HttpProblem } from './errors.ts'
+import type { Config } from './config.ts'
+import { HttpProblem } from './problems.ts'
 
-export interface LimitOptions {
-  /** The window the limits count in; a minute unless tests shorten it. */
-  windowMs: number
-  /** Publish requests (single or batch) per user per window. */
-  publishPerMinute: number
-  /** Push device registrations per user per window. */
-  pushRegistrationsPerMinute: number
-  /** Test pushes per user per window. */
-  pushTestsPerMinute: number
-  /** Single acks and reads per user per window. */
-  receiptsPerMinute: number
-  /** Bulk reads per user per window. */
-  bulkReadsPerMinute: number
-  /** Requests per IP per window to the routes that need no token. */
-  anonymousPerMinute: number
-  /** Failed authentications per IP per window before that IP gets 429 instead of 401. */
-  authFailuresPerMinute: number
-}
+/** The rate limits, as config.ts reads them. */
+export type LimitOptions = Config['limits']
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Route configs, as in `config: { rateLimit: app.limits.perUser }`. */
+    /** Route configs, as in `config: { rateLimit: app.limits.publish }`. */
     limits: {
       /** Publishing (single and batch), per user. */
-      perUser: PerUserLimit
+      publish: PerUserLimit
       /** Registering push devices, per user. */
       pushRegistration: PerUserLimit
       /** `POST /v1/push/test`, per user. */
@@ -81,7 +66,7 @@ export const limitsPlugin = fp(
       keyGenerator: (request: FastifyRequest) => `${bucket}:${request.caller.tenant}\u0000${request.caller.userId}`,
     })
     app.decorate('limits', {
-      perUser: perUser('publish', options.publishPerMinute),
+      publish: perUser('publish', options.publishPerMinute),
       pushRegistration: perUser('push-registration', options.pushRegistrationsPerMinute),
       pushTest: perUser('push-test', options.pushTestsPerMinute),
       receipts: perUser('receipts', options.receiptsPerMinute),

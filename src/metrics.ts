@@ -15,6 +15,8 @@ export type PushOutcome = 'sent' | 'retry' | 'failed' | 'skipped'
 export interface MetricsSources {
   /** Pushes waiting in the outbox, across instances: read on each scrape. */
   countPendingPushes: () => Promise<number>
+  /** Bytes written to this instance's open streams that their sockets have not taken yet: read on each scrape. */
+  bufferedStreamBytes: () => number
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
@@ -83,6 +85,14 @@ export function createMetrics(sources: MetricsSources) {
     async collect() {
       // NaN rather than a stale or zero count: the scrape still reports everything else while the database is down.
       this.set(await sources.countPendingPushes().catch(() => Number.NaN))
+    },
+  })
+  new Gauge({
+    name: 'herald_stream_buffered_bytes',
+    help: 'Bytes written to open streams on this instance and not yet taken by their sockets: what slow readers cost.',
+    registers,
+    collect() {
+      this.set(sources.bufferedStreamBytes())
     },
   })
   const publishSeconds = new Histogram({

@@ -1,6 +1,23 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
 import { stdSerializers } from 'pino'
+import { z } from 'zod'
+import { innermostError, isDatabaseUnavailable } from './db/errors.ts'
+import {
+  ConflictError,
+  describeFieldErrors,
+  type FieldError,
+  InvalidFieldsError,
+  NotAllowedError,
+  NotFoundError,
+  type ServiceError,
+  UnprocessableError,
+} from './service-errors.ts'
+
+/**
+ * HTTP's side of errors: the problem types a client can see, the problem+json body (RFC 9457), and the one error
+ * handler that turns everything thrown (the services' errors, Fastify's, the database's) into one.
+ */
 
 /** Seconds a client should wait before retrying when the database is unreachable. */
 export const DATABASE_DOWN_RETRY_AFTER_S = 5
@@ -24,12 +41,30 @@ export const problems = {
 
 export type ProblemCode = keyof typeof problems
 
-export interface FieldError {
-  path: string
-  message: string
-}
+/** The problem+json body every error reply has. */
+export const problemSchema = z
+  .object({
+    type: z.enum(Object.values(problems).map((p) => `urn:herald:problem:${p.type}`)),
+    title: z.string(),
+    status: z.number().int().min(400).max(599),
+    detail: z.string(),
+    errors: z
+      .array(z.object({ path: z.string().describe('Like `body.to.users.0`.'), message: z.string() }))
+      .optional()
+      .describe('Validation failures, one per field.'),
+  })
+  .describe('application/problem+json (RFC 9457)')
 
-/** An error a route throws on purpose; the handler turns it into problem+json. */
+/** Each service error's problem (service-errors.ts). */
+const SERVICE_ERROR_PROBLEMS: ReadonlyArray<[new (...args: never[]) => ServiceError, ProblemCode]> = [
+  [InvalidFieldsError, 'validation'],
+  [NotAllowedError, 'forbidden'],
+  [NotFoundError, 'notFound'],
+  [ConflictError, 'conflict'],
+  [UnprocessableError, 'unprocessable'],
+]
+
+/** An HTTP-level refusal a route or a hook throws on purpose (a bad header, a missing token, a full instance). */
 export class HttpProblem extends Error {
   constructor(
     readonly code: ProblemCode,
@@ -69,34 +104,9 @@ export function sendProblem(
  */
 export function serializeError(err: Error): { type: string; message: string; stack: string; [key: string]: unknown } {
   if (!(err instanceof Error) || !('query' in err)) return stdSerializers.err(err)
-  let database: Error & { code?: unknown } = err
-  while (database.cause instanceof Error) database = database.cause
+  const database = innermostError(err) as Error & { code?: unknown }
   const code = database.code === undefined ? {} : { code: String(database.code) }
   return { type: 'QueryError', message: database.message, stack: database.stack ?? '', ...code }
-}
-
-/** Errors that mean "the database cannot be reached right now", on either driver. */
-export function isDatabaseUnavailable(err: unknown): boolean {
-  const e = err as { code?: string; cause?: unknown } | undefined
-  if (!e || typeof e !== 'object') return false
-  const code = String(e.code ?? '')
-  if (
-    [
-      'ECONNREFUSED',
-      'ECONNRESET',
-      'ETIMEDOUT',
-      'EPIPE',
-      'ENOTFOUND',
-      'CONNECTION_CLOSED',
-      'CONNECTION_ENDED',
-      'CONNECTION_DESTROYED',
-      'CONNECT_TIMEOUT',
-    ].includes(code)
-  )
-    return true
-  // SQLSTATE 08xxx connection exceptions, 57P01-03 shutdown / cannot connect now, 53300 too many connections.
-  if (/^08/.test(code) || /^57P0[1-3]$/.test(code) || code === '53300') return true
-  return e.cause ? isDatabaseUnavailable(e.cause) : false
 }
 
 const fastifyCodes: Record<string, ProblemCode> = {
@@ -130,6 +140,11 @@ const isServerFault = (err: FastifyError) => err.statusCode !== undefined && err
 export function registerErrorHandling(app: FastifyInstance) {
   app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof HttpProblem) return sendProblem(reply, err.code, err.detail, err.errors, err.headers)
+    const service = SERVICE_ERROR_PROBLEMS.find(([type]) => err instanceof type)
+    if (service) {
+      const fields = err instanceof InvalidFieldsError ? err.fields : undefined
+      return sendProblem(reply, service[1], (err as unknown as ServiceError).detail, fields)
+    }
     if (hasZodFastifySchemaValidationErrors(err)) {
       const errors = err.validation.map((v) => ({
         path: [err.validationContext, ...v.instancePath.split('/').filter(Boolean)].join('.'),
@@ -159,8 +174,4 @@ export function registerErrorHandling(app: FastifyInstance) {
   app.setNotFoundHandler((request, reply) =>
     sendProblem(reply, 'notFound', `No route for ${request.method} ${request.url.split('?')[0]}.`),
   )
-}
-
-export function describeFieldErrors(errors: FieldError[]): string {
-  return errors.map((e) => `${e.path}: ${e.message}`).join('; ')
 }

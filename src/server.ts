@@ -1,7 +1,6 @@
-import { type Config, ConfigError, loadConfig } from './config.ts'
+import { type Config, ConfigError, loadConfig, withDevSecret } from './config.ts'
 import type { Database } from './db/client.ts'
 import { loadDrizzleWithoutLookups } from './db/drizzle-modules.ts'
-import { loadOrCreateDevSecret } from './tokens.ts'
 
 // Before anything imports drizzle-orm: main() loads the rest of the service afterwards (see drizzle-modules.ts).
 loadDrizzleWithoutLookups()
@@ -14,7 +13,7 @@ const SHUTDOWN_DEADLINE_MS = 10_000
  * demo page (routes/demo.ts): only this machine may reach it then. With a configured key, every interface, as a
  * container or a host behind a proxy expects.
  */
-const defaultHost = (config: Config) => (config.jwtSecretGenerated ? '127.0.0.1' : '0.0.0.0')
+const defaultHost = (config: Config) => (config.auth.jwtSecretGenerated ? '127.0.0.1' : '0.0.0.0')
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/
 const EVERY_INTERFACE = new Set(['0.0.0.0', '::'])
@@ -34,13 +33,7 @@ function reach(host: string): string {
 async function main() {
   let config: Config
   try {
-    const parsed = loadConfig(process.env)
-    const generated = !parsed.JWT_SECRET && !parsed.JWT_PUBLIC_KEY
-    config = {
-      ...parsed,
-      JWT_SECRET: generated ? loadOrCreateDevSecret(parsed.DATA_DIR) : parsed.JWT_SECRET,
-      jwtSecretGenerated: generated,
-    }
+    config = withDevSecret(loadConfig(process.env))
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(err.message)
@@ -56,12 +49,14 @@ async function main() {
   let database: Database
   try {
     database = await openDatabase({
-      url: config.DATABASE_URL,
-      pgliteDir: pgliteDirIn(config.DATA_DIR),
-      poolSize: config.DB_POOL_SIZE,
+      url: config.database.url,
+      pgliteDir: pgliteDirIn(config.database.dataDir),
+      poolSize: config.database.poolSize,
       role: 'the server',
     })
-    await waitUntilReachable(database, config.DATABASE_URL, config.DB_CONNECT_TIMEOUT_S, (line) => console.error(line))
+    await waitUntilReachable(database, config.database.url, config.database.connectTimeoutS, (line) =>
+      console.error(line),
+    )
   } catch (err) {
     // The data folder is another process's, or PostgreSQL never answered: the environment needs fixing.
     if (err instanceof ConfigError) {
@@ -73,8 +68,8 @@ async function main() {
   const [{ runMigrations }, { buildApp }] = await loading
   await runMigrations(database)
   const app = await buildApp(config, database, {
-    log: { level: config.LOG_LEVEL },
-    demoSignIn: config.jwtSecretGenerated,
+    log: { level: config.log.level },
+    demoSignIn: config.auth.jwtSecretGenerated,
   })
 
   let closing = false
@@ -98,12 +93,13 @@ async function main() {
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
 
-  const host = config.HOST ?? defaultHost(config)
-  await app.listen({ port: config.PORT, host })
+  const host = config.http.host ?? defaultHost(config)
+  await app.listen({ port: config.http.port, host })
   const url = localUrl(host, (app.server.address() as { port: number }).port)
-  const storage = database.kind === 'pglite' ? `embedded PGlite in ${pgliteDirIn(config.DATA_DIR)}` : 'PostgreSQL'
+  const storage =
+    database.kind === 'pglite' ? `embedded PGlite in ${pgliteDirIn(config.database.dataDir)}` : 'PostgreSQL'
   const lines = [`\nherald is listening on ${url} (${reach(host)}; ${storage})`]
-  if (config.jwtSecretGenerated) {
+  if (config.auth.jwtSecretGenerated) {
     lines.push(
       'Try it: mint a token, open a stream, publish to yourself from another terminal:',
       '  TOKEN=$(npm run -s cli -- token --sub alice --tenant demo --scope "events:publish events:broadcast")',

@@ -20,10 +20,24 @@ interface StoredCaller {
 }
 
 /**
- * Issues a single-use ticket for the caller's stream. Stored (hashed) in the database, so that the stream may
- * open on any instance behind a load balancer. Tickets never used are swept as new ones are issued.
+ * Single-use tickets that open a stream (EventSource cannot send the JWT in a header). Stored (hashed) in the
+ * database, so that the stream may open on any instance behind a load balancer.
  */
-export async function issueStreamTicket(database: Database, caller: Caller): Promise<string> {
+export class StreamTickets {
+  constructor(private readonly database: Database) {}
+
+  /** Issues a ticket for the caller's stream. Tickets never used are swept as new ones are issued. */
+  issue(caller: Caller): Promise<string> {
+    return issueStreamTicket(this.database, caller)
+  }
+
+  /** The caller a ticket stands for, once; undefined for an unknown, used or expired ticket. */
+  redeem(ticket: string): Promise<Caller | undefined> {
+    return redeemStreamTicket(this.database, ticket)
+  }
+}
+
+async function issueStreamTicket(database: Database, caller: Caller): Promise<string> {
   const ticket = randomBytes(32).toString('base64url')
   const stored: StoredCaller = {
     userId: caller.userId,
@@ -42,11 +56,8 @@ export async function issueStreamTicket(database: Database, caller: Caller): Pro
   return ticket
 }
 
-/**
- * The caller a ticket stands for, once: redeeming deletes it, so a second use (on any instance) finds nothing.
- * Undefined for an unknown, used or expired ticket.
- */
-export async function redeemStreamTicket(database: Database, ticket: string): Promise<Caller | undefined> {
+/** Redeeming deletes the ticket, so a second use (on any instance) finds nothing. */
+async function redeemStreamTicket(database: Database, ticket: string): Promise<Caller | undefined> {
   const [row] = await database.db
     .delete(streamTickets)
     .where(eq(streamTickets.hash, hashOf(ticket)))

@@ -191,7 +191,7 @@ describe('the CLI, run as a user runs it', () => {
     expect(Buffer.from(pub ?? '', 'base64url')).toHaveLength(65)
     expect(Buffer.from(priv ?? '', 'base64url')).toHaveLength(32)
     // The configuration accepts exactly what it printed.
-    expect(loadConfig({ VAPID_PUBLIC_KEY: pub, VAPID_PRIVATE_KEY: priv }).VAPID_PUBLIC_KEY).toBe(pub)
+    expect(loadConfig({ VAPID_PUBLIC_KEY: pub, VAPID_PRIVATE_KEY: priv }).push.vapid.publicKey).toBe(pub)
   })
 
   it('migrate prepares an empty embedded database', async () => {

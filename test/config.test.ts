@@ -4,21 +4,19 @@ import { ConfigError, DEFAULT_HEARTBEAT_MS, loadConfig } from '../src/config.ts'
 describe('configuration', () => {
   it('starts with no configuration at all, on the documented defaults', () => {
     const c = loadConfig({})
-    expect(c.HOST, 'unset: the server picks 127.0.0.1 on its generated secret, else 0.0.0.0').toBeUndefined()
+    expect(c.http.host, 'unset: the server picks 127.0.0.1 on its generated secret, else 0.0.0.0').toBeUndefined()
     expect(c).toMatchObject({
-      PORT: 3000,
-      DATA_DIR: './data',
-      HEARTBEAT_MS: DEFAULT_HEARTBEAT_MS,
-      MAX_CONNECTIONS_PER_USER: 10,
-      BODY_LIMIT: 1048576,
-      LOG_LEVEL: 'info',
+      http: { port: 3000, bodyLimit: 1048576 },
+      database: { dataDir: './data' },
+      stream: { heartbeatMs: DEFAULT_HEARTBEAT_MS, maxConnectionsPerUser: 10 },
+      log: { level: 'info' },
     })
-    expect(c.DATABASE_URL).toBeUndefined()
-    expect(c.JWT_SECRET).toBeUndefined()
+    expect(c.database.url).toBeUndefined()
+    expect(c.auth.jwtSecret).toBeUndefined()
   })
 
   it('treats empty variables as unset', () => {
-    expect(loadConfig({ DATABASE_URL: '', JWT_SECRET: ' ' }).DATABASE_URL).toBeUndefined()
+    expect(loadConfig({ DATABASE_URL: '', JWT_SECRET: ' ' }).database.url).toBeUndefined()
   })
 
   it.each([
@@ -37,7 +35,7 @@ describe('configuration', () => {
 
   it('refuses production without a JWT key, and says what to set', () => {
     expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/JWT_SECRET.*JWT_PUBLIC_KEY/)
-    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }).NODE_ENV).toBe('production')
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }).env).toBe('production')
   })
 
   it('refuses both an HS256 secret and a public key', () => {

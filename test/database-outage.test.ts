@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { buildApp } from '../src/app.ts'
-import { loadConfig } from '../src/config.ts'
 import { openDatabase } from '../src/db/client.ts'
 import { runMigrations } from '../src/db/migrate.ts'
 import { mintToken } from '../src/tokens.ts'
-import { PUBLISHER, TEST_JWT_SECRET } from './helpers/app.ts'
+import { PUBLISHER, TEST_JWT_SECRET, testConfig } from './helpers/app.ts'
 import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from './helpers/backends.ts'
 import { SseClient } from './helpers/sse.ts'
 import { TcpProxy } from './helpers/tcp-proxy.ts'
@@ -29,10 +28,7 @@ describePostgres('when PostgreSQL cannot be reached', () => {
     await proxy.start()
     const database = await openDatabase({ url: proxy.urlFor(dbUrl), poolSize: 4 })
     await runMigrations(database)
-    app = await buildApp(
-      { ...loadConfig({ NODE_ENV: 'test' }), JWT_SECRET: TEST_JWT_SECRET, LOG_POLL_MS: 200 },
-      database,
-    )
+    app = await buildApp(testConfig({ LOG_POLL_MS: 200 }), database)
     await app.listen({ port: 0, host: '127.0.0.1' })
     url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
   })

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { OPERATIONS } from '../src/docs.ts'
-import { eventPage, listedEvent, problemSchema, published } from '../src/routes/schemas.ts'
+import { problemSchema } from '../src/problems.ts'
+import { eventPage, listedEvent, published } from '../src/routes/schemas.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 
 // SPEC 8: GET /docs is OpenAPI, generated from the same zod schemas that validate requests.

@@ -393,6 +393,53 @@ describeEachBackend('hostile input', (backend) => {
       stream.close()
     }
   })
+
+  it('keeps a leading byte-order mark (U+FEFF) in every text it reads back: tenant, user ids, title, body, collapse key', async () => {
+    // PGlite 0.5.16 drops a U+FEFF that starts a text value as it reads query results (fixed at install by
+    // scripts/patch-pglite-bom.mjs): titles came back one character short, and an event of a tenant or for a user
+    // whose name starts with one missed the live stream, whose tenant and user are read back from the database.
+    const tenant = `\ufeffbom-${backend}`
+    const recipient = '\ufeffbom-user'
+    const actor = '\ufeffbom-pub'
+    const sent = { title: '\ufefftitle \ufeff', body: '\ufeffbody', collapseKey: '\ufeffkey' }
+    const reader = t.token({ sub: recipient, tenant })
+    const live = await SseClient.open(t.url, { token: reader })
+    let replay: SseClient | undefined
+    try {
+      expect(live.status, live.body).toBe(200)
+      await live.waitFor((c) => c.raw.startsWith('retry: 3000'), 5_000, 'the retry line')
+      const res = await fetch(`${t.url}/v1/events`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${t.token({ sub: actor, tenant, scope: PUBLISHER })}`,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify({ type: 'bom.text', to: { users: [recipient] }, ...sent }),
+      })
+      const created = await res.text()
+      expect(res.status, created).toBe(201)
+      const id = JSON.parse(created).id as string
+
+      const got = await fetch(`${t.url}/v1/events/${id}`, { headers: { authorization: `Bearer ${reader}` } })
+      const text = await got.text()
+      expect(got.status, text).toBe(200)
+      expect(JSON.parse(text)).toMatchObject({ ...sent, actor })
+      const list = await fetch(`${t.url}/v1/events?after=0`, { headers: { authorization: `Bearer ${reader}` } })
+      expect(await list.text()).toContain(text)
+
+      // Live (the log tail matches the event's tenant and users to the open stream) and replayed from the database.
+      await live.waitForNotifications(1)
+      replay = await SseClient.open(t.url, { token: reader, lastEventId: '0' })
+      await replay.waitForNotifications(1)
+      for (const stream of [live, replay]) {
+        expect(stream.notificationIds).toEqual([id])
+        expect(stream.events.find((e) => e.event === 'notification')?.data).toBe(withoutReceipt(text))
+      }
+    } finally {
+      live.close()
+      replay?.close()
+    }
+  })
 })
 
 interface TrickyEvent {

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { AppConfig } from '../src/app.ts'
 import { ackTokens } from '../src/push/ack-token.ts'
 import { loadAckTokenSecret } from '../src/push/keys.ts'
-import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
+import { PUBLISHER, startApp, type TestApp, type TestEnv } from './helpers/app.ts'
 import { SseClient } from './helpers/sse.ts'
 
 // Limits live in each instance's memory, whatever the database: PGlite is enough here.
@@ -162,7 +161,7 @@ describe('limits on acks, reads and bulk reads', () => {
 
 // The test server listens on 127.0.0.1: requests come from there, as from a proxy on the same machine.
 describe('per-IP limits behind a proxy (TRUST_PROXY)', () => {
-  const limits: Partial<AppConfig> = {
+  const limits: TestEnv = {
     RATE_LIMIT_WINDOW_MS: 60_000,
     RATE_LIMIT_IP_PER_MIN: 2,
     RATE_LIMIT_AUTH_FAILURES_PER_MIN: 2,

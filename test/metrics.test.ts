@@ -184,12 +184,15 @@ describeEachBackend('Metrics', (backend) => {
       herald_stream_resets_total: 'counter',
       herald_push_attempts_total: 'counter',
       herald_pending_pushes: 'gauge',
+      herald_stream_buffered_bytes: 'gauge',
       herald_publish_duration_seconds: 'histogram',
     })
     expect(m.families.get('nodejs_eventloop_lag_seconds')?.type).toBe('gauge')
     // Known label values are exported from the start, at 0.
     expect(m.value('herald_streams_closed_total', { reason: 'slow' })).toBe(0)
     expect(m.value('herald_events_published_total', { priority: 'urgent' })).toBe(0)
+    // Nothing is held for slow readers while no stream lags.
+    expect(m.value('herald_stream_buffered_bytes')).toBe(0)
     // The histogram's buckets resolve 1-100 ms.
     for (const le of ['0.001', '0.01', '0.1']) {
       expect(m.value('herald_publish_duration_seconds_bucket', { le })).toBeGreaterThanOrEqual(0)

@@ -1,8 +1,8 @@
 import { sql } from 'drizzle-orm'
 import supertest, { type Response } from 'supertest'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { DEFAULT_PUSH_ENDPOINT_ALLOWLIST } from '../src/config.ts'
-import { endpointAllowed, parseAllowlist } from '../src/push/subscriptions.ts'
+import { commaList, DEFAULT_PUSH_ENDPOINT_ALLOWLIST } from '../src/config.ts'
+import { endpointAllowed } from '../src/push/subscriptions.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 import { describeEachBackend } from './helpers/backends.ts'
 import { type BrowserSubscription, type PushService, startPushService } from './helpers/push-service.ts'
@@ -265,7 +265,7 @@ describeEachBackend('Push registrations', (backend) => {
 })
 
 describe('push endpoint allowlist', () => {
-  const defaults = parseAllowlist(DEFAULT_PUSH_ENDPOINT_ALLOWLIST)
+  const defaults = commaList(DEFAULT_PUSH_ENDPOINT_ALLOWLIST)
   it.each([
     ['https://fcm.googleapis.com/fcm/send/abc', true],
     ['https://fcm.googleapis.com/wp/abc', true],

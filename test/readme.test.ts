@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { CONFIG_VARIABLES } from '../src/config.ts'
+import { CONFIG_VARIABLES, configTable } from '../src/config.ts'
 import { ROOT } from './helpers/process.ts'
 
 // The README and docs/ are what a person who clones the repository reads: they must match the code and stay
@@ -32,6 +32,11 @@ describe('README', () => {
         .flatMap((line) => [...line.split('|')[1].matchAll(/`([A-Z][A-Z0-9_]+)`/g)].map((m) => m[1])),
     )
     expect([...documented].sort()).toEqual([...CONFIG_VARIABLES].sort())
+  })
+
+  it('shows each variable’s default and meaning as src/config.ts has them (npm run config-table writes it)', () => {
+    const table = configTable()
+    expect(readme, 'README.md is out of date: run npm run config-table').toContain(table)
   })
 
   it('and the docs link only to files inside the repository, all of which exist', () => {

@@ -4,13 +4,8 @@
 // method to its OpenAPI operation.
 import type { z } from 'zod'
 import type { batchSchema, newEventSchema } from '../events/model.ts'
-import type {
-  batchPublished,
-  deliveryStatusReply,
-  problemSchema,
-  published,
-  streamTicketReply,
-} from '../routes/schemas.ts'
+import type { problemSchema } from '../problems.ts'
+import type { batchPublished, deliveryStatusReply, published, streamTicketReply } from '../routes/schemas.ts'
 import { mintToken as mint, type TokenClaims } from '../tokens.ts'
 
 /** An event to publish, as `POST /v1/events` takes it (defaults such as `priority` may be left out). */

@@ -1,6 +1,7 @@
 import { type SQL, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
+import type { ReceiptNotice } from '../events/receipts.ts'
 
 const EVENTS_CHANNEL = 'herald_events'
 const RECEIPTS_CHANNEL = 'herald_receipts'
@@ -13,7 +14,7 @@ export interface ReceiptMessage {
   tenant: string
   userId: string
   /** The `receipt` event's data. */
-  notice: { ids: string[]; state: string } | { upTo: string; state: string }
+  notice: ReceiptNotice
 }
 
 /** "Evict this user's `count` oldest streams": to the instance that holds them. */
@@ -25,8 +26,6 @@ export interface EvictMessage {
 }
 
 export interface BusHandlers {
-  /** Something was committed somewhere: read the log and the push outbox. */
-  onWake(): void
   /** A user acked or read on another instance: tell this instance's streams of that user. */
   onReceipt(message: ReceiptMessage): void
   /** Another instance found a user over the per-user limit, with their oldest streams here. */
@@ -40,12 +39,22 @@ export interface BusHandlers {
  */
 export class ClusterBus {
   private unlisten: Array<() => Promise<void>> = []
+  private readonly wakeListeners: Array<() => void> = []
 
   constructor(
     private readonly database: Database,
     private readonly instanceId: string,
     private readonly log: FastifyBaseLogger,
   ) {}
+
+  /** Something was committed somewhere (or the bus reconnected): `listener` should look at the database. */
+  onWake(listener: () => void) {
+    this.wakeListeners.push(listener)
+  }
+
+  private wake() {
+    for (const listener of this.wakeListeners) listener()
+  }
 
   async start(handlers: BusHandlers) {
     const pg = this.database.pg
@@ -56,9 +65,9 @@ export class ClusterBus {
       EVENTS_CHANNEL,
       // Our own publishes woke this instance already (and would wake its push dispatcher for nothing).
       (payload) => {
-        if (!payload.startsWith(`${this.instanceId} `)) handlers.onWake()
+        if (!payload.startsWith(`${this.instanceId} `)) this.wake()
       },
-      () => handlers.onWake(),
+      () => this.wake(),
     )
     const receipts = await pg.listen(RECEIPTS_CHANNEL, (payload) => {
       try {

@@ -5,8 +5,9 @@ import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
-import { ConfigError } from '../config.ts'
+import { ConfigError, DEFAULT_DB_POOL_SIZE } from '../config.ts'
 import { lockDataDir } from './data-lock.ts'
+import { innermostError } from './errors.ts'
 import { createDatabaseInChild, createPglite } from './pglite-setup.ts'
 import * as schema from './schema.ts'
 
@@ -31,13 +32,14 @@ export interface DatabaseOptions {
   pgliteDir?: string
   /** Who takes PGlite's folder (`server`, `herald prune`): named to a second process that finds it taken. */
   role?: string
+  /** PostgreSQL connections; DB_POOL_SIZE's default unless given. */
   poolSize?: number
 }
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   if (options.url) {
     const pg = postgres(options.url, {
-      max: options.poolSize ?? 20,
+      max: options.poolSize ?? DEFAULT_DB_POOL_SIZE,
       onnotice: () => {},
       // Fail fast when the server is down so publishes get a 503 rather than hanging.
       connect_timeout: 5,
@@ -162,8 +164,7 @@ function hostOf(url: string): string {
 
 /** The innermost error's code and message (drizzle wraps the driver's error). */
 function causeOf(err: unknown): string {
-  let e = err as { code?: unknown; message?: string; cause?: unknown }
-  while (e?.cause && typeof e.cause === 'object') e = e.cause as typeof e
+  const e = innermostError(err) as { code?: unknown; message?: string } | undefined
   return [e?.code, e?.message].filter(Boolean).join(': ') || String(err)
 }
 

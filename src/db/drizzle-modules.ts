@@ -23,8 +23,8 @@ type RegisterHooks = (hooks: { resolve: Resolve }) => unknown
  * Loads drizzle-orm's modules without Node's package.json lookup for each one. To learn whether a `.js` file is
  * an ES module, Node (24.x) finds the package.json above it and copies it whole, `exports` included. drizzle-orm's
  * `exports` names every one of its files (179 KB of JSON) and is parsed again for each of its modules the service
- * loads: about 460 times, 190 MB of short-lived objects and seconds of start-up. V8 grows its young generation to
- * its maximum for that and keeps it while idle: 80 to 100 MB of the service's idle RSS, on either database.
+ * loads, hundreds of times: seconds of start-up and a young generation V8 grows to its maximum for it and keeps
+ * while idle, on either database (bench scenario 8).
  * drizzle-orm is one package.json, `"type": "module"`, whose files import each other by relative `.js` paths:
  * this hook resolves those itself and says they are ES modules, which is what Node would have concluded.
  * (drizzle-orm has since replaced that list with a pattern, drizzle-team/drizzle-orm#5934: this can go with

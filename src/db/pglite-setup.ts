@@ -9,10 +9,10 @@ import { DataDirLockedError, lockDataDir } from './data-lock.ts'
 
 /**
  * PostgreSQL's shared_buffers inside PGlite (PostgreSQL's default: 128 MB). PGlite writes over all of it as it
- * starts, in WebAssembly memory that is never given back: resident from the first second, idle or not (115 MB
- * of the idle service's RSS, measured). 16 MB (2,048 pages) holds the indexes and recent events a small
- * installation works on; a page that is not in it is read back from the files (the operating system's cache on
- * disk, a copy in memory:// in the tests). Publishing measured no slower for it.
+ * starts, in WebAssembly memory that is never given back: resident from the first second, idle or not (bench
+ * scenario 8 measures the service's idle memory). 16 MB (2,048 pages) holds the indexes and recent events a
+ * small installation works on; a page that is not in it is read back from the files (the operating system's
+ * cache on disk, a copy in memory:// in the tests), and publishing is no slower for it (scenario 4).
  */
 const SHARED_BUFFERS_MB = 16
 
@@ -28,14 +28,13 @@ export function pgliteOptions(): PGliteOptions {
 
 /**
  * V8 recompiles a hot WebAssembly function with its optimizing compiler (TurboFan). For PGlite's hottest one
- * (about 100 KB of WebAssembly) that takes 2 to 6 s of a core and 600 MB of compiler memory, within seconds of
- * every start and even idle (the service polls; `--wasm-tiering-budget` at its most only delays it by seconds,
- * as the budget is charged by the size of the function): starts peaked at 740 to 780 MB, and an idle service
- * kept 40 to 70 MB more than without it. Limiting tier-up to a function index no module has keeps PGlite on its
- * baseline code (Liftoff). The price is speed under sustained load: a single publish costs 15 to 25 % more of
- * the service's CPU (4.5 to 4.9 ms against 3.6 to 4.1, 16 clients publishing for 20 s); the tests' short-lived
- * in-memory databases are faster without the recompilation. V8 settles this for each function when it first
- * compiles it, so it cannot be lifted later, once the service is busy.
+ * (about 100 KB of WebAssembly) that takes seconds of a core and hundreds of MB of compiler memory, within
+ * seconds of every start and even idle (the service polls; `--wasm-tiering-budget` at its most only delays it,
+ * as the budget is charged by the size of the function), and an idle service keeps part of it. Limiting
+ * tier-up to a function index no module has keeps PGlite on its baseline code (Liftoff). The price is speed
+ * under sustained load: a single publish costs more of the service's CPU (bench/HISTORY.md has the figures);
+ * the tests' short-lived in-memory databases are faster without the recompilation. V8 settles this for each
+ * function when it first compiles it, so it cannot be lifted later, once the service is busy.
  */
 const NO_WASM_FUNCTION = 2_147_483_647
 
@@ -64,8 +63,8 @@ const loaderArgs = () =>
 /**
  * Makes a new PGlite folder's database in a child process: initdb (a WebAssembly module of its own, run beside a
  * second PGlite instance) and the migrations. Done in the service's process, that memory stays with it, as
- * WebAssembly memory is never given back: 140 MB more idle RSS for as long as the service runs after its first
- * start, and a peak of 600 MB rather than 200 (measured). The child's own peak, about 600 MB, ends with it.
+ * WebAssembly memory is never given back: the service would keep it idle for as long as it runs after its first
+ * start. The child's own peak ends with it.
  * Does nothing when the folder already has a database.
  *
  * The folder's lock (data-lock.ts) is the child's while it writes, and the caller takes it once the child is

@@ -3,7 +3,7 @@ import type { PgColumn } from 'drizzle-orm/pg-core'
 import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { events, receipts } from '../db/schema.ts'
-import { eventJson } from './model.ts'
+import { eventJson } from '../wire-format.ts'
 import { viewerOf, visibleTo } from './visibility.ts'
 
 /** Page size for history and polling; at most MAX_PAGE. */

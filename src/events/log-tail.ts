@@ -65,8 +65,6 @@ export class LogTail {
   private timer: NodeJS.Timeout | undefined
   private pollTimer: NodeJS.Timeout | undefined
   private stopped = false
-  /** False after a failed read, until a read succeeds. */
-  healthy = true
 
   constructor(
     private readonly database: Database,
@@ -127,7 +125,6 @@ export class LogTail {
         for (const w of waiters) w()
       } while (this.again && !this.stopped)
     } catch (err) {
-      this.healthy = false
       this.log.warn({ err }, 'reading the event log failed; retrying')
       clearTimeout(this.timer)
       this.timer = setTimeout(() => this.wake(), ERROR_BACKOFF_MS)
@@ -143,7 +140,6 @@ export class LogTail {
     const rows = await this.database.query<TailRow>(
       sql`select * from events where id > ${this.cursor} order by id limit ${PAGE_SIZE}`,
     )
-    this.healthy = true
     const ready: EventRow[] = []
     let expected = this.cursor + 1
     for (const raw of rows) {

@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto'
 import { and, eq, type SQL, sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
+import { refusedByDatabase } from '../db/errors.ts'
 import { idempotencyKeys } from '../db/schema.ts'
-import { describeFieldErrors, type FieldError, HttpProblem, isDatabaseUnavailable } from '../errors.ts'
-import { type PushPolicy, planPushes } from '../push/outbox.ts'
+import { ConflictError, type FieldError, InvalidFieldsError, UnprocessableError } from '../service-errors.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
 import { MAX_DATA_BYTES, type NewEvent } from './model.ts'
 
@@ -31,7 +31,7 @@ export interface PublishOptions {
 }
 
 /** An event to insert, with who publishes it (a coalesced statement holds several publishers' events). */
-interface Row {
+interface EventToInsert {
   caller: Caller
   event: NewEvent
   /** `data` as it is stored and sent (storedData), or null when the event has none. */
@@ -54,7 +54,7 @@ function storedData(batch: NewEvent[], options: PublishOptions): Array<string | 
       message: `must be at most ${MAX_DATA_BYTES} bytes of JSON as sent (whitespace outside strings not counted); it is ${bytes}`,
     })
   }
-  if (errors.length) throw new HttpProblem('validation', describeFieldErrors(errors), errors)
+  if (errors.length) throw new InvalidFieldsError(errors)
   return texts
 }
 
@@ -67,8 +67,8 @@ function storedData(batch: NewEvent[], options: PublishOptions): Array<string | 
  * Single publishes without a key are coalesced (see SinglePublishes): under load, one statement and one
  * commit carry many of them.
  */
-export function createPublisher(database: Database, policy: PushPolicy, announce?: Announce) {
-  const statementOf = (rows: Row[]) => insertEvents(rows, policy, announce)
+export function createPublisher(database: Database, planPushes: PlanPushes, announce?: Announce) {
+  const statementOf = (rows: EventToInsert[]) => insertEvents(rows, planPushes, announce)
   const singles = new SinglePublishes(database, statementOf)
   return async function publishEvents(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
     const data = storedData(batch, options)
@@ -110,7 +110,7 @@ const keyIs = (caller: Caller, key: string) =>
  * another `data` spelling (1.0 for 1, keys reordered inside it) is not: it would store other bytes. The
  * tenant and publisher are left out: they scope the key itself.
  */
-function fingerprintOf(kind: PublishOptions['kind'], rows: Row[]): string {
+function fingerprintOf(kind: PublishOptions['kind'], rows: EventToInsert[]): string {
   return createHash('sha256')
     .update(JSON.stringify([kind, ...rows.map(storedFields)]))
     .digest('hex')
@@ -142,8 +142,7 @@ async function holdKey(database: Database, tx: Db, caller: Caller, key: string) 
     tx,
   )
   if (!locked) {
-    throw new HttpProblem(
-      'conflict',
+    throw new ConflictError(
       `A request with Idempotency-Key "${key}" is still in flight; retry once it has been answered.`,
     )
   }
@@ -162,30 +161,19 @@ async function replay(
 ): Promise<Published> {
   const [earlier] = await tx.select().from(idempotencyKeys).where(keyIs(caller, key))
   if (earlier.kind !== kind) {
-    throw new HttpProblem('conflict', `Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
+    throw new ConflictError(`Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
   }
   if (earlier.fingerprint !== null && earlier.fingerprint !== fingerprint) {
-    throw new HttpProblem(
-      'unprocessable',
+    throw new UnprocessableError(
       `Idempotency-Key "${key}" was used for another request; send a new key for a new request.`,
     )
   }
   return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0 }
 }
 
-/** An error PostgreSQL answered for the statement (an SQLSTATE), not a lost or refused connection. */
-function refusedByDatabase(err: unknown): boolean {
-  // drizzle wraps the driver's error: the SQLSTATE is on it or on its cause.
-  const e = err as { code?: unknown; cause?: unknown } | undefined
-  if (!e || typeof e !== 'object') return false
-  if (/^[0-9A-Z]{5}$/.test(String(e.code ?? ''))) return !isDatabaseUnavailable(err)
-  return refusedByDatabase(e.cause)
-}
-
 /**
- * Statements of coalesced single publishes that may run at once. One gave the most publishes /s in the bench
- * (6,900 against 6,000 with two, within its noise); two keep one slow statement (a broadcast to a very large
- * tenant) from holding up every other publish.
+ * Statements of coalesced single publishes that may run at once. One gives as many publishes /s (bench scenario
+ * 4); two keep one slow statement (a broadcast to a very large tenant) from holding up every other publish.
  */
 const SINGLE_STATEMENTS = 2
 /** At most this many publishes in one statement, as in a batch. */
@@ -199,14 +187,18 @@ const MAX_COALESCED = 1_000
  */
 class SinglePublishes {
   private running = 0
-  private readonly queue: Array<{ row: Row; resolve: (p: Published) => void; reject: (err: unknown) => void }> = []
+  private readonly queue: Array<{
+    row: EventToInsert
+    resolve: (p: Published) => void
+    reject: (err: unknown) => void
+  }> = []
 
   constructor(
     private readonly database: Database,
-    private readonly statementOf: (rows: Row[]) => SQL,
+    private readonly statementOf: (rows: EventToInsert[]) => SQL,
   ) {}
 
-  publish(row: Row): Promise<Published> {
+  publish(row: EventToInsert): Promise<Published> {
     return new Promise((resolve, reject) => {
       this.queue.push({ row, resolve, reject })
       if (this.running < SINGLE_STATEMENTS) void this.runQueued()
@@ -236,7 +228,7 @@ class SinglePublishes {
     }
   }
 
-  private insert(rows: Row[]) {
+  private insert(rows: EventToInsert[]) {
     return this.database.query<InsertedRow>(this.statementOf(rows))
   }
 
@@ -265,7 +257,14 @@ function published(rows: InsertedRow[]): Published {
 }
 
 /** SQL that tells other instances of a publish, given its largest event id (ClusterBus.announcePublish). */
-type Announce = (newestId: SQL) => SQL
+export type Announce = (newestId: SQL) => SQL
+
+/**
+ * SQL that plans the pushes of the events in `inserted` (a relation with their id, tenant, priority and
+ * audience) and returns the event id of each push planned (push/outbox.ts). Injected: publishing knows that
+ * pushes are planned in its statement, not how.
+ */
+export type PlanPushes = (inserted: SQL) => SQL
 
 /**
  * The publish statement. The batch travels as one JSON parameter (a batch of 1,000 is not 14,000 bind
@@ -273,7 +272,7 @@ type Announce = (newestId: SQL) => SQL
  * in-flight publish's gap from a rolled-back one by this lock's holders (see log-tail.ts). Ids follow the
  * batch order. With `announce`, the same statement wakes the other instances.
  */
-function insertEvents(rows: Row[], policy: PushPolicy, announce: Announce | undefined): SQL {
+function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: Announce | undefined): SQL {
   const json = JSON.stringify(
     rows.map((row) => ({ tenant: row.caller.tenant, actor: row.caller.userId, ...storedFields(row) })),
   )
@@ -290,7 +289,7 @@ function insertEvents(rows: Row[], policy: PushPolicy, announce: Announce | unde
         to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
       order by e.ordinality
       returning id, created_at, tenant, priority, to_users, to_roles, to_topics, to_tenant
-    ), planned as (${planPushes(sql`inserted`, policy)})
+    ), planned as (${planPushes(sql`inserted`)})
     ${announce ? sql`, announced as materialized (${announce(sql`(select max(id) from inserted)`)})` : sql``}
     select i.id, i.created_at, coalesce(p.pushes, 0) as pushes
     from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
@@ -299,7 +298,7 @@ function insertEvents(rows: Row[], policy: PushPolicy, announce: Announce | unde
 }
 
 /** The columns an event is stored with, but for its tenant and actor (the caller's). */
-function storedFields({ event: e, dataJson }: Row) {
+function storedFields({ event: e, dataJson }: EventToInsert) {
   return {
     type: e.type,
     title: e.title,

@@ -1,15 +1,10 @@
 import { createSigner, createVerifier } from 'fast-jwt'
+import type { AckGrant } from '../auth.ts'
 
 /** Marks the token kind, so an ackToken is never mistaken for a user token (or the reverse). */
 const ACK_TOKEN_TYPE = 'herald-ack'
 /** An ackToken lives as long as its event, and at most this long (seconds). */
 export const MAX_ACK_TOKEN_TTL_S = 7 * 24 * 3600
-
-export interface AckGrant {
-  tenant: string
-  userId: string
-  eventId: number
-}
 
 /**
  * ackTokens ride in push payloads so the service worker can ack or read one event for one user without

@@ -1,42 +1,30 @@
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
-import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
-import { type EventRow, events, instances, pushDeliveries, pushSubscriptions, receipts } from '../db/schema.ts'
+import type { EventRow } from '../db/schema.ts'
 import type { Metrics, PushOutcome } from '../metrics.ts'
 import type { AckTokens } from './ack-token.ts'
+import { nextAttemptAt, tooLateToPush } from './backoff.ts'
+import { type ClaimedPush, type DeliveryUpdate, PushClaims, type Subscription } from './claims.ts'
 import type { VapidKeys } from './keys.ts'
 import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
 import { PushPool, type PushPoolOptions } from './push-pool.ts'
 import { type Outcome, type PushHeaders, sendPush } from './send.ts'
 
-/**
- * A claim lasts this long at most. Rows claimed by an instance that stopped heart-beating (see Presence) are
- * taken over sooner, once its heartbeat is older than `instanceTtlS`.
- */
-const CLAIM_S = 60
 /** Look for due pushes (delayed `high` ones, retries) at least this often. */
 const POLL_MS = 1_000
 /**
- * A push is only started with at least this long left before its event expires: with less, its TTL header
- * would be 0 s and it would reach the push service as the event expires, or after.
- */
-const MIN_TIME_LEFT_MS = 1_000
-/** True when a push started at `at` would leave its event less than MIN_TIME_LEFT_MS to live. */
-const tooLateToPush = (event: EventRow, at: number) => event.expiresAt.getTime() - at < MIN_TIME_LEFT_MS
-/** Backoff after a failed attempt: base × 2^(attempt-1), capped, with jitter. */
-const MAX_BACKOFF_MS = 3_600_000
-/**
  * With at least this many pushes in flight their outcomes come in bulk, and each waits up to RECORD_GATHER_MS
- * for others to share its statement: on PGlite a statement runs on the main thread, a few ms however many rows
- * it writes. With fewer, an outcome is written at once, so a push's status is current as soon as it can be.
+ * for others to share its statement: on PGlite a statement runs on the main thread, and costs about the same
+ * however many rows it writes (see bench/README.md, scenario 6). With fewer, an outcome is written at once, so
+ * a push's status is current as soon as it can be.
  */
 const RECORD_GATHER_IN_FLIGHT = 16
 const RECORD_GATHER_MS = 25
 /**
- * Pushes started in one go at most. Handing a push to its thread takes the main thread a fraction of a ms (its
- * payload and ack token, the message): a broadcast's hundreds are handed over a batch per event-loop turn, and
- * requests are answered in between.
+ * Pushes started in one go at most. Handing a push to its thread takes the main thread some work (its payload
+ * and ack token, the message): a broadcast's hundreds are handed over a batch per event-loop turn, and requests
+ * are answered in between.
  */
 const PUMP_BATCH = 32
 /** What a test push still waiting for a slot at shutdown reports (it is not retried: it has no outbox row). */
@@ -48,35 +36,22 @@ const SHUTTING_DOWN: Outcome = { state: 'retry', error: 'the service is shutting
 const serviceOf = (endpoint: string) => /^[a-z]+:\/\/[^/?#]+/.exec(endpoint)?.[0] ?? endpoint
 
 export interface DispatcherOptions {
+  /** Attempts per push before it counts as failed (PUSH_MAX_ATTEMPTS). */
   maxAttempts: number
+  /** Pushes in flight at once (PUSH_CONCURRENCY). */
   concurrency: number
-  /** First retry delay; doubles each attempt. Defaults to 5 s. */
-  retryBaseMs?: number
+  /** First retry delay; doubles each attempt (PUSH_RETRY_BASE_MS). */
+  retryBaseMs: number
   /** CA certificates to trust for push services instead of the system's (tests pass their own). */
   ca?: PushPoolOptions['ca']
   /** An instance whose heartbeat is older than this is dead: its claims are taken over (PRESENCE_TTL_S). */
   instanceTtlS: number
 }
 
-interface Claimed {
-  id: number
-  eventId: number
-  subscriptionId: number | null
-  tenant: string
-  userId: string
-  attempts: number
-  /** Held-back `normal` push: instances that claimed the user's presence at publish time (see outbox.ts). */
-  presentOn: string[] | null
-  /** The device's push service, as stored when the push was planned (see outbox.ts). */
-  service: string | null
-}
-
-type Subscription = typeof pushSubscriptions.$inferSelect
-
 /** A claimed push with what sending it needs, waiting for a free slot. */
 interface OutboxPush {
   kind: 'outbox'
-  c: Claimed
+  claimed: ClaimedPush
   event: EventRow
   sub: Subscription
   service: string
@@ -92,19 +67,14 @@ interface TestPush {
   settle: (outcome: Outcome) => void
 }
 
-/** A push waiting for a free slot. */
-type Ready = OutboxPush | TestPush
+/** A push in the ready queue, waiting for a free slot. */
+type QueuedPush = OutboxPush | TestPush
 
 /** A test push's outcome at one device. */
 export interface TestOutcome {
   subscriptionId: number
   outcome: Outcome
 }
-
-/** An outcome to write: the row's new state, and when it is due again if it is still pending. */
-type Recorded = Partial<
-  Pick<typeof pushDeliveries.$inferInsert, 'state' | 'lastStatus' | 'lastError' | 'nextAttemptAt'>
->
 
 /**
  * Sends the push outbox. Every instance runs one; rows are claimed with `for update skip locked`, so no
@@ -118,7 +88,8 @@ type Recorded = Partial<
  * Bounds: at most `concurrency` pushes in flight, at most half of them to one push service, one at a time per
  * device; at most `concurrency` ready pushes per push service. A push service that hangs therefore holds half
  * the slots and its own queue, never the others': the last of its ready pushes starts within two send
- * timeouts (20 s), well inside a claim (60 s). Test pushes (`sendTest`) take the same queue and slots.
+ * timeouts (SEND_TIMEOUT_MS in push-worker.ts), well inside a claim (CLAIM_S in claims.ts). Test pushes
+ * (`sendTest`) take the same queue and slots.
  *
  * Pushes are encrypted and sent from worker threads (PushPool): the main thread only hands them over and
  * records their outcomes, so a broadcast to thousands of devices never holds up requests and streams.
@@ -128,14 +99,14 @@ export class PushDispatcher {
   /** Devices with a push in flight here, and pushes in flight per push service. */
   private readonly sendingTo = new Set<number>()
   private readonly perService = new Map<string, number>()
-  private ready: Ready[] = []
+  private ready: QueuedPush[] = []
   private claiming = false
   private again = false
   /** The last claim found nothing due that it could take: wait for a publish or the poll before claiming again. */
   private drained = false
   /** Counts outside wakes, so a claim that comes back empty knows whether a publish happened meanwhile. */
   private wakes = 0
-  private readonly toRecord = new Map<number, Recorded>()
+  private readonly toRecord = new Map<number, DeliveryUpdate>()
   private recording: Promise<void> | undefined
   private stopped = false
   private poll: NodeJS.Timeout | undefined
@@ -143,17 +114,19 @@ export class PushDispatcher {
   /** A pump is due on the next turn (the last one started PUMP_BATCH pushes). */
   private pumpAgain = false
   private readonly threads: PushPool
+  private readonly claims: PushClaims
 
   constructor(
-    private readonly database: Database,
+    database: Database,
     private readonly vapid: VapidKeys,
     private readonly ackTokens: AckTokens,
     private readonly options: DispatcherOptions,
-    private readonly instanceId: string,
+    instanceId: string,
     private readonly log: FastifyBaseLogger,
     private readonly metrics: Metrics,
   ) {
     this.threads = new PushPool({ concurrency: options.concurrency, ca: options.ca })
+    this.claims = new PushClaims(database, instanceId, options.instanceTtlS)
   }
 
   start() {
@@ -209,11 +182,10 @@ export class PushDispatcher {
   }
 
   /**
-   * Claims due rows, oldest first, leaving out devices with a push in flight or ready here, and taking no more
-   * for a push service than its queue has room for (each row names its push service, stored when it was
-   * planned; the ready queue counts by the same name).
+   * Claims due rows, leaving out devices with a push in flight or ready here, and taking no more for a push
+   * service than its queue has room for (the ready queue counts by the name each row stores for its service).
    */
-  private async claim(limit: number): Promise<{ claimed: Claimed[]; anyServiceFull: boolean }> {
+  private async claim(limit: number): Promise<{ claimed: ClaimedPush[]; anyServiceFull: boolean }> {
     const cap = this.options.concurrency
     const room: Record<string, number> = {}
     const busyDevices = new Set(this.sendingTo)
@@ -222,89 +194,19 @@ export class PushDispatcher {
       busyDevices.add(r.sub.id)
     }
     const anyServiceFull = Object.values(room).some((n) => n <= 0)
-    const rows = await this.database.query<{
-      id: string | number
-      event_id: string | number
-      subscription_id: string | number | null
-      tenant: string
-      user_id: string
-      attempts: number
-      present_on: string[] | null
-      service: string | null
-    }>(sql`
-      with candidates as (
-        select pd.id, pd.next_attempt_at, pd.service
-        from push_deliveries pd
-        where pd.state = 'pending' and pd.next_attempt_at <= now()
-          and (pd.claimed_until is null or pd.claimed_until < now() or not exists (
-            select 1 from instances i
-            where i.id = pd.claimed_by and i.seen_at > now() - make_interval(secs => ${this.options.instanceTtlS})))
-          and (pd.subscription_id is null
-            or not pd.subscription_id = any(array(select json_array_elements_text(${JSON.stringify([...busyDevices])}::json)::bigint)))
-          and coalesce((${JSON.stringify(room)}::jsonb ->> pd.service)::int, 1) > 0
-        order by pd.next_attempt_at
-        limit ${limit}
-        for update of pd skip locked),
-      fitting as (
-        select id from (
-          select id, service, row_number() over (partition by service order by next_attempt_at, id) as n from candidates) c
-        where service is null or n <= coalesce((${JSON.stringify(room)}::jsonb ->> service)::int, ${cap}))
-      update push_deliveries d
-      set claimed_by = ${this.instanceId}, claimed_until = now() + make_interval(secs => ${CLAIM_S}),
-          attempts = d.attempts + 1, updated_at = now()
-      from fitting f
-      where d.id = f.id
-      returning d.id, d.event_id, d.subscription_id, d.tenant, d.user_id, d.attempts, d.present_on, d.service`)
-    const claimed = rows.map((r) => ({
-      id: Number(r.id),
-      eventId: Number(r.event_id),
-      subscriptionId: r.subscription_id === null ? null : Number(r.subscription_id),
-      tenant: r.tenant,
-      userId: r.user_id,
-      attempts: Number(r.attempts),
-      presentOn: r.present_on,
-      service: r.service,
-    }))
-    // Ids follow publish order: a device's pushes claimed together go out in it.
-    return { claimed: claimed.sort((a, b) => a.id - b.id), anyServiceFull }
+    const claimed = await this.claims.claim({ limit, busyDevices, room, perService: cap })
+    return { claimed, anyServiceFull }
   }
 
-  /** Loads what the claimed rows need in four queries; queues those still to send, settles the others. */
-  private async load(claimed: Claimed[]) {
-    const { db } = this.database
-    const eventIds = [...new Set(claimed.map((c) => c.eventId))]
-    const subIds = [...new Set(claimed.map((c) => c.subscriptionId).filter((id): id is number => id !== null))]
-    const instanceIds = [...new Set(claimed.flatMap((c) => c.presentOn ?? []))]
-    const [eventRows, subRows, acked, instanceRows] = await Promise.all([
-      db.select().from(events).where(inArray(events.id, eventIds)),
-      subIds.length ? db.select().from(pushSubscriptions).where(inArray(pushSubscriptions.id, subIds)) : [],
-      db
-        .select({ tenant: receipts.tenant, userId: receipts.userId, eventId: receipts.eventId })
-        .from(receipts)
-        .where(and(inArray(receipts.eventId, eventIds), isNotNull(receipts.ackedAt))),
-      instanceIds.length ? db.select().from(instances).where(inArray(instances.id, instanceIds)) : [],
-    ])
-    const lastBeat = new Map(instanceRows.map((i) => [i.id, i.seenAt.getTime()]))
-    /** An instance that beat after the event was created was alive when it was published: its stream was real. */
-    const wasStreamed = (c: Claimed, event: EventRow) =>
-      c.presentOn?.some((id) => (lastBeat.get(id) ?? 0) >= event.createdAt.getTime()) ?? false
-    const eventsById = new Map(eventRows.map((e) => [e.id, e]))
-    const subsById = new Map(subRows.map((s) => [s.id, s]))
-    const ackedKeys = new Set(acked.map((a) => `${a.tenant}\u0000${a.userId}\u0000${a.eventId}`))
-
-    for (const c of claimed) {
-      const event = eventsById.get(c.eventId)
-      const sub = c.subscriptionId === null ? undefined : subsById.get(c.subscriptionId)
-      if (!event) {
-        this.finish(c, { state: 'failed', error: 'event expired' })
-      } else if (!sub) {
-        this.finish(c, { state: 'failed', error: 'subscription removed' })
-      } else if (ackedKeys.has(`${c.tenant}\u0000${c.userId}\u0000${c.eventId}`)) {
-        this.skip(c.id, 'already acked')
-      } else if (wasStreamed(c, event)) {
-        this.skip(c.id, 'delivered on an open stream')
-      } else {
-        this.ready.push({ kind: 'outbox', c, event, sub, service: c.service ?? sub.endpoint })
+  /** Loads the claimed rows; queues those still to send, settles the others. */
+  private async load(claimed: ClaimedPush[]) {
+    for (const loaded of await this.claims.load(claimed)) {
+      const c = loaded.claimed
+      if (loaded.state === 'failed') this.finish(c, { state: 'failed', error: loaded.error })
+      else if (loaded.state === 'skipped') this.skip(c.id, loaded.why)
+      else {
+        const { event, sub } = loaded
+        this.ready.push({ kind: 'outbox', claimed: c, event, sub, service: c.service ?? sub.endpoint })
       }
     }
   }
@@ -315,12 +217,12 @@ export class PushDispatcher {
    */
   private pump() {
     const share = this.serviceShare()
-    const waiting: Ready[] = []
+    const waiting: QueuedPush[] = []
     let started = 0
     for (const r of this.ready) {
       if (this.stopped || this.inFlight >= this.options.concurrency || started >= PUMP_BATCH) waiting.push(r)
-      else if (r.kind === 'outbox' && tooLateToPush(r.event, Date.now())) {
-        this.finish(r.c, { state: 'failed', error: 'event expired' })
+      else if (r.kind === 'outbox' && tooLateToPush(r.event.expiresAt, Date.now())) {
+        this.finish(r.claimed, { state: 'failed', error: 'event expired' })
       } else if (this.sendingTo.has(r.sub.id) || (this.perService.get(r.service) ?? 0) >= share) waiting.push(r)
       else {
         this.sendNow(r)
@@ -345,7 +247,7 @@ export class PushDispatcher {
     return Math.max(1, Math.floor(this.options.concurrency / 2))
   }
 
-  private sendNow(r: Ready) {
+  private sendNow(r: QueuedPush) {
     const { sub, service } = r
     this.inFlight++
     this.sendingTo.add(sub.id)
@@ -359,7 +261,7 @@ export class PushDispatcher {
         const left = (this.perService.get(service) ?? 1) - 1
         if (left > 0) this.perService.set(service, left)
         else this.perService.delete(service)
-        if (r.kind === 'outbox') this.finish(r.c, outcome, r.event)
+        if (r.kind === 'outbox') this.finish(r.claimed, outcome, r.event)
         else this.finishTest(r, outcome)
         if (this.inFlight === 0) for (const resolve of this.idle) resolve()
         this.pump()
@@ -391,10 +293,7 @@ export class PushDispatcher {
     payload: string,
     headers: PushHeaders,
   ): Promise<TestOutcome[]> {
-    const devices = await this.database.db
-      .select()
-      .from(pushSubscriptions)
-      .where(and(eq(pushSubscriptions.tenant, owner.tenant), eq(pushSubscriptions.userId, owner.userId)))
+    const devices = await this.claims.devicesOf(owner)
     const outcomes = devices.map(
       (sub) =>
         new Promise<Outcome>((settle) => {
@@ -413,7 +312,7 @@ export class PushDispatcher {
   }
 
   /** Settles an attempt: sent, failed for good, or due again after a backoff. */
-  private finish(c: Claimed, outcome: Outcome, event?: EventRow) {
+  private finish(c: ClaimedPush, outcome: Outcome, event?: EventRow) {
     if (outcome.state === 'sent') {
       this.count('sent', outcome.status)
       this.recordLater(c.id, { state: 'sent', lastStatus: outcome.status, lastError: null })
@@ -425,11 +324,15 @@ export class PushDispatcher {
       this.recordLater(c.id, { state: 'failed', lastStatus: outcome.status ?? null, lastError: outcome.error })
       return
     }
-    const base = this.options.retryBaseMs ?? 5_000
-    const backoff = Math.min(base * 2 ** (c.attempts - 1), MAX_BACKOFF_MS)
-    const delay = Math.max(outcome.retryAfterMs ?? 0, backoff / 2 + Math.random() * (backoff / 2))
-    const due = Date.now() + delay
-    if (c.attempts >= this.options.maxAttempts || (event && tooLateToPush(event, due))) {
+    const due = nextAttemptAt({
+      attempt: c.attempts,
+      maxAttempts: this.options.maxAttempts,
+      baseMs: this.options.retryBaseMs,
+      now: Date.now(),
+      expiresAt: event?.expiresAt,
+      retryAfterMs: outcome.retryAfterMs,
+    })
+    if (due === undefined) {
       this.count('failed', outcome.status)
       this.recordLater(c.id, {
         state: 'failed',
@@ -452,18 +355,15 @@ export class PushDispatcher {
    * once it is deleted (or that failed, logged).
    */
   private forget(subscriptionId: number): Promise<void> {
-    const deleted = this.database.db
-      .delete(pushSubscriptions)
-      .where(eq(pushSubscriptions.id, subscriptionId))
-      .then(
-        () => {},
-        (err) => this.log.warn({ err, subscription: subscriptionId }, 'forgetting a gone subscription failed'),
-      )
+    const deleted = this.claims.forgetDevice(subscriptionId).then(
+      () => {},
+      (err) => this.log.warn({ err, subscription: subscriptionId }, 'forgetting a gone subscription failed'),
+    )
     const gone = this.ready.filter((r) => r.sub.id === subscriptionId)
     this.ready = this.ready.filter((r) => r.sub.id !== subscriptionId)
     const removed: Outcome = { state: 'failed', error: 'subscription removed' }
     for (const r of gone) {
-      if (r.kind === 'outbox') this.finish(r.c, removed)
+      if (r.kind === 'outbox') this.finish(r.claimed, removed)
       else r.settle(removed)
     }
     return deleted
@@ -479,8 +379,8 @@ export class PushDispatcher {
    * Queues an outcome; one statement writes all that are queued, and those arriving meanwhile go in the next.
    * If a write fails, those claims expire and the pushes are attempted again: at least once, never lost.
    */
-  private recordLater(id: number, outcome: Recorded) {
-    this.toRecord.set(id, outcome)
+  private recordLater(id: number, update: DeliveryUpdate) {
+    this.toRecord.set(id, update)
     if (!this.recording) this.recording = this.writeRecorded()
   }
 
@@ -494,27 +394,13 @@ export class PushDispatcher {
     try {
       while (this.toRecord.size) {
         if (this.inFlight >= RECORD_GATHER_IN_FLIGHT) await sleep(RECORD_GATHER_MS)
-        const batch = [...this.toRecord].map(([id, o]) => ({
-          id,
-          state: o.state,
-          last_status: o.lastStatus ?? null,
-          last_error: o.lastError ?? null,
-          next_attempt_at: o.nextAttemptAt?.toISOString() ?? null,
-        }))
+        const batch = [...this.toRecord]
         this.toRecord.clear()
         try {
-          // presentOn is settled by the first attempt: from then on the row is an ordinary push.
-          await this.database.query(sql`
-          update push_deliveries d
-          set state = o.state, last_status = o.last_status, last_error = o.last_error,
-              next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
-              present_on = null, claimed_by = null, claimed_until = null, updated_at = now()
-          from json_to_recordset(${JSON.stringify(batch)}::json)
-            as o(id bigint, state text, last_status int, last_error text, next_attempt_at timestamptz)
-          where d.id = o.id`)
+          await this.claims.record(batch)
         } catch (err) {
           this.log.warn(
-            { err, deliveries: batch.map((b) => b.id) },
+            { err, deliveries: batch.map(([id]) => id) },
             'recording push outcomes failed; their claims will expire',
           )
         }
@@ -549,23 +435,13 @@ export class PushDispatcher {
     while (this.recording) await this.recording
     const notStarted: number[] = []
     for (const r of this.ready) {
-      if (r.kind === 'outbox') notStarted.push(r.c.id)
+      if (r.kind === 'outbox') notStarted.push(r.claimed.id)
       else r.settle(SHUTTING_DOWN)
     }
     this.ready = []
     await this.threads.close()
     try {
-      if (notStarted.length) {
-        // Claimed but never attempted: the attempt is not counted.
-        await this.database.db
-          .update(pushDeliveries)
-          .set({ claimedBy: null, claimedUntil: null, attempts: sql`${pushDeliveries.attempts} - 1` })
-          .where(inArray(pushDeliveries.id, notStarted))
-      }
-      await this.database.db
-        .update(pushDeliveries)
-        .set({ claimedBy: null, claimedUntil: null })
-        .where(and(eq(pushDeliveries.claimedBy, this.instanceId), eq(pushDeliveries.state, 'pending')))
+      await this.claims.handBack(notStarted)
     } catch (err) {
       this.log.warn({ err }, 'handing back push claims failed')
     }

@@ -4,9 +4,6 @@ import webpush from 'web-push'
 import type { Database } from '../db/client.ts'
 import { serviceKeys } from '../db/schema.ts'
 
-/** Used when VAPID_SUBJECT is unset. Push services may contact this address; set your own in production. */
-export const DEFAULT_VAPID_SUBJECT = 'mailto:webpush@localhost'
-
 export interface VapidKeys {
   publicKey: string
   privateKey: string
@@ -26,11 +23,11 @@ async function sharedSecret(database: Database, name: string, make: () => string
 /** VAPID keys from the environment, or generated once and kept (browsers' subscriptions stay valid across restarts). */
 export async function loadVapidKeys(
   database: Database,
-  env: { VAPID_PUBLIC_KEY?: string; VAPID_PRIVATE_KEY?: string; VAPID_SUBJECT?: string },
+  configured: { publicKey: string | undefined; privateKey: string | undefined; subject: string },
 ): Promise<VapidKeys> {
-  const subject = env.VAPID_SUBJECT ?? DEFAULT_VAPID_SUBJECT
-  if (env.VAPID_PUBLIC_KEY && env.VAPID_PRIVATE_KEY) {
-    return { publicKey: env.VAPID_PUBLIC_KEY, privateKey: env.VAPID_PRIVATE_KEY, subject }
+  const { subject } = configured
+  if (configured.publicKey && configured.privateKey) {
+    return { publicKey: configured.publicKey, privateKey: configured.privateKey, subject }
   }
   const stored = JSON.parse(await sharedSecret(database, 'vapid', () => JSON.stringify(webpush.generateVAPIDKeys())))
   return { publicKey: stored.publicKey, privateKey: stored.privateKey, subject }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { EventRow } from '../db/schema.ts'
-import { eventJson, type Priority } from '../events/model.ts'
+import type { Priority } from '../events/model.ts'
+import { eventJson } from '../wire-format.ts'
 
 /**
  * Push services take at most 4,096 bytes of encrypted body; aes128gcm with web-push's minimal padding adds

@@ -4,7 +4,7 @@ import { z } from 'zod'
 import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { pushSubscriptions } from '../db/schema.ts'
-import { describeFieldErrors, HttpProblem } from '../errors.ts'
+import { ConflictError, InvalidFieldsError } from '../service-errors.ts'
 import { storeClaims } from './user-claims.ts'
 
 /** The browser's `PushSubscription.toJSON()`. */
@@ -56,12 +56,6 @@ function splitPattern(pattern: string): { hostPattern: string; portPattern: stri
  */
 export const normalizeEndpoint = (endpoint: string) => new URL(endpoint).href
 
-export const parseAllowlist = (value: string) =>
-  value
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean)
-
 /** The endpoint must be an https URL on the allowlist (the service must never be made to POST anywhere else). */
 function checkSubscription(s: SubscriptionJson, allowlist: readonly string[]) {
   const errors: { path: string; message: string }[] = []
@@ -75,7 +69,7 @@ function checkSubscription(s: SubscriptionJson, allowlist: readonly string[]) {
   if (Buffer.from(s.keys.auth, 'base64url').length !== 16) {
     errors.push({ path: 'body.keys.auth', message: 'must be a 16-byte secret, base64url' })
   }
-  if (errors.length) throw new HttpProblem('validation', describeFieldErrors(errors), errors)
+  if (errors.length) throw new InvalidFieldsError(errors)
 }
 
 function onP256(point: Buffer): boolean {
@@ -124,7 +118,7 @@ async function assertMayTake(tx: Tx, endpoint: string, owner: { tenant: string; 
   const sameUser = holder.tenant === owner.tenant && holder.userId === owner.userId
   const sameKeys = holder.p256dh === keys.p256dh && holder.auth === keys.auth
   if (!sameUser && !sameKeys) {
-    throw new HttpProblem('conflict', 'This endpoint is registered to another device; subscribe again in the browser.')
+    throw new ConflictError('This endpoint is registered to another device; subscribe again in the browser.')
   }
   return holder
 }

@@ -1,6 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { ping } from '../db/migrate.ts'
-import { DATABASE_DOWN_RETRY_AFTER_S, sendProblem } from '../errors.ts'
+import { DATABASE_DOWN_RETRY_AFTER_S, sendProblem } from '../problems.ts'
 
 export async function healthRoutes(app: FastifyInstance) {
   app.get('/health', { schema: { summary: 'The process is alive', tags: ['operations'], security: [] } }, async () => ({
@@ -13,7 +12,8 @@ export async function healthRoutes(app: FastifyInstance) {
     security: [],
   }
   app.get('/ready', { schema: ready }, async (_request, reply) => {
-    if (await ping(app.database)) return { status: 'ready', database: app.database.kind, streams: app.hub.size }
+    const database = await app.checkDatabase()
+    if (database.reachable) return { status: 'ready', database: database.kind, streams: app.hub.size }
     return sendProblem(reply, 'unavailable', 'The database cannot be reached.', undefined, {
       'retry-after': String(DATABASE_DOWN_RETRY_AFTER_S),
     })

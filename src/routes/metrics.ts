@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { HttpProblem } from '../errors.ts'
+import { bearerCredential } from '../auth.ts'
+import { HttpProblem } from '../problems.ts'
 
 export interface MetricsRouteOptions {
   /** METRICS_TOKEN: when set, scrapes must send `Authorization: Bearer <token>`. Unset: /metrics is open. */
@@ -23,7 +24,7 @@ export async function metricsRoutes(app: FastifyInstance, options: MetricsRouteO
   }
   app.get('/metrics', { schema }, async (request, reply) => {
     if (expected) {
-      const given = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
+      const given = bearerCredential(request.headers.authorization)
       if (given === undefined || !timingSafeEqual(digest(given), expected)) {
         await app.limits.authFailed(request, reply) // guessing the token is throttled like any failed auth
         throw new HttpProblem('unauthorized', 'Metrics need Authorization: Bearer <METRICS_TOKEN>.', undefined, {

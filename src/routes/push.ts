@@ -1,32 +1,16 @@
 import type { FastifyInstance } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { HttpProblem } from '../errors.ts'
-import {
-  deleteSubscription,
-  listSubscriptions,
-  registerSubscription,
-  renewSubscription,
-  subscriptionSchema,
-} from '../push/subscriptions.ts'
+import { bearerCredential } from '../auth.ts'
+import { HttpProblem } from '../problems.ts'
+import { subscriptionSchema } from '../push/subscriptions.ts'
 import { noContent, pushTestReply, registeredSubscription, subscriptionList, vapidKeyReply } from './schemas.ts'
 
 const subscriptionIdParams = z.object({ id: z.string().regex(/^[1-9][0-9]{0,17}$/, 'must be a subscription id') })
-/** A test notification lives a minute: it means "now" or nothing. */
-const TEST_PUSH_TTL_S = 60
-/** What a test notification shows: an event's shape without an event (nothing to ack, nothing to fetch). */
-const TEST_PUSH_PAYLOAD = JSON.stringify({
-  id: null,
-  type: 'push.test',
-  title: 'Test notification',
-  body: 'Push notifications work on this device.',
-  priority: 'normal',
-  url: null,
-})
-
+/** The push routes: HTTP over PushService (push/service.ts). */
 export async function pushRoutes(fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<ZodTypeProvider>()
-  const { database, vapid, deviceRules, pushDispatcher } = app
+  const push = app.pushService
 
   const vapidSchema = {
     summary: 'The VAPID public key, for pushManager.subscribe',
@@ -35,7 +19,7 @@ export async function pushRoutes(fastify: FastifyInstance) {
     response: { 200: vapidKeyReply },
   }
   app.get('/v1/push/vapid-public-key', { schema: vapidSchema, config: { rateLimit: app.limits.perIp } }, async () => ({
-    publicKey: vapid.publicKey,
+    publicKey: push.vapidPublicKey,
   }))
 
   app.post(
@@ -52,8 +36,7 @@ export async function pushRoutes(fastify: FastifyInstance) {
       config: { rateLimit: app.limits.pushRegistration },
     },
     async (request, reply) => {
-      const registered = await registerSubscription(database, request.caller, request.body, deviceRules)
-      return reply.code(201).send(registered)
+      return reply.code(201).send(await push.register(request.caller, request.body))
     },
   )
 
@@ -71,8 +54,8 @@ export async function pushRoutes(fastify: FastifyInstance) {
       config: { rateLimit: app.limits.perIp },
     },
     async (request, reply) => {
-      const match = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')
-      const renewed = match && (await renewSubscription(database, match[1], request.body, deviceRules))
+      const renewToken = bearerCredential(request.headers.authorization)
+      const renewed = renewToken && (await push.renew(renewToken, request.body))
       if (!renewed) {
         await app.limits.authFailed(request, reply)
         throw new HttpProblem('unauthorized', 'A valid renew token from registration is required as a Bearer token.')
@@ -83,7 +66,7 @@ export async function pushRoutes(fastify: FastifyInstance) {
 
   const listSchema = { summary: 'The caller’s devices', tags: ['push'], response: { 200: subscriptionList } }
   app.get('/v1/push/subscriptions', { schema: listSchema, onRequest: app.authenticate }, async (request) => ({
-    subscriptions: await listSubscriptions(database, request.caller),
+    subscriptions: await push.list(request.caller),
   }))
 
   app.delete(
@@ -98,40 +81,19 @@ export async function pushRoutes(fastify: FastifyInstance) {
       onRequest: app.authenticate,
     },
     async (request, reply) => {
-      if (!(await deleteSubscription(database, request.caller, Number(request.params.id)))) {
-        throw new HttpProblem('notFound', `No subscription ${request.params.id} of yours.`)
-      }
+      await push.remove(request.caller, Number(request.params.id))
       return reply.code(204).send()
     },
   )
 
-  // Sent now (not through the outbox: there is no event), through the dispatcher's queue like every push, so
-  // its bounds hold; rate limited per user, as each one goes to every device of the user.
+  // Rate limited per user, as each one goes to every device of the user.
   const testSchema = {
     summary: 'Send a test notification to the caller’s devices, now',
     tags: ['push'],
     response: { 200: pushTestReply },
   }
   const testConfig = { rateLimit: app.limits.pushTest }
-  app.post(
-    '/v1/push/test',
-    { schema: testSchema, config: testConfig, onRequest: app.authenticate },
-    async (request) => {
-      const outcomes = await pushDispatcher.sendTest(request.caller, TEST_PUSH_PAYLOAD, {
-        TTL: TEST_PUSH_TTL_S,
-        urgency: 'normal',
-      })
-      if (!outcomes.length) throw new HttpProblem('notFound', 'You have no registered devices; register one first.')
-      const results = outcomes.map(({ subscriptionId, outcome }) => ({
-        id: String(subscriptionId),
-        outcome: outcome.state === 'sent' ? ('sent' as const) : ('failed' as const),
-        status: outcome.status ?? null,
-      }))
-      return {
-        sent: results.filter((r) => r.outcome === 'sent').length,
-        failed: results.filter((r) => r.outcome === 'failed').length,
-        devices: results,
-      }
-    },
+  app.post('/v1/push/test', { schema: testSchema, config: testConfig, onRequest: app.authenticate }, async (request) =>
+    push.sendTest(request.caller),
   )
 }

@@ -1,5 +1,4 @@
 import { z } from 'zod'
-import { problems } from '../errors.ts'
 import { DEFAULT_PAGE, MAX_PAGE } from '../events/inbox.ts'
 import { eventIdSchema, prioritySchema } from '../events/model.ts'
 
@@ -177,20 +176,7 @@ export const pushTestReply = z
   })
   .describe('What each device’s push service answered.')
 
-/** Every error reply (errors.ts `sendProblem`), RFC 9457. */
-export const problemSchema = z
-  .object({
-    type: z.enum(Object.values(problems).map((p) => `urn:herald:problem:${p.type}`)),
-    title: z.string(),
-    status: z.number().int().min(400).max(599),
-    detail: z.string(),
-    errors: z
-      .array(z.object({ path: z.string().describe('Like `body.to.users.0`.'), message: z.string() }))
-      .optional()
-      .describe('Validation failures, one per field.'),
-  })
-  .describe('application/problem+json (RFC 9457)')
-
+/** The stream's body, as documented. */
 export const sseStream = z
   .string()
   .describe(

@@ -2,12 +2,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { topicAllowed } from '../auth.ts'
+import { commaList } from '../config.ts'
 import { documentedReplies } from '../docs.ts'
-import { HttpProblem } from '../errors.ts'
 import { eventIdSchema, parseEventId } from '../events/model.ts'
-import { EVICTED_EVENT_ID } from '../stream/connection.ts'
+import { DATABASE_DOWN_RETRY_AFTER_S, HttpProblem } from '../problems.ts'
 import { openStream, type StreamDeps } from '../stream/open-stream.ts'
-import { issueStreamTicket, redeemStreamTicket, STREAM_TICKET_TTL_S } from '../stream-tickets.ts'
+import { STREAM_TICKET_TTL_S } from '../stream-tickets.ts'
+import { EVICTED_EVENT_ID } from '../wire-format.ts'
 import { sseStream, streamHeaders, streamQuery, streamTicketReply } from './schemas.ts'
 
 /** The answer to a stream that comes back after its eviction. */
@@ -21,13 +22,15 @@ const evictedReply = z
 
 /** Topics one stream may follow. */
 const MAX_STREAM_TOPICS = 100
+/** Seconds a client should wait before opening a stream again on a full instance: as long as when the database is down. */
+const FULL_RETRY_AFTER_S = DATABASE_DOWN_RETRY_AFTER_S
 
 export async function streamRoutes(
   fastify: FastifyInstance,
   {
     maxStreams,
     ...deps
-  }: Omit<StreamDeps, 'database' | 'hub' | 'tail' | 'presence' | 'metrics'> & {
+  }: Omit<StreamDeps, 'reader' | 'hub' | 'tail' | 'presence' | 'metrics'> & {
     /** Past this many open streams on this instance, new ones get 503. */
     maxStreams: number
   },
@@ -35,7 +38,7 @@ export async function streamRoutes(
   const app = fastify.withTypeProvider<ZodTypeProvider>()
   const streamDeps: StreamDeps = {
     ...deps,
-    database: app.database,
+    reader: app.logReader,
     hub: app.hub,
     tail: app.logTail,
     presence: app.presence,
@@ -46,7 +49,7 @@ export async function streamRoutes(
   async function authenticateStream(request: FastifyRequest, reply: FastifyReply) {
     const { ticket } = request.query as { ticket?: unknown }
     if (typeof ticket !== 'string' || ticket === '') return app.authenticate(request, reply)
-    const caller = await redeemStreamTicket(app.database, ticket)
+    const caller = await app.streamTickets.redeem(ticket)
     if (caller) {
       request.caller = caller
       return
@@ -72,7 +75,7 @@ export async function streamRoutes(
       onRequest: app.authenticate,
     },
     async (request, reply) => {
-      const ticket = await issueStreamTicket(app.database, request.caller)
+      const ticket = await app.streamTickets.issue(request.caller)
       return reply.code(201).send({ ticket, expiresIn: STREAM_TICKET_TTL_S })
     },
   )
@@ -84,7 +87,7 @@ export async function streamRoutes(
       exposeHeadRoute: false,
       config: {
         tokenInQuery: true,
-        // Written by better-sse after reply.hijack(): documented, never serialized.
+        // Written by the stream itself after reply.hijack() (stream/connection.ts): documented, never serialized.
         swaggerTransform: documentedReplies({
           200: { description: 'The stream.', content: { 'text/event-stream': { schema: sseStream } } },
           204: evictedReply,
@@ -122,18 +125,11 @@ export async function streamRoutes(
           'This instance holds as many streams as it may; retry shortly.',
           undefined,
           {
-            'retry-after': '5',
+            'retry-after': String(FULL_RETRY_AFTER_S),
           },
         )
       }
-      const topics = [
-        ...new Set(
-          (request.query.topics ?? '')
-            .split(',')
-            .map((t) => t.trim())
-            .filter(Boolean),
-        ),
-      ]
+      const topics = [...new Set(commaList(request.query.topics))]
       if (topics.length > MAX_STREAM_TOPICS)
         throw new HttpProblem('badRequest', `At most ${MAX_STREAM_TOPICS} topics per stream.`)
       const refused = topics.filter((t) => !topicAllowed(caller.topics, t))

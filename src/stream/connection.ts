@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { topicMatches } from '../auth.ts'
 import type { Viewer } from '../events/visibility.ts'
-import type { Metrics } from '../metrics.ts'
+import { chunkOf, evictedFrame, type Frame, HEARTBEAT_FRAME } from '../wire-format.ts'
 
 export type CloseReason = 'client' | 'evicted' | 'expired' | 'slow' | 'shutdown' | 'error'
 
@@ -11,37 +11,6 @@ export type CloseReason = 'client' | 'evicted' | 'expired' | 'slow' | 'shutdown'
 const MAX_QUEUED_DURING_REPLAY = 50_000
 /** Frames without an id (receipts) may overshoot the buffer limit by this factor before the reader is dropped. */
 const HARD_LIMIT_FACTOR = 4
-
-/**
- * An SSE frame, and the same frame as one HTTP/1.1 chunk, built once and shared by every stream it goes to.
- * Node's `res.write` sends a chunk as four pieces (size, CRLF, text, CRLF) and encodes the text again for
- * each stream; at 10,000 streams per event that was a third of the fan-out's CPU.
- */
-export class Frame {
-  private chunk: Buffer | undefined
-  constructor(readonly text: string) {}
-
-  get asChunk(): Buffer {
-    this.chunk ??= Buffer.from(chunkOf(this.text))
-    return this.chunk
-  }
-}
-
-/** `text` as one HTTP/1.1 chunk. */
-const chunkOf = (text: string) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`
-
-export const HEARTBEAT_FRAME = new Frame(': ping\n\n')
-
-/**
- * The `id:` of the frame that tells a client its stream was closed for being over MAX_CONNECTIONS_PER_USER.
- * EventSource then reconnects with `Last-Event-ID: evicted`, which is answered 204 (routes/stream.ts): per the
- * HTML standard a 204 stops its reconnecting, so an evicted stream does not come back to evict another.
- */
-export const EVICTED_EVENT_ID = 'evicted'
-
-/** The last frame of an evicted stream: why, and the limit it went over. */
-export const evictedFrame = (max: number) =>
-  `id: ${EVICTED_EVENT_ID}\nevent: evicted\ndata: {"reason":"too-many-streams","max":${max}}\n\n`
 
 let nextConnectionId = 1
 const NONE: ReadonlySet<string> = new Set()
@@ -97,7 +66,7 @@ export class StreamConnection {
     private readonly bufferLimit: number,
     private readonly slowReaderTimeoutMs: number,
     /** Counts event frames written live (replays are counted by whoever replays). */
-    private readonly deliveries: Metrics['deliveries'],
+    private readonly deliveries: { inc(count: number): void },
   ) {
     // Most streams have no roles or topics: they share one empty set instead of two of their own each.
     this.roles = roles.length ? new Set(roles) : NONE

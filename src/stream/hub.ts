@@ -1,18 +1,11 @@
-import { sql } from 'drizzle-orm'
 import type { UserOverLimit } from '../cluster/presence.ts'
-import { type EventRow, events } from '../db/schema.ts'
-import { eventJson, eventJsonSql } from '../events/model.ts'
+import type { EventRow } from '../db/schema.ts'
+import type { ReceiptNotice } from '../events/receipts.ts'
 import type { Metrics } from '../metrics.ts'
-import { Frame, HEARTBEAT_FRAME, type StreamConnection } from './connection.ts'
+import { eventJson, Frame, HEARTBEAT_FRAME, notificationFrame, receiptFrame } from '../wire-format.ts'
+import type { StreamConnection } from './connection.ts'
 
-const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
 const eventFrame = (e: EventRow) => new Frame(notificationFrame(e.id, eventJson(e)))
-/**
- * The notification frame of an `events` row, built by the database for replays: the same text, byte for byte
- * (a test compares a replayed frame with the live one).
- */
-export const notificationFrameSql = sql`'id: ' || ${events.id} || E'\\nevent: notification\\ndata: ' || ${eventJsonSql} || E'\\n\\n'`
-export const receiptFrame = (notice: object) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`
 
 /** Broadcasts that come together are joined into one write per stream up to about this many characters. */
 const MAX_JOINED_LENGTH = 16_384
@@ -39,7 +32,7 @@ class TenantStreams {
 const NO_STREAMS: readonly StreamConnection[] = []
 
 /** The streams of one entry, to iterate. */
-function each(streams: Streams | undefined): Iterable<StreamConnection> {
+function streamsIn(streams: Streams | undefined): Iterable<StreamConnection> {
   if (streams instanceof Set) return streams
   return streams ? [streams] : NO_STREAMS
 }
@@ -135,16 +128,17 @@ export class StreamHub {
       }
       const frame = eventFrame(e)
       // A stream named twice (as user and by role, say) gets the event once: deliver() skips repeated ids.
-      for (const user of e.toUsers) for (const c of each(t.byUser.get(user))) c.deliver(e.id, frame)
-      for (const role of e.toRoles) for (const c of each(t.byRole.get(role))) c.deliver(e.id, frame)
-      for (const topic of e.toTopics) for (const c of each(t.byTopic.get(topic))) c.deliver(e.id, frame)
+      for (const user of e.toUsers) for (const c of streamsIn(t.byUser.get(user))) c.deliver(e.id, frame)
+      for (const role of e.toRoles) for (const c of streamsIn(t.byRole.get(role))) c.deliver(e.id, frame)
+      for (const topic of e.toTopics) for (const c of streamsIn(t.byTopic.get(topic))) c.deliver(e.id, frame)
       if (e.toTopics.length) for (const c of t.withPrefixes) if (c.followsAnyTopic(e.toTopics)) c.deliver(e.id, frame)
     }
   }
 
-  /** A frame without an id to every open stream of one user (receipts). */
-  sendToUser(tenant: string, userId: string, frame: string): void {
-    for (const c of each(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
+  /** An ack or read of the user's to every open stream of theirs here. */
+  sendReceipt(tenant: string, userId: string, notice: ReceiptNotice): void {
+    const frame = receiptFrame(notice)
+    for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
   }
 
   /** Bytes held for all open streams, not yet taken by their sockets. */
@@ -154,14 +148,9 @@ export class StreamHub {
     return total
   }
 
-  /** The most bytes ever held at once for one of the user's open streams. */
-  peakBufferedBytesOf(tenant: string, userId: string): number {
-    return Math.max(0, ...this.streamsOf(tenant, userId).map((c) => c.peakBufferedBytes))
-  }
-
   /** The user's open streams on this instance. */
   streamsOf(tenant: string, userId: string): StreamConnection[] {
-    return [...each(this.tenants.get(tenant)?.byUser.get(userId))]
+    return [...streamsIn(this.tenants.get(tenant)?.byUser.get(userId))]
   }
 
   /** When the user's oldest open stream here opened (ms), or undefined. Sets iterate in insertion order. */

@@ -1,35 +1,31 @@
 import type { ServerResponse } from 'node:http'
 import { Session } from 'better-sse'
-import { sql } from 'drizzle-orm'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { Caller } from '../auth.ts'
 import type { Presence } from '../cluster/presence.ts'
-import type { Database } from '../db/client.ts'
-import { events } from '../db/schema.ts'
+import type { LogReader, ReplayedEvent } from '../events/log-reader.ts'
 import type { LogTail } from '../events/log-tail.ts'
-import { visibleTo } from '../events/visibility.ts'
 import type { Metrics } from '../metrics.ts'
+import { RESET_FRAME, retryFrame } from '../wire-format.ts'
 import { StreamConnection } from './connection.ts'
-import { notificationFrameSql, type StreamHub } from './hub.ts'
+import type { StreamHub } from './hub.ts'
 import { shedRequestState } from './idle-memory.ts'
 import { SseResponseConnection } from './sse-connection.ts'
 
 /** Events per replay query. */
 const REPLAY_PAGE = 1_000
 /**
- * Windows read ahead of the one being written. One at a time, a replay waited on a database round trip per
- * page (100,000 events: 82,000 to 98,000 /s; 2 ahead: 121,000 to 134,000; 3: 154,000 to 181,000). A replaying
- * stream holds at most this many pages plus one: about 1.3 MB for events of 300 bytes.
+ * Windows read ahead of the one being written: one at a time, a replay waits on a database round trip per page
+ * (bench scenario 5 measures it). A replaying stream holds at most this many pages plus one.
  */
 const REPLAY_READ_AHEAD = 3
 /** Replay output is written in slices of about this many characters. */
 const REPLAY_SLICE_CHARS = 64 * 1024
 /** Tells EventSource to wait 3 s before reconnecting. */
 const RETRY_MS = 3_000
-const RESET_FRAME = 'event: reset\ndata: {"reason":"expired"}\n\n'
 
 export interface StreamDeps {
-  database: Database
+  reader: LogReader
   hub: StreamHub
   tail: LogTail
   presence: Presence
@@ -54,7 +50,7 @@ export async function openStream(
   topics: string[],
   lastEventId: number | undefined,
 ): Promise<void> {
-  const { database, hub, tail, presence, metrics } = deps
+  const { reader, hub, tail, presence, metrics } = deps
   // Present before the stream opens: a push decided after this moment knows the user is online.
   // (If the database is down this throws, and the client gets a 503 instead of a stream.)
   await presence.enter(caller.tenant, caller.userId)
@@ -91,7 +87,7 @@ export async function openStream(
     reply.raw.socket?.end()
     return
   }
-  conn.start(`retry: ${RETRY_MS}\n\n`)
+  conn.start(retryFrame(RETRY_MS))
   shedRequestState(reply.raw)
   conn.closeAt(caller.exp)
 
@@ -109,6 +105,8 @@ export async function openStream(
         tenant: c.tenant,
         reason: c.closeReason,
         durationMs: Date.now() - c.openedAt,
+        // What the stream cost at most while its client read slowly: the slow-reader limit at work.
+        peakBufferedBytes: c.peakBufferedBytes,
       },
       'stream closed',
     ),
@@ -123,7 +121,7 @@ export async function openStream(
 
   let from = lastEventId
   try {
-    const point = await resumePoint(database, lastEventId)
+    const point = await reader.resumePoint(lastEventId)
     if (point !== 'kept') {
       conn.write(RESET_FRAME)
       metrics.resets.inc()
@@ -147,7 +145,7 @@ async function catchUp(deps: StreamDeps, conn: StreamConnection, log: FastifyBas
   // Live events up to the watermark that queued meanwhile come from the replay instead.
   conn.skipThrough(Math.max(after, watermark))
   try {
-    deps.metrics.replayedEvents.inc(await replay(deps.database, conn, after, watermark))
+    deps.metrics.replayedEvents.inc(await replay(deps.reader, conn, after, watermark))
     conn.goLive()
   } catch (err) {
     log.warn({ err, stream: conn.id }, 'replay failed; closing the stream so the client resumes')
@@ -166,37 +164,10 @@ function sendHead(res: ServerResponse, headers: Record<string, string>): Promise
   return new Promise((resolve) => session.once('connected', () => resolve()))
 }
 
-/**
- * Where a client resumes from: `kept` (the event is still in the log), `gone` (expired or pruned: events
- * after it may have been lost to retention), or `unknown` (larger than any id the log ever issued).
- * 0 means "from the beginning" and is always kept. The largest id ever issued comes from the id sequence,
- * never from the surviving rows: once the newest events are pruned, their ids are still `gone`, not unknown
- * (which would replay the whole history to a client that had seen it).
- */
-async function resumePoint(database: Database, id: number): Promise<'kept' | 'gone' | 'unknown'> {
-  if (id === 0) return 'kept'
-  const [row] = await database.db
-    .select({
-      kept: sql<boolean>`exists (select 1 from ${events} where ${events.id} = ${id} and ${events.expiresAt} > now())`,
-      issued: sql<string | number | null>`pg_sequence_last_value(pg_get_serial_sequence('events', 'id')::regclass)`,
-    })
-    .from(sql`(select 1) as one`)
-  if (row.kept) return 'kept'
-  return row.issued !== null && id <= Number(row.issued) ? 'gone' : 'unknown'
-}
-
-/** The tenant's first event id in (after, upTo], or upTo + 1 if there is none. */
-async function firstIdAfter(database: Database, tenant: string, after: number, upTo: number): Promise<number> {
-  const [row] = await database.query<{ first: string | number | null }>(
-    sql`select min(${events.id}) as first from ${events} where ${events.tenant} = ${tenant} and ${events.id} > ${after} and ${events.id} <= ${upTo}`,
-  )
-  return row.first === null ? upTo + 1 : Number(row.first)
-}
-
 /** A window of ids being read for a replay: (its start, `to`]. */
-interface Read {
+interface ReplayWindow {
   to: number
-  rows: Promise<Array<{ id: string | number; frame: string }>>
+  rows: Promise<ReplayedEvent[]>
 }
 
 /**
@@ -204,15 +175,11 @@ interface Read {
  * is written, so the database and the socket work at the same time; at most REPLAY_READ_AHEAD + 1 pages
  * are held. The database builds each frame.
  */
-async function replay(database: Database, conn: StreamConnection, after: number, upTo: number): Promise<number> {
-  const visible = visibleTo(conn.viewer)
+async function replay(reader: LogReader, conn: StreamConnection, after: number, upTo: number): Promise<number> {
+  const viewer = conn.viewer
   /** The first REPLAY_PAGE visible events in (from, to]. */
-  const read = (from: number, to: number): Read => {
-    const rows = database.query<{ id: string | number; frame: string }>(sql`
-      select ${events.id} as id, ${notificationFrameSql} as frame
-      from ${events}
-      where ${visible} and ${events.id} > ${from} and ${events.id} <= ${to}
-      order by ${events.id} limit ${REPLAY_PAGE}`)
+  const read = (from: number, to: number): ReplayWindow => {
+    const rows = reader.replayWindow(viewer, from, to, REPLAY_PAGE)
     rows.catch(() => {}) // awaited below; a read ahead and never awaited (client left) must not crash us
     return { to, rows }
   }
@@ -226,8 +193,8 @@ async function replay(database: Database, conn: StreamConnection, after: number,
   let width = REPLAY_PAGE
   // Windows start at the tenant's first event after `after` (one look at the (tenant, id) index): a stream
   // resuming from far back does not walk, window by window, through other tenants' ids first.
-  let end = Math.max(after, (await firstIdAfter(database, conn.tenant, after, upTo)) - 1)
-  let ahead: Read[] = []
+  let end = Math.max(after, (await reader.firstIdAfter(conn.tenant, after, upTo)) - 1)
+  let ahead: ReplayWindow[] = []
   const readAhead = () => {
     while (ahead.length < REPLAY_READ_AHEAD && end < upTo) {
       const from = end
@@ -238,7 +205,7 @@ async function replay(database: Database, conn: StreamConnection, after: number,
   readAhead()
   let written = 0
   while (ahead.length && !conn.closed) {
-    const window = ahead.shift() as Read
+    const window = ahead.shift() as ReplayWindow
     const rows = await window.rows
     const lastId = rows.length ? Number(rows[rows.length - 1].id) : window.to
     if (rows.length === REPLAY_PAGE && lastId < window.to) {

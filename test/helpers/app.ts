@@ -1,8 +1,8 @@
 import type { Agent } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import supertest from 'supertest'
-import { type AppConfig, buildApp, type LogOptions } from '../../src/app.ts'
-import { loadConfig } from '../../src/config.ts'
+import { buildApp, type LogOptions } from '../../src/app.ts'
+import { type Config, loadConfig } from '../../src/config.ts'
 import type { Database } from '../../src/db/client.ts'
 import { mintToken, type TokenClaims } from '../../src/tokens.ts'
 import { type BackendName, freshDatabase } from './backends.ts'
@@ -22,8 +22,36 @@ export interface TestApp {
   close: () => Promise<void>
 }
 
+/** Environment variables as the service reads them (values may be numbers here). */
+export type TestEnv = Record<string, string | number | boolean | undefined>
+
+/**
+ * The configuration tests run with: the test secret, and rate limits out of the way (suites hammer one IP with
+ * thousands of requests, many with deliberately bad tokens; limits.test.ts sets them low to test the limits
+ * themselves), then `env` over them.
+ */
+export function testConfig(env: TestEnv = {}): Config {
+  const given = Object.fromEntries(
+    Object.entries(env).map(([name, value]) => [name, value === undefined ? undefined : String(value)]),
+  )
+  return loadConfig({
+    NODE_ENV: 'test',
+    JWT_SECRET: TEST_JWT_SECRET,
+    VAPID_SUBJECT: 'mailto:tests@example.com',
+    RATE_LIMIT_PUBLISH_PER_MIN: '1000000',
+    RATE_LIMIT_IP_PER_MIN: '1000000',
+    RATE_LIMIT_AUTH_FAILURES_PER_MIN: '1000000',
+    RATE_LIMIT_PUSH_PER_MIN: '1000000',
+    RATE_LIMIT_PUSH_TEST_PER_MIN: '1000000',
+    RATE_LIMIT_RECEIPTS_PER_MIN: '1000000',
+    RATE_LIMIT_BULK_READ_PER_MIN: '1000000',
+    ...given,
+  })
+}
+
 export interface StartOptions {
-  config?: Partial<AppConfig>
+  /** Environment variables over testConfig's. */
+  config?: TestEnv
   log?: LogOptions
   /** https agent for push services (the test push service's, which trusts its CA). */
   pushAgent?: Agent
@@ -34,21 +62,7 @@ export interface StartOptions {
 /** Builds the real app on a fresh database and listens on an ephemeral port of 127.0.0.1. */
 export async function startApp(backend: BackendName, options: StartOptions = {}): Promise<TestApp> {
   const db = await freshDatabase(backend)
-  const config: AppConfig = {
-    ...loadConfig({ NODE_ENV: 'test' }),
-    JWT_SECRET: TEST_JWT_SECRET,
-    VAPID_SUBJECT: 'mailto:tests@example.com',
-    // Suites hammer one IP with thousands of requests (and many deliberately bad tokens); limits.test.ts
-    // sets these low to test the limits themselves.
-    RATE_LIMIT_PUBLISH_PER_MIN: 1_000_000,
-    RATE_LIMIT_IP_PER_MIN: 1_000_000,
-    RATE_LIMIT_AUTH_FAILURES_PER_MIN: 1_000_000,
-    RATE_LIMIT_PUSH_PER_MIN: 1_000_000,
-    RATE_LIMIT_PUSH_TEST_PER_MIN: 1_000_000,
-    RATE_LIMIT_RECEIPTS_PER_MIN: 1_000_000,
-    RATE_LIMIT_BULK_READ_PER_MIN: 1_000_000,
-    ...options.config,
-  }
+  const config = testConfig(options.config)
   const app = await buildApp(config, db.database, {
     log: options.log ?? false,
     pushAgent: options.pushAgent,

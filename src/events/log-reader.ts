@@ -1,0 +1,55 @@
+import { sql } from 'drizzle-orm'
+import type { Database } from '../db/client.ts'
+import { events } from '../db/schema.ts'
+import { notificationFrameSql } from '../wire-format.ts'
+import { type Viewer, visibleTo } from './visibility.ts'
+
+/** Where a client resumes from: see LogReader.resumePoint. */
+export type ResumePoint = 'kept' | 'gone' | 'unknown'
+
+/** An event of a replay: its id and its SSE frame, built by the database. */
+export interface ReplayedEvent {
+  id: string | number
+  frame: string
+}
+
+/** The reads of the event log that streams make: where a resume starts, and the replayed events' frames. */
+export class LogReader {
+  constructor(private readonly database: Database) {}
+
+  /**
+   * Where a client resumes from: `kept` (the event is still in the log), `gone` (expired or pruned: events
+   * after it may have been lost to retention), or `unknown` (larger than any id the log ever issued).
+   * 0 means "from the beginning" and is always kept. The largest id ever issued comes from the id sequence,
+   * never from the surviving rows: once the newest events are pruned, their ids are still `gone`, not unknown
+   * (which would replay the whole history to a client that had seen it).
+   */
+  async resumePoint(id: number): Promise<ResumePoint> {
+    if (id === 0) return 'kept'
+    const [row] = await this.database.db
+      .select({
+        kept: sql<boolean>`exists (select 1 from ${events} where ${events.id} = ${id} and ${events.expiresAt} > now())`,
+        issued: sql<string | number | null>`pg_sequence_last_value(pg_get_serial_sequence('events', 'id')::regclass)`,
+      })
+      .from(sql`(select 1) as one`)
+    if (row.kept) return 'kept'
+    return row.issued !== null && id <= Number(row.issued) ? 'gone' : 'unknown'
+  }
+
+  /** The tenant's first event id in (after, upTo], or upTo + 1 if there is none. */
+  async firstIdAfter(tenant: string, after: number, upTo: number): Promise<number> {
+    const [row] = await this.database.query<{ first: string | number | null }>(
+      sql`select min(${events.id}) as first from ${events} where ${events.tenant} = ${tenant} and ${events.id} > ${after} and ${events.id} <= ${upTo}`,
+    )
+    return row.first === null ? upTo + 1 : Number(row.first)
+  }
+
+  /** The first `limit` events in (from, to] that `viewer` may see, in id order, as frames. */
+  replayWindow(viewer: Viewer, from: number, to: number, limit: number): Promise<ReplayedEvent[]> {
+    return this.database.query<ReplayedEvent>(sql`
+      select ${events.id} as id, ${notificationFrameSql} as frame
+      from ${events}
+      where ${visibleTo(viewer)} and ${events.id} > ${from} and ${events.id} <= ${to}
+      order by ${events.id} limit ${limit}`)
+  }
+}

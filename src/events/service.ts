@@ -1,0 +1,116 @@
+import type { SQL } from 'drizzle-orm'
+import type { Caller } from '../auth.ts'
+import type { Database } from '../db/client.ts'
+import type { Metrics } from '../metrics.ts'
+import { NotFoundError } from '../service-errors.ts'
+import { getEvent, type ListQuery, listEvents, unreadCount } from './inbox.ts'
+import type { LogTail } from './log-tail.ts'
+import type { NewEvent, Priority } from './model.ts'
+import { type Announce, createPublisher, type Published, type PublishOptions } from './publish.ts'
+import {
+  type DeliveryStatus,
+  deliveryStatus,
+  eventsUpTo,
+  markEvents,
+  oneEvent,
+  type ReceiptNotice,
+  type ReceiptState,
+  someEvents,
+} from './receipts.ts'
+
+export interface EventServiceDeps {
+  database: Database
+  tail: LogTail
+  metrics: Pick<Metrics, 'publishSeconds' | 'eventsPublished'>
+  /** SQL that plans the pushes of the events a publish inserts (push/outbox.ts), run in the publish statement. */
+  planPushes: (inserted: SQL) => SQL
+  /** A publish planned pushes: the push dispatcher should look now, not at its next poll. */
+  onPushesPlanned: () => void
+  /** SQL that tells the other instances of a publish, in the same statement (cluster/bus.ts). */
+  announce: Announce | undefined
+  /** An ack or read of the user's, for every open stream of theirs, on this instance and the others. */
+  tellUser: (tenant: string, userId: string, notice: ReceiptNotice) => void
+}
+
+/** What `POST /v1/events/read` marks: some events, or everything up to one. */
+export type BulkRead = { ids: number[] } | { upTo: number }
+
+/**
+ * The event log as its users see it: publishing, the inbox, and receipts. Owns what follows a publish (waking
+ * the log tail and the push dispatcher, the metrics) and the fan-out of receipts to the user's streams.
+ */
+export class EventService {
+  private readonly publishEvents: ReturnType<typeof createPublisher>
+
+  constructor(private readonly deps: EventServiceDeps) {
+    this.publishEvents = createPublisher(deps.database, deps.planPushes, deps.announce)
+  }
+
+  /** Stores the events (all or none) and their planned pushes; their delivery starts once this returns. */
+  async publish(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
+    const { tail, metrics } = this.deps
+    const done = metrics.publishSeconds.startTimer() // a refused publish is not a latency
+    const result = await this.publishEvents(caller, batch, options)
+    done()
+    if (result.replayed) return result
+    // The tail reads the events back rather than taking them from here: under load one read carries every
+    // publish committed meanwhile, and a burst of broadcasts goes to each stream in a few writes, not one per
+    // publish (handing each publish's rows to the hub directly doubled fan-out's CPU per delivery).
+    tail.wake()
+    if (result.pushes) this.deps.onPushesPlanned() // delayed pushes and other instances' are found by its poll
+    // Tallied first: a batch of 1,000 is four counter updates, not 1,000.
+    const byPriority = new Map<Priority, number>()
+    for (const e of batch) byPriority.set(e.priority, (byPriority.get(e.priority) ?? 0) + 1)
+    for (const [priority, n] of byPriority) metrics.eventsPublished.inc({ priority }, n)
+    return result
+  }
+
+  /** The caller's events as JSON text (see listEvents). */
+  async list(caller: Caller, query: Omit<ListQuery, 'upTo'>): Promise<string> {
+    const { database, tail } = this.deps
+    if (query.after === undefined) return listEvents(database, caller, query)
+    // A poller must not step over an event whose transaction is still open: read up to the settled watermark.
+    await tail.sync()
+    return listEvents(database, caller, { ...query, upTo: tail.cursor })
+  }
+
+  /** One of the caller's events as JSON text. */
+  async get(caller: Caller, id: number): Promise<string> {
+    const json = await getEvent(this.deps.database, caller, id)
+    if (json === undefined) throw noEvent(id)
+    return json
+  }
+
+  unreadCount(caller: Caller): Promise<number> {
+    return unreadCount(this.deps.database, caller)
+  }
+
+  /** Acks or reads one event: the user's own, or the one event of an ackToken. */
+  async mark(caller: Caller, id: number, state: ReceiptState): Promise<void> {
+    if (caller.ackEventId !== undefined && caller.ackEventId !== id) throw noEvent(id)
+    const marked = await markEvents(this.deps.database, caller, oneEvent(id), state)
+    if (!marked.length) throw noEvent(id)
+    this.deps.tellUser(caller.tenant, caller.userId, { ids: marked.map(String), state })
+  }
+
+  /** Marks some of the caller's events read, or all of them up to an id. */
+  async markRead(caller: Caller, which: BulkRead): Promise<void> {
+    const { database, tellUser } = this.deps
+    if ('upTo' in which) {
+      await markEvents(database, caller, eventsUpTo(which.upTo), 'read')
+      tellUser(caller.tenant, caller.userId, { upTo: String(which.upTo), state: 'read' })
+      return
+    }
+    const marked = await markEvents(database, caller, someEvents(which.ids), 'read')
+    if (marked.length) tellUser(caller.tenant, caller.userId, { ids: marked.map(String), state: 'read' })
+  }
+
+  /** Delivery figures of an event, for its publisher or an admin of its tenant. */
+  async deliveryStatus(caller: Caller, id: number): Promise<DeliveryStatus> {
+    const status = await deliveryStatus(this.deps.database, caller, id)
+    if (!status) throw noEvent(id)
+    return status
+  }
+}
+
+const noEvent = (id: number) => new NotFoundError(`No event ${id} for you.`)
