@@ -72,7 +72,7 @@ interface Published {
 function publish(caller: Claims, e: Published): { id: string; createdAt: string } {
   const id = ++lastId
   const now = new Date()
-  const json = `{"id":"${id}","type":${JSON.stringify(e.type)},"title":${JSON.stringify(e.title)},"body":${JSON.stringify(e.body ?? null)},"data":${JSON.stringify(e.data ?? null)},"priority":"normal","url":null,"collapseKey":null,"actor":${JSON.stringify(caller.sub)},"createdAt":"${now.toISOString()}","expiresAt":"${new Date(now.getTime() + 7 * DAY_MS).toISOString()}"}`
+  const json = `{"id":"${id}","type":${JSON.stringify(e.type)},"title":${JSON.stringify(e.title)},"body":${JSON.stringify(e.body ?? null)},"data":${JSON.stringify(e.data ?? null)},"priority":"normal","url":null,"collapseKey":null,"actions":null,"icon":null,"image":null,"badge":null,"actor":${JSON.stringify(caller.sub)},"createdAt":"${now.toISOString()}","expiresAt":"${new Date(now.getTime() + 7 * DAY_MS).toISOString()}"}`
   // Serialized once, written to every recipient.
   const frame = `id: ${id}\nevent: notification\ndata: ${json}\n\n`
   if (e.to.tenant) {

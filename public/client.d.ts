@@ -9,12 +9,31 @@ export interface HeraldEvent {
   priority: 'low' | 'normal' | 'high' | 'urgent'
   url: string | null
   collapseKey: string | null
+  /**
+   * At most 2 buttons, in order. Do what each names with `client.ack(id)` / `client.read(id)`, or open its
+   * `url` (else the event's `url`) and `client.read(id)` for `open`; the service worker does the same on a
+   * notification's buttons.
+   */
+  actions: HeraldAction[] | null
+  /** Pictures (https URLs or paths on the service's origin): a small icon, a large image, a monochrome badge. */
+  icon: string | null
+  image: string | null
+  badge: string | null
   actor: string
   createdAt: string
   expiresAt: string
   /** Present on events from history and polling. */
   readAt?: string | null
   ackedAt?: string | null
+}
+
+/** A button of an event: `ack` acknowledges it, `read` marks it read, `open` opens a page and marks it read. */
+export interface HeraldAction {
+  action: 'ack' | 'read' | 'open'
+  /** The button's label, at most 40 characters. */
+  title: string
+  /** `open` only: the page to open instead of the event's `url`; null for the event's. */
+  url: string | null
 }
 
 export type HeraldReceipt = { ids: string[]; state: 'acked' | 'read' } | { upTo: string; state: 'read' }
@@ -97,6 +116,15 @@ export interface HeraldClient {
   readAll(upTo?: string): Promise<void>
   unreadCount(): Promise<number>
   history(options?: { before?: string; limit?: number; unread?: boolean }): Promise<HistoryPage>
+  /**
+   * The topics this user follows. A stream opened without `topics` gets their events and follows changes live;
+   * so do the user's devices.
+   */
+  topics(): Promise<HeraldTopicSubscription[]>
+  /** Follows a topic, which the token's `topics` claim must allow (else a 403 error). Idempotent. */
+  follow(topic: string): Promise<void>
+  /** Stops following a topic (also one an admin added). Idempotent. */
+  unfollow(topic: string): Promise<void>
   enablePush(options?: { serviceWorkerUrl?: string }): Promise<{ id: string }>
   /**
    * Registers this browser's subscription again if push was enabled here before (renews the service worker's
@@ -105,6 +133,14 @@ export interface HeraldClient {
    */
   refreshPush(): Promise<boolean>
   disablePush(): Promise<void>
+}
+
+/** A topic the user follows. */
+export interface HeraldTopicSubscription {
+  topic: string
+  /** `self`: the user followed it; `admin`: a tenant admin added them. */
+  addedBy: 'self' | 'admin'
+  createdAt: string
 }
 
 export function createHeraldClient(options: HeraldClientOptions): HeraldClient

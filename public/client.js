@@ -436,6 +436,10 @@ export function createHeraldClient(options) {
     readAll: (upTo) =>
       api('/v1/events/read', { method: 'POST', body: JSON.stringify({ upTo: String(upTo ?? lastId) }) }),
     unreadCount: async () => (await api('/v1/events/unread-count')).unread,
+    /** The topics this user follows; a stream opened without `topics` follows them, live. */
+    topics: async () => (await api('/v1/me/topics')).topics,
+    follow: (topic) => api(`/v1/me/topics/${encodeURIComponent(topic)}`, { method: 'PUT' }),
+    unfollow: (topic) => api(`/v1/me/topics/${encodeURIComponent(topic)}`, { method: 'DELETE' }),
     /**
      * History, newest first: `{ events, next }`; pass `next` as `before` for the following page. The first
      * page also sets where the stream starts when nothing was remembered: right after what it returned, so

@@ -1,4 +1,5 @@
-/* herald service worker: shows pushed notifications, acks them, opens them on click.
+/* herald service worker: shows pushed notifications (with their buttons and pictures), acks them, opens them on
+ * click and does what a clicked button names.
  *
  * Register it from your page (same origin as the page):
  *   navigator.serviceWorker.register('/sw.js')                                  // API on this origin
@@ -25,6 +26,7 @@ async function handlePush(event) {
     n = { title: event.data ? event.data.text() : '' }
   }
   const title = n.title || 'New notification'
+  const actions = Array.isArray(n.actions) ? n.actions.slice(0, maxActions()) : []
   await self.registration.showNotification(title, {
     body: n.body || '',
     tag: n.collapseKey || (n.id ? `herald-${n.id}` : undefined),
@@ -32,35 +34,73 @@ async function handlePush(event) {
     renotify: Boolean(n.collapseKey),
     requireInteraction: n.priority === 'urgent',
     timestamp: Date.parse(n.createdAt) || Date.now(),
-    data: { id: n.id, url: n.url || '/', ackToken: n.ackToken },
+    // Pictures on this origin or over https only, like the pages a click opens; browsers that do not show
+    // one (Firefox and Safari ignore `image`, desktops `badge`) simply leave it out.
+    icon: openableUrl(n.icon) ?? undefined,
+    image: openableUrl(n.image) ?? undefined,
+    badge: openableUrl(n.badge) ?? undefined,
+    // Each button's id is its position and what it does ("0:ack", "1:open"): two `open` buttons stay apart.
+    actions: actions.map((a, i) => ({ action: `${i}:${a.action}`, title: String(a.title ?? '') })),
+    data: {
+      id: n.id,
+      url: n.url || '/',
+      ackToken: n.ackToken,
+      ...(actions.length && { actions: actions.map((a) => ({ action: a.action, url: a.url ?? null })) }),
+    },
   })
   // Delivered: tell the service (ack) so `high` events are not pushed again and the publisher sees it.
   if (n.id && n.ackToken) await report(n.id, 'ack', n.ackToken)
   await tellPages({ type: 'herald:push', id: n.id ?? null })
 }
 
+/** How many buttons this browser shows on a notification (2 where it says nothing). */
+const maxActions = () => (typeof Notification !== 'undefined' && Notification.maxActions) || 2
+
+/** What each kind of button records about the event: `open` marks it read, as a click on the notification does. */
+const RECEIPT_OF = new Map([
+  ['ack', 'ack'],
+  ['read', 'read'],
+  ['open', 'read'],
+])
+
+/**
+ * A click on the notification opens the event's `url` (focusing a window already showing it) and marks the
+ * event read. A click on a button does what the button names, with the event's ackToken: `ack` acknowledges
+ * and `read` marks read, neither opening a window; `open` opens the button's `url` (else the event's) and marks
+ * read, as a click on the notification does.
+ */
 self.addEventListener('notificationclick', (event) => {
   event.notification.close()
-  const { id, url, ackToken } = event.notification.data || {}
+  const { id, url, ackToken, actions } = event.notification.data || {}
+  const button = event.action ? actions?.[Number.parseInt(event.action, 10)] : undefined
   event.waitUntil(
     (async () => {
-      const target = openableUrl(url || '/')
-      if (target) {
-        const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true })
-        const open = windows.find((w) => w.url === target)
-        if (open) await open.focus()
-        else await self.clients.openWindow(target)
-      }
-      if (id && ackToken) await report(id, 'read', ackToken)
+      const what = event.action ? button?.action : 'open'
+      // What each does to the event; a button this worker did not make (or a kind it does not know) does nothing.
+      const receipt = RECEIPT_OF.get(what)
+      if (!receipt) return
+      if (what === 'open') await openPage(openableUrl(button?.url || url || '/'))
+      if (id && ackToken) await report(id, receipt, ackToken)
     })(),
   )
 })
 
+/** Focuses a window already showing `target`, or opens one; nothing when there is no target. */
+async function openPage(target) {
+  if (!target) return
+  const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true })
+  const open = windows.find((w) => w.url === target)
+  if (open) await open.focus()
+  else await self.clients.openWindow(target)
+}
+
 /**
- * The page a click may open: `url` resolved against this origin, when it stays on it or is https; null
- * otherwise. The service accepts only such URLs; this holds even for a payload that did not come from it.
+ * The page a click may open, or a picture a notification may show: `url` resolved against this origin, when it
+ * stays on it or is https; null otherwise (and for no URL). The service accepts only such URLs; this holds
+ * even for a payload that did not come from it.
  */
 function openableUrl(url) {
+  if (typeof url !== 'string' || url === '') return null
   let target
   try {
     target = new URL(url, self.location.origin)

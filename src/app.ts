@@ -24,7 +24,9 @@ import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
 import { metricsRoutes } from './routes/metrics.ts'
 import { pushRoutes } from './routes/push.ts'
+import { scheduledRoutes } from './routes/scheduled.ts'
 import { streamRoutes } from './routes/stream.ts'
+import { topicRoutes } from './routes/topics.ts'
 import { registerSecurityHeaders } from './security-headers.ts'
 import { streamPlugin } from './stream/plugin.ts'
 import { StreamTickets } from './stream-tickets.ts'
@@ -46,6 +48,11 @@ export interface AppOptions {
   pushAgent?: Agent
   /** Enables the demo page's sign-in: only when the service generated its own secret (see routes/demo.ts). */
   demoSignIn?: boolean
+  /**
+   * The scheduler's clock: a scheduled publish is due once its `deliverAt` is at or before it. Real time unless
+   * given (tests move it; `deliverAt` is still checked against real time when a publish is accepted).
+   */
+  clock?: () => Date
 }
 
 /** The demo page, the browser client and the service worker. */
@@ -91,7 +98,8 @@ export interface LogOptions {
  * they depend on each other, which is also the shutdown order: Fastify runs `preClose` hooks in registration
  * order and `onClose` hooks in reverse. So on shutdown: streams end (clients resume elsewhere); the cluster bus
  * stops listening and this instance leaves presence; claimed pushes are handed back and learnt claims written;
- * then, once requests have finished, pruning and the log tail stop and the database closes, last.
+ * then, once requests have finished, the scheduler finishes its pass, pruning and the log tail stop, and the
+ * database closes, last.
  */
 export async function buildApp(config: Config, database: Database, options: AppOptions = {}) {
   const log = options.log ?? false
@@ -176,6 +184,7 @@ export async function buildApp(config: Config, database: Database, options: AppO
     events: config.events,
     planPushes: (inserted) => planPushes(inserted, pushPolicy),
     onPushesPlanned: () => app.pushDispatcher.wake(),
+    now: options.clock,
   })
 
   // HTTP: headers, CORS, limits and authentication for every route, then the routes.
@@ -201,7 +210,9 @@ export async function buildApp(config: Config, database: Database, options: AppO
   await app.register(healthRoutes)
   await app.register(metricsRoutes, { token: config.http.metricsToken })
   await app.register(eventRoutes)
+  await app.register(scheduledRoutes)
   await app.register(pushRoutes)
+  await app.register(topicRoutes)
   await app.register(demoRoutes, { generatedSecret: options.demoSignIn ? config.auth.jwtSecret : undefined })
   await app.register(streamRoutes, {
     bufferLimit: config.stream.bufferLimitBytes,

@@ -58,11 +58,16 @@ Prints the token on stdout.`,
     summary: 'publish an event',
     help: `herald publish --token <jwt> --title <text> [--to-user u1,u2] [--to-role r] [--to-topic t] [--to-tenant]
                [--type app.notice] [--body text] [--priority low|normal|high|urgent] [--url /path] [--data '{"k":1}']
-               [--json '<whole body>'] [--idempotency-key k] [--server ${DEFAULT_URL}]
+               [--action 'ack:Got it'] [--action 'open:View grade:/grades/42'] [--icon url] [--image url] [--badge url]
+               [--json '<whole body>'] [--idempotency-key k] [--deliver-at <time>] [--server ${DEFAULT_URL}]
 
+--action <ack|read|open>:<title>[:<url>] adds a button (at most 2, in order): ack acknowledges, read marks read,
+open opens its url (or the event's --url) and marks read. URLs are paths on the service or https URLs.
+--deliver-at publishes later: an RFC 3339 time with an offset (2026-12-24T08:00:00+01:00), or +<n>s|m|h|d from now
+(+30m). The server checks the event now and answers {"scheduledId","deliverAt"}: see \`herald scheduled\`.
 The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer.`,
     run: async (args) => {
-      const { values } = parse(args, {
+      const { values, lists } = parse(args, {
         token: { type: 'string' },
         server: { type: 'string' },
         json: { type: 'string' },
@@ -72,17 +77,25 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
         priority: { type: 'string' },
         url: { type: 'string' },
         data: { type: 'string' },
+        action: { type: 'string', multiple: true },
+        icon: { type: 'string' },
+        image: { type: 'string' },
+        badge: { type: 'string' },
         'to-user': { type: 'string' },
         'to-role': { type: 'string' },
         'to-topic': { type: 'string' },
         'to-tenant': { type: 'boolean' },
         'idempotency-key': { type: 'string' },
+        'deliver-at': { type: 'string' },
       })
       const token = values.token ?? process.env.HERALD_TOKEN
       if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const later = values['deliver-at'] === undefined ? {} : { deliverAt: deliverAtFlag(values['deliver-at']) }
       let body: unknown
-      if (values.json !== undefined) body = parseJson(values.json, '--json')
-      else {
+      if (values.json !== undefined) {
+        const whole = parseJson(values.json, '--json')
+        body = 'deliverAt' in later ? { ...(whole as object), ...later } : whole
+      } else {
         if (!values.title) throw new UsageError('--title is required (or give the whole body with --json)')
         body = {
           type: values.type ?? 'app.notice',
@@ -97,6 +110,11 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
           ...(values.priority !== undefined ? { priority: values.priority } : {}),
           ...(values.url !== undefined ? { url: values.url } : {}),
           ...(values.data !== undefined ? { data: parseJson(values.data, '--data') } : {}),
+          ...(lists.action ? { actions: lists.action.map(parseAction) } : {}),
+          ...(values.icon !== undefined ? { icon: values.icon } : {}),
+          ...(values.image !== undefined ? { image: values.image } : {}),
+          ...(values.badge !== undefined ? { badge: values.badge } : {}),
+          ...later,
         }
       }
       const url = new URL('/v1/events', serverUrl(values.server))
@@ -119,6 +137,101 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
         return EXIT.failed
       }
       console.log(text)
+      return EXIT.ok
+    },
+  },
+  scheduled: {
+    summary: 'list, show or cancel scheduled publishes (publish --deliver-at)',
+    help: `herald scheduled list [--after <id>] [--limit n] --token <jwt> [--server ${DEFAULT_URL}]
+herald scheduled show <id> --token <jwt> [--server ${DEFAULT_URL}]
+herald scheduled cancel <id> --token <jwt> [--server ${DEFAULT_URL}]
+
+list: the pending scheduled publishes of the token's user (an admin's: of the tenant), oldest first, with
+"next" for --after when there are more. show: one of them, with its state, its events and, once published,
+their ids. cancel: cancels a pending one; exit 1 if it was published already (the answer names its events).
+The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer.`,
+    run: async (args) => {
+      const [action, ...rest] = args
+      if (action !== 'list' && action !== 'show' && action !== 'cancel') {
+        throw new UsageError(action ? `unknown action "${action}": list, show or cancel` : 'list, show or cancel?')
+      }
+      const id = action === 'list' ? undefined : rest.shift()
+      if (action !== 'list' && (id === undefined || !/^[0-9]{1,18}$/.test(id))) {
+        throw new UsageError(`${action} needs the scheduled id (a number), as in: herald scheduled ${action} 42`)
+      }
+      const { values } = parse(rest, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        ...(action === 'list' ? { after: { type: 'string' as const }, limit: { type: 'string' as const } } : {}),
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const url = new URL(id === undefined ? '/v1/scheduled' : `/v1/scheduled/${id}`, serverUrl(values.server))
+      if (values.after !== undefined) url.searchParams.set('after', values.after)
+      if (values.limit !== undefined) url.searchParams.set('limit', values.limit)
+      const res = await callService(action === 'cancel' ? 'DELETE' : 'GET', url, token)
+      const text = await res.text()
+      if (!res.ok) {
+        console.error(`${action} failed: HTTP ${res.status} ${text}`)
+        return EXIT.failed
+      }
+      console.log(action === 'cancel' ? JSON.stringify({ id, state: 'cancelled' }) : text)
+      return EXIT.ok
+    },
+  },
+  topics: {
+    summary: 'the topics a user follows; a topic’s members (admin)',
+    help: `herald topics list --token <jwt> [--server ${DEFAULT_URL}]
+herald topics follow <topic> --token <jwt>
+herald topics unfollow <topic> --token <jwt>
+herald topics members <topic> --token <admin jwt>
+herald topics add <topic> --users a,b --token <admin jwt>
+herald topics remove <topic> --users a,b --token <admin jwt>
+
+list, follow, unfollow: the token's user's topics (follow needs the token's topics claim to allow the topic).
+A stream opened without --topics follows them, live. members, add, remove: a topic's members, for a token
+with the admin scope (at most 1,000 users a call). The token may also come from HERALD_TOKEN and the server
+from HERALD_URL. Prints the server's JSON answer; exit 1 when the server refuses.`,
+    run: async (args) => {
+      const [action, ...rest] = args
+      const actions = ['list', 'follow', 'unfollow', 'members', 'add', 'remove']
+      if (!actions.includes(action)) {
+        throw new UsageError(action ? `unknown action "${action}": ${actions.join(', ')}` : `${actions.join(', ')}?`)
+      }
+      const topic = action === 'list' ? undefined : rest.shift()
+      if (action !== 'list' && !topic)
+        throw new UsageError(`${action} needs a topic, as in: herald topics ${action} class:7A`)
+      const bulk = action === 'add' || action === 'remove'
+      const { values } = parse(rest, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        ...(bulk ? { users: { type: 'string' as const } } : {}),
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const users = commaList(values.users)
+      if (bulk && !users.length) throw new UsageError(`${action} needs --users a,b`)
+      const path =
+        topic === undefined
+          ? '/v1/me/topics'
+          : ['follow', 'unfollow'].includes(action)
+            ? `/v1/me/topics/${encodeURIComponent(topic)}`
+            : `/v1/topics/${encodeURIComponent(topic)}/members`
+      const method = { list: 'GET', members: 'GET', follow: 'PUT', add: 'PUT', unfollow: 'DELETE', remove: 'DELETE' }[
+        action
+      ] as string
+      const res = await callService(
+        method,
+        new URL(path, serverUrl(values.server)),
+        token,
+        bulk ? { users } : undefined,
+      )
+      const text = await res.text()
+      if (!res.ok) {
+        console.error(`${action} failed: HTTP ${res.status} ${text}`)
+        return EXIT.failed
+      }
+      console.log(res.status === 204 ? JSON.stringify({ topic, following: action === 'follow' }) : text)
       return EXIT.ok
     },
   },
@@ -209,7 +322,8 @@ invalidates every browser's existing push subscription.`,
     help: `herald prune
 
 Deletes events past their own ttl or older than RETENTION_DAYS (default 30), with their receipts and push
-records, and idempotency keys older than 24 h, from DATABASE_URL or the embedded database in DATA_DIR.
+records, idempotency keys older than 24 h, and scheduled publishes published or cancelled more than
+RETENTION_DAYS ago, from DATABASE_URL or the embedded database in DATA_DIR.
 The server also does this every PRUNE_INTERVAL_S. Prints what it deleted as JSON.`,
     run: async (args) => {
       parse(args, {})
@@ -256,16 +370,50 @@ async function withMigratedDatabase(command: string, work: (database: Database, 
   }
 }
 
-type OptionKinds = Record<string, { type: 'string' | 'boolean' }>
+type OptionKinds = Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>
 
-/** Strict flag parsing: an unknown flag is a usage error (exit 2), not something silently ignored. */
-function parse(args: string[], options: OptionKinds): { values: Record<string, string | undefined> } {
+/**
+ * Strict flag parsing: an unknown flag is a usage error (exit 2), not something silently ignored. Flags that
+ * may be repeated (`multiple`) are in `lists`, the others in `values`.
+ */
+function parse(
+  args: string[],
+  options: OptionKinds,
+): { values: Record<string, string | undefined>; lists: Record<string, string[] | undefined> } {
+  let parsed: Record<string, unknown>
   try {
-    const { values } = parseArgs({ args, options, strict: true })
-    return { values: values as Record<string, string | undefined> }
+    parsed = parseArgs({ args, options, strict: true }).values
   } catch (err) {
     throw new UsageError((err as Error).message)
   }
+  const values: Record<string, string | undefined> = {}
+  const lists: Record<string, string[] | undefined> = {}
+  for (const [name, value] of Object.entries(parsed)) {
+    if (options[name]?.multiple) lists[name] = value as string[]
+    else values[name] = value as string | undefined
+  }
+  return { values, lists }
+}
+
+/**
+ * `--action ack:Got it`, `--action 'open:View grade:/grades/42'`: what the button does, its title, and for
+ * `open` a URL (the last `:` followed by `/` or `https://` starts it, so a title may hold colons).
+ */
+function parseAction(text: string): { action: string; title: string; url?: string } {
+  const match = /^([^:]+):(.+?)(?::(\/.*|https:\/\/.*))?$/s.exec(text)
+  if (!match) throw new UsageError(`--action must be <ack|read|open>:<title>[:<url>], got "${text}"`)
+  const [, action, title, url] = match
+  return url === undefined ? { action, title } : { action, title, url }
+}
+
+/** Units of a relative --deliver-at, in seconds. */
+const RELATIVE_UNITS_S: Record<string, number> = { s: 1, m: 60, h: 3_600, d: 86_400 }
+
+/** --deliver-at as the server takes it: an RFC 3339 time as given, or +<n><unit> from now as one. */
+function deliverAtFlag(text: string): string {
+  const relative = /^\+([0-9]{1,7})([smhd])$/.exec(text)
+  if (!relative) return text // the server checks it, and names the field if it is not right
+  return new Date(Date.now() + Number(relative[1]) * RELATIVE_UNITS_S[relative[2]] * 1000).toISOString()
 }
 
 function parseJson(text: string, flag: string): unknown {
@@ -288,6 +436,20 @@ function safeJson(text: string): unknown {
   } catch {
     return text
   }
+}
+
+/** A request to the service with a user's token; a server that cannot be reached is an error naming it. */
+function callService(method: string, url: URL, token: string, body?: unknown): Promise<Response> {
+  return fetch(url, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }).catch((err: unknown) => {
+    throw new Error(`cannot reach ${url.origin} (${reason(err)}); is the server running? Set --server or HERALD_URL.`)
+  })
 }
 
 function serverUrl(flag: string | undefined): string {

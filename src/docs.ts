@@ -50,6 +50,7 @@ export async function registerDocs(app: FastifyInstance) {
         { name: 'events', description: 'Publish, list, acknowledge and read events.' },
         { name: 'stream', description: 'The live Server-Sent Events stream.' },
         { name: 'push', description: 'Web Push: VAPID key and device subscriptions.' },
+        { name: 'topics', description: 'Topic subscriptions: the topics a user follows, and a topic’s members.' },
         { name: 'operations', description: 'Health, readiness and metrics.' },
         { name: 'demo', description: 'The demo page’s sign-in; only while the service uses a secret it generated.' },
       ],
@@ -129,8 +130,15 @@ const publishErrors = (otherRoute: string): ErrorCauses => ({
   409:
     'The Idempotency-Key’s first request is still in flight (retry once it is answered), ' +
     `or the key was used on ${otherRoute}.`,
-  422: 'The Idempotency-Key was used for another request: a new request needs a new key.',
+  422: 'The Idempotency-Key was used for another request (another `deliverAt`, or none, counts): a new request needs a new key.',
 })
+
+/** The scheduled publishes a caller may see: their own, or an admin's tenant's. */
+const noScheduled =
+  'No scheduled publish with this id of the caller’s (for an `admin`: of the tenant); never 403, existence does not leak.'
+
+/** Managing a topic's members is a tenant admin's. */
+const notAdmin = 'The token lacks the `admin` scope.'
 
 /** Acking and reading one event refuse alike. */
 const receiptErrors: ErrorCauses = {
@@ -166,6 +174,34 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
   'POST /v1/events/{id}/ack': { operationId: 'ackEvent', database: true, errors: receiptErrors },
   'POST /v1/events/{id}/read': { operationId: 'readEvent', database: true, errors: receiptErrors },
   'POST /v1/events/read': { operationId: 'readEvents', database: true },
+  'GET /v1/scheduled': { operationId: 'listScheduledPublishes', database: true },
+  'GET /v1/scheduled/{id}': {
+    operationId: 'getScheduledPublish',
+    database: true,
+    errors: { 404: noScheduled },
+  },
+  'DELETE /v1/scheduled/{id}': {
+    operationId: 'cancelScheduledPublish',
+    database: true,
+    errors: {
+      404: noScheduled,
+      409: 'It was published already: the detail names its event id(s).',
+    },
+  },
+  'GET /v1/me/topics': { operationId: 'listMyTopics', database: true },
+  'PUT /v1/me/topics/{topic}': {
+    operationId: 'subscribeToTopic',
+    database: true,
+    errors: { 403: 'The token’s `topics` claim does not allow the topic, or the caller follows 200 topics already.' },
+  },
+  'DELETE /v1/me/topics/{topic}': { operationId: 'unsubscribeFromTopic', database: true },
+  'GET /v1/topics/{topic}/members': { operationId: 'listTopicMembers', database: true, errors: { 403: notAdmin } },
+  'PUT /v1/topics/{topic}/members': { operationId: 'addTopicMembers', database: true, errors: { 403: notAdmin } },
+  'DELETE /v1/topics/{topic}/members': {
+    operationId: 'removeTopicMembers',
+    database: true,
+    errors: { 403: notAdmin },
+  },
   'GET /v1/events/{id}/status': {
     operationId: 'getEventStatus',
     database: true,

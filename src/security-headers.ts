@@ -5,7 +5,9 @@ import type { FastifyInstance } from 'fastify'
  * The Content-Security-Policy of every response. The demo page, the docs' UI (swagger-ui) and the service worker
  * load scripts, styles and connections from this origin only, and run nothing inline, so an injected `<script>`
  * or `onclick=` does nothing. No page of ours may be framed (clickjacking). `data:` images: the demo's empty
- * favicon, the icons in swagger-ui's stylesheet.
+ * favicon, the icons in swagger-ui's stylesheet; `https:` images: the pictures events carry (`icon`, `image`,
+ * which publishers may host anywhere over https), shown by the demo inbox. Images run nothing, and the
+ * Referrer-Policy below keeps our URLs from their hosts.
  */
 const CONTENT_SECURITY_POLICY = {
   'default-src': ["'self'"],
@@ -13,7 +15,7 @@ const CONTENT_SECURITY_POLICY = {
   'connect-src': ["'self'"],
   'form-action': ["'self'"],
   'frame-ancestors': ["'none'"],
-  'img-src': ["'self'", 'data:'],
+  'img-src': ["'self'", 'data:', 'https:'],
   'object-src': ["'none'"],
   'script-src': ["'self'"],
   'script-src-attr': ["'none'"],

@@ -20,17 +20,25 @@ export type EventJsonColumns = Pick<
   | 'priority'
   | 'url'
   | 'collapseKey'
+  | 'actionsJson'
+  | 'icon'
+  | 'image'
+  | 'badge'
   | 'actor'
   | 'createdAt'
   | 'expiresAt'
 >
 
+/** A nullable text as a JSON string or null. */
+const stringOrNull = (text: string | null) => (text === null ? 'null' : jsonString(text))
+
 /**
  * The event as every client sees it, as JSON text. Built by concatenation so `data` goes out exactly as
- * it was stored and the live path serializes each event once, whatever the number of recipients.
+ * it was stored and the live path serializes each event once, whatever the number of recipients. `actions`
+ * is stored as the JSON text it is sent as (events/publish.ts), like `data`.
  */
 export function eventJson(row: EventJsonColumns, receipt?: { readAt: Date | null; ackedAt: Date | null }): string {
-  let json = `{"id":"${row.id}","type":${jsonString(row.type)},"title":${jsonString(row.title)},"body":${row.body === null ? 'null' : jsonString(row.body)},"data":${row.dataJson ?? 'null'},"priority":"${row.priority}","url":${row.url === null ? 'null' : jsonString(row.url)},"collapseKey":${row.collapseKey === null ? 'null' : jsonString(row.collapseKey)},"actor":${jsonString(row.actor)},"createdAt":"${row.createdAt.toISOString()}","expiresAt":"${row.expiresAt.toISOString()}"`
+  let json = `{"id":"${row.id}","type":${jsonString(row.type)},"title":${jsonString(row.title)},"body":${stringOrNull(row.body)},"data":${row.dataJson ?? 'null'},"priority":"${row.priority}","url":${stringOrNull(row.url)},"collapseKey":${stringOrNull(row.collapseKey)},"actions":${row.actionsJson ?? 'null'},"icon":${stringOrNull(row.icon)},"image":${stringOrNull(row.image)},"badge":${stringOrNull(row.badge)},"actor":${jsonString(row.actor)},"createdAt":"${row.createdAt.toISOString()}","expiresAt":"${row.expiresAt.toISOString()}"`
   if (receipt) {
     json += `,"readAt":${receipt.readAt ? `"${receipt.readAt.toISOString()}"` : 'null'},"ackedAt":${receipt.ackedAt ? `"${receipt.ackedAt.toISOString()}"` : 'null'}`
   }
@@ -50,6 +58,8 @@ export const eventJsonSql = sql`'{"id":"' || ${events.id} || '","type":' || to_j
   || ',"title":' || to_json(${events.title})::text || ',"body":' || ${jsonOrNull(events.body)}
   || ',"data":' || coalesce(${events.dataJson}, 'null') || ',"priority":"' || ${events.priority}
   || '","url":' || ${jsonOrNull(events.url)} || ',"collapseKey":' || ${jsonOrNull(events.collapseKey)}
+  || ',"actions":' || coalesce(${events.actionsJson}, 'null') || ',"icon":' || ${jsonOrNull(events.icon)}
+  || ',"image":' || ${jsonOrNull(events.image)} || ',"badge":' || ${jsonOrNull(events.badge)}
   || ',"actor":' || to_json(${events.actor})::text || ',"createdAt":"' || ${isoText(events.createdAt)}
   || '","expiresAt":"' || ${isoText(events.expiresAt)} || '"}'`
 

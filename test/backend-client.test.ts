@@ -56,6 +56,56 @@ describeEachBackend('the backend client', (backend) => {
     expect(await client.status(first.id)).toEqual({ acked: 1, read: 1, push: { sent: 0, failed: 0, pending: 0 } })
   })
 
+  it('publishes for later with deliverAt (202, a scheduledId), lists, shows and cancels scheduled publishes', async () => {
+    const ten = tenant()
+    const client = publisher(ten)
+    const deliverAt = new Date(Date.now() + 3_600_000)
+    const later = await client.publish(
+      { type: 'exam.reminder', title: 'Exam tomorrow', to: { users: ['kim'] }, data: { room: 12 } },
+      { deliverAt, idempotencyKey: 'remind-1' },
+    )
+    expect(later).toEqual({ scheduledId: expect.stringMatching(/^\d+$/), deliverAt: deliverAt.toISOString() })
+    // A retry with the key answers the same item.
+    const retried = await client.publish(
+      { type: 'exam.reminder', title: 'Exam tomorrow', to: { users: ['kim'] }, data: { room: 12 } },
+      { deliverAt: deliverAt.toISOString(), idempotencyKey: 'remind-1' },
+    )
+    expect(retried).toEqual(later)
+    const batch = await client.publishBatch(
+      [
+        { type: 'a.b', title: 'One', to: { users: ['kim'] } },
+        { type: 'a.b', title: 'Two', to: { users: ['lee'] } },
+      ],
+      { deliverAt },
+    )
+    expect(batch.scheduledId).not.toBe(later.scheduledId)
+
+    const page = await client.listScheduled()
+    expect(page.scheduled.map((s) => [s.id, s.eventCount])).toEqual([
+      [later.scheduledId, 1],
+      [batch.scheduledId, 2],
+    ])
+    expect(page.next).toBeNull()
+    expect((await client.listScheduled({ limit: 1 })).next).toBe(later.scheduledId)
+    const shown = await client.getScheduled(batch.scheduledId)
+    expect(shown).toMatchObject({ state: 'pending', kind: 'batch', eventIds: [] })
+    expect(shown.events.map((e) => e.title)).toEqual(['One', 'Two'])
+    expect((await client.getScheduled(later.scheduledId)).events[0].data).toEqual({ room: 12 })
+
+    await client.cancelScheduled(later.scheduledId)
+    expect((await client.getScheduled(later.scheduledId)).state).toBe('cancelled')
+    expect((await client.listScheduled()).scheduled.map((s) => s.id)).toEqual([batch.scheduledId])
+    const notMine = await publisher(ten, 'someone-else')
+      .cancelScheduled(batch.scheduledId)
+      .catch((e: unknown) => e)
+    expect(notMine).toMatchObject({ status: 404, type: 'urn:herald:problem:not-found' })
+    const tooLate = await client
+      .publish({ type: 'a.b', title: 'x', to: { users: ['kim'] } }, { deliverAt: new Date(Date.now() - 1_000) })
+      .catch((e: unknown) => e)
+    expect(tooLate).toMatchObject({ status: 400, type: 'urn:herald:problem:validation' })
+    expect((tooLate as HeraldError).problem?.errors?.map((e) => e.path)).toEqual(['body.deliverAt'])
+  })
+
   it('a refusal is a HeraldError with the problem: its type, the fields, and Retry-After on 429', async () => {
     const ten = tenant()
     const client = publisher(ten)
@@ -78,6 +128,30 @@ describeEachBackend('the backend client', (backend) => {
     }
     expect(limited).toMatchObject({ status: 429, type: 'urn:herald:problem:too-many-requests' })
     expect((limited as HeraldError).retryAfterS).toBeGreaterThan(0)
+  })
+
+  it('manages a topic’s members as an admin: added users’ streams get the topic’s events; a publisher is refused', async () => {
+    const ten = tenant()
+    const admin = createHeraldServerClient({
+      baseUrl: t.url,
+      token: () => mintToken(TEST_JWT_SECRET, { sub: 'head', tenant: ten, scope: `admin ${PUBLISHER}` }, 600),
+    })
+    expect(await admin.addTopicMembers('class:7A', ['kim', 'lee'])).toBe(2)
+    expect(await admin.topicMembers('class:7A')).toEqual(['kim', 'lee'])
+    const stream = await SseClient.open(t.url, { token: mintToken(TEST_JWT_SECRET, { sub: 'kim', tenant: ten }, 600) })
+    onTestFinished(() => stream.close())
+    await stream.waitFor((c) => c.retry !== undefined)
+    const { id } = await admin.publish({ type: 'class.news', title: 'Trip', to: { topics: ['class:7A'] } })
+    await stream.waitFor((c) => c.notificationIds.includes(id))
+    expect(await admin.removeTopicMembers('class:7A', ['lee', 'nobody'])).toBe(1)
+    expect(await admin.topicMembers('class:7A')).toEqual(['kim'])
+    const refused = await publisher(ten)
+      .addTopicMembers('class:7A', ['max'])
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+    expect(refused).toMatchObject({ status: 403, type: 'urn:herald:problem:forbidden' })
   })
 
   it('mints a user token and a stream ticket that opens that user’s stream', async () => {

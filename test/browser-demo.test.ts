@@ -70,6 +70,7 @@ describeBrowser('the demo inbox page', () => {
       await page.click('#signin-form button[type=submit]')
       await page.waitForSelector('#publish:not([hidden])')
       expect(await layoutFaults(page, '#publish-form')).toEqual([])
+      expect(await layoutFaults(page, '#follow-form')).toEqual([])
       await page.screenshot({ path: join(SCREENSHOTS, `demo-inbox-${width}.png`), fullPage: true })
       expect(uncaught).toEqual([])
       await page.close()
@@ -97,6 +98,80 @@ describeBrowser('the demo inbox page', () => {
     await page.click('#read-all')
     expect(await page.textContent('#inbox-note')).toMatch(/cannot be reached/)
     await page.waitForTimeout(200)
+    expect(uncaught).toEqual([])
+    await page.close()
+  })
+
+  it('“Send later” schedules the publish: the page says when, nothing arrives yet, and the item is pending', async () => {
+    const { page, uncaught } = await openPage(1280)
+    await page.click('#signin-form button[type=submit]')
+    await page.waitForSelector('#publish:not([hidden])')
+    // The browser's local time an hour from now, as a datetime-local input takes it.
+    const later = await page.evaluate(() => {
+      const d = new Date(Date.now() + 3_600_000)
+      d.setSeconds(0, 0)
+      const pad = (n: number) => String(n).padStart(2, '0')
+      return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`
+    })
+    await page.fill('#publish-form input[name=deliverAt]', later)
+    const inbox = await page.locator('#list .item').count() // earlier tests' events
+    await page.click('#publish-form button[type=submit]')
+    await expect.poll(() => page.textContent('#publish-result')).toMatch(/^Scheduled #\d+ for /)
+    const id = /#(\d+)/.exec((await page.textContent('#publish-result')) ?? '')?.[1]
+    const shown = await t
+      .http()
+      .get(`/v1/scheduled/${id}`)
+      .set('authorization', `Bearer ${t.token({ sub: 'alice', tenant: 'demo', scope: 'admin' })}`)
+    expect(shown.status, shown.text).toBe(200)
+    expect(shown.body).toMatchObject({ state: 'pending', actor: 'alice', events: [{ type: 'demo.message' }] })
+    expect(Math.abs(Date.parse(shown.body.deliverAt) - (Date.now() + 3_600_000))).toBeLessThan(120_000)
+    expect(await page.locator('#list .item').count()).toBe(inbox)
+    expect(uncaught).toEqual([])
+    await page.close()
+  })
+
+  it('the Topics card follows a topic: its events arrive in the inbox live, and stop once unfollowed', async () => {
+    const { page, uncaught } = await openPage(1280)
+    await page.fill('#signin-form input[name=sub]', 'topic-fan')
+    await page.click('#signin-form button[type=submit]')
+    await page.waitForSelector('#topics:not([hidden])')
+    await expect.poll(() => page.textContent('#topics-note')).toBe('You follow no topics yet.')
+    const publisher = t.token({ sub: 'office', tenant: 'demo', scope: 'events:publish' })
+    const publishTo = async (topic: string, title: string) => {
+      const res = await t
+        .http()
+        .post('/v1/events')
+        .set('authorization', `Bearer ${publisher}`)
+        .send({ type: 'club.news', title, to: { topics: [topic] } })
+      expect(res.status, res.text).toBe(201)
+    }
+    const shown = (title: string) => page.locator('#list .item', { hasText: title }).count()
+
+    // The sign-in form's claim is class:*: following class:7A is allowed, and the open stream follows it.
+    await page.fill('#follow-form input[name=topic]', 'class:7A')
+    await page.click('#follow-form button[type=submit]')
+    await page.waitForSelector('#topic-list li:has-text("class:7A")')
+    await publishTo('class:7A', 'Trip to the museum')
+    await expect.poll(() => shown('Trip to the museum'), { timeout: 10_000 }).toBe(1)
+
+    // A topic outside the claim: the page says why, nothing is followed.
+    await page.fill('#follow-form input[name=topic]', 'staff:room')
+    await page.click('#follow-form button[type=submit]')
+    await expect.poll(() => page.textContent('#topics-note')).toMatch(/^Could not do that: .*staff:room/)
+    expect(await page.locator('#topic-list li').count()).toBe(1)
+
+    await page.click('#topic-list li:has-text("class:7A") button')
+    await page.waitForSelector('#topic-list li', { state: 'detached' })
+    await publishTo('class:7A', 'Not for you any more')
+    // A direct message after it: once it is shown, the topic event would have been too.
+    const res = await t
+      .http()
+      .post('/v1/events')
+      .set('authorization', `Bearer ${publisher}`)
+      .send({ type: 'direct', title: 'Marker', to: { users: ['topic-fan'] } })
+    expect(res.status).toBe(201)
+    await expect.poll(() => shown('Marker'), { timeout: 10_000 }).toBe(1)
+    expect(await shown('Not for you any more')).toBe(0)
     expect(uncaught).toEqual([])
     await page.close()
   })

@@ -1,12 +1,17 @@
 import { mkdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import type { BrowserContext, CDPSession, Page } from 'playwright-core'
+import type { BrowserContext, CDPSession, Page, Worker } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 import type { HeraldClient, HeraldClientOptions, HeraldStatus } from '../public/client.js'
 import type { StreamConnection } from '../src/stream/connection.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 import { cspViolations, describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
-import { type BrowserSubscription, type PushService, startPushService } from './helpers/push-service.ts'
+import {
+  type BrowserSubscription,
+  type PushService,
+  type ReceivedPush,
+  startPushService,
+} from './helpers/push-service.ts'
 
 // SPEC sections 4-6 as a user's browser sees them: the client library (public/client.js) on a page, the demo
 // inbox (public/index.html + demo.js) and the service worker (public/sw.js), in a real headless Chromium
@@ -29,11 +34,30 @@ interface SwNotification {
   tag: string
   body: string
   requireInteraction: boolean
+  icon: string
+  image: string
+  badge: string
+  actions: ReadonlyArray<{ action: string; title: string }>
   data: { id?: string; url?: string; ackToken?: string } | null
 }
 interface SwRegistration {
   active: { state: string } | null
-  getNotifications(): Promise<SwNotification[]>
+  getNotifications(filter?: { tag: string }): Promise<SwNotification[]>
+}
+/** What the service worker's own global scope offers the callbacks a test evaluates in it. */
+interface SwGlobal {
+  registration: SwRegistration
+  clients: { openWindow(url: string): Promise<unknown> }
+  fetch(url: string, init?: { method?: string; headers?: Record<string, string> }): Promise<unknown>
+  dispatchEvent(event: object): boolean
+  NotificationEvent: new (type: string, init: { notification: SwNotification; action: string }) => object
+}
+/** What a click on a notification (or one of its buttons) made the service worker do. */
+interface SwClickOutcome {
+  /** Windows it opened. */
+  opened: string[]
+  /** Requests it sent. */
+  sent: Array<{ method: string; url: string; authorization: string | undefined }>
 }
 interface PageWorld {
   /** Set by clientScript(). */
@@ -279,8 +303,12 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
     ])
   })
 
-  it('shows a pushed event from the service worker, with its collapse key as tag, and acks it', async () => {
-    const user = unique('push')
+  /**
+   * A browser profile of its own (service worker, notification permission) whose demo page signed `user` in and
+   * enabled push, subscribed to the local push service. `deliver` hands the worker a push that service received
+   * (through DevTools) and resolves once the worker has shown it and acked it; `worker` is the service worker.
+   */
+  async function pushEnabledBrowser(user: string) {
     const own = await launchBrowser()
     browsers.push(own)
     const context = own.context
@@ -323,6 +351,59 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
     )
     const cdp = await context.newCDPSession(page)
     const registrationId = await serviceWorkerRegistrationId(cdp, `${t.url}/`)
+    const isOurs = (w: Worker) => new URL(w.url()).pathname === '/sw.js'
+    const worker =
+      context.serviceWorkers().find(isOurs) ??
+      (await context.waitForEvent('serviceworker', { predicate: isOurs, timeout: SEE_MS }))
+
+    async function deliver(message: ReceivedPush, eventId: string) {
+      // The worker posts herald:push once it has shown the notification and acked: only then read the list. (A
+      // push handed over again is shown again: wait for one more message than before.)
+      const shownBefore = await page.evaluate(
+        (id) =>
+          (globalThis as unknown as PageWorld).swMessages.filter((m) => m.type === 'herald:push' && m.id === id).length,
+        eventId,
+      )
+      await cdp.send('ServiceWorker.deliverPushMessage', { origin: t.url, registrationId, data: message.payload })
+      await page.waitForFunction(
+        ({ id, before }) =>
+          (globalThis as unknown as PageWorld).swMessages.filter((m) => m.type === 'herald:push' && m.id === id)
+            .length > before,
+        { id: eventId, before: shownBefore },
+        { timeout: SEE_MS },
+      )
+    }
+    return { page, subscription: subscriptions[0], deliver, worker }
+  }
+
+  /** The notifications the page's service worker registration shows, as plain data. */
+  const shownNotifications = (page: Page) =>
+    page.evaluate(async () => {
+      const reg = await (globalThis as unknown as PageWorld).navigator.serviceWorker.getRegistration()
+      const list = (await reg?.getNotifications()) ?? []
+      return list.map((n) => ({
+        title: n.title,
+        body: n.body,
+        tag: n.tag,
+        requireInteraction: n.requireInteraction,
+        icon: n.icon,
+        image: n.image,
+        badge: n.badge,
+        actions: n.actions.map((a) => ({ action: a.action, title: a.title })),
+        data: n.data,
+      }))
+    })
+
+  /** The push of event `id` the local push service received for `endpoint`. */
+  async function pushOf(endpoint: string, id: string): Promise<ReceivedPush> {
+    const mine = () => pushService.messagesFor(endpoint).find((m) => (m.json() as { id?: string }).id === id) ?? false
+    await expect.poll(mine, { timeout: SEE_MS, interval: 50 }).toBeTruthy()
+    return mine() as ReceivedPush
+  }
+
+  it('shows a pushed event from the service worker, with its collapse key as tag, and acks it', async () => {
+    const user = unique('push')
+    const { page, subscription, deliver } = await pushEnabledBrowser(user)
 
     // Urgent: pushed even though this user has a stream open.
     const id = await publish(user, {
@@ -333,37 +414,23 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
       url: '/news/closure',
     })
     const [message] = await pushService.waitForMessages(1, SEE_MS)
-    expect(message.endpoint).toBe(subscriptions[0].endpoint)
+    expect(message.endpoint).toBe(subscription.endpoint)
     const payload = message.json() as { id: string; title: string; ackToken?: string }
     expect(payload).toMatchObject({ id, title: 'School closes at noon' })
     expect(payload.ackToken).toEqual(expect.any(String))
 
-    await cdp.send('ServiceWorker.deliverPushMessage', { origin: t.url, registrationId, data: message.payload })
-    // The worker posts herald:push once it has shown the notification and acked: only then read the list.
-    await page.waitForFunction(
-      (eventId) =>
-        (globalThis as unknown as PageWorld).swMessages.some((m) => m.type === 'herald:push' && m.id === eventId),
-      id,
-      { timeout: SEE_MS },
-    )
-
-    const shown = await page.evaluate(async () => {
-      const reg = await (globalThis as unknown as PageWorld).navigator.serviceWorker.getRegistration()
-      const list = (await reg?.getNotifications()) ?? []
-      return list.map((n) => ({
-        title: n.title,
-        body: n.body,
-        tag: n.tag,
-        requireInteraction: n.requireInteraction,
-        data: n.data,
-      }))
-    })
+    await deliver(message, id)
+    const shown = await shownNotifications(page)
     expect(shown).toEqual([
       {
         title: 'School closes at noon',
         body: 'Storm warning',
         tag: 'closure-today',
         requireInteraction: true,
+        icon: '',
+        image: '',
+        badge: '',
+        actions: [],
         data: { id, url: '/news/closure', ackToken: payload.ackToken },
       },
     ])
@@ -371,6 +438,204 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
     const status = await t.http().get(`/v1/events/${id}/status`).set('authorization', `Bearer ${publisherToken()}`)
     expect(status.status, status.text).toBe(200)
     expect(status.body).toMatchObject({ acked: 1, read: 0, push: { sent: 1, failed: 0 } })
+  })
+
+  it('shows a pushed event’s buttons, icon, image and badge; each button does what it names, opening a window only for open', async () => {
+    const user = unique('push-actions')
+    const { page, subscription, deliver, worker } = await pushEnabledBrowser(user)
+    // Pictures on this origin (404 here: the notification is shown without them) and over https (nothing listens).
+    const pictures = { icon: '/icons/grade.png', image: 'https://127.0.0.1:9/big.png', badge: '/icons/badge.png' }
+    const ack = await publish(user, {
+      title: 'Trip form received',
+      priority: 'urgent',
+      actions: [
+        { action: 'ack', title: 'Got it' },
+        { action: 'read', title: 'Mark read' },
+      ],
+      ...pictures,
+    })
+    const open = await publish(user, {
+      title: 'New grade',
+      priority: 'urgent',
+      url: '/grades/42',
+      actions: [
+        { action: 'read', title: 'Mark read' },
+        { action: 'open', title: 'See the grade', url: 'https://school.example/grades/42' },
+      ],
+    })
+    const fallback = await publish(user, {
+      title: 'Timetable changed',
+      priority: 'urgent',
+      url: '/timetable',
+      actions: [
+        { action: 'read', title: 'Mark read' },
+        { action: 'open', title: 'Open' },
+      ],
+    })
+    const pushes = new Map<string, ReceivedPush>()
+    for (const id of [ack, open, fallback]) {
+      pushes.set(id, await pushOf(subscription.endpoint, id))
+      await deliver(pushes.get(id) as ReceivedPush, id)
+    }
+
+    const shown = await shownNotifications(page)
+    expect(shown.find((n) => n.tag === `herald-${ack}`)).toMatchObject({
+      title: 'Trip form received',
+      actions: [
+        { action: '0:ack', title: 'Got it' },
+        { action: '1:read', title: 'Mark read' },
+      ],
+      icon: `${t.url}/icons/grade.png`,
+      image: 'https://127.0.0.1:9/big.png',
+      badge: `${t.url}/icons/badge.png`,
+    })
+    expect(shown.find((n) => n.tag === `herald-${open}`)?.actions).toEqual([
+      { action: '0:read', title: 'Mark read' },
+      { action: '1:open', title: 'See the grade' },
+    ])
+
+    /** Clicks the notification of event `id` (its button `action`) and waits until it is no longer shown. */
+    const click = async (id: string, action: string) => {
+      const outcome = await clickInWorker(worker, `herald-${id}`, action)
+      await expect
+        .poll(async () => (await shownNotifications(page)).map((n) => n.tag), { timeout: SEE_MS })
+        .not.toContain(`herald-${id}`)
+      return outcome
+    }
+    const ackTokenOf = (id: string) =>
+      `Bearer ${((pushes.get(id) as ReceivedPush).json() as { ackToken: string }).ackToken}`
+    const report = (id: string, what: string) => ({
+      method: 'POST',
+      url: `${t.url}/v1/events/${id}/${what}`,
+      authorization: ackTokenOf(id),
+    })
+    const receipt = async (id: string) => {
+      const res = await t
+        .http()
+        .get(`/v1/events/${id}`)
+        .set('authorization', `Bearer ${t.token({ sub: user, tenant: TENANT })}`)
+      expect(res.status, res.text).toBe(200)
+      return { acked: res.body.ackedAt !== null, read: res.body.readAt !== null }
+    }
+
+    // ack: acknowledges with the ackToken and closes the notification; no window, not read.
+    expect(await click(ack, '0:ack')).toEqual({
+      opened: [],
+      sent: [report(ack, 'ack')],
+    })
+    expect(await receipt(ack)).toEqual({ acked: true, read: false })
+
+    // open with a url of its own: opens it (not the event's url) and marks the event read.
+    expect(await click(open, '1:open')).toEqual({
+      opened: ['https://school.example/grades/42'],
+      sent: [report(open, 'read')],
+    })
+    expect(await receipt(open)).toEqual({ acked: true, read: true })
+
+    // read: marks read, opens nothing.
+    expect(await click(fallback, '0:read')).toEqual({
+      opened: [],
+      sent: [report(fallback, 'read')],
+    })
+    expect(await receipt(fallback)).toEqual({ acked: true, read: true })
+
+    // open without a url: the event's. (The same push handed over again shows the notification again.)
+    await deliver(pushes.get(fallback) as ReceivedPush, fallback)
+    expect(await click(fallback, '1:open')).toEqual({
+      opened: [`${t.url}/timetable`],
+      sent: [report(fallback, 'read')],
+    })
+  })
+
+  it('the demo inbox shows an event’s icon and image and its buttons, which ack, read and open as the service worker’s do', async () => {
+    const user = unique('inbox-actions')
+    const page = await newPage()
+    await page.setViewportSize({ width: 1000, height: 900 })
+    // The pictures: one over https from another host (the page's Content-Security-Policy allows https images),
+    // one on the service's origin. Both answered here, so the test needs no network.
+    const svg = (colour: string) =>
+      `<svg xmlns="http://www.w3.org/2000/svg" width="64" height="32"><rect width="64" height="32" fill="${colour}"/></svg>`
+    await page.route('https://images.example/**', (route) =>
+      route.fulfill({ contentType: 'image/svg+xml', body: svg('#2456d6') }),
+    )
+    await page.route(`${t.url}/pictures/**`, (route) =>
+      route.fulfill({ contentType: 'image/svg+xml', body: svg('#17803d') }),
+    )
+    await signIn(page, user)
+
+    const trip = await publish(user, {
+      title: 'Trip form due Friday',
+      body: 'Sign it in the app.',
+      url: '/trips/9',
+      icon: 'https://images.example/school.svg',
+      image: '/pictures/trip.svg',
+      actions: [
+        { action: 'ack', title: 'Got it' },
+        { action: 'open', title: 'Open the form' },
+      ],
+    })
+    const grade = await publish(user, { title: 'New grade', actions: [{ action: 'read', title: 'Seen' }] })
+    const item = (id: string) => page.locator(`.item[data-id="${id}"]`)
+    await expect.poll(() => badge(page), { timeout: SEE_MS }).toBe('2')
+    expect(await item(trip).locator('.item-actions button').allTextContents()).toEqual(['Got it', 'Open the form'])
+    // Both pictures loaded (a picture the page's policy blocked would be a violation, failing afterEach).
+    for (const selector of ['img.icon', 'img.image']) {
+      await expect
+        .poll(
+          () =>
+            item(trip)
+              .locator(selector)
+              .evaluate((img) => (img as unknown as { naturalWidth: number }).naturalWidth),
+          {
+            timeout: SEE_MS,
+          },
+        )
+        .toBe(64)
+    }
+    expect(await item(trip).locator('img.icon').getAttribute('src')).toBe('https://images.example/school.svg')
+    expect(await item(trip).locator('img.image').getAttribute('src')).toBe(`${t.url}/pictures/trip.svg`)
+
+    const receipt = async (id: string) => {
+      const res = await t
+        .http()
+        .get(`/v1/events/${id}`)
+        .set('authorization', `Bearer ${t.token({ sub: user, tenant: TENANT })}`)
+      return { acked: res.body.ackedAt !== null, read: res.body.readAt !== null }
+    }
+    // ack: acknowledged, still unread; its button has done its job.
+    await item(trip).locator('button[data-action="ack"]').click()
+    await expect.poll(() => receipt(trip), { timeout: SEE_MS }).toEqual({ acked: true, read: false })
+    await expect
+      .poll(() => item(trip).locator('button[data-action="ack"]').isDisabled(), { timeout: SEE_MS })
+      .toBe(true)
+    expect(await unreadItems(page)).toEqual([grade, trip])
+
+    // read: marked read, nothing opened.
+    await item(grade).locator('button[data-action="read"]').click()
+    await expect.poll(() => receipt(grade), { timeout: SEE_MS }).toEqual({ acked: true, read: true })
+    await expect.poll(() => badge(page), { timeout: SEE_MS }).toBe('1')
+
+    // open: the event's url (the action has none) in a new tab, and read.
+    const tripPage = `${t.url}/trips/9`
+    await page
+      .context()
+      .route(tripPage, (route) => route.fulfill({ contentType: 'text/html', body: '<title>Trip</title>' }))
+    try {
+      const [tab] = await Promise.all([
+        page.context().waitForEvent('page', { timeout: SEE_MS }),
+        item(trip).locator('button[data-action="open"]').click(),
+      ])
+      await tab.waitForURL(tripPage, { timeout: SEE_MS })
+      await tab.close()
+    } finally {
+      await page.context().unroute(tripPage)
+    }
+    await expect.poll(() => receipt(trip), { timeout: SEE_MS }).toEqual({ acked: true, read: true })
+    await expect.poll(() => badge(page), { timeout: SEE_MS }).toBe('0')
+    expect(await unreadItems(page)).toEqual([])
+
+    mkdirSync(join(SCREENSHOT, '..'), { recursive: true })
+    await page.screenshot({ path: join(SCREENSHOT, '..', 'demo-inbox-actions.png'), fullPage: true })
   })
 
   it('shows an event published while the demo inbox opens (between loading its history and its stream)', async () => {
@@ -435,4 +700,48 @@ async function serviceWorkerRegistrationId(cdp: CDPSession, scope: string): Prom
   } finally {
     clearTimeout(timer)
   }
+}
+
+/**
+ * Clicks the notification tagged `tag` in the service worker: its button `action`, or the notification itself
+ * ('') . Headless Chromium cannot click a system notification (nor any of its buttons), so this dispatches the
+ * `notificationclick` event the browser would, with the real Notification the worker showed, to the real
+ * sw.js, whose requests go to the server. Two stand-ins, as the event is not the browser's own (untrusted):
+ * `waitUntil` (which throws on an untrusted event) is collected here, and `clients.openWindow` (which needs the
+ * click's user activation) records the window it would open.
+ */
+async function clickInWorker(worker: Worker, tag: string, action: string): Promise<SwClickOutcome> {
+  return worker.evaluate(
+    async ({ tag, action }) => {
+      const sw = globalThis as unknown as SwGlobal
+      const [notification] = await sw.registration.getNotifications({ tag })
+      if (!notification) throw new Error(`no notification tagged ${tag} is shown`)
+      const outcome: SwClickOutcome = { opened: [], sent: [] }
+      const realFetch = sw.fetch
+      sw.fetch = (url, init) => {
+        outcome.sent.push({
+          method: init?.method ?? 'GET',
+          url: String(url),
+          authorization: init?.headers?.authorization,
+        })
+        return realFetch.call(sw, url, init)
+      }
+      sw.clients.openWindow = async (url) => {
+        outcome.opened.push(url)
+        return null
+      }
+      try {
+        const event = new sw.NotificationEvent('notificationclick', { notification, action })
+        const pending: Array<Promise<unknown>> = []
+        Object.defineProperty(event, 'waitUntil', { value: (p: Promise<unknown>) => pending.push(p) })
+        sw.dispatchEvent(event)
+        await Promise.all(pending)
+      } finally {
+        sw.fetch = realFetch
+        delete (sw.clients as Partial<SwGlobal['clients']>).openWindow
+      }
+      return outcome
+    },
+    { tag, action },
+  )
 }

@@ -26,14 +26,16 @@ describe('the CLI, run as a user runs it', () => {
   it('lists its commands with --help, and exits 2 with usage when given none or an unknown one', async () => {
     const help = await cli(['--help'])
     expect(help.code).toBe(0)
-    for (const c of ['token', 'publish', 'tail', 'vapid', 'migrate', 'prune']) expect(help.stdout).toContain(c)
+    for (const c of ['token', 'publish', 'scheduled', 'tail', 'vapid', 'migrate', 'prune']) {
+      expect(help.stdout).toContain(c)
+    }
     expect((await cli([])).code).toBe(2)
     const unknown = await cli(['frobnicate'])
     expect(unknown.code).toBe(2)
     expect(unknown.stderr).toMatch(/unknown command "frobnicate"/)
   })
 
-  it.each(['token', 'publish', 'tail', 'vapid', 'migrate', 'prune'])(
+  it.each(['token', 'publish', 'scheduled', 'tail', 'vapid', 'migrate', 'prune'])(
     '%s --help explains its options',
     async (command) => {
       const { code, stdout } = await cli([command, '--help'])
@@ -90,6 +92,79 @@ describe('the CLI, run as a user runs it', () => {
     expect(got.body).toMatchObject({ title: 'Exam submitted', data: { examId: 7 } })
   })
 
+  it('publish --action, --icon, --image and --badge add buttons and pictures; a malformed --action exits 2', async () => {
+    const token = t.token({ sub: 'teacher', scope: PUBLISHER })
+    const { code, stdout, stderr } = await cli([
+      'publish',
+      '--server',
+      t.url,
+      '--token',
+      token,
+      '--to-user',
+      'frank',
+      '--title',
+      'Trip form',
+      '--url',
+      '/trips/9',
+      '--action',
+      'ack:Got it',
+      '--action',
+      'open:Form: sign it:https://school.example/trips/9/form',
+      '--icon',
+      '/icons/trip.png',
+      '--image',
+      'https://cdn.school.example/trip.jpg',
+      '--badge',
+      '/icons/badge.png',
+    ])
+    expect(code, stderr).toBe(0)
+    const got = await t
+      .http()
+      .get(`/v1/events/${JSON.parse(stdout).id}`)
+      .set('authorization', `Bearer ${t.token({ sub: 'frank' })}`)
+    expect(got.body).toMatchObject({
+      actions: [
+        { action: 'ack', title: 'Got it', url: null },
+        { action: 'open', title: 'Form: sign it', url: 'https://school.example/trips/9/form' },
+      ],
+      icon: '/icons/trip.png',
+      image: 'https://cdn.school.example/trip.jpg',
+      badge: '/icons/badge.png',
+    })
+
+    const malformed = await cli([
+      'publish',
+      '--server',
+      t.url,
+      '--token',
+      token,
+      '--to-user',
+      'frank',
+      '--title',
+      'x',
+      '--action',
+      'ack',
+    ])
+    expect(malformed.code).toBe(2)
+    expect(malformed.stderr).toMatch(/--action must be <ack\|read\|open>:<title>\[:<url>\]/)
+    // What the server refuses (a third button, an unknown kind) is its 400, printed, exit 1.
+    const refused = await cli([
+      'publish',
+      '--server',
+      t.url,
+      '--token',
+      token,
+      '--to-user',
+      'frank',
+      '--title',
+      'x',
+      '--action',
+      'dismiss:No',
+    ])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(/HTTP 400.*body\.actions\.0\.action/)
+  })
+
   it('publish exits 2 without a token and 1 when the server refuses, printing why', async () => {
     const noToken = await cli(['publish', '--server', t.url, '--title', 'x', '--to-user', 'u'])
     expect(noToken.code).toBe(2)
@@ -99,6 +174,100 @@ describe('the CLI, run as a user runs it', () => {
     expect(refused.stderr).toMatch(/HTTP 401/)
     const badJson = await cli(['publish', '--server', t.url, '--token', 'x', '--json', '{nope'])
     expect(badJson.code).toBe(2)
+  })
+
+  it('publish --deliver-at schedules (absolute or +2h); scheduled list, show and cancel follow it', async () => {
+    const token = t.token({ sub: 'planner', scope: PUBLISHER })
+    const common = ['--server', t.url, '--token', token]
+    const before = Date.now()
+    const later = await cli([
+      'publish',
+      ...common,
+      '--to-user',
+      'gina',
+      '--title',
+      'Trip tomorrow',
+      '--deliver-at',
+      '+2h',
+    ])
+    expect(later.code, later.stderr).toBe(0)
+    const { scheduledId, deliverAt } = JSON.parse(later.stdout)
+    expect(scheduledId).toMatch(/^\d+$/)
+    expect(Date.parse(deliverAt) - before).toBeGreaterThanOrEqual(2 * 3_600_000)
+    expect(Date.parse(deliverAt) - Date.now()).toBeLessThanOrEqual(2 * 3_600_000)
+    const absolute = new Date(Date.now() + 3 * 3_600_000).toISOString().replace('Z', '+00:00')
+    const second = await cli([
+      'publish',
+      ...common,
+      '--json',
+      '{"type":"a.b","title":"Hi","to":{"users":["gina"]}}',
+      '--deliver-at',
+      absolute,
+    ])
+    expect(second.code, second.stderr).toBe(0)
+    const secondId = JSON.parse(second.stdout).scheduledId
+
+    const list = await cli(['scheduled', 'list', ...common])
+    expect(list.code, list.stderr).toBe(0)
+    expect(JSON.parse(list.stdout).scheduled.map((s: { id: string }) => s.id)).toEqual([scheduledId, secondId])
+    const page = await cli(['scheduled', 'list', ...common, '--limit', '1', '--after', scheduledId])
+    expect(JSON.parse(page.stdout).scheduled.map((s: { id: string }) => s.id)).toEqual([secondId])
+    const show = await cli(['scheduled', 'show', scheduledId, ...common])
+    expect(show.code, show.stderr).toBe(0)
+    expect(JSON.parse(show.stdout)).toMatchObject({
+      id: scheduledId,
+      state: 'pending',
+      events: [{ title: 'Trip tomorrow' }],
+    })
+
+    const cancel = await cli(['scheduled', 'cancel', scheduledId, ...common])
+    expect(cancel.code, cancel.stderr).toBe(0)
+    expect(JSON.parse(cancel.stdout)).toEqual({ id: scheduledId, state: 'cancelled' })
+    expect(JSON.parse((await cli(['scheduled', 'show', scheduledId, ...common])).stdout).state).toBe('cancelled')
+    // Someone else's: the server's 404, printed, exit 1.
+    const other = t.token({ sub: 'someone-else', scope: PUBLISHER })
+    const notMine = await cli(['scheduled', 'cancel', secondId, '--server', t.url, '--token', other])
+    expect(notMine.code).toBe(1)
+    expect(notMine.stderr).toMatch(/HTTP 404/)
+
+    // A bad time is the server's 400 naming the field; a bad command line is exit 2.
+    const bad = await cli(['publish', ...common, '--to-user', 'gina', '--title', 'x', '--deliver-at', 'tomorrow'])
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toMatch(/HTTP 400.*body\.deliverAt/)
+    for (const args of [['scheduled'], ['scheduled', 'frob'], ['scheduled', 'show'], ['scheduled', 'cancel', 'x']]) {
+      expect((await cli([...args, ...common])).code, args.join(' ')).toBe(2)
+    }
+  })
+
+  it('topics follow, list and unfollow for a user; members, add and remove for an admin; refusals exit 1', async () => {
+    const pupil = t.token({ sub: 'pia', topics: ['club:*'] })
+    const admin = t.token({ sub: 'head', scope: 'admin' })
+    const as = (token: string) => ['--server', t.url, '--token', token]
+    const followed = await cli(['topics', 'follow', 'club:chess', ...as(pupil)])
+    expect(followed.code, followed.stderr).toBe(0)
+    expect(JSON.parse(followed.stdout)).toEqual({ topic: 'club:chess', following: true })
+    const listed = await cli(['topics', 'list', ...as(pupil)])
+    expect(JSON.parse(listed.stdout).topics.map((x: { topic: string }) => x.topic)).toEqual(['club:chess'])
+    const refused = await cli(['topics', 'follow', 'class:7A', ...as(pupil)])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(/HTTP 403/)
+
+    const added = await cli(['topics', 'add', 'class:7A', '--users', 'pia,quin', ...as(admin)])
+    expect(added.code, added.stderr).toBe(0)
+    expect(JSON.parse(added.stdout)).toEqual({ changed: 2 })
+    expect(JSON.parse((await cli(['topics', 'members', 'class:7A', ...as(admin)])).stdout)).toEqual({
+      users: ['pia', 'quin'],
+    })
+    expect((await cli(['topics', 'add', 'class:7A', '--users', 'x', ...as(pupil)])).code).toBe(1)
+    expect(JSON.parse((await cli(['topics', 'remove', 'class:7A', '--users', 'quin', ...as(admin)])).stdout)).toEqual({
+      changed: 1,
+    })
+    const unfollowed = await cli(['topics', 'unfollow', 'class:7A', ...as(pupil)])
+    expect(unfollowed.code, unfollowed.stderr).toBe(0)
+    expect(JSON.parse((await cli(['topics', 'list', ...as(pupil)])).stdout).topics).toHaveLength(1)
+    for (const args of [['topics'], ['topics', 'frob'], ['topics', 'follow'], ['topics', 'add', 'class:7A']]) {
+      expect((await cli([...args, ...as(admin)])).code, args.join(' ')).toBe(2)
+    }
   })
 
   it('publish to a server that is down exits 1 naming the URL and the cause, not a bare "fetch failed"', async () => {

@@ -10,7 +10,7 @@ import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 // biome-ignore lint/suspicious/noExplicitAny: the document is walked freely; the assertions are the types
 type Json = Record<string, any>
 
-const TAGS = new Set(['events', 'stream', 'push', 'operations', 'demo'])
+const TAGS = new Set(['events', 'stream', 'push', 'topics', 'operations', 'demo'])
 
 /**
  * Every `METHOD /path` the app serves, from `printRoutes` (a tree: each line's depth is its indent / 4, its path
@@ -114,7 +114,22 @@ describe('OpenAPI document (SPEC 8)', () => {
   it("the publish body is the SPEC's, with its limits", () => {
     const body = operation('POST', '/v1/events').requestBody.content['application/json'].schema
     expect(Object.keys(body.properties).sort()).toEqual(
-      ['type', 'to', 'title', 'body', 'data', 'priority', 'url', 'collapseKey', 'ttl'].sort(),
+      [
+        'type',
+        'to',
+        'title',
+        'body',
+        'data',
+        'priority',
+        'url',
+        'collapseKey',
+        'actions',
+        'icon',
+        'image',
+        'badge',
+        'ttl',
+        'deliverAt',
+      ].sort(),
     )
     expect(body.required.sort()).toEqual(['title', 'to', 'type'])
     const p = body.properties
@@ -128,7 +143,21 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(p.priority).toMatchObject({ enum: ['low', 'normal', 'high', 'urgent'], default: 'normal' })
     expect(nonNull(p.url)).toMatchObject({ type: 'string', maxLength: 2048 })
     expect(nonNull(p.collapseKey)).toMatchObject({ type: 'string', minLength: 1, maxLength: 64 })
+    const actions = nonNull(p.actions)
+    expect(actions).toMatchObject({ type: 'array', maxItems: 2 })
+    expect(actions.items.required.sort()).toEqual(['action', 'title'])
+    expect(actions.items.additionalProperties).toBe(false)
+    expect(actions.items.properties.action).toMatchObject({ enum: ['ack', 'read', 'open'] })
+    expect(actions.items.properties.title).toMatchObject({ type: 'string', minLength: 1, maxLength: 40 })
+    expect(nonNull(actions.items.properties.url)).toMatchObject({ type: 'string', maxLength: 2048 })
+    for (const picture of ['icon', 'image', 'badge']) {
+      expect(nonNull(p[picture]), picture).toMatchObject({ type: 'string', maxLength: 2048 })
+    }
     expect(p.ttl).toMatchObject({ type: 'integer', minimum: 60, maximum: 2_592_000, default: 604_800 })
+    expect(p.deliverAt).toMatchObject({ type: 'string', format: 'date-time' })
+    expect(p.deliverAt.description).toMatch(/RFC 3339.*30 days/)
+    const batchBody = operation('POST', '/v1/events/batch').requestBody.content['application/json'].schema
+    expect(batchBody.properties.deliverAt).toMatchObject({ type: 'string', format: 'date-time' })
 
     const headers = operation('POST', '/v1/events').parameters.filter((x: Json) => x.in === 'header')
     expect(headers.map((x: Json) => x.name)).toEqual(['idempotency-key'])
@@ -157,6 +186,14 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(json('POST', '/v1/events', '201').required.sort()).toEqual(['createdAt', 'id'])
     expect(json('POST', '/v1/events', '200').required.sort()).toEqual(['createdAt', 'id'])
     expect(json('POST', '/v1/events/batch', '201').properties.ids.type).toBe('array')
+    for (const path of ['/v1/events', '/v1/events/batch']) {
+      expect(json('POST', path, '202').required.sort(), path).toEqual(['deliverAt', 'scheduledId'])
+    }
+    expect(Object.keys(json('GET', '/v1/scheduled', '200').properties).sort()).toEqual(['next', 'scheduled'])
+    expect(Object.keys(json('GET', '/v1/scheduled/{id}', '200').properties)).toEqual(
+      expect.arrayContaining(['id', 'state', 'deliverAt', 'eventIds', 'events']),
+    )
+    expect(operation('DELETE', '/v1/scheduled/{id}').responses['204']).toBeDefined()
     expect(Object.keys(json('GET', '/v1/events', '200').properties).sort()).toEqual(['events', 'next'])
     expect(Object.keys(json('GET', '/v1/events/{id}', '200').properties)).toEqual(
       expect.arrayContaining([
@@ -165,12 +202,19 @@ describe('OpenAPI document (SPEC 8)', () => {
         'title',
         'data',
         'priority',
+        'actions',
+        'icon',
+        'image',
+        'badge',
         'createdAt',
         'expiresAt',
         'readAt',
         'ackedAt',
       ]),
     )
+    const listed = json('GET', '/v1/events', '200').properties.events.items
+    expect(Object.keys(listed.properties)).toEqual(expect.arrayContaining(['actions', 'icon', 'image', 'badge']))
+    expect(nonNull(listed.properties.actions).items.properties.action.enum).toEqual(['ack', 'read', 'open'])
     expect(json('GET', '/v1/events/unread-count', '200').properties.unread.type).toBe('integer')
     expect(Object.keys(json('GET', '/v1/events/{id}/status', '200').properties).sort()).toEqual([
       'acked',
@@ -246,6 +290,9 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(errorsOf('POST', '/v1/events')).toEqual([400, 401, 403, 409, 413, 415, 422, 429, 503])
     expect(errorsOf('POST', '/v1/events/batch')).toEqual([400, 401, 403, 409, 413, 415, 422, 429, 503])
     expect(errorsOf('GET', '/v1/events/{id}')).toEqual([400, 401, 404, 429, 503])
+    expect(errorsOf('GET', '/v1/scheduled')).toEqual([400, 401, 429, 503])
+    expect(errorsOf('GET', '/v1/scheduled/{id}')).toEqual([400, 401, 404, 429, 503])
+    expect(errorsOf('DELETE', '/v1/scheduled/{id}')).toEqual([400, 401, 404, 409, 429, 503])
     expect(errorsOf('GET', '/v1/events/unread-count')).toEqual([401, 429, 503])
     expect(errorsOf('GET', '/v1/stream')).toEqual([400, 401, 403, 429, 503])
     expect(errorsOf('GET', '/v1/push/vapid-public-key')).toEqual([429])

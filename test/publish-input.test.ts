@@ -234,6 +234,48 @@ describeEachBackend('publish input', (backend) => {
       expect(await history(to)).toEqual([])
     })
 
+    /** Every URL field of an event, as members to splice into its JSON, and the path a refusal names. */
+    const urlFields: Array<[string, (url: string) => string]> = [
+      ['url', (url) => `,"url":${JSON.stringify(url)}`],
+      ['icon', (url) => `,"icon":${JSON.stringify(url)}`],
+      ['image', (url) => `,"image":${JSON.stringify(url)}`],
+      ['badge', (url) => `,"badge":${JSON.stringify(url)}`],
+      ['actions.0.url', (url) => `,"actions":[{"action":"open","title":"Open","url":${JSON.stringify(url)}}]`],
+      [
+        'actions.1.url',
+        (url) =>
+          `,"actions":[{"action":"read","title":"Read"},{"action":"open","title":"Open","url":${JSON.stringify(url)}}]`,
+      ],
+    ]
+    const hostileSchemes = [
+      'javascript:alert(1)',
+      'JavaScript:alert(document.cookie)',
+      'data:text/html,<script>alert(1)</script>',
+      'data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=',
+      'http://evil.example/x.png',
+      '//evil.example/x.png',
+    ]
+    const everyField = urlFields.flatMap(([field, members]) =>
+      hostileSchemes.map((url) => [field, url, members] as const),
+    )
+
+    it.each(everyField)('%s = %s gets 400 naming that field; nothing is published', async (field, url, members) => {
+      const to = uid('bad-url-field')
+      const problem = expectFieldError(await publish(eventText(to, members(url))), `body.${field}`)
+      expect(problem.errors?.find((e) => e.path === `body.${field}`)?.message).toMatch(/path on this service|https/)
+      expect(await history(to)).toEqual([])
+    })
+
+    it.each(urlFields)(
+      '%s: a bad one in a batch gets 400 naming it under body.events.1; nothing is published',
+      async (field, members) => {
+        const to = uid('bad-url-field-batch')
+        const res = await publishBatch([eventText(to, members('/ok')), eventText(to, members('javascript:alert(1)'))])
+        expectFieldError(res, `body.events.1.${field}`)
+        expect(await history(to)).toEqual([])
+      },
+    )
+
     it('a bad url in a batch gets 400 naming body.events.1.url; nothing is published', async () => {
       const to = uid('bad-url-batch')
       const res = await publishBatch([eventText(to, ',"url":"/ok"'), eventText(to, ',"url":"/\\\\evil.example"')])

@@ -17,6 +17,10 @@ const EVENT_FIELDS = [
   'priority',
   'url',
   'collapseKey',
+  'actions',
+  'icon',
+  'image',
+  'badge',
   'actor',
   'createdAt',
   'expiresAt',
@@ -150,6 +154,13 @@ describeEachBackend('publish', (backend) => {
       priority: 'high',
       url: '/grades/42',
       collapseKey: 'grade-42',
+      actions: [
+        { action: 'open', title: 'See the grade', url: '/grades/42/detail' },
+        { action: 'read', title: 'Mark read' },
+      ],
+      icon: '/icons/maths.png',
+      image: 'https://cdn.school.example/grades/42.png',
+      badge: '/icons/badge.png',
       ttl: 86_400,
     }
     const res = await publish(input, { token: publisherToken('teacher-fields') })
@@ -163,6 +174,14 @@ describeEachBackend('publish', (backend) => {
       priority: 'high',
       url: '/grades/42',
       collapseKey: 'grade-42',
+      // Each action has all three members; `url` is null where it was left out.
+      actions: [
+        { action: 'open', title: 'See the grade', url: '/grades/42/detail' },
+        { action: 'read', title: 'Mark read', url: null },
+      ],
+      icon: '/icons/maths.png',
+      image: 'https://cdn.school.example/grades/42.png',
+      badge: '/icons/badge.png',
       actor: 'teacher-fields',
       createdAt: res.body.createdAt,
       expiresAt: new Date(Date.parse(res.body.createdAt) + 86_400_000).toISOString(),

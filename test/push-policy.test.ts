@@ -190,8 +190,16 @@ describeEachBackend('Web Push', (backend) => {
       expect(attemptsAt(device.endpoint)).toHaveLength(1)
     })
 
-    it('role, topic and tenant audiences reach the devices of users whose current token claims hold that role/topic, and no others', async () => {
+    it('role audiences reach the devices of users whose current token claims hold the role, topic audiences those of the topic’s subscribers, the tenant every device, and no others', async () => {
       const ten = newTenant()
+      /** Follows a topic (PUT /v1/me/topics/...), within the token's claim. */
+      const follow = async (token: string, topic: string) => {
+        const res = await api
+          .http()
+          .put(`/v1/me/topics/${encodeURIComponent(topic)}`)
+          .set(bearer(token))
+        expect(res.status, res.text).toBe(204)
+      }
       const other = { tenant: `${ten.tenant}-b` }
       const otherPublisher = t.token({ sub: 'publisher', tenant: other.tenant, scope: PUBLISHER })
       const teacher = await api.register(ten.user('teacher', { roles: ['teacher'] }))
@@ -203,6 +211,10 @@ describeEachBackend('Web Push', (backend) => {
       const foreign = await api.register(
         t.token({ sub: 'teacher', tenant: other.tenant, roles: ['teacher'], topics: ['class:*'] }),
       )
+      // A topic claim only allows following: student-7a and student-all follow 7A, student-7b follows 7B.
+      await follow(ten.user('student-7a', { topics: ['class:7A'] }), 'class:7A')
+      await follow(ten.user('student-all', { topics: ['class:*'] }), 'class:7A')
+      await follow(ten.user('student-7b', { topics: ['class:7B', 'clas'] }), 'class:7B')
 
       const toRole = await api.publish(ten.publisher, { to: { roles: ['teacher'] } })
       const toTopic = await api.publish(ten.publisher, { to: { topics: ['class:7A'] } })

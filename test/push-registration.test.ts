@@ -146,9 +146,19 @@ describeEachBackend('Push registrations', (backend) => {
   })
 
   describe('role and topic pushes follow the user’s current claims', () => {
+    /** Follows a topic (PUT /v1/me/topics/...): topic pushes go to a topic's subscribers, within their claims. */
+    const follow = async (token: string, topic: string) => {
+      const res = await http()
+        .put(`/v1/me/topics/${encodeURIComponent(topic)}`)
+        .set(bearer(token))
+      expect(res.status, res.text).toBe(204)
+    }
+
     it('a device registered with a short token stops getting role and topic pushes when that token expires; pushes to the user go on', async () => {
       const ten = newTenant()
-      const device = await registered(ten.user('teacher', { roles: ['teacher'], topics: ['class:7A'] }, 2))
+      const shortToken = ten.user('teacher', { roles: ['teacher'], topics: ['class:7A'] }, 2)
+      const device = await registered(shortToken)
+      await follow(shortToken, 'class:7A')
       const before = await publish(ten.publisher, { to: { roles: ['teacher'] } })
       await until(() => idsAt(device.endpoint).includes(before), 'the role push while the token is valid')
 
@@ -163,8 +173,11 @@ describeEachBackend('Push registrations', (backend) => {
 
     it('claims are refreshed whenever the user authenticates: a new token with the role brings role pushes back, one without it ends them', async () => {
       const ten = newTenant()
-      const device = await registered(ten.user('pupil', { topics: ['class:7A'] }))
-      // The pupil moves to 7B: their next token says so, and any authenticated request tells the service.
+      const first = ten.user('pupil', { topics: ['class:7A'] })
+      const device = await registered(first)
+      await follow(first, 'class:7A')
+      // The pupil moves to 7B: their next token says so, and any authenticated request tells the service. Their
+      // subscription to 7A stays stored, but no longer counts: their claims do not allow it any more.
       const moved = ten.user('pupil', { topics: ['class:7B'] })
       expect((await http().get('/v1/events/unread-count').set(bearer(moved))).status).toBe(200)
       const stored = async () =>
@@ -174,6 +187,7 @@ describeEachBackend('Push registrations', (backend) => {
           )
         )[0]?.topics.join(',')
       await until(async () => (await stored()) === 'class:7B', 'the refreshed claims')
+      await follow(moved, 'class:7B')
 
       const to7A = await publish(ten.publisher, { to: { topics: ['class:7A'] } })
       const to7B = await publish(ten.publisher, { to: { topics: ['class:7B'] } })

@@ -18,8 +18,12 @@ const TRICKY = [
   `{"type":"t.control","to":{"users":["u1"]},"title":"line 1\\nline 2\\r\\n\\t\\"quoted\\" \\\\ back","body":"\\u0001\\u001f\\u007f end","collapseKey":"k\\n1","url":"/grades/42?x=\\"y\\""}`,
   // Numbers JavaScript cannot hold exactly, as written; nested structures with odd spacing.
   `{"type":"t.numbers","to":{"users":["u1"]},"title":"big","data":{"big":123456789012345678901234567890,"neg":-0.000000000000000000001,"exp":1E+400,"list":[ 1 , 2.50 , {"a" : null} ]}}`,
-  // Nothing optional: null body, no data, no url, no collapse key.
+  // Nothing optional: null body, no data, no url, no collapse key, no actions or pictures.
   `{"type":"t.empty","to":{"users":["u1"]},"title":"x"}`,
+  // Actions (one without a url, one with), and every picture; titles and URLs with quotes, escapes, emoji and U+2028.
+  `{"type":"t.actions","to":{"users":["u1"]},"title":"a","url":"/e","actions":[{"action":"ack","title":"Got it \\\\ \\"ok\\" \\u2028 😀"},{"url":"/grades/42?q=\\"\\u00e9\\"","title":"Voir\\tla note","action":"open"}],"icon":"/icons/\\u00e9.png","image":"https://cdn.example/i.png?a=1&b=\\"2\\"","badge":"/b\\u2028.png"}`,
+  // An empty list of actions is none (null), like no list at all.
+  `{"type":"t.no-actions","to":{"users":["u1"]},"title":"a","actions":[],"icon":null}`,
 ]
 
 describeEachBackend('the wire format: JavaScript and SQL build the same bytes', (backend) => {
@@ -67,6 +71,25 @@ describeEachBackend('the wire format: JavaScript and SQL build the same bytes', 
     const numbers = rows.find((r) => r.type === 't.numbers')
     expect(numbers && eventJson(numbers)).toContain('"big":123456789012345678901234567890')
     expect(numbers && eventJson(numbers)).toContain('"exp":1E+400')
+    // Actions go out as stored: members in the documented order whatever order was sent, `url` null where none.
+    const actions = rows.find((r) => r.type === 't.actions')
+    expect(JSON.parse(actions ? eventJson(actions) : '{}')).toMatchObject({
+      actions: [
+        { action: 'ack', title: 'Got it \\ "ok" \u2028 😀', url: null },
+        { action: 'open', title: 'Voir\tla note', url: '/grades/42?q="é"' },
+      ],
+      icon: '/icons/é.png',
+      image: 'https://cdn.example/i.png?a=1&b="2"',
+      badge: '/b\u2028.png',
+    })
+    expect(actions && eventJson(actions)).toContain('"actions":[{"action":"ack","title":')
+    const none = rows.find((r) => r.type === 't.no-actions')
+    expect(JSON.parse(none ? eventJson(none) : '{}')).toMatchObject({
+      actions: null,
+      icon: null,
+      image: null,
+      badge: null,
+    })
   })
 
   it('and a stream replaying them sends the very frames a live stream got', async () => {

@@ -1,19 +1,35 @@
-// The typed client for application backends (`herald/client`): publish, read delivery status, mint tokens and
-// stream tickets. Its request and reply types are the service's own zod schemas (type-only imports: nothing of
-// the server is loaded), so they cannot drift from what the service validates and documents; a test holds each
-// method to its OpenAPI operation.
+// The typed client for application backends (`herald/client`): publish (now or later), follow and cancel
+// scheduled publishes, read delivery status, manage topic members, mint tokens and stream tickets. Its request and
+// reply types are the service's own zod schemas (type-only imports: nothing of the server is loaded), so they
+// cannot drift from what the service validates and documents; a test holds each method to its OpenAPI operation.
 import type { z } from 'zod'
 import type { batchSchema, newEventSchema } from '../events/model.ts'
 import type { problemSchema } from '../problems.ts'
-import type { batchPublished, deliveryStatusReply, published, streamTicketReply } from '../routes/schemas.ts'
+import type {
+  batchPublished,
+  deliveryStatusReply,
+  published,
+  scheduledItem,
+  scheduledPage,
+  scheduledReply,
+  streamTicketReply,
+  topicMemberList,
+  topicMembersChanged,
+} from '../routes/schemas.ts'
 import { mintToken as mint, type TokenClaims } from '../tokens.ts'
 
 /** An event to publish, as `POST /v1/events` takes it (defaults such as `priority` may be left out). */
 export type NewEvent = z.input<typeof newEventSchema>
+/** A button of an event: `{ action: 'ack' | 'read' | 'open', title, url? }` (`url` for `open` only). */
+export type EventAction = NonNullable<NewEvent['actions']>[number]
 export type Published = z.output<typeof published> & {
   /** True when an Idempotency-Key matched an earlier publish. */ replayed: boolean
 }
 export type BatchPublished = z.output<typeof batchPublished> & { replayed: boolean }
+/** A publish accepted for later (`deliverAt`): the same again for a retry with its Idempotency-Key. */
+export type Scheduled = z.output<typeof scheduledReply>
+export type ScheduledPage = z.output<typeof scheduledPage>
+export type ScheduledPublish = z.output<typeof scheduledItem>
 export type DeliveryStatus = z.output<typeof deliveryStatusReply>
 export type StreamTicket = z.output<typeof streamTicketReply>
 export type Problem = z.output<typeof problemSchema>
@@ -29,6 +45,19 @@ export interface HeraldServerClientOptions {
 }
 
 /** The service answered with a problem (RFC 9457): its fields, and Retry-After in seconds where given. */
+/** How a publish is sent: its Idempotency-Key. */
+export interface PublishOptions {
+  idempotencyKey?: string
+}
+
+/**
+ * A publish for later: `deliverAt` as a Date or an RFC 3339 string with an offset, in the future and at most 30
+ * days ahead. The service checks the events now and publishes them then.
+ */
+export interface ScheduleOptions extends PublishOptions {
+  deliverAt: Date | string
+}
+
 export class HeraldError extends Error {
   override name = 'HeraldError'
   constructor(
@@ -52,7 +81,13 @@ export const CLIENT_OPERATIONS = {
   publish: { method: 'POST', path: '/v1/events', operationId: 'publishEvent' },
   publishBatch: { method: 'POST', path: '/v1/events/batch', operationId: 'publishEvents' },
   status: { method: 'GET', path: '/v1/events/{id}/status', operationId: 'getEventStatus' },
+  listScheduled: { method: 'GET', path: '/v1/scheduled', operationId: 'listScheduledPublishes' },
+  getScheduled: { method: 'GET', path: '/v1/scheduled/{id}', operationId: 'getScheduledPublish' },
+  cancelScheduled: { method: 'DELETE', path: '/v1/scheduled/{id}', operationId: 'cancelScheduledPublish' },
   streamTicket: { method: 'POST', path: '/v1/stream/tickets', operationId: 'createStreamTicket' },
+  topicMembers: { method: 'GET', path: '/v1/topics/{topic}/members', operationId: 'listTopicMembers' },
+  addTopicMembers: { method: 'PUT', path: '/v1/topics/{topic}/members', operationId: 'addTopicMembers' },
+  removeTopicMembers: { method: 'DELETE', path: '/v1/topics/{topic}/members', operationId: 'removeTopicMembers' },
 } as const
 
 const pathOf = (template: string, params: Record<string, string> = {}) =>
@@ -93,35 +128,105 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
 
   const keyHeader = (idempotencyKey: string | undefined): Record<string, string> =>
     idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}
+  /** `deliverAt` as the body takes it, when the publish is for later. */
+  const deliverAtOf = (opts: PublishOptions | ScheduleOptions) => {
+    const at = 'deliverAt' in opts ? opts.deliverAt : undefined
+    return at === undefined ? {} : { deliverAt: at instanceof Date ? at.toISOString() : at }
+  }
+
+  /**
+   * `POST /v1/events` (operation `publishEvent`): answers once the event is committed; with `deliverAt`, once
+   * it is accepted for then (202, a `scheduledId`).
+   */
+  function publish(event: NewEvent, opts: ScheduleOptions): Promise<Scheduled>
+  function publish(event: NewEvent, opts?: PublishOptions): Promise<Published>
+  async function publish(event: NewEvent, opts: PublishOptions | ScheduleOptions = {}): Promise<Published | Scheduled> {
+    const op = CLIENT_OPERATIONS.publish
+    const { status, body } = await call<z.output<typeof published> | Scheduled>(op.method, op.path, {
+      body: { ...event, ...deliverAtOf(opts) },
+      headers: keyHeader(opts.idempotencyKey),
+    })
+    return 'scheduledId' in body ? body : { ...body, replayed: status === 200 }
+  }
+
+  /**
+   * `POST /v1/events/batch` (operation `publishEvents`): up to 1,000 events, all or nothing; with `deliverAt`,
+   * all of them then.
+   */
+  function publishBatch(events: z.input<typeof batchSchema>['events'], opts: ScheduleOptions): Promise<Scheduled>
+  function publishBatch(events: z.input<typeof batchSchema>['events'], opts?: PublishOptions): Promise<BatchPublished>
+  async function publishBatch(
+    events: z.input<typeof batchSchema>['events'],
+    opts: PublishOptions | ScheduleOptions = {},
+  ): Promise<BatchPublished | Scheduled> {
+    const op = CLIENT_OPERATIONS.publishBatch
+    const { status, body } = await call<z.output<typeof batchPublished> | Scheduled>(op.method, op.path, {
+      body: { events, ...deliverAtOf(opts) },
+      headers: keyHeader(opts.idempotencyKey),
+    })
+    return 'scheduledId' in body ? body : { ...body, replayed: status === 200 }
+  }
 
   return {
-    /** `POST /v1/events` (operation `publishEvent`): answers once the event is committed. */
-    async publish(event: NewEvent, opts: { idempotencyKey?: string } = {}): Promise<Published> {
-      const op = CLIENT_OPERATIONS.publish
-      const { status, body } = await call<z.output<typeof published>>(op.method, op.path, {
-        body: event,
-        headers: keyHeader(opts.idempotencyKey),
-      })
-      return { ...body, replayed: status === 200 }
+    publish,
+    publishBatch,
+
+    /** `GET /v1/scheduled` (operation `listScheduledPublishes`): pending scheduled publishes, a page at a time. */
+    async listScheduled(query: { after?: string; limit?: number } = {}): Promise<ScheduledPage> {
+      const op = CLIENT_OPERATIONS.listScheduled
+      const params = new URLSearchParams()
+      if (query.after !== undefined) params.set('after', query.after)
+      if (query.limit !== undefined) params.set('limit', String(query.limit))
+      const search = params.toString()
+      return (await call<ScheduledPage>(op.method, search ? `${op.path}?${search}` : op.path)).body
     },
 
-    /** `POST /v1/events/batch` (operation `publishEvents`): up to 1,000 events, all or nothing. */
-    async publishBatch(
-      events: z.input<typeof batchSchema>['events'],
-      opts: { idempotencyKey?: string } = {},
-    ): Promise<BatchPublished> {
-      const op = CLIENT_OPERATIONS.publishBatch
-      const { status, body } = await call<z.output<typeof batchPublished>>(op.method, op.path, {
-        body: { events },
-        headers: keyHeader(opts.idempotencyKey),
-      })
-      return { ...body, replayed: status === 200 }
+    /** `GET /v1/scheduled/{id}` (operation `getScheduledPublish`): its state, events, and event ids once published. */
+    async getScheduled(id: string): Promise<ScheduledPublish> {
+      const op = CLIENT_OPERATIONS.getScheduled
+      return (await call<ScheduledPublish>(op.method, pathOf(op.path, { id }))).body
+    },
+
+    /**
+     * `DELETE /v1/scheduled/{id}` (operation `cancelScheduledPublish`): cancels a pending one. One published
+     * already is a HeraldError with status 409, its event ids in the problem's detail.
+     */
+    async cancelScheduled(id: string): Promise<void> {
+      const op = CLIENT_OPERATIONS.cancelScheduled
+      await call<undefined>(op.method, pathOf(op.path, { id }))
     },
 
     /** `GET /v1/events/{id}/status` (operation `getEventStatus`): for the event's publisher or an admin. */
     async status(id: string): Promise<DeliveryStatus> {
       const op = CLIENT_OPERATIONS.status
       return (await call<DeliveryStatus>(op.method, pathOf(op.path, { id }))).body
+    },
+
+    /** `GET /v1/topics/{topic}/members` (operation `listTopicMembers`, `admin` scope): the topic's members. */
+    async topicMembers(topic: string): Promise<string[]> {
+      const op = CLIENT_OPERATIONS.topicMembers
+      return (await call<z.output<typeof topicMemberList>>(op.method, pathOf(op.path, { topic }))).body.users
+    },
+
+    /**
+     * `PUT /v1/topics/{topic}/members` (operation `addTopicMembers`, `admin` scope): up to 1,000 users follow the
+     * topic from now on (their open streams included); returns how many did not follow it yet.
+     */
+    async addTopicMembers(topic: string, users: string[]): Promise<number> {
+      const op = CLIENT_OPERATIONS.addTopicMembers
+      const { body } = await call<z.output<typeof topicMembersChanged>>(op.method, pathOf(op.path, { topic }), {
+        body: { users },
+      })
+      return body.changed
+    },
+
+    /** `DELETE /v1/topics/{topic}/members` (operation `removeTopicMembers`, `admin` scope): returns how many followed it. */
+    async removeTopicMembers(topic: string, users: string[]): Promise<number> {
+      const op = CLIENT_OPERATIONS.removeTopicMembers
+      const { body } = await call<z.output<typeof topicMembersChanged>>(op.method, pathOf(op.path, { topic }), {
+        body: { users },
+      })
+      return body.changed
     },
 
     /**

@@ -7,8 +7,12 @@ const EVENTS_CHANNEL = 'herald_events'
 const RECEIPTS_CHANNEL = 'herald_receipts'
 /** Rare (a user over MAX_CONNECTIONS_PER_USER across instances): every instance hears each, one acts on it. */
 const EVICTIONS_CHANNEL = 'herald_evictions'
+/** Topic subscriptions that changed: instances with the users' streams open update them. */
+const SUBSCRIPTIONS_CHANNEL = 'herald_subscriptions'
 /** NOTIFY payloads stop at 8,000 bytes: receipts naming many ids go out in chunks of this many. */
 const RECEIPT_IDS_PER_NOTICE = 200
+/** Bytes of subscription changes per notification, under NOTIFY's 8,000 with room for the envelope. */
+const SUBSCRIPTION_BYTES_PER_NOTICE = 7_000
 
 export interface ReceiptMessage {
   tenant: string
@@ -25,7 +29,17 @@ export interface EvictMessage {
   count: number
 }
 
+/** One user's topic subscription changed (events/topic-subscriptions.ts). */
+export interface SubscriptionMessage {
+  tenant: string
+  userId: string
+  topic: string
+  subscribed: boolean
+}
+
 export interface BusHandlers {
+  /** A user's topic subscriptions changed on another instance: update this instance's streams of that user. */
+  onSubscriptionChange(message: SubscriptionMessage): void
   /** A user acked or read on another instance: tell this instance's streams of that user. */
   onReceipt(message: ReceiptMessage): void
   /** Another instance found a user over the per-user limit, with their oldest streams here. */
@@ -85,7 +99,15 @@ export class ClusterBus {
         this.log.warn({ err }, 'ignoring a malformed eviction notification')
       }
     })
-    this.unlisten = [events.unlisten, receipts.unlisten, evictions.unlisten]
+    const subscriptions = await pg.listen(SUBSCRIPTIONS_CHANNEL, (payload) => {
+      try {
+        const m = JSON.parse(payload) as { from: string; changes: SubscriptionMessage[] }
+        if (m.from !== this.instanceId) for (const change of m.changes) handlers.onSubscriptionChange(change)
+      } catch (err) {
+        this.log.warn({ err }, 'ignoring a malformed subscription notification')
+      }
+    })
+    this.unlisten = [events.unlisten, receipts.unlisten, evictions.unlisten, subscriptions.unlisten]
   }
 
   /**
@@ -108,6 +130,26 @@ export class ClusterBus {
       return
     }
     void this.notify(RECEIPTS_CHANNEL, JSON.stringify({ ...message, from: this.instanceId }))
+  }
+
+  /** Tells the other instances of topic subscriptions that changed. Best effort, as receipts. */
+  subscriptionsChanged(changes: readonly SubscriptionMessage[]) {
+    if (!this.database.pg) return
+    const send = (chunk: SubscriptionMessage[]) =>
+      void this.notify(SUBSCRIPTIONS_CHANNEL, JSON.stringify({ from: this.instanceId, changes: chunk }))
+    let chunk: SubscriptionMessage[] = []
+    let bytes = 0
+    for (const change of changes) {
+      const size = Buffer.byteLength(JSON.stringify(change)) + 1
+      if (chunk.length && bytes + size > SUBSCRIPTION_BYTES_PER_NOTICE) {
+        send(chunk)
+        chunk = []
+        bytes = 0
+      }
+      chunk.push(change)
+      bytes += size
+    }
+    if (chunk.length) send(chunk)
   }
 
   /**

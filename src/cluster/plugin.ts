@@ -34,6 +34,7 @@ export const clusterPlugin = fp(
     await bus.start({
       onReceipt: (m) => hub.sendReceipt(m.tenant, m.userId, m.notice),
       onEvict: (m) => hub.evictOldest(m.tenant, m.userId, m.count),
+      onSubscriptionChange: (m) => hub.applySubscriptionChange(m.tenant, m.userId, m.topic, m.subscribed),
     })
     app.addHook('preClose', async () => {
       await bus.stop()

@@ -20,6 +20,12 @@ export const events = pgTable(
     priority: text('priority', { enum: ['low', 'normal', 'high', 'urgent'] }).notNull(),
     url: text('url'),
     collapseKey: text('collapse_key'),
+    /** Up to two action buttons, `[{action, title, url?}]`, as JSON text; null without any. */
+    actionsJson: text('actions_json'),
+    /** What a system notification shows: https URLs or paths on this service. */
+    icon: text('icon'),
+    image: text('image'),
+    badge: text('badge'),
     actor: text('actor').notNull(),
     toUsers: text('to_users').array().notNull().default(emptyTextArray),
     toRoles: text('to_roles').array().notNull().default(emptyTextArray),
@@ -74,6 +80,8 @@ export const idempotencyKeys = pgTable(
     /** SHA-256 of the request the key was first used with: a reuse with another request is refused (422). */
     fingerprint: text('fingerprint'),
     eventIds: bigint('event_ids', { mode: 'number' }).array().notNull().default(sql`'{}'::bigint[]`),
+    /** Set when the publish was scheduled (`deliverAt`): the scheduled item the key answers with. */
+    scheduledId: bigint('scheduled_id', { mode: 'number' }),
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
   (t) => [
@@ -229,5 +237,65 @@ export const streamTickets = pgTable(
   (t) => [
     // Sweeping tickets that were never used.
     index('stream_tickets_expires_at_idx').on(t.expiresAt),
+  ],
+)
+
+/**
+ * Publishes to be made later (`deliverAt`). When one is due, an instance claims it (`for update skip locked`),
+ * publishes its events through the normal path and marks it published in the same transaction: exactly once,
+ * whatever the number of instances and restarts. Its events get their ids then, so the log's id order is
+ * untouched.
+ */
+export const scheduledPublishes = pgTable(
+  'scheduled_publishes',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    tenant: text('tenant').notNull(),
+    /** The publisher. */
+    actor: text('actor').notNull(),
+    /** The publisher's claims when the publish was accepted (its scopes were checked then), as JSON. */
+    caller: text('caller').notNull(),
+    /** 'single' or 'batch': the route it came from. */
+    kind: text('kind', { enum: ['single', 'batch'] }).notNull(),
+    /** The events as validated (defaults applied), each `data` as its stored text: a JSON array. */
+    events: text('events').notNull(),
+    deliverAt: timestamp('deliver_at', { withTimezone: true, mode: 'date' }).notNull(),
+    state: text('state', { enum: ['pending', 'published', 'cancelled'] })
+      .notNull()
+      .default('pending'),
+    /** The events' ids once published. */
+    eventIds: bigint('event_ids', { mode: 'number' }).array().notNull().default(sql`'{}'::bigint[]`),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    /** When it was published or cancelled. */
+    settledAt: timestamp('settled_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [
+    // The scheduler's claim: due pending items, earliest first.
+    index('scheduled_publishes_due_idx').on(t.deliverAt).where(sql`state = 'pending'`),
+    // A publisher's (or a tenant's) pending items.
+    index('scheduled_publishes_tenant_actor_idx').on(t.tenant, t.actor, t.id),
+  ],
+)
+
+/**
+ * The topics a user follows (the seeds' channels): a stream opened without `?topics=` gets their events, and so
+ * do the user's devices. A user subscribes within their token's `topics` claim; a tenant admin manages members
+ * in bulk. A subscription is to one topic, never a pattern.
+ */
+export const topicSubscriptions = pgTable(
+  'topic_subscriptions',
+  {
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    topic: text('topic').notNull(),
+    /** Who made it: the user (`self`), or a tenant admin (`admin`). */
+    addedBy: text('added_by', { enum: ['self', 'admin'] }).notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [
+    // A user's topics: `where tenant = $1 and user_id = $2`; one subscription: the whole key.
+    primaryKey({ columns: [t.tenant, t.userId, t.topic] }),
+    // A topic's subscribers (push planning, members): `where tenant = $1 and topic = any($2)`.
+    index('topic_subscriptions_topic_idx').on(t.tenant, t.topic),
   ],
 )

@@ -35,6 +35,10 @@ export interface TailRow {
   priority: EventRow['priority']
   url: string | null
   collapse_key: string | null
+  actions_json: string | null
+  icon: string | null
+  image: string | null
+  badge: string | null
   actor: string
   to_users: string[]
   to_roles: string[]
@@ -198,6 +202,10 @@ function toEventRow(r: TailRow, id: number): EventRow {
     priority: r.priority,
     url: r.url,
     collapseKey: r.collapse_key,
+    actionsJson: r.actions_json,
+    icon: r.icon,
+    image: r.image,
+    badge: r.badge,
     actor: r.actor,
     toUsers: r.to_users,
     toRoles: r.to_roles,

@@ -8,8 +8,11 @@ export const MAX_EVENT_TTL_S = 2_592_000
 export const MAX_DATA_BYTES = 16 * 1024
 export const MAX_BATCH_EVENTS = 1_000
 
-const name = storableText(200).min(1)
-const topicName = storableText(200)
+/** A user id, role or tenant name as stored. */
+export const nameSchema = storableText(200).min(1)
+const name = nameSchema
+/** A topic as events name it and users subscribe to it: no `*` (patterns are for claims), commas or spaces. */
+export const topicNameSchema = storableText(200)
   .min(1)
   .regex(/^[^*\s,]+$/, 'must not contain "*", commas or spaces')
 
@@ -17,7 +20,7 @@ export const audienceSchema = z
   .strictObject({
     users: z.array(name).max(10_000).optional(),
     roles: z.array(name).max(100).optional(),
-    topics: z.array(topicName).max(100).optional(),
+    topics: z.array(topicNameSchema).max(100).optional(),
     tenant: z.boolean().optional(),
   })
   .refine((to) => Boolean(to.users?.length || to.roles?.length || to.topics?.length || to.tenant), {
@@ -59,33 +62,89 @@ export const safeUrlSchema = storableText(MAX_URL_CHARS)
 
 export const prioritySchema = z.enum(['low', 'normal', 'high', 'urgent'])
 
-export const newEventSchema = z.object({
-  type: storableText(100).regex(
-    /^[a-z0-9]+(?:[_-][a-z0-9]+)*(?:\.[a-z0-9]+(?:[_-][a-z0-9]+)*)*$/,
-    'must be lower-case dotted words, like "grade.updated"',
-  ),
-  to: audienceSchema.describe('At least one of users, roles, topics, or tenant: true.'),
-  title: storableText(200).min(1),
-  body: storableText(2_000).nullish(),
-  // Its size is checked by publish.ts on the text it stores, not here on the parsed value: a 900 KB number
-  // parses to Infinity (JSON.stringify: "null"), and "\u0041" is 6 bytes sent for 1 byte parsed.
-  data: z
-    .unknown()
-    .optional()
-    .describe(
-      `Any JSON, at most ${MAX_DATA_BYTES} bytes as sent (whitespace outside strings not counted); stored and sent back byte for byte.`,
+/** Action buttons per event: what browsers show on a notification (Chrome, Edge and Firefox show at most 2). */
+export const MAX_ACTIONS = 2
+/** Longest action title: a button's label, which browsers cut short well before this. */
+export const MAX_ACTION_TITLE_CHARS = 40
+
+/**
+ * What a button does, with the event's own ackToken in the service worker (or the user's JWT in a page):
+ * `ack` acknowledges the event (POST .../ack) and `read` marks it read (POST .../read), neither opening a
+ * window; `open` opens the action's `url`, else the event's `url`, and marks the event read, as a click on the
+ * notification itself does.
+ */
+export const actionKindSchema = z.enum(['ack', 'read', 'open'])
+
+export const eventActionSchema = z
+  .strictObject({
+    action: actionKindSchema,
+    title: storableText(MAX_ACTION_TITLE_CHARS).min(1).describe('The button’s label.'),
+    url: safeUrlSchema
+      .nullish()
+      .describe('`open` only: the page to open instead of the event’s `url`. A path on this service or an https URL.'),
+  })
+  .refine((a) => a.url == null || a.action === 'open', {
+    message: 'only an "open" action has a url (ack and read open nothing)',
+    path: ['url'],
+  })
+
+export type EventAction = z.infer<typeof eventActionSchema>
+
+/** An image a notification shows (icon, image, badge): the same rule as every URL of the API. */
+const imageUrlSchema = safeUrlSchema.nullish()
+
+export const newEventSchema = z
+  .object({
+    type: storableText(100).regex(
+      /^[a-z0-9]+(?:[_-][a-z0-9]+)*(?:\.[a-z0-9]+(?:[_-][a-z0-9]+)*)*$/,
+      'must be lower-case dotted words, like "grade.updated"',
     ),
-  priority: prioritySchema.default('normal'),
-  url: safeUrlSchema.nullish().describe('A path on this service ("/grades/42") or an https URL.'),
-  collapseKey: storableText(64).min(1).nullish(),
-  ttl: z
-    .number()
-    .int()
-    .min(MIN_EVENT_TTL_S)
-    .max(MAX_EVENT_TTL_S)
-    .default(DEFAULT_EVENT_TTL_S)
-    .describe('Seconds; an expired event is not replayed, listed or pushed.'),
-})
+    to: audienceSchema.describe('At least one of users, roles, topics, or tenant: true.'),
+    title: storableText(200).min(1),
+    body: storableText(2_000).nullish(),
+    // Its size is checked by publish.ts on the text it stores, not here on the parsed value: a 900 KB number
+    // parses to Infinity (JSON.stringify: "null"), and "\u0041" is 6 bytes sent for 1 byte parsed.
+    data: z
+      .unknown()
+      .optional()
+      .describe(
+        `Any JSON, at most ${MAX_DATA_BYTES} bytes as sent (whitespace outside strings not counted); stored and sent back byte for byte.`,
+      ),
+    priority: prioritySchema.default('normal'),
+    url: safeUrlSchema.nullish().describe('A path on this service ("/grades/42") or an https URL.'),
+    collapseKey: storableText(64).min(1).nullish(),
+    actions: z
+      .array(eventActionSchema)
+      .max(MAX_ACTIONS)
+      .nullish()
+      .describe(
+        `At most ${MAX_ACTIONS} buttons on the notification and in the inbox, in order; an empty list is none. An \`open\` action needs a URL: its own or the event’s.`,
+      ),
+    icon: imageUrlSchema.describe('A small picture shown with the notification (the app’s or the sender’s).'),
+    image: imageUrlSchema.describe(
+      'A large picture shown in the notification; some browsers (Firefox, Safari) ignore it.',
+    ),
+    badge: imageUrlSchema.describe('A small monochrome picture for the status bar (Android); most desktops ignore it.'),
+    ttl: z
+      .number()
+      .int()
+      .min(MIN_EVENT_TTL_S)
+      .max(MAX_EVENT_TTL_S)
+      .default(DEFAULT_EVENT_TTL_S)
+      .describe('Seconds; an expired event is not replayed, listed or pushed.'),
+  })
+  .superRefine((event, ctx) => {
+    // An `open` button must have somewhere to go: its own url or the event's.
+    for (const [i, action] of (event.actions ?? []).entries()) {
+      if (action.action === 'open' && action.url == null && event.url == null) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['actions', i, 'url'],
+          message: 'an "open" action needs a url, its own or the event’s',
+        })
+      }
+    }
+  })
 
 export const batchSchema = z.object({
   events: z.array(newEventSchema).min(1).max(MAX_BATCH_EVENTS),

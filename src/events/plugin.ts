@@ -5,7 +5,9 @@ import { LogReader } from './log-reader.ts'
 import { LogTail } from './log-tail.ts'
 import type { PlanPushes } from './publish.ts'
 import { schedulePruning } from './retention.ts'
+import { Scheduler } from './scheduler.ts'
 import { EventService } from './service.ts'
+import { TopicSubscriptions } from './topic-subscriptions.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,6 +15,10 @@ declare module 'fastify' {
     logTail: LogTail
     logReader: LogReader
     eventService: EventService
+    /** Publishes scheduled publishes (`deliverAt`) when they are due. */
+    scheduler: Scheduler
+    /** The topics users follow (the seeds' channels). */
+    topicSubscriptions: TopicSubscriptions
   }
 }
 
@@ -22,11 +28,14 @@ export interface EventsPluginOptions {
   planPushes: PlanPushes
   /** A publish planned pushes. */
   onPushesPlanned: () => void
+  /** The scheduler's clock (when a scheduled publish is due); real time unless a test moves it. */
+  now?: () => Date
 }
 
 /**
  * The event log: publishing and reading it (EventService), following it into the open streams (LogTail), the
- * reads of replays (LogReader), and pruning.
+ * reads of replays (LogReader), publishing scheduled publishes when due (Scheduler, from when the app is ready),
+ * and pruning.
  */
 export const eventsPlugin = fp(
   async (app: FastifyInstance, options: EventsPluginOptions) => {
@@ -35,26 +44,42 @@ export const eventsPlugin = fp(
     const tail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, logPollMs)
     app.decorate('logTail', tail)
     app.decorate('logReader', new LogReader(database))
+    const eventService = new EventService({
+      database,
+      tail,
+      metrics,
+      planPushes: options.planPushes,
+      onPushesPlanned: options.onPushesPlanned,
+      announce: bus.announcePublish,
+      // Every open stream of the user, on this instance and the others, hears of an ack or read.
+      tellUser: (tenant, userId, notice) => {
+        hub.sendReceipt(tenant, userId, notice)
+        bus.receipt({ tenant, userId, notice })
+      },
+    })
+    app.decorate('eventService', eventService)
+    const scheduler = new Scheduler({
+      database,
+      events: eventService,
+      log: app.log,
+      now: options.now ?? (() => new Date()),
+    })
+    app.decorate('scheduler', scheduler)
     app.decorate(
-      'eventService',
-      new EventService({
-        database,
-        tail,
-        metrics,
-        planPushes: options.planPushes,
-        onPushesPlanned: options.onPushesPlanned,
-        announce: bus.announcePublish,
-        // Every open stream of the user, on this instance and the others, hears of an ack or read.
-        tellUser: (tenant, userId, notice) => {
-          hub.sendReceipt(tenant, userId, notice)
-          bus.receipt({ tenant, userId, notice })
-        },
+      'topicSubscriptions',
+      new TopicSubscriptions(database, (changes) => {
+        for (const c of changes) hub.applySubscriptionChange(c.tenant, c.userId, c.topic, c.subscribed)
+        bus.subscriptionsChanged(changes)
       }),
     )
     await tail.start()
     bus.onWake(() => tail.wake())
     const stopPruning = schedulePruning(database, retentionDays, pruneIntervalS, app.log)
+    // Once every subsystem is up: a due publish wakes the push dispatcher, which must be there to hear it.
+    app.addHook('onReady', async () => scheduler.start())
     app.addHook('onClose', async () => {
+      // A pass in flight finishes (commits or rolls back) before the database closes.
+      await scheduler.stop()
       stopPruning()
       tail.stop()
     })

@@ -7,6 +7,7 @@ import { idempotencyKeys } from '../db/schema.ts'
 import { ConflictError, type FieldError, InvalidFieldsError, UnprocessableError } from '../service-errors.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
 import { MAX_DATA_BYTES, type NewEvent } from './model.ts'
+import { type AcceptedEvent, deliveryTimeOf, insertScheduled, type ScheduledRef } from './scheduled.ts'
 
 export interface Published {
   ids: number[]
@@ -15,6 +16,12 @@ export interface Published {
   replayed: boolean
   /** Pushes planned in the outbox (0: no dispatcher needs waking). */
   pushes: number
+}
+
+/** A publish accepted for later (`deliverAt`): the scheduled item that will publish it (scheduler.ts). */
+export interface Scheduled extends ScheduledRef {
+  /** True when an Idempotency-Key matched an earlier scheduled publish and nothing new was created. */
+  replayed: boolean
 }
 
 /** A publisher may address users and topics with `events:publish`, roles and the tenant with `events:broadcast`. */
@@ -28,6 +35,11 @@ export interface PublishOptions {
   kind: 'single' | 'batch'
   /** Each event's `data` as the publisher wrote it (raw-json.ts); JSON.stringify of the parsed value otherwise. */
   rawData?: Array<string | undefined>
+}
+
+/** A publish to make later: accepted (checked) now, published by the scheduler at `deliverAt`. */
+export interface ScheduleOptions extends PublishOptions {
+  deliverAt: Date
 }
 
 /** An event to insert, with who publishes it (a coalesced statement holds several publishers' events). */
@@ -70,10 +82,15 @@ function storedData(batch: NewEvent[], options: PublishOptions): Array<string | 
 export function createPublisher(database: Database, planPushes: PlanPushes, announce?: Announce) {
   const statementOf = (rows: EventToInsert[]) => insertEvents(rows, planPushes, announce)
   const singles = new SinglePublishes(database, statementOf)
-  return async function publishEvents(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
+  /** The events as they will be stored, once their sizes (400) and the caller's scopes (403) are checked. */
+  const accept = (caller: Caller, batch: NewEvent[], options: PublishOptions): EventToInsert[] => {
     const data = storedData(batch, options)
     for (const e of batch) assertMayAddress(caller, e.to)
-    const rows = batch.map((event, i) => ({ caller, event, dataJson: data[i] }))
+    return batch.map((event, i) => ({ caller, event, dataJson: data[i] }))
+  }
+
+  async function publishEvents(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
+    const rows = accept(caller, batch, options)
     const key = options.idempotencyKey
     if (!key && batch.length === 1) return singles.publish(rows[0])
     const statement = statementOf(rows)
@@ -81,23 +98,53 @@ export function createPublisher(database: Database, planPushes: PlanPushes, anno
 
     const fingerprint = fingerprintOf(options.kind, rows)
     return database.db.transaction(async (tx) => {
-      await holdKey(database, tx, caller, key)
-      const claimed = await tx
-        .insert(idempotencyKeys)
-        .values({ tenant: caller.tenant, actor: caller.userId, key, kind: options.kind, fingerprint })
-        .onConflictDoUpdate({
-          target: [idempotencyKeys.tenant, idempotencyKeys.actor, idempotencyKeys.key],
-          set: { kind: options.kind, fingerprint, eventIds: [], createdAt: sql`now()` },
-          setWhere: sql`${idempotencyKeys.createdAt} < now() - interval '24 hours'`,
-        })
-        .returning({ key: idempotencyKeys.key })
-      if (claimed.length === 0) return replay(tx, caller, key, options.kind, fingerprint)
+      const earlier = await takeKey(database, tx, caller, key, options.kind, fingerprint)
+      if (earlier) return replay(earlier)
       const result = published(await database.query<InsertedRow>(statement, tx))
       await tx.update(idempotencyKeys).set({ eventIds: result.ids }).where(keyIs(caller, key))
       return result
     })
   }
+
+  /**
+   * Accepts a publish for later: checked exactly as an immediate one (sizes, scopes), then stored as a scheduled
+   * item, which the scheduler publishes at `deliverAt` through `publishAccepted`. An Idempotency-Key works as for
+   * an immediate publish; a retry answers with the first request's item.
+   */
+  async function scheduleEvents(caller: Caller, batch: NewEvent[], options: ScheduleOptions): Promise<Scheduled> {
+    const rows = accept(caller, batch, options)
+    const item = {
+      caller,
+      kind: options.kind,
+      deliverAt: options.deliverAt,
+      events: rows.map(({ event, dataJson }) => ({ event, dataJson })),
+    }
+    const key = options.idempotencyKey
+    if (!key) return { ...(await insertScheduled(database.db, item)), replayed: false }
+
+    const fingerprint = fingerprintOf(options.kind, rows, options.deliverAt)
+    return database.db.transaction(async (tx) => {
+      const earlier = await takeKey(database, tx, caller, key, options.kind, fingerprint)
+      if (earlier) return replayScheduled(tx, earlier)
+      const scheduled = await insertScheduled(tx, item)
+      await tx.update(idempotencyKeys).set({ scheduledId: scheduled.scheduledId }).where(keyIs(caller, key))
+      return { ...scheduled, replayed: false }
+    })
+  }
+
+  /**
+   * Publishes events accepted earlier (a due scheduled item) as `caller`, in the caller's transaction `tx`: the
+   * same statement as an immediate publish (events, push plan, NOTIFY), committed with whatever `tx` does.
+   */
+  async function publishAccepted(tx: Db, caller: Caller, events: AcceptedEvent[]): Promise<Published> {
+    const rows = events.map(({ event, dataJson }) => ({ caller, event, dataJson }))
+    return published(await database.query<InsertedRow>(statementOf(rows), tx))
+  }
+
+  return { publishEvents, scheduleEvents, publishAccepted }
 }
+
+export type Publisher = ReturnType<typeof createPublisher>
 
 const keyIs = (caller: Caller, key: string) =>
   and(eq(idempotencyKeys.tenant, caller.tenant), eq(idempotencyKeys.actor, caller.userId), eq(idempotencyKeys.key, key))
@@ -110,9 +157,11 @@ const keyIs = (caller: Caller, key: string) =>
  * another `data` spelling (1.0 for 1, keys reordered inside it) is not: it would store other bytes. The
  * tenant and publisher are left out: they scope the key itself.
  */
-function fingerprintOf(kind: PublishOptions['kind'], rows: EventToInsert[]): string {
+function fingerprintOf(kind: PublishOptions['kind'], rows: EventToInsert[], deliverAt?: Date): string {
+  // A scheduled request's delivery time is part of it; an immediate request's fingerprint is as it always was.
+  const when = deliverAt ? [{ deliverAt: deliverAt.toISOString() }] : []
   return createHash('sha256')
-    .update(JSON.stringify([kind, ...rows.map(storedFields)]))
+    .update(JSON.stringify([kind, ...when, ...rows.map(storedFields)]))
     .digest('hex')
 }
 
@@ -148,27 +197,54 @@ async function holdKey(database: Database, tx: Db, caller: Caller, key: string) 
   }
 }
 
+type KeyRow = typeof idempotencyKeys.$inferSelect
+
 /**
- * The answer to a key used before: its first publish's ids (200), unless the key was used on the other route
- * (409) or for another request (422). A key stored before fingerprints were kept has none, and replays.
+ * Takes the Idempotency-Key for this request in `tx` (holdKey, then its row), and returns undefined; or, when
+ * the key was used before (within 24 h), returns that earlier use, unless it was on the other route (409) or
+ * for another request (422). A key stored before fingerprints were kept has none, and replays.
  */
-async function replay(
+async function takeKey(
+  database: Database,
   tx: Db,
   caller: Caller,
   key: string,
   kind: PublishOptions['kind'],
   fingerprint: string,
-): Promise<Published> {
+): Promise<KeyRow | undefined> {
+  await holdKey(database, tx, caller, key)
+  const claimed = await tx
+    .insert(idempotencyKeys)
+    .values({ tenant: caller.tenant, actor: caller.userId, key, kind, fingerprint })
+    .onConflictDoUpdate({
+      target: [idempotencyKeys.tenant, idempotencyKeys.actor, idempotencyKeys.key],
+      set: { kind, fingerprint, eventIds: [], scheduledId: null, createdAt: sql`now()` },
+      setWhere: sql`${idempotencyKeys.createdAt} < now() - interval '24 hours'`,
+    })
+    .returning({ key: idempotencyKeys.key })
+  if (claimed.length) return undefined
   const [earlier] = await tx.select().from(idempotencyKeys).where(keyIs(caller, key))
   if (earlier.kind !== kind) {
     throw new ConflictError(`Idempotency-Key "${key}" was used for a ${earlier.kind} publish.`)
   }
-  if (earlier.fingerprint !== null && earlier.fingerprint !== fingerprint) {
-    throw new UnprocessableError(
-      `Idempotency-Key "${key}" was used for another request; send a new key for a new request.`,
-    )
-  }
+  if (earlier.fingerprint !== null && earlier.fingerprint !== fingerprint) throw keyReused(key)
+  return earlier
+}
+
+const keyReused = (key: string) =>
+  new UnprocessableError(`Idempotency-Key "${key}" was used for another request; send a new key for a new request.`)
+
+/** The answer to a key used before for an immediate publish: its first publish's ids (200). */
+function replay(earlier: KeyRow): Published {
   return { ids: earlier.eventIds.map(Number), createdAt: earlier.createdAt, replayed: true, pushes: 0 }
+}
+
+/** The answer to a key used before for a scheduled publish: the first request's item (its fingerprint matched). */
+async function replayScheduled(tx: Db, earlier: KeyRow): Promise<Scheduled> {
+  const deliverAt = earlier.scheduledId === null ? undefined : await deliveryTimeOf(tx, earlier.scheduledId)
+  // A key without an item (stored before fingerprints, for an immediate publish) is another request.
+  if (earlier.scheduledId === null || deliverAt === undefined) throw keyReused(earlier.key)
+  return { scheduledId: earlier.scheduledId, deliverAt, replayed: true }
 }
 
 /**
@@ -280,13 +356,13 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
     with publish_lock as materialized (
       select pg_advisory_xact_lock_shared(${sql.raw(`${PUBLISH_LOCK.classId}, ${PUBLISH_LOCK.objId}`)})
     ), inserted as (
-      insert into events (tenant, type, title, body, data_json, priority, url, collapse_key, actor,
-        to_users, to_roles, to_topics, to_tenant, expires_at)
-      select e.tenant, e.type, e.title, e.body, e.data_json, e.priority, e.url, e.collapse_key, e.actor,
-        e.to_users, e.to_roles, e.to_topics, e.to_tenant, now() + make_interval(secs => e.ttl)
+      insert into events (tenant, type, title, body, data_json, priority, url, collapse_key, actions_json, icon,
+        image, badge, actor, to_users, to_roles, to_topics, to_tenant, expires_at)
+      select e.tenant, e.type, e.title, e.body, e.data_json, e.priority, e.url, e.collapse_key, e.actions_json, e.icon,
+        e.image, e.badge, e.actor, e.to_users, e.to_roles, e.to_topics, e.to_tenant, now() + make_interval(secs => e.ttl)
       from publish_lock, rows from (json_to_recordset(${json}::json) as (tenant text, actor text, type text, title text, body text,
-        data_json text, priority text, url text, collapse_key text, to_users text[], to_roles text[],
-        to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
+        data_json text, priority text, url text, collapse_key text, actions_json text, icon text, image text,
+        badge text, to_users text[], to_roles text[], to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
       order by e.ordinality
       returning id, created_at, tenant, priority, to_users, to_roles, to_topics, to_tenant
     ), planned as (${planPushes(sql`inserted`)})
@@ -307,6 +383,7 @@ function storedFields({ event: e, dataJson }: EventToInsert) {
     priority: e.priority,
     url: e.url ?? null,
     collapse_key: e.collapseKey ?? null,
+    ...notificationExtras(e),
     to_users: dedupe(e.to.users),
     to_roles: dedupe(e.to.roles),
     to_topics: dedupe(e.to.topics),
@@ -316,3 +393,21 @@ function storedFields({ event: e, dataJson }: EventToInsert) {
 }
 
 const dedupe = (values: string[] | undefined) => [...new Set(values ?? [])]
+
+/**
+ * The event's action buttons and pictures, as stored: `actions_json` is the JSON text sent to clients, each
+ * `{action, title, url}` in that order with `url` null when the action has none (an empty list is none). Only
+ * those given are listed (json_to_recordset makes the others null), so an event without any has the
+ * Idempotency-Key fingerprint it had before these columns existed: a retry across the upgrade still replays.
+ */
+function notificationExtras(e: NewEvent) {
+  const actions = e.actions?.length
+    ? JSON.stringify(e.actions.map((a) => ({ action: a.action, title: a.title, url: a.url ?? null })))
+    : null
+  return {
+    ...(actions !== null && { actions_json: actions }),
+    ...(e.icon != null && { icon: e.icon }),
+    ...(e.image != null && { image: e.image }),
+    ...(e.badge != null && { badge: e.badge }),
+  }
+}

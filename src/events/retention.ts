@@ -10,15 +10,18 @@ const IDEMPOTENCY_WINDOW = '24 hours'
 export interface PruneResult {
   events: number
   idempotencyKeys: number
+  /** Scheduled publishes published or cancelled more than `retentionDays` ago. */
+  scheduled: number
 }
 
 /**
  * Deletes expired events (their own ttl) and events older than `retentionDays`, with their receipts and
- * push records (foreign keys cascade), and idempotency keys past their 24 h window. In batches, each its
+ * push records (foreign keys cascade), idempotency keys past their 24 h window, and scheduled publishes settled
+ * (published or cancelled) more than `retentionDays` ago: their events are gone by then. In batches, each its
  * own short transaction. A stream resuming from a pruned id then gets `reset` (stream/open-stream.ts).
  */
 export async function prune(database: Database, retentionDays: number): Promise<PruneResult> {
-  const result: PruneResult = { events: 0, idempotencyKeys: 0 }
+  const result: PruneResult = { events: 0, idempotencyKeys: 0, scheduled: 0 }
   for (;;) {
     const rows = await database.query<{ id: unknown }>(sql`
       delete from events where id in (
@@ -39,6 +42,16 @@ export async function prune(database: Database, retentionDays: number): Promise<
     result.idempotencyKeys += rows.length
     if (rows.length < PRUNE_BATCH) break
   }
+  for (;;) {
+    const rows = await database.query<{ id: unknown }>(sql`
+      delete from scheduled_publishes where id in (
+        select id from scheduled_publishes
+        where state <> 'pending' and settled_at < now() - make_interval(days => ${retentionDays})
+        limit ${PRUNE_BATCH})
+      returning id`)
+    result.scheduled += rows.length
+    if (rows.length < PRUNE_BATCH) break
+  }
   return result
 }
 
@@ -50,7 +63,7 @@ export function schedulePruning(database: Database, retentionDays: number, inter
     running = true
     try {
       const pruned = await prune(database, retentionDays)
-      if (pruned.events || pruned.idempotencyKeys) log.info({ pruned }, 'pruned expired events')
+      if (pruned.events || pruned.idempotencyKeys || pruned.scheduled) log.info({ pruned }, 'pruned expired events')
     } catch (err) {
       log.warn({ err }, 'pruning failed; retrying at the next turn')
     } finally {

@@ -1,12 +1,20 @@
 import type { SQL } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
-import type { Database } from '../db/client.ts'
+import type { Database, Db } from '../db/client.ts'
 import type { Metrics } from '../metrics.ts'
-import { NotFoundError } from '../service-errors.ts'
+import { ConflictError, NotFoundError } from '../service-errors.ts'
 import { getEvent, type ListQuery, listEvents, unreadCount } from './inbox.ts'
 import type { LogTail } from './log-tail.ts'
 import type { NewEvent, Priority } from './model.ts'
-import { type Announce, createPublisher, type Published, type PublishOptions } from './publish.ts'
+import {
+  type Announce,
+  createPublisher,
+  type Published,
+  type Publisher,
+  type PublishOptions,
+  type Scheduled,
+  type ScheduleOptions,
+} from './publish.ts'
 import {
   type DeliveryStatus,
   deliveryStatus,
@@ -17,6 +25,14 @@ import {
   type ReceiptState,
   someEvents,
 } from './receipts.ts'
+import {
+  type AcceptedEvent,
+  cancelScheduled,
+  listScheduled,
+  type ScheduledListQuery,
+  type ScheduledSummary,
+  scheduledJson,
+} from './scheduled.ts'
 
 export interface EventServiceDeps {
   database: Database
@@ -40,19 +56,27 @@ export type BulkRead = { ids: number[] } | { upTo: number }
  * the log tail and the push dispatcher, the metrics) and the fan-out of receipts to the user's streams.
  */
 export class EventService {
-  private readonly publishEvents: ReturnType<typeof createPublisher>
+  private readonly publisher: Publisher
 
   constructor(private readonly deps: EventServiceDeps) {
-    this.publishEvents = createPublisher(deps.database, deps.planPushes, deps.announce)
+    this.publisher = createPublisher(deps.database, deps.planPushes, deps.announce)
   }
 
   /** Stores the events (all or none) and their planned pushes; their delivery starts once this returns. */
   async publish(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
-    const { tail, metrics } = this.deps
-    const done = metrics.publishSeconds.startTimer() // a refused publish is not a latency
-    const result = await this.publishEvents(caller, batch, options)
+    const done = this.deps.metrics.publishSeconds.startTimer() // a refused publish is not a latency
+    const result = await this.publisher.publishEvents(caller, batch, options)
     done()
-    if (result.replayed) return result
+    if (!result.replayed) this.followUp(result, batch)
+    return result
+  }
+
+  /**
+   * What follows a committed publish, immediate or scheduled (the scheduler calls this after its commit): the
+   * log tail and the push dispatcher are woken, the events counted.
+   */
+  followUp(result: Published, batch: ReadonlyArray<Pick<NewEvent, 'priority'>>): void {
+    const { tail, metrics } = this.deps
     // The tail reads the events back rather than taking them from here: under load one read carries every
     // publish committed meanwhile, and a burst of broadcasts goes to each stream in a few writes, not one per
     // publish (handing each publish's rows to the hub directly doubled fan-out's CPU per delivery).
@@ -62,7 +86,46 @@ export class EventService {
     const byPriority = new Map<Priority, number>()
     for (const e of batch) byPriority.set(e.priority, (byPriority.get(e.priority) ?? 0) + 1)
     for (const [priority, n] of byPriority) metrics.eventsPublished.inc({ priority }, n)
-    return result
+  }
+
+  /** Accepts the events for publishing at `options.deliverAt`, checked as a publish is (fields, sizes, scopes). */
+  schedule(caller: Caller, batch: NewEvent[], options: ScheduleOptions): Promise<Scheduled> {
+    return this.publisher.scheduleEvents(caller, batch, options)
+  }
+
+  /**
+   * Publishes a due scheduled item's events as their publisher, in the scheduler's claim transaction `tx`. The
+   * scheduler calls `followUp` once `tx` has committed.
+   */
+  publishAccepted(tx: Db, caller: Caller, events: AcceptedEvent[]): Promise<Published> {
+    return this.publisher.publishAccepted(tx, caller, events)
+  }
+
+  /** The caller's pending scheduled publishes (an admin's: the tenant's). */
+  listScheduled(
+    caller: Caller,
+    query: ScheduledListQuery,
+  ): Promise<{ scheduled: ScheduledSummary[]; next: string | null }> {
+    return listScheduled(this.deps.database, caller, query)
+  }
+
+  /** One of the caller's scheduled publishes (an admin: of the tenant) as JSON text. */
+  async getScheduled(caller: Caller, id: number): Promise<string> {
+    const json = await scheduledJson(this.deps.database, caller, id)
+    if (json === undefined) throw noScheduled(id)
+    return json
+  }
+
+  /** Cancels a pending scheduled publish; one that went out already cannot be (its event ids say which). */
+  async cancelScheduled(caller: Caller, id: number): Promise<void> {
+    const outcome = await cancelScheduled(this.deps.database, caller, id)
+    if (outcome.state === 'not-found') throw noScheduled(id)
+    if (outcome.state === 'published') {
+      const ids = outcome.eventIds
+      throw new ConflictError(
+        `Scheduled publish ${id} was published already, as event${ids.length === 1 ? '' : 's'} ${ids.join(', ')}; it cannot be cancelled.`,
+      )
+    }
   }
 
   /** The caller's events as JSON text (see listEvents). */
@@ -114,3 +177,4 @@ export class EventService {
 }
 
 const noEvent = (id: number) => new NotFoundError(`No event ${id} for you.`)
+const noScheduled = (id: number) => new NotFoundError(`No scheduled publish ${id} for you.`)

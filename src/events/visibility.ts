@@ -1,6 +1,6 @@
 import { and, eq, gt, or, type SQL, sql } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
-import { events } from '../db/schema.ts'
+import { events, topicSubscriptions } from '../db/schema.ts'
 
 /** Who is looking: a user of a tenant, with roles, and the topics (or `prefix*` patterns) they follow. */
 export interface Viewer {
@@ -8,14 +8,23 @@ export interface Viewer {
   userId: string
   roles: readonly string[]
   topicPatterns: readonly string[]
+  /**
+   * Also the topics an admin made the user follow (topic_subscriptions), whatever their claims: the user's own
+   * subscriptions are within their claims, which `topicPatterns` covers.
+   */
+  withSubscriptions?: boolean
 }
 
-/** REST reads see every topic the token allows (a stream sees the topics it subscribed to: StreamConnection.viewer). */
+/**
+ * REST reads see every topic the token allows and every topic the user follows (a stream sees the topics it
+ * follows: StreamConnection.viewer).
+ */
 export const viewerOf = (caller: Caller): Viewer => ({
   tenant: caller.tenant,
   userId: caller.userId,
   roles: caller.roles,
   topicPatterns: caller.topics,
+  withSubscriptions: true,
 })
 
 const textArray = (values: readonly string[]) =>
@@ -40,6 +49,13 @@ export function visibleTo(viewer: Viewer): SQL {
       sql` or `,
     )
     audiences.push(sql`exists (select 1 from unnest(${events.toTopics}) as t(topic) where ${anyPrefix})`)
+  }
+  if (viewer.withSubscriptions) {
+    audiences.push(
+      sql`(cardinality(${events.toTopics}) > 0 and exists (select 1 from ${topicSubscriptions} ts
+        where ts.tenant = ${viewer.tenant} and ts.user_id = ${viewer.userId} and ts.added_by = 'admin'
+          and ts.topic = any(${events.toTopics})))`,
+    )
   }
   return and(eq(events.tenant, viewer.tenant), gt(events.expiresAt, sql`now()`), or(...audiences)) as SQL
 }

@@ -26,7 +26,8 @@ const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
  *     their presence was in fact already dead (see PushDispatcher).
  *   high: like normal for absent users; users with open streams are pushed after `highAckTimeoutS`.
  * Every push is skipped at send time if the user acked the event meanwhile.
- * Role and topic audiences resolve through the user's current claims (user_claims, refreshed as they authenticate).
+ * Role audiences resolve through the user's current claims (user_claims, refreshed as they authenticate); topic
+ * audiences through the topic's subscribers (topic_subscriptions): a topic claim only allows subscribing.
  */
 export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
   // Instances, alive by their heartbeat, on which the device's user has an open stream right now.
@@ -53,19 +54,28 @@ export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
         from (select e.id, e.tenant, unnest(e.to_users) as user_id from ${inserted} e) named
         join push_subscriptions s on s.tenant = named.tenant and s.user_id = named.user_id
         union
-        -- The tenant, roles and topics: the tenant's devices, for the events that name such an audience. Roles
-        -- and topics are the user's current claims (user_claims), and only until the token they came from expires.
+        -- Topics: the devices of the topic's subscribers (topic_subscriptions). One an admin made counts as it
+        -- is; one the user made counts while their current claims (user_claims, until that token expires) still
+        -- allow the topic, so it ends with their rights (a pupil whose tokens stop naming the class).
+        select named.event_id, s.id
+        from (select e.id as event_id, e.tenant, unnest(e.to_topics) as topic from ${inserted} e) named
+        join topic_subscriptions ts on ts.tenant = named.tenant and ts.topic = named.topic
+        join push_subscriptions s on s.tenant = ts.tenant and s.user_id = ts.user_id
+        left join user_claims c on c.tenant = ts.tenant and c.user_id = ts.user_id and c.expires_at > now()
+        where ts.added_by = 'admin'
+          or exists (
+            select 1 from unnest(c.topics) as claim(pattern)
+            where claim.pattern = ts.topic
+              or (right(claim.pattern, 1) = '*' and starts_with(ts.topic, left(claim.pattern, -1))))
+        union
+        -- The tenant and roles: the tenant's devices, for the events that name such an audience. Roles are the
+        -- user's current claims (user_claims), and only until the token they came from expires.
         select e.id, s.id
         from ${inserted} e
         join push_subscriptions s on s.tenant = e.tenant
         left join user_claims c on c.tenant = s.tenant and c.user_id = s.user_id and c.expires_at > now()
-        where (e.to_tenant or cardinality(e.to_roles) > 0 or cardinality(e.to_topics) > 0)
-          and (e.to_tenant
-            or c.roles && e.to_roles
-            or exists (
-              select 1 from unnest(c.topics) as claim(pattern), unnest(e.to_topics) as t(topic)
-              where claim.pattern = t.topic
-                or (right(claim.pattern, 1) = '*' and starts_with(t.topic, left(claim.pattern, -1)))))
+        where (e.to_tenant or cardinality(e.to_roles) > 0)
+          and (e.to_tenant or c.roles && e.to_roles)
       ) recipient
       join ${inserted} e on e.id = recipient.event_id
       join push_subscriptions s on s.id = recipient.sub_id

@@ -10,33 +10,49 @@ import { eventJson } from '../wire-format.ts'
 export const MAX_PUSH_PLAINTEXT_BYTES = 3_993
 
 /**
- * The push payload: the event as clients see it plus its ackToken, cut to fit. `data` goes first, then
- * `body` is shortened; `truncated: true` tells the service worker to fetch the full event by id if it cares.
+ * What goes when an event's JSON does not fit, in this order: `data` (the worker does not show it), then the
+ * pictures, the least needed first (a large `image` that some browsers ignore anyway, the status-bar `badge`,
+ * the `icon`). Then `body` is shortened, the message itself coming before its buttons; `actions` are dropped
+ * only when the payload does not fit even with an empty body (then the body is cut from its whole text again).
+ */
+const DROPPED_FIRST = ['data', 'image', 'badge', 'icon'] as const
+
+/**
+ * The push payload: the event as clients see it plus its ackToken, cut to fit (see DROPPED_FIRST);
+ * `truncated: true` tells the service worker that something was left out (the full event is in the inbox).
+ * The title, url, ids and ackToken always stay.
  */
 export function pushPayload(event: EventRow, ackToken: string): string {
   const json = eventJson(event)
   // The event's JSON object with one more member, spliced in: most events fit as they are.
-  let text = `${json.slice(0, -1)},"ackToken":${JSON.stringify(ackToken)}}`
-  if (Buffer.byteLength(text) <= MAX_PUSH_PLAINTEXT_BYTES) return text
+  const text = `${json.slice(0, -1)},"ackToken":${JSON.stringify(ackToken)}}`
+  if (fits(text)) return text
   const full = JSON.parse(json) as Record<string, unknown>
   full.ackToken = ackToken
-  full.data = null
   full.truncated = true
-  text = JSON.stringify(full)
-  const excess = Buffer.byteLength(text) - MAX_PUSH_PLAINTEXT_BYTES
-  if (excess <= 0) return text
-  const body = String(full.body ?? '')
+  for (const field of DROPPED_FIRST) {
+    full[field] = null
+    if (fits(JSON.stringify(full))) return JSON.stringify(full)
+  }
+  const body = [...String(full.body ?? '')]
+  const shortestBody = body.length ? '…' : full.body
+  if (full.actions !== null && !fits(JSON.stringify({ ...full, body: shortestBody }))) full.actions = null
+  return withBodyCut(full, body)
+}
+
+const fits = (text: string) => Buffer.byteLength(text) <= MAX_PUSH_PLAINTEXT_BYTES
+
+/** `full` with as much of `body` (code points) as fits, ending in "…" when cut; with none at all if nothing does. */
+function withBodyCut(full: Record<string, unknown>, body: string[]): string {
   // Cut by code points, a few at a time, until it fits (JSON escaping makes byte counts non-linear).
-  let chars = [...body]
-  chars = chars.slice(0, Math.max(0, chars.length - Math.ceil(excess / 4)))
+  let chars = body
+  let text = JSON.stringify(full)
   for (;;) {
-    full.body = chars.length < [...body].length ? `${chars.join('')}…` : chars.join('')
+    const excess = Buffer.byteLength(text) - MAX_PUSH_PLAINTEXT_BYTES
+    if (excess <= 0 || chars.length === 0) return text
+    chars = chars.slice(0, Math.max(0, chars.length - Math.max(1, Math.ceil(excess / 4))))
+    full.body = chars.length < body.length ? `${chars.join('')}…` : chars.join('')
     text = JSON.stringify(full)
-    if (Buffer.byteLength(text) <= MAX_PUSH_PLAINTEXT_BYTES || chars.length === 0) return text
-    chars = chars.slice(
-      0,
-      Math.max(0, chars.length - Math.max(1, Math.ceil((Buffer.byteLength(text) - MAX_PUSH_PLAINTEXT_BYTES) / 4))),
-    )
   }
 }
 

@@ -1,9 +1,11 @@
 import type { FastifyInstance } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { documentedReplies } from '../docs.ts'
-import { batchSchema, newEventSchema, parseEventId } from '../events/model.ts'
+import { parseEventId } from '../events/model.ts'
 import { rawDataOfBatch, rawDataOfEvent } from '../events/raw-json.ts'
+import { deliverAtOf } from '../events/scheduled.ts'
 import {
+  batchBody,
   batchPublished,
   bulkReadBody,
   deliveryStatusReply,
@@ -13,9 +15,11 @@ import {
   listedEvent,
   listQuery,
   noContent,
+  publishBody,
   published,
   replayedBatch,
   replayedPublish,
+  scheduledReply,
   unreadCountReply,
 } from './schemas.ts'
 
@@ -28,22 +32,33 @@ export async function eventRoutes(fastify: FastifyInstance) {
     '/v1/events',
     {
       schema: {
-        summary: 'Publish an event',
-        description: 'Needs `events:publish` for users and topics, `events:broadcast` for roles and the tenant.',
+        summary: 'Publish an event, now or at `deliverAt`',
+        description:
+          'Needs `events:publish` for users and topics, `events:broadcast` for roles and the tenant. With ' +
+          '`deliverAt`, the event is checked now and published then (202).',
         tags: ['events'],
-        body: newEventSchema,
+        body: publishBody,
         headers: idempotencyHeaders,
-        response: { 200: replayedPublish, 201: published },
+        response: { 200: replayedPublish, 201: published, 202: scheduledReply },
       },
       onRequest: app.authenticate,
       config: { rateLimit: app.limits.publish },
     },
     async (request, reply) => {
-      const result = await events.publish(request.caller, [request.body], {
+      const { deliverAt, ...event } = request.body
+      const options = {
         idempotencyKey: request.headers['idempotency-key'],
-        kind: 'single',
+        kind: 'single' as const,
         rawData: request.rawJson === undefined ? undefined : [rawDataOfEvent(request.rawJson)],
-      })
+      }
+      if (deliverAt !== undefined) {
+        const scheduled = await events.schedule(request.caller, [event], {
+          ...options,
+          deliverAt: deliverAtOf(deliverAt),
+        })
+        return reply.code(202).send(scheduledAnswer(scheduled))
+      }
+      const result = await events.publish(request.caller, [event], options)
       return reply
         .code(result.replayed ? 200 : 201)
         .send({ id: String(result.ids[0]), createdAt: result.createdAt.toISOString() })
@@ -54,21 +69,31 @@ export async function eventRoutes(fastify: FastifyInstance) {
     '/v1/events/batch',
     {
       schema: {
-        summary: 'Publish up to 1,000 events, all or nothing',
+        summary: 'Publish up to 1,000 events, all or nothing, now or at `deliverAt`',
+        description: 'With `deliverAt`, the events are checked now and published together then (202).',
         tags: ['events'],
-        body: batchSchema,
+        body: batchBody,
         headers: idempotencyHeaders,
-        response: { 200: replayedBatch, 201: batchPublished },
+        response: { 200: replayedBatch, 201: batchPublished, 202: scheduledReply },
       },
       onRequest: app.authenticate,
       config: { rateLimit: app.limits.publish },
     },
     async (request, reply) => {
-      const result = await events.publish(request.caller, request.body.events, {
+      const { deliverAt, events: batch } = request.body
+      const options = {
         idempotencyKey: request.headers['idempotency-key'],
-        kind: 'batch',
+        kind: 'batch' as const,
         rawData: request.rawJson === undefined ? undefined : rawDataOfBatch(request.rawJson),
-      })
+      }
+      if (deliverAt !== undefined) {
+        const scheduled = await events.schedule(request.caller, batch, {
+          ...options,
+          deliverAt: deliverAtOf(deliverAt),
+        })
+        return reply.code(202).send(scheduledAnswer(scheduled))
+      }
+      const result = await events.publish(request.caller, batch, options)
       return reply.code(result.replayed ? 200 : 201).send({ ids: result.ids.map(String) })
     },
   )
@@ -167,3 +192,9 @@ export async function eventRoutes(fastify: FastifyInstance) {
     return events.deliveryStatus(request.caller, parseEventId(request.params.id))
   })
 }
+
+/** The 202 of a publish accepted for later. */
+const scheduledAnswer = (s: { scheduledId: number; deliverAt: Date }) => ({
+  scheduledId: String(s.scheduledId),
+  deliverAt: s.deliverAt.toISOString(),
+})

@@ -1,6 +1,17 @@
 import { z } from 'zod'
 import { DEFAULT_PAGE, MAX_PAGE } from '../events/inbox.ts'
-import { eventIdSchema, prioritySchema } from '../events/model.ts'
+import {
+  actionKindSchema,
+  batchSchema,
+  eventIdSchema,
+  MAX_BATCH_EVENTS,
+  nameSchema,
+  newEventSchema,
+  prioritySchema,
+  topicNameSchema,
+} from '../events/model.ts'
+import { deliverAtSchema } from '../events/scheduled.ts'
+import { MAX_MEMBERS_PER_REQUEST } from '../events/topic-subscriptions.ts'
 
 export const idParams = z.object({ id: eventIdSchema })
 
@@ -28,8 +39,10 @@ export const idempotencyHeaders = z.object({
     .max(200)
     .optional()
     .describe(
-      'The same request again with this key within 24 h replays the first answer (200). With another request: 422; ' +
-        'on the other publish route, or while the first request with it is still in flight: 409 (retry later).',
+      'The same request again with this key within 24 h replays the first answer: 200 with the first event(s), or ' +
+        'for a scheduled publish 202 with the same `scheduledId`. With another request (another `deliverAt` ' +
+        'included): 422; on the other publish route, or while the first request with it is still in flight: 409 ' +
+        '(retry later).',
     ),
 })
 
@@ -39,7 +52,8 @@ export const streamQuery = z.object({
     .max(4_000)
     .optional()
     .describe(
-      'Comma-separated topics for this stream (`class:7A,batch:9`); each must match the token’s `topics` claim.',
+      'Comma-separated topics for this stream (`class:7A,batch:9`); each must match the token’s `topics` claim. ' +
+        'Without it, the stream follows the user’s topic subscriptions (`/v1/me/topics`), and their changes, live.',
     ),
   lastEventId: z
     .string()
@@ -101,6 +115,21 @@ export const eventSchema = z.object({
   priority: prioritySchema,
   url: z.string().nullable(),
   collapseKey: z.string().nullable(),
+  actions: z
+    .array(
+      z.object({
+        action: actionKindSchema,
+        title: z.string(),
+        url: z.string().nullable().describe('`open` only: opened instead of the event’s `url`; null: the event’s.'),
+      }),
+    )
+    .nullable()
+    .describe(
+      'At most 2 buttons: `ack` acknowledges the event, `read` marks it read, `open` opens a URL and marks it read.',
+    ),
+  icon: z.string().nullable(),
+  image: z.string().nullable(),
+  badge: z.string().nullable(),
   actor: z.string().describe('The publisher’s user id.'),
   createdAt: timestamp,
   expiresAt: timestamp,
@@ -191,3 +220,98 @@ export const sseStream = z
       'With Last-Event-ID (or `lastEventId`), every visible event after it is replayed in id order, then live events follow with no gap and no duplicate. The stream ends when the token expires, when the user opens more than MAX_CONNECTIONS_PER_USER streams (the oldest closes), or on shutdown: reconnect.',
     ].join('\n'),
   )
+
+// Scheduled publishes (`deliverAt`): the publish bodies that take it, the 202 reply, and the /v1/scheduled routes.
+
+/** `POST /v1/events`: the event, and `deliverAt` to publish it later. */
+export const publishBody = newEventSchema.extend({ deliverAt: deliverAtSchema.optional() })
+
+/** `POST /v1/events/batch`: the events, and `deliverAt` for all of them (an event of its own has none). */
+export const batchBody = batchSchema.extend({
+  events: z
+    .array(
+      newEventSchema.extend({
+        deliverAt: z
+          .never({ error: 'deliverAt applies to the whole batch: give it once, next to "events"' })
+          .optional()
+          .describe('Not here: `deliverAt` is given once, next to `events`.'),
+      }),
+    )
+    .min(1)
+    .max(MAX_BATCH_EVENTS),
+  deliverAt: deliverAtSchema.optional(),
+})
+
+export const scheduledIdSchema = z.string().regex(/^(0|[1-9][0-9]{0,17})$/, 'must be a decimal scheduled id')
+export const scheduledIdParams = z.object({ id: scheduledIdSchema })
+
+export const scheduledReply = z
+  .object({ scheduledId: scheduledIdSchema, deliverAt: timestamp })
+  .describe(
+    'Accepted for later: checked now, published at `deliverAt` (GET /v1/scheduled/{id} follows it). The same ' +
+      'Idempotency-Key within 24 h answers this again, with the same `scheduledId`; nothing new.',
+  )
+
+export const scheduledListQuery = z.object({
+  after: scheduledIdSchema.optional().describe('Items accepted after this one (the previous page’s `next`).'),
+  limit: z.coerce.number().int().min(1).max(MAX_PAGE).default(DEFAULT_PAGE),
+})
+
+const scheduledState = z
+  .enum(['pending', 'published', 'cancelled'])
+  .describe('`pending` until it goes out (`published`) or is cancelled (`cancelled`).')
+const scheduledCommon = {
+  id: scheduledIdSchema,
+  state: scheduledState,
+  kind: z.enum(['single', 'batch']).describe('The route it came from.'),
+  actor: z.string().describe('The publisher’s user id.'),
+  deliverAt: timestamp,
+  createdAt: timestamp,
+}
+
+export const scheduledPage = z
+  .object({
+    scheduled: z.array(
+      z.object({
+        ...scheduledCommon,
+        eventCount: z.number().int().min(1),
+        title: z.string().describe('The first event’s title.'),
+      }),
+    ),
+    next: scheduledIdSchema.nullable().describe('Pass as `after` for the next page; null when this is the last.'),
+  })
+  .describe('The caller’s pending scheduled publishes (an `admin`’s: the tenant’s), in the order they were accepted.')
+
+export const scheduledItem = z
+  .object({
+    ...scheduledCommon,
+    settledAt: timestamp.nullable().describe('When it was published or cancelled.'),
+    eventIds: z.array(eventIdSchema).describe('Its events’ ids once published, in order; empty before.'),
+    events: z
+      .array(newEventSchema)
+      .describe('The events as accepted (defaults applied), `data` byte for byte as sent.'),
+  })
+  .describe('A scheduled publish of the caller’s (an `admin`: of the tenant).')
+
+/** A topic in a URL path: a topic name as events name them (no `*`, commas or spaces). */
+export const topicParams = z.object({ topic: topicNameSchema })
+
+export const topicSubscriptionList = z.object({
+  topics: z.array(
+    z.object({
+      topic: z.string(),
+      addedBy: z.enum(['self', 'admin']).describe('`self`: the user subscribed; `admin`: a tenant admin added them.'),
+      createdAt: z.string().describe('RFC 3339'),
+    }),
+  ),
+})
+
+export const topicMembersBody = z.object({
+  users: z.array(nameSchema).min(1).max(MAX_MEMBERS_PER_REQUEST).describe('User ids (`sub`), at most 1,000.'),
+})
+
+export const topicMembersChanged = z.object({
+  changed: z.number().int().describe('How many users were added (were not members yet) or removed (were members).'),
+})
+
+export const topicMemberList = z.object({ users: z.array(z.string()) })

@@ -145,7 +145,10 @@ export async function streamRoutes(
         }
         lastEventId = parseEventId(raw)
       }
-      await openStream(streamDeps, request, reply, caller, topics, lastEventId)
+      // Without `?topics=`, the stream follows the user's topic subscriptions, and their changes, live.
+      const followsSubscriptions = topics.length === 0
+      const followed = followsSubscriptions ? await app.topicSubscriptions.topicsFor(caller) : topics
+      await openStream(streamDeps, request, reply, caller, followed, lastEventId, followsSubscriptions)
     },
   )
 }

@@ -30,8 +30,13 @@ export class StreamConnection {
   readonly id = nextConnectionId++
   readonly openedAt = Date.now()
   readonly roles: ReadonlySet<string>
-  readonly exactTopics: ReadonlySet<string>
+  exactTopics: ReadonlySet<string>
   readonly topicPrefixes: readonly string[]
+  /**
+   * True for a stream opened without `?topics=`: it follows the user's topic subscriptions, and the hub adds and
+   * removes its topics as they change.
+   */
+  followsSubscriptions = false
   /** Highest event id written or queued. */
   lastQueuedId = 0
   closed = false
@@ -61,7 +66,7 @@ export class StreamConnection {
     readonly tenant: string,
     readonly userId: string,
     roles: readonly string[],
-    readonly topics: readonly string[],
+    topics: readonly string[],
     private readonly res: ServerResponse,
     private readonly bufferLimit: number,
     private readonly slowReaderTimeoutMs: number,
@@ -97,6 +102,21 @@ export class StreamConnection {
   /** Who is watching, for the database's visibility rule (replays). */
   get viewer(): Viewer {
     return { tenant: this.tenant, userId: this.userId, roles: [...this.roles], topicPatterns: this.topics }
+  }
+
+  /** The topics and `prefix*` patterns the stream follows now. */
+  get topics(): string[] {
+    return [...this.exactTopics, ...this.topicPrefixes]
+  }
+
+  /** Follows one more topic, or one less (the user's subscriptions changed). Returns false when nothing changed. */
+  setFollows(topic: string, follows: boolean): boolean {
+    if (this.exactTopics.has(topic) === follows) return false
+    const topics = new Set(this.exactTopics)
+    if (follows) topics.add(topic)
+    else topics.delete(topic)
+    this.exactTopics = topics.size ? topics : NONE
+    return true
   }
 
   /** True when the stream subscribed to a topic matching one of `topics`. */

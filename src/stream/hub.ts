@@ -135,6 +135,20 @@ export class StreamHub {
     }
   }
 
+  /**
+   * The user's topic subscriptions changed: their streams that follow their subscriptions (opened without
+   * `?topics=`) follow the change from now on. Streams opened with `?topics=` keep the topics they asked for.
+   */
+  applySubscriptionChange(tenant: string, userId: string, topic: string, subscribed: boolean): void {
+    const t = this.tenants.get(tenant)
+    if (!t) return
+    for (const c of streamsIn(t.byUser.get(userId))) {
+      if (!c.followsSubscriptions || !c.setFollows(topic, subscribed)) continue
+      if (subscribed) addTo(t.byTopic, topic, c)
+      else removeFrom(t.byTopic, topic, c)
+    }
+  }
+
   /** An ack or read of the user's to every open stream of theirs here. */
   sendReceipt(tenant: string, userId: string, notice: ReceiptNotice): void {
     const frame = receiptFrame(notice)

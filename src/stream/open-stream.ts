@@ -49,6 +49,8 @@ export async function openStream(
   caller: Caller,
   topics: string[],
   lastEventId: number | undefined,
+  /** The stream was opened without `?topics=`: `topics` are the user's subscriptions, and follow their changes. */
+  followsSubscriptions = false,
 ): Promise<void> {
   const { reader, hub, tail, presence, metrics } = deps
   // Present before the stream opens: a push decided after this moment knows the user is online.
@@ -73,6 +75,7 @@ export async function openStream(
     deps.slowReaderTimeoutMs,
     metrics.deliveries,
   )
+  conn.followsSubscriptions = followsSubscriptions
   conn.onClose((c) => presence.leave(c.tenant, c.userId))
   // Registered before the response starts: from this instant live events above the watermark queue.
   conn.lastQueuedId = Math.max(lastEventId ?? 0, tail.cursor)

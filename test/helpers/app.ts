@@ -57,6 +57,8 @@ export interface StartOptions {
   pushAgent?: Agent
   /** Turn on the demo page's sign-in (as when the server generated its own secret). */
   demoSignIn?: boolean
+  /** The scheduler's clock (test/helpers/clock.ts); real time otherwise. */
+  clock?: () => Date
 }
 
 /** Builds the real app on a fresh database and listens on an ephemeral port of 127.0.0.1. */
@@ -67,6 +69,7 @@ export async function startApp(backend: BackendName, options: StartOptions = {})
     log: options.log ?? false,
     pushAgent: options.pushAgent,
     demoSignIn: options.demoSignIn,
+    clock: options.clock,
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
