@@ -32,6 +32,11 @@ export class Publisher {
     return this.request('POST', path, body, token)
   }
 
+  /** PUTs `body` (JSON) with the publisher's token, or with `token` (a user setting their preferences, say). */
+  put(path: string, body: string, token?: string): Promise<PostResult> {
+    return this.request('PUT', path, body, token)
+  }
+
   private request(method: string, path: string, body?: string, token = this.token): Promise<PostResult> {
     const started = nowMs()
     return new Promise((resolve, reject) => {

@@ -10,6 +10,7 @@ import { fileLimits, killChildren } from './processes.ts'
 import { type BenchContext, type Row, type ScenarioResult, Scope } from './scenarios/common.ts'
 import { fanout } from './scenarios/fanout.ts'
 import { idle, idleScaleout } from './scenarios/idle.ts'
+import { preferences } from './scenarios/preferences.ts'
 import { publishThroughput } from './scenarios/publish.ts'
 import { pushThroughput } from './scenarios/push.ts'
 import { replay } from './scenarios/replay.ts'
@@ -23,6 +24,8 @@ const SCENARIO_LIMIT_MS = 150_000
 const THREE_SERVER_LIMIT_MS = 180_000
 /** Scenario 8 builds the service and starts it up to nine times, PGlite's first starts running initdb. */
 const STARTUP_MEMORY_LIMIT_MS = 360_000
+/** Scenario 9 registers 10,000 devices and stores 10,000 users' preferences through the API around its phases. */
+const PREFERENCES_LIMIT_MS = 300_000
 /** Sockets per load-generator process: under the 20,000 open-file limit with room for everything else. */
 const MAX_STREAMS_PER_WORKER = 18_000
 
@@ -65,6 +68,7 @@ const SCENARIOS: Scenario[] = [
   { id: '6', name: 'push', run: pushThroughput },
   { id: '7', name: 'targeted', run: targeted },
   { id: '8', name: 'startup-memory', run: startupMemory, limitMs: STARTUP_MEMORY_LIMIT_MS },
+  { id: '9', name: 'preferences', run: preferences, limitMs: PREFERENCES_LIMIT_MS },
 ]
 
 const { values } = parseArgs({
@@ -80,9 +84,9 @@ const { values } = parseArgs({
 })
 
 if (values.help) {
-  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|auto]
+  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8,9] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|auto]
   --only           scenarios to run, by number or name: 1 fanout-10k, 2 fanout-1k, 3 idle (and 3s idle-scaleout),
-                   4 publish, 5 replay, 6 push, 7 targeted, 8 startup-memory
+                   4 publish, 5 replay, 6 push, 7 targeted, 8 startup-memory, 9 preferences
   --quick          small sizes and short durations: checks the harness, measures nothing
   --cpu-prof       write a V8 CPU profile of the service under test (one per scenario) to a temp directory
   --no-nchan       leave out the nginx + Nchan reference (scenarios 1, 2, 3)

@@ -22,6 +22,8 @@ export interface HeraldEvent {
   actor: string
   createdAt: string
   expiresAt: string
+  /** How many times the event was edited: 0 as published. A higher one is the newer version of the same event. */
+  revision: number
   /** Present on events from history and polling. */
   readAt?: string | null
   ackedAt?: string | null
@@ -34,6 +36,19 @@ export interface HeraldAction {
   title: string
   /** `open` only: the page to open instead of the event's `url`; null for the event's. */
   url: string | null
+}
+
+/** An event that was recalled (`onDelete`): it is gone from every inbox; remove it from view. */
+export interface HeraldDeletion {
+  id: string
+}
+
+/** What `edit` changes: any of these (at least one); null clears `body`, `data` or `url`. */
+export interface HeraldEdit {
+  title?: string
+  body?: string | null
+  data?: unknown
+  url?: string | null
 }
 
 export type HeraldReceipt = { ids: string[]; state: 'acked' | 'read' } | { upTo: string; state: 'read' }
@@ -98,8 +113,23 @@ export interface HeraldClient {
   stop(): void
   readonly status: HeraldStatus
   readonly lastEventId: string | undefined
-  /** Each event once, in id order. Returns a function that removes the listener. */
+  /**
+   * Each event once, in id order. Returns a function that removes the listener. Edits and recalls of events are
+   * not events: they go to onUpdate and onDelete.
+   */
   onNotification(listener: (event: HeraldEvent) => void): () => void
+  /**
+   * An event was edited (by its publisher or an admin): its new version, with the same `id` and a higher
+   * `revision`. Replace the one shown. Each edit once, in order with the events, also after a reload, and in
+   * every tab that shares the stream. While the client polls (streaming blocked), edits and recalls are not seen:
+   * events polled come as they now stand, and `history()` shows every event as it stands.
+   */
+  onUpdate(listener: (event: HeraldEvent) => void): () => void
+  /**
+   * An event was recalled: remove it (it is gone from history and the unread count too). Its notification, if
+   * this page's service worker shows one, is closed.
+   */
+  onDelete(listener: (deletion: HeraldDeletion) => void): () => void
   /** Acks and reads made on other tabs and devices of this user. */
   onReceipt(listener: (receipt: HeraldReceipt) => void): () => void
   onStatus(listener: (status: HeraldStatus) => void): () => void
@@ -113,7 +143,15 @@ export interface HeraldClient {
   onEvicted(listener: (eviction: HeraldEviction) => void): () => void
   ack(id: string): Promise<void>
   read(id: string): Promise<void>
+  /** Marks every event up to `upTo` (default: the newest id this client received) read. */
   readAll(upTo?: string): Promise<void>
+  /**
+   * Edits an event this user published (with the `admin` scope: any of the tenant's); resolves to its new version.
+   * Anyone else gets an error with status 403 (an event they can see) or 404.
+   */
+  edit(id: string, changes: HeraldEdit): Promise<HeraldEvent>
+  /** Recalls an event this user published (with the `admin` scope: any of the tenant's). Again: status 404. */
+  recall(id: string): Promise<void>
   unreadCount(): Promise<number>
   history(options?: { before?: string; limit?: number; unread?: boolean }): Promise<HistoryPage>
   /**
@@ -125,6 +163,15 @@ export interface HeraldClient {
   follow(topic: string): Promise<void>
   /** Stops following a topic (also one an admin added). Idempotent. */
   unfollow(topic: string): Promise<void>
+  /** This user's own notification preferences; what they leave out, the tenant's defaults decide. */
+  preferences(): Promise<HeraldStoredPreferences>
+  /**
+   * Replaces this user's preferences (`{}`: the tenant's defaults decide everything) and resolves with them as
+   * stored. They apply at once: history, the unread count and open streams (in every tab and on every device).
+   * A bad field rejects with an error whose `status` is 400 and whose `problem.errors` name the field, e.g.
+   * `body.quietHours.timeZone`.
+   */
+  setPreferences(preferences: HeraldPreferences): Promise<HeraldStoredPreferences>
   enablePush(options?: { serviceWorkerUrl?: string }): Promise<{ id: string }>
   /**
    * Registers this browser's subscription again if push was enabled here before (renews the service worker's
@@ -133,6 +180,50 @@ export interface HeraldClient {
    */
   refreshPush(): Promise<boolean>
   disablePush(): Promise<void>
+}
+
+/**
+ * Matches events by type pattern (`attendance.absent`, `grades.*`, `*`) or by topic (`class:7A`, `class:*`): give
+ * one of `type` and `topic`. For each of `inApp` and `push`, the first rule that matches an event and says it
+ * decides (the user's rules before the tenant's); none says: true.
+ */
+export interface HeraldPreferenceRule {
+  type?: string
+  topic?: string
+  /** false: such events are not streamed, listed or counted as unread (they are still stored). */
+  inApp?: boolean
+  /** false: such events are not pushed to this user's devices. */
+  push?: boolean
+}
+
+export type HeraldWeekday = 'mon' | 'tue' | 'wed' | 'thu' | 'fri' | 'sat' | 'sun'
+
+/**
+ * From `start` to `end` (`HH:MM`; an end before the start is the next day) in `timeZone` (IANA, e.g.
+ * `Europe/Paris`), on the days a window starts: `normal` and `high` pushes wait until the window ends, then go
+ * out if still unread (several with one collapseKey as the latest).
+ */
+export interface HeraldQuietHours {
+  start: string
+  end: string
+  timeZone: string
+  /** Defaults to every day. */
+  days?: HeraldWeekday[]
+}
+
+/** A user's notification preferences. `urgent` events ignore them unless the tenant's defaults say otherwise. */
+export interface HeraldPreferences {
+  rules?: HeraldPreferenceRule[]
+  /** The push switch; absent: the tenant's. `minPriority` defaults to `normal`. */
+  push?: { enabled?: boolean; minPriority?: 'low' | 'normal' | 'high' | 'urgent' }
+  /** Absent: the tenant's; null: none. */
+  quietHours?: HeraldQuietHours | null
+}
+
+/** Preferences as stored (defaults filled in), and when they were set (null: never). */
+export interface HeraldStoredPreferences extends HeraldPreferences {
+  rules: HeraldPreferenceRule[]
+  updatedAt: string | null
 }
 
 /** A topic the user follows. */

@@ -4,6 +4,8 @@
  *   import { createHeraldClient } from 'https://notify.example.com/client.js'
  *   const herald = createHeraldClient({ baseUrl: 'https://notify.example.com', getToken: () => myBackend.heraldToken() })
  *   herald.onNotification((n) => showInInbox(n))
+ *   herald.onUpdate((n) => replaceInInbox(n))       // an event was edited: its new version (same id)
+ *   herald.onDelete(({ id }) => removeFromInbox(id)) // an event was recalled
  *   herald.start()
  *
  * It streams with EventSource, remembers the last event id across reloads (so a reload resumes rather than
@@ -30,7 +32,7 @@ const FAILURES_BEFORE_POLLING = 3
 const STREAM_RETRY_WHILE_POLLING_MS = 30_000
 /** A token this close to expiry is replaced before opening a stream with it. */
 const TOKEN_MARGIN_S = 30
-/** Events each tab keeps, to pass on to a tab that joins what it may have missed as it joined. */
+/** Frames (events, edits, recalls) each tab keeps, to pass on to a tab that joins what it missed as it joined. */
 const RECENT_EVENTS = 100
 
 export function createHeraldClient(options) {
@@ -47,6 +49,8 @@ export function createHeraldClient(options) {
   const tabId = Math.random().toString(36).slice(2)
   const listeners = {
     notification: new Set(),
+    update: new Set(),
+    delete: new Set(),
     receipt: new Set(),
     status: new Set(),
     reset: new Set(),
@@ -67,7 +71,7 @@ export function createHeraldClient(options) {
   let storageKey
   /** Counts openStream() calls: one that awaited its credential while a newer one started gives way. */
   let attempts = 0
-  /** The last events delivered, oldest first (RECENT_EVENTS). */
+  /** The last frames delivered, oldest first (RECENT_EVENTS), each `{ kind, id, data }` (see take). */
   let recent = []
   /**
    * While sharing the stream with other tabs: `{ channel, abort, release, leading, joining }`. `leading`: this
@@ -135,17 +139,43 @@ export function createHeraldClient(options) {
     return res.status === 204 ? undefined : res.json()
   }
 
-  /** Hands one event to listeners unless it was seen already; remembers the id for the next reload. */
-  function deliver(event) {
-    const id = Number(event.id)
+  /**
+   * Hands one frame of the log to its listeners unless it was seen already, and remembers its id (the stream's
+   * `id:` line) for the next reload: `notification` (an event: its id is the event's), `update` (an edited
+   * event, with the event's own id) or `delete` (`{ id }` of a recalled event); the last two have ids of their own.
+   */
+  function take(kind, logId, data) {
+    const id = Number(logId)
     if (!(id > lastId)) return
     lastId = id
     resumeKnown = true
     storage?.setItem(storageKey, String(id))
-    recent.push(event)
+    const frame = { kind, id: String(id), data }
+    recent.push(frame)
     if (recent.length > RECENT_EVENTS) recent.shift()
-    tellTabs({ kind: 'notification', event })
-    emit('notification', event)
+    if (kind === 'notification') tellTabs({ kind: 'notification', event: data })
+    else tellTabs({ kind: 'change', frame })
+    if (kind === 'delete') void closeShownNotification(data.id)
+    emit(kind, data)
+  }
+
+  /** Hands one event to onNotification listeners unless it was seen already (history, polling, the stream). */
+  const deliver = (event) => take('notification', event.id, event)
+
+  /** A frame another tab passed on (an event, or `{ kind, id, data }`), as if this tab had received it. */
+  const takeFrame = (frame) => (frame.kind ? take(frame.kind, frame.id, frame.data) : deliver(frame))
+
+  /**
+   * A recalled event's notification, where this page can see it (its service worker registration's): closed.
+   * The service worker closes it too when the recall's push arrives (sw.js); this covers a page that is open.
+   */
+  async function closeShownNotification(id) {
+    try {
+      const registration = await globalThis.navigator?.serviceWorker?.getRegistration()
+      for (const n of (await registration?.getNotifications()) ?? []) if (n.data?.id === id) n.close()
+    } catch {
+      // No service worker here, or notifications are not allowed: nothing is shown.
+    }
   }
 
   function receipt(value) {
@@ -188,6 +218,9 @@ export function createHeraldClient(options) {
       setStatus('live')
     })
     es.addEventListener('notification', (e) => deliver(JSON.parse(e.data)))
+    // An edit or a recall of an event: a frame of its own, with an id of its own (the log's).
+    es.addEventListener('update', (e) => take('update', e.lastEventId, JSON.parse(e.data)))
+    es.addEventListener('delete', (e) => take('delete', e.lastEventId, JSON.parse(e.data)))
     es.addEventListener('receipt', (e) => receipt(JSON.parse(e.data)))
     es.addEventListener('reset', () => void refetchAfterReset())
     // Its `id: evicted` is EventSource's business (it would come back with it and be told 204): the id this
@@ -331,16 +364,16 @@ export function createHeraldClient(options) {
   }
 
   /** Delivers, in id order, what arrived while joining and what the leader says came just before. */
-  function catchUp(events) {
-    const missed = [...events, ...(tabs.joining ?? [])].sort((a, b) => Number(a.id) - Number(b.id))
+  function catchUp(frames) {
+    const missed = [...frames, ...(tabs.joining ?? [])].sort((a, b) => Number(a.id) - Number(b.id))
     tabs.joining = null
-    for (const e of missed) deliver(e)
+    for (const f of missed) takeFrame(f)
   }
 
-  /** Tells a tab that joins the status, and the events it may have missed as it joined (it drops those it has). */
+  /** Tells a tab that joins the status, and the frames it may have missed as it joined (it drops those it has). */
   function welcome(hello) {
-    const events = hello.after === null ? [] : recent.filter((e) => Number(e.id) > hello.after)
-    tabs.channel.postMessage({ kind: 'welcome', from: tabId, to: hello.from, status, events })
+    const frames = hello.after === null ? [] : recent.filter((f) => Number(f.id) > hello.after)
+    tabs.channel.postMessage({ kind: 'welcome', from: tabId, to: hello.from, status, events: frames })
   }
 
   /** What the other tabs say: the leader answers newcomers, the others do what the leader's stream did. */
@@ -362,6 +395,10 @@ export function createHeraldClient(options) {
       case 'notification':
         if (tabs.joining) tabs.joining.push(message.event)
         else deliver(message.event)
+        return
+      case 'change':
+        if (tabs.joining) tabs.joining.push(message.frame)
+        else takeFrame(message.frame)
         return
       case 'status':
         setStatus(message.status)
@@ -426,13 +463,20 @@ export function createHeraldClient(options) {
       return lastId ? String(lastId) : undefined
     },
     onNotification: on('notification'),
+    onUpdate: on('update'),
+    onDelete: on('delete'),
     onReceipt: on('receipt'),
     onStatus: on('status'),
     onReset: on('reset'),
     onEvicted: on('evicted'),
     ack: (id) => api(`/v1/events/${encodeURIComponent(id)}/ack`, { method: 'POST' }),
+    /** Edits an event this user published (an admin: any of the tenant's); resolves to its new version. */
+    edit: (id, changes) =>
+      api(`/v1/events/${encodeURIComponent(id)}`, { method: 'PATCH', body: JSON.stringify(changes) }),
+    /** Recalls an event this user published (an admin: any of the tenant's). */
+    recall: (id) => api(`/v1/events/${encodeURIComponent(id)}`, { method: 'DELETE' }),
     read: (id) => api(`/v1/events/${encodeURIComponent(id)}/read`, { method: 'POST' }),
-    /** Marks everything up to `upTo` (default: the newest id seen) read. */
+    /** Marks every event up to `upTo` (default: the newest id seen, of an event, an edit or a recall) read. */
     readAll: (upTo) =>
       api('/v1/events/read', { method: 'POST', body: JSON.stringify({ upTo: String(upTo ?? lastId) }) }),
     unreadCount: async () => (await api('/v1/events/unread-count')).unread,
@@ -440,6 +484,11 @@ export function createHeraldClient(options) {
     topics: async () => (await api('/v1/me/topics')).topics,
     follow: (topic) => api(`/v1/me/topics/${encodeURIComponent(topic)}`, { method: 'PUT' }),
     unfollow: (topic) => api(`/v1/me/topics/${encodeURIComponent(topic)}`, { method: 'DELETE' }),
+    /** This user's notification preferences (what the tenant's defaults do not decide); see client.d.ts. */
+    preferences: () => api('/v1/me/preferences'),
+    /** Replaces this user's preferences; resolves with them as stored. A bad field rejects with `problem.errors`. */
+    setPreferences: (preferences) =>
+      api('/v1/me/preferences', { method: 'PUT', body: JSON.stringify(preferences ?? {}) }),
     /**
      * History, newest first: `{ events, next }`; pass `next` as `before` for the following page. The first
      * page also sets where the stream starts when nothing was remembered: right after what it returned, so

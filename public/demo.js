@@ -1,6 +1,6 @@
 // The demo inbox: sign in as any user (development servers only), watch notifications arrive live (with their
-// buttons and pictures), mark them read, enable push, and publish to try broadcasts. Built on client.js like any
-// app would be.
+// buttons and pictures), edited and recalled live, mark them read, enable push, publish to try broadcasts, and
+// edit or recall what you published. Built on client.js like any app would be.
 import { createHeraldClient } from '/client.js'
 
 const $ = (id) => document.getElementById(id)
@@ -119,12 +119,96 @@ function actionButtons(event, li) {
   return [box]
 }
 
+const itemOf = (id) => document.querySelector(`[data-id="${CSS.escape(id)}"]`)
+
 function render(event, { prepend = true } = {}) {
-  if (document.querySelector(`[data-id="${CSS.escape(event.id)}"]`)) return
+  if (itemOf(event.id)) return
   $('empty').hidden = true
+  if (prepend) $('list').prepend(item(event))
+  else $('list').append(item(event))
+}
+
+/** An edit (onUpdate, or the answer to this page's own): the event's item shows its new version, read as it was. */
+function applyUpdate(event) {
+  const shown = itemOf(event.id)
+  if (!shown || Number(shown.dataset.revision) >= event.revision) return
+  const unread = shown.classList.contains('unread')
+  shown.replaceWith(item({ ...event, readAt: unread ? null : 'read', ackedAt: shown.classList.contains('acked') }))
+}
+
+/** A recall (onDelete, or this page's own): the event's item goes. */
+function applyDelete({ id }) {
+  itemOf(id)?.remove()
+  $('empty').hidden = $('list').children.length > 0
+}
+
+/** The buttons of an event this user published: edit its title and body in place, or recall it. */
+function ownButtons(event) {
+  if (event.actor !== user.sub) return []
+  const box = document.createElement('div')
+  box.className = 'item-own'
+  const edit = document.createElement('button')
+  edit.type = 'button'
+  edit.textContent = 'Edit'
+  edit.dataset.own = 'edit'
+  const recall = document.createElement('button')
+  recall.type = 'button'
+  recall.textContent = 'Recall'
+  recall.dataset.own = 'recall'
+  edit.addEventListener('click', () => box.replaceChildren(editForm(event, () => box.replaceChildren(edit, recall))))
+  recall.addEventListener('click', () =>
+    safely($('inbox-note'), async () => {
+      await client.recall(event.id)
+      applyDelete(event)
+      await refreshBadge()
+    }),
+  )
+  box.append(edit, recall)
+  return [box]
+}
+
+/** The form that edits an event's title and body; `done` puts the buttons back (Cancel). */
+function editForm(event, done) {
+  const form = document.createElement('form')
+  form.className = 'item-edit'
+  const field = (label, control) => {
+    const wrap = document.createElement('label')
+    wrap.append(label, control)
+    return wrap
+  }
+  const title = document.createElement('input')
+  title.name = 'title'
+  title.required = true
+  title.maxLength = 200
+  title.value = event.title
+  const body = document.createElement('textarea')
+  body.name = 'body'
+  body.maxLength = 2000
+  body.rows = 2
+  body.value = event.body ?? ''
+  const save = document.createElement('button')
+  save.type = 'submit'
+  save.textContent = 'Save'
+  const cancel = document.createElement('button')
+  cancel.type = 'button'
+  cancel.textContent = 'Cancel'
+  cancel.addEventListener('click', done)
+  form.addEventListener('submit', (e) => {
+    e.preventDefault()
+    void safely($('inbox-note'), async () => {
+      applyUpdate(await client.edit(event.id, { title: title.value, body: body.value || null }))
+    })
+  })
+  form.append(field('Title ', title), field('Body ', body), save, cancel)
+  return form
+}
+
+/** An event's item in the inbox list. */
+function item(event) {
   const li = document.createElement('li')
   li.className = `item${event.readAt ? '' : ' unread'}${event.ackedAt ? ' acked' : ''}`
   li.dataset.id = event.id
+  li.dataset.revision = String(event.revision ?? 0)
   const title = document.createElement('span')
   title.className = 'title'
   title.append(...picture(event.icon, 'icon'), event.title)
@@ -145,10 +229,21 @@ function render(event, { prepend = true } = {}) {
   const prio = document.createElement('span')
   prio.className = `prio-${event.priority}`
   prio.textContent = event.priority
-  meta.append(`#${event.id} · from ${event.actor} · ${new Date(event.createdAt).toLocaleTimeString()} · `, prio)
-  li.append(title, read, body, ...picture(event.image, 'image'), ...actionButtons(event, li), meta)
-  if (prepend) $('list').prepend(li)
-  else $('list').append(li)
+  const edited = event.revision > 0 ? ' · edited' : ''
+  meta.append(
+    `#${event.id} · from ${event.actor} · ${new Date(event.createdAt).toLocaleTimeString()}${edited} · `,
+    prio,
+  )
+  li.append(
+    title,
+    read,
+    body,
+    ...picture(event.image, 'image'),
+    ...actionButtons(event, li),
+    meta,
+    ...ownButtons(event),
+  )
+  return li
 }
 
 async function signIn(form) {
@@ -170,6 +265,12 @@ async function start() {
     render(event)
     await refreshBadge()
   })
+  // Edited or recalled by its publisher, here or anywhere: the list follows at once.
+  client.onUpdate((event) => applyUpdate(event))
+  client.onDelete(async (deletion) => {
+    applyDelete(deletion)
+    await refreshBadge()
+  })
   client.onReceipt(async (receipt) => {
     if (receipt.ids) markReadInList(receipt.state === 'read' ? receipt.ids : [])
     if (receipt.ids) markAckedInList(receipt.ids) // read implies acked
@@ -186,7 +287,9 @@ async function start() {
   $('inbox').hidden = false
   $('publish').hidden = false
   $('topics').hidden = false
+  $('settings').hidden = false
   await showTopics()
+  await showSettings()
   $('who').textContent = `${user.sub} @ ${user.tenant}`
   const page = await client.history({ limit: 50 })
   for (const e of page.events) render(e, { prepend: false })
@@ -215,6 +318,85 @@ async function showTopics() {
   $('topic-list').replaceChildren(...items)
   $('topics-note').textContent = items.length ? '' : 'You follow no topics yet.'
   $('topics-note').classList.remove('error')
+}
+
+/** The user's preferences as last stored (client.preferences()). */
+let preferences = { rules: [] }
+
+const ruleText = (rule) => {
+  const what = rule.type ? `type ${rule.type}` : `topic ${rule.topic}`
+  const says = []
+  if (rule.inApp !== undefined) says.push(rule.inApp ? 'shown' : 'hidden from the inbox')
+  if (rule.push !== undefined) says.push(rule.push ? 'pushed' : 'not pushed')
+  return `${what}: ${says.join(', ')}`
+}
+
+/** The Settings card: the user's rules, each with a Remove button; the push switch and quiet hours. */
+async function showSettings(stored) {
+  preferences = stored ?? (await client.preferences())
+  const items = preferences.rules.map((rule, i) => {
+    const li = document.createElement('li')
+    const text = document.createElement('span')
+    text.textContent = ruleText(rule)
+    const remove = document.createElement('button')
+    remove.type = 'button'
+    remove.textContent = 'Remove'
+    remove.addEventListener('click', () =>
+      safely($('settings-note'), () =>
+        savePreferences({ ...settingsOf(preferences), rules: preferences.rules.filter((_, k) => k !== i) }),
+      ),
+    )
+    li.append(text, remove)
+    return li
+  })
+  $('rule-list').replaceChildren(...items)
+  const form = $('settings-form')
+  form.enabled.value = String(preferences.push?.enabled ?? true)
+  form.minPriority.value = preferences.push?.minPriority ?? 'normal'
+  form.quietStart.value = preferences.quietHours?.start ?? ''
+  form.quietEnd.value = preferences.quietHours?.end ?? ''
+  form.timeZone.value = preferences.quietHours?.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone
+}
+
+/** Stored preferences as the service takes them back (without `updatedAt`). */
+const settingsOf = ({ updatedAt: _, ...settings }) => settings
+
+/**
+ * Stores `next` as the user's preferences, then shows them, and the inbox as they now make it: an event hidden by
+ * a rule leaves the list and the unread count (and comes back when the rule goes).
+ */
+async function savePreferences(next) {
+  const stored = await client.setPreferences(next)
+  await showSettings(stored)
+  $('settings-note').textContent = 'Saved.'
+  $('settings-note').classList.remove('error')
+  const page = await client.history({ limit: 50 })
+  $('list').replaceChildren()
+  for (const e of page.events) render(e, { prepend: false })
+  $('empty').hidden = page.events.length > 0
+  await refreshBadge()
+}
+
+async function addRule(form) {
+  const rule = {
+    [form.match.value]: form.pattern.value.trim(),
+    inApp: form.inApp.value === 'true',
+    push: form.push.value === 'true',
+  }
+  await savePreferences({ ...settingsOf(preferences), rules: [...preferences.rules, rule] })
+  form.pattern.value = ''
+}
+
+async function saveSettings(form) {
+  const quiet = form.quietStart.value && form.quietEnd.value
+  await savePreferences({
+    rules: preferences.rules,
+    push: { enabled: form.enabled.value === 'true', minPriority: form.minPriority.value },
+    // Both times empty: no quiet hours of the user's own (the tenant's apply, if it has some).
+    ...(quiet
+      ? { quietHours: { start: form.quietStart.value, end: form.quietEnd.value, timeZone: form.timeZone.value.trim() } }
+      : {}),
+  })
 }
 
 async function follow(form) {
@@ -256,9 +438,22 @@ async function publish(form) {
   })
   const answer = await res.json()
   if (!res.ok) throw new Error(`refused: ${answer.detail}`)
-  result.textContent = answer.scheduledId
-    ? `Scheduled #${answer.scheduledId} for ${new Date(answer.deliverAt).toLocaleString()}`
-    : `Published #${answer.id}`
+  if (answer.scheduledId) {
+    result.textContent = `Scheduled #${answer.scheduledId} for ${new Date(answer.deliverAt).toLocaleString()}`
+    return
+  }
+  // What was just published can be taken back, wherever it went: its recipients' inboxes follow live.
+  const recall = document.createElement('button')
+  recall.type = 'button'
+  recall.className = 'link'
+  recall.textContent = 'Recall'
+  recall.addEventListener('click', () =>
+    safely(result, async () => {
+      await client.recall(answer.id)
+      result.textContent = `Recalled #${answer.id}`
+    }),
+  )
+  result.replaceChildren(`Published #${answer.id} `, recall)
 }
 
 /**
@@ -315,6 +510,14 @@ async function main() {
   $('follow-form').addEventListener('submit', (e) => {
     e.preventDefault()
     void safely($('topics-note'), () => follow(e.target))
+  })
+  $('rule-form').addEventListener('submit', (e) => {
+    e.preventDefault()
+    void safely($('settings-note'), () => addRule(e.target))
+  })
+  $('settings-form').addEventListener('submit', (e) => {
+    e.preventDefault()
+    void safely($('settings-note'), () => saveSettings(e.target))
   })
   $('read-all').addEventListener('click', () =>
     safely($('inbox-note'), async () => {

@@ -1,5 +1,6 @@
 /* herald service worker: shows pushed notifications (with their buttons and pictures), acks them, opens them on
- * click and does what a clicked button names.
+ * click and does what a clicked button names; replaces one whose event was edited, and closes one whose event
+ * was recalled.
  *
  * Register it from your page (same origin as the page):
  *   navigator.serviceWorker.register('/sw.js')                                  // API on this origin
@@ -25,13 +26,17 @@ async function handlePush(event) {
   } catch {
     n = { title: event.data ? event.data.text() : '' }
   }
+  if (n.change === 'delete') return recalled(n)
+  // An edit: the event's new version replaces its notification (same tag), without alerting again.
+  const edited = n.change === 'update'
   const title = n.title || 'New notification'
   const actions = Array.isArray(n.actions) ? n.actions.slice(0, maxActions()) : []
   await self.registration.showNotification(title, {
     body: n.body || '',
-    tag: n.collapseKey || (n.id ? `herald-${n.id}` : undefined),
-    // A replaced notification (same tag) should still alert: it is news.
-    renotify: Boolean(n.collapseKey),
+    tag: tagOf(n),
+    // A replaced notification (same tag) should still alert when it is news: another event with that collapseKey.
+    renotify: Boolean(n.collapseKey) && !edited,
+    silent: edited,
     requireInteraction: n.priority === 'urgent',
     timestamp: Date.parse(n.createdAt) || Date.now(),
     // Pictures on this origin or over https only, like the pages a click opens; browsers that do not show
@@ -49,8 +54,37 @@ async function handlePush(event) {
     },
   })
   // Delivered: tell the service (ack) so `high` events are not pushed again and the publisher sees it.
-  if (n.id && n.ackToken) await report(n.id, 'ack', n.ackToken)
-  await tellPages({ type: 'herald:push', id: n.id ?? null })
+  if (n.id && n.ackToken && !edited) await report(n.id, 'ack', n.ackToken)
+  await tellPages({ type: 'herald:push', id: n.id ?? null, change: n.change ?? null })
+}
+
+/** The tag of an event's notification: its collapseKey, else its id. */
+const tagOf = (n) => n.collapseKey || (n.id ? `herald-${n.id}` : undefined)
+
+/** The tag of the notification shown in place of a recalled one where one must be shown (see `recalled`). */
+const WITHDRAWN_TAG = 'herald-withdrawn'
+
+/**
+ * A recall: the event's notification is closed (only if it is that event's: under a collapseKey the tag may show
+ * a later event by now). Browsers expect each push to show a notification: Chrome and Edge accept one that shows
+ * none while a page of the site is visible, and otherwise may show their own ("This site has been updated in the
+ * background"); Firefox and Safari count such pushes against a quota (Safari then ends the subscription). So when
+ * no page of the site is visible, a silent "Notification withdrawn" is shown in its place, one at most.
+ */
+async function recalled(n) {
+  for (const shown of await self.registration.getNotifications(n.id ? { tag: tagOf(n) } : undefined)) {
+    if (shown.data?.id === n.id) shown.close()
+  }
+  const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true })
+  if (!windows.some((w) => w.visibilityState === 'visible')) {
+    await self.registration.showNotification('Notification withdrawn', {
+      body: 'The sender recalled it.',
+      tag: WITHDRAWN_TAG,
+      silent: true,
+      data: { recalled: n.id ?? null },
+    })
+  }
+  await tellPages({ type: 'herald:push', id: n.id ?? null, change: 'delete' })
 }
 
 /** How many buttons this browser shows on a notification (2 where it says nothing). */
@@ -71,6 +105,8 @@ const RECEIPT_OF = new Map([
  */
 self.addEventListener('notificationclick', (event) => {
   event.notification.close()
+  // A withdrawn notification's placeholder does nothing.
+  if (event.notification.tag === WITHDRAWN_TAG) return
   const { id, url, ackToken, actions } = event.notification.data || {}
   const button = event.action ? actions?.[Number.parseInt(event.action, 10)] : undefined
   event.waitUntil(

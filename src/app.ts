@@ -17,12 +17,13 @@ import { limitsPlugin } from './limits.ts'
 import { redactUrl } from './log-redaction.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { HttpProblem, registerErrorHandling, sendProblem, serializeError } from './problems.ts'
-import { countPendingPushes, planPushes } from './push/outbox.ts'
+import { CHANGE_PUSHES, countPendingPushes, planPushes } from './push/outbox.ts'
 import { pushPlugin } from './push/plugin.ts'
 import { demoRoutes } from './routes/demo.ts'
 import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
 import { metricsRoutes } from './routes/metrics.ts'
+import { preferenceRoutes } from './routes/preferences.ts'
 import { pushRoutes } from './routes/push.ts'
 import { scheduledRoutes } from './routes/scheduled.ts'
 import { streamRoutes } from './routes/stream.ts'
@@ -50,7 +51,9 @@ export interface AppOptions {
   demoSignIn?: boolean
   /**
    * The scheduler's clock: a scheduled publish is due once its `deliverAt` is at or before it. Real time unless
-   * given (tests move it; `deliverAt` is still checked against real time when a publish is accepted).
+   * given (tests move it; `deliverAt` is still checked against real time when a publish is accepted). The push
+   * dispatcher's too: quiet hours are judged by it, and a push is due once its time has come by it (or by the
+   * database's clock, whichever is later).
    */
   clock?: () => Date
 }
@@ -178,12 +181,14 @@ export async function buildApp(config: Config, database: Database, options: AppO
     push: config.push,
     presenceTtlS: config.cluster.presenceTtlS,
     agent: options.pushAgent,
+    now: options.clock,
   })
   const pushPolicy = { highAckTimeoutS: config.push.highAckTimeoutS, presenceTtlS: config.cluster.presenceTtlS }
   await app.register(eventsPlugin, {
     events: config.events,
     planPushes: (inserted) => planPushes(inserted, pushPolicy),
     onPushesPlanned: () => app.pushDispatcher.wake(),
+    changePushes: CHANGE_PUSHES,
     now: options.clock,
   })
 
@@ -213,6 +218,7 @@ export async function buildApp(config: Config, database: Database, options: AppO
   await app.register(scheduledRoutes)
   await app.register(pushRoutes)
   await app.register(topicRoutes)
+  await app.register(preferenceRoutes)
   await app.register(demoRoutes, { generatedSecret: options.demoSignIn ? config.auth.jwtSecret : undefined })
   await app.register(streamRoutes, {
     bufferLimit: config.stream.bufferLimitBytes,

@@ -140,6 +140,80 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
       return EXIT.ok
     },
   },
+  edit: {
+    summary: 'edit an event you published (an admin: any of the tenant)',
+    help: `herald edit <id> --token <jwt> [--title text] [--body text] [--url /path] [--data '{"k":1}']
+           [--clear body,url,data] [--server ${DEFAULT_URL}]
+
+Changes the event's title, body, url or data (at least one); --clear removes the body, url or data. Its streams
+get an \`update\` and a device it was pushed to shows the new text. For the event's publisher, or a token with
+the admin scope. The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the event as
+it now stands (its revision counts the edits); exit 1 when the server refuses (404: not yours to edit, or
+recalled).`,
+    run: async (args) => {
+      const [id, ...rest] = args
+      if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
+        throw new UsageError('edit needs the event id (a number), as in: herald edit 42 --title "New title"')
+      }
+      const { values } = parse(rest, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        title: { type: 'string' },
+        body: { type: 'string' },
+        url: { type: 'string' },
+        data: { type: 'string' },
+        clear: { type: 'string' },
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const cleared = commaList(values.clear)
+      const unknown = cleared.filter((field) => !['body', 'url', 'data'].includes(field))
+      if (unknown.length) throw new UsageError(`--clear takes body, url and data, not ${unknown.join(', ')}`)
+      const changes = {
+        ...Object.fromEntries(cleared.map((field) => [field, null])),
+        ...(values.title !== undefined ? { title: values.title } : {}),
+        ...(values.body !== undefined ? { body: values.body } : {}),
+        ...(values.url !== undefined ? { url: values.url } : {}),
+        ...(values.data !== undefined ? { data: parseJson(values.data, '--data') } : {}),
+      }
+      if (!Object.keys(changes).length) {
+        throw new UsageError('give what to change: --title, --body, --url, --data or --clear')
+      }
+      const res = await callService('PATCH', new URL(`/v1/events/${id}`, serverUrl(values.server)), token, changes)
+      const text = await res.text()
+      if (!res.ok) {
+        console.error(`edit failed: HTTP ${res.status} ${text}`)
+        return EXIT.failed
+      }
+      console.log(text)
+      return EXIT.ok
+    },
+  },
+  recall: {
+    summary: 'recall an event you published (an admin: any of the tenant)',
+    help: `herald recall <id> --token <jwt> [--server ${DEFAULT_URL}]
+
+Takes the event back: it is gone from every inbox, its streams get a \`delete\`, a push not sent yet is
+cancelled and a device it was pushed to is told to close its notification. For the event's publisher, or a token
+with the admin scope. The token may also come from HERALD_TOKEN and the server from HERALD_URL. Exit 1 when the
+server refuses (404: not yours to recall, or recalled already).`,
+    run: async (args) => {
+      const [id, ...rest] = args
+      if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
+        throw new UsageError('recall needs the event id (a number), as in: herald recall 42')
+      }
+      const { values } = parse(rest, { token: { type: 'string' }, server: { type: 'string' } })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const res = await callService('DELETE', new URL(`/v1/events/${id}`, serverUrl(values.server)), token)
+      if (!res.ok) {
+        console.error(`recall failed: HTTP ${res.status} ${await res.text()}`)
+        return EXIT.failed
+      }
+      console.log(JSON.stringify({ id, state: 'recalled' }))
+      return EXIT.ok
+    },
+  },
   scheduled: {
     summary: 'list, show or cancel scheduled publishes (publish --deliver-at)',
     help: `herald scheduled list [--after <id>] [--limit n] --token <jwt> [--server ${DEFAULT_URL}]
@@ -235,12 +309,52 @@ from HERALD_URL. Prints the server's JSON answer; exit 1 when the server refuses
       return EXIT.ok
     },
   },
+  preferences: {
+    summary: 'a user’s notification preferences; a tenant’s defaults (admin)',
+    help: `herald preferences show [--tenant] --token <jwt> [--server ${DEFAULT_URL}]
+herald preferences set --json '<preferences>' [--tenant] --token <jwt>
+herald preferences reset [--tenant] --token <jwt>
+
+show, set, reset: the token's user's own preferences, or with --tenant the tenant's defaults (a token with the
+admin scope). set replaces them whole with the JSON given, for example
+  '{"rules":[{"type":"grades.*","push":false},{"topic":"club:*","inApp":false}],
+    "push":{"enabled":true,"minPriority":"high"},
+    "quietHours":{"start":"22:00","end":"07:00","timeZone":"Europe/Paris","days":["mon","tue","wed","thu","fri"]}}'
+(--tenant also takes "urgentBypass": false, for urgent events to follow them too); reset sets them to nothing.
+The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer; exit 1
+when the server refuses (400 names the field at fault).`,
+    run: async (args) => {
+      const [action, ...rest] = args
+      if (action !== 'show' && action !== 'set' && action !== 'reset') {
+        throw new UsageError(action ? `unknown action "${action}": show, set or reset` : 'show, set or reset?')
+      }
+      const { values } = parse(rest, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        tenant: { type: 'boolean' },
+        ...(action === 'set' ? { json: { type: 'string' as const } } : {}),
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      if (action === 'set' && values.json === undefined) throw new UsageError('set needs --json with the preferences')
+      const body = action === 'set' ? parseJson(values.json as string, '--json') : action === 'reset' ? {} : undefined
+      const url = new URL(values.tenant ? '/v1/tenant/preferences' : '/v1/me/preferences', serverUrl(values.server))
+      const res = await callService(body === undefined ? 'GET' : 'PUT', url, token, body)
+      const text = await res.text()
+      if (!res.ok) {
+        console.error(`${action} failed: HTTP ${res.status} ${text}`)
+        return EXIT.failed
+      }
+      console.log(text)
+      return EXIT.ok
+    },
+  },
   tail: {
     summary: 'print a stream, one JSON line per event; resumes after drops',
     help: `herald tail --token <jwt> [--topics a,b] [--last-event-id N] [--server ${DEFAULT_URL}]
 
-Prints each notification and receipt as a JSON line on stdout; reconnects with Last-Event-ID after a drop,
-like a browser. Stops on Ctrl-C, or with exit code 1 when the server refuses the stream.`,
+Prints each notification, edit (update), recall (delete) and receipt as a JSON line on stdout; reconnects with
+Last-Event-ID after a drop, like a browser. Stops on Ctrl-C, or with exit code 1 when the server refuses the stream.`,
     run: async (args) => {
       const { values } = parse(args, {
         token: { type: 'string' },

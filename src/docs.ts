@@ -51,6 +51,10 @@ export async function registerDocs(app: FastifyInstance) {
         { name: 'stream', description: 'The live Server-Sent Events stream.' },
         { name: 'push', description: 'Web Push: VAPID key and device subscriptions.' },
         { name: 'topics', description: 'Topic subscriptions: the topics a user follows, and a topic’s members.' },
+        {
+          name: 'preferences',
+          description: 'Notification preferences: what each user sees and gets pushed, quiet hours, tenant defaults.',
+        },
         { name: 'operations', description: 'Health, readiness and metrics.' },
         { name: 'demo', description: 'The demo page’s sign-in; only while the service uses a secret it generated.' },
       ],
@@ -140,6 +144,12 @@ const noScheduled =
 /** Managing a topic's members is a tenant admin's. */
 const notAdmin = 'The token lacks the `admin` scope.'
 
+/** Editing and recalling an event refuse alike. */
+const changeErrors: ErrorCauses = {
+  403: 'The caller can see the event but is neither its publisher nor an `admin` of its tenant.',
+  404: 'No event with this id that the caller may see or publishes (never 403 then: existence does not leak), or it was recalled already or has expired.',
+}
+
 /** Acking and reading one event refuse alike. */
 const receiptErrors: ErrorCauses = {
   404: 'No event with this id that the caller may see, or an ackToken of another event.',
@@ -171,6 +181,8 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
     database: true,
     errors: { 404: 'No event with this id that the caller may see (never 403: whether it exists does not leak).' },
   },
+  'PATCH /v1/events/{id}': { operationId: 'editEvent', database: true, errors: changeErrors },
+  'DELETE /v1/events/{id}': { operationId: 'recallEvent', database: true, errors: changeErrors },
   'POST /v1/events/{id}/ack': { operationId: 'ackEvent', database: true, errors: receiptErrors },
   'POST /v1/events/{id}/read': { operationId: 'readEvent', database: true, errors: receiptErrors },
   'POST /v1/events/read': { operationId: 'readEvents', database: true },
@@ -202,6 +214,10 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
     database: true,
     errors: { 403: notAdmin },
   },
+  'GET /v1/me/preferences': { operationId: 'getMyPreferences', database: true },
+  'PUT /v1/me/preferences': { operationId: 'setMyPreferences', database: true },
+  'GET /v1/tenant/preferences': { operationId: 'getTenantPreferences', database: true, errors: { 403: notAdmin } },
+  'PUT /v1/tenant/preferences': { operationId: 'setTenantPreferences', database: true, errors: { 403: notAdmin } },
   'GET /v1/events/{id}/status': {
     operationId: 'getEventStatus',
     database: true,

@@ -27,6 +27,8 @@ export type EventJsonColumns = Pick<
   | 'actor'
   | 'createdAt'
   | 'expiresAt'
+  | 'refId'
+  | 'revision'
 >
 
 /** A nullable text as a JSON string or null. */
@@ -35,10 +37,12 @@ const stringOrNull = (text: string | null) => (text === null ? 'null' : jsonStri
 /**
  * The event as every client sees it, as JSON text. Built by concatenation so `data` goes out exactly as
  * it was stored and the live path serializes each event once, whatever the number of recipients. `actions`
- * is stored as the JSON text it is sent as (events/publish.ts), like `data`.
+ * is stored as the JSON text it is sent as (events/publish.ts), like `data`. `revision` counts the event's edits
+ * (0: as published). Of an `update` row of the log (events/changes.ts), it is the edited event as that edit left
+ * it: its `id` is the event's (`refId`), not the row's.
  */
 export function eventJson(row: EventJsonColumns, receipt?: { readAt: Date | null; ackedAt: Date | null }): string {
-  let json = `{"id":"${row.id}","type":${jsonString(row.type)},"title":${jsonString(row.title)},"body":${stringOrNull(row.body)},"data":${row.dataJson ?? 'null'},"priority":"${row.priority}","url":${stringOrNull(row.url)},"collapseKey":${stringOrNull(row.collapseKey)},"actions":${row.actionsJson ?? 'null'},"icon":${stringOrNull(row.icon)},"image":${stringOrNull(row.image)},"badge":${stringOrNull(row.badge)},"actor":${jsonString(row.actor)},"createdAt":"${row.createdAt.toISOString()}","expiresAt":"${row.expiresAt.toISOString()}"`
+  let json = `{"id":"${row.refId ?? row.id}","type":${jsonString(row.type)},"title":${jsonString(row.title)},"body":${stringOrNull(row.body)},"data":${row.dataJson ?? 'null'},"priority":"${row.priority}","url":${stringOrNull(row.url)},"collapseKey":${stringOrNull(row.collapseKey)},"actions":${row.actionsJson ?? 'null'},"icon":${stringOrNull(row.icon)},"image":${stringOrNull(row.image)},"badge":${stringOrNull(row.badge)},"actor":${jsonString(row.actor)},"createdAt":"${row.createdAt.toISOString()}","expiresAt":"${row.expiresAt.toISOString()}","revision":${row.revision}`
   if (receipt) {
     json += `,"readAt":${receipt.readAt ? `"${receipt.readAt.toISOString()}"` : 'null'},"ackedAt":${receipt.ackedAt ? `"${receipt.ackedAt.toISOString()}"` : 'null'}`
   }
@@ -54,20 +58,42 @@ const jsonOrNull = (column: SQLWrapper) => sql`coalesce(to_json(${column})::text
  * eventJson of an `events` row, built by the database: the same text, byte for byte. A long replay reads
  * this instead of the columns: building it in JavaScript was most of the service's CPU per replayed event.
  */
-export const eventJsonSql = sql`'{"id":"' || ${events.id} || '","type":' || to_json(${events.type})::text
+export const eventJsonSql = sql`'{"id":"' || coalesce(${events.refId}, ${events.id}) || '","type":' || to_json(${events.type})::text
   || ',"title":' || to_json(${events.title})::text || ',"body":' || ${jsonOrNull(events.body)}
   || ',"data":' || coalesce(${events.dataJson}, 'null') || ',"priority":"' || ${events.priority}
   || '","url":' || ${jsonOrNull(events.url)} || ',"collapseKey":' || ${jsonOrNull(events.collapseKey)}
   || ',"actions":' || coalesce(${events.actionsJson}, 'null') || ',"icon":' || ${jsonOrNull(events.icon)}
   || ',"image":' || ${jsonOrNull(events.image)} || ',"badge":' || ${jsonOrNull(events.badge)}
   || ',"actor":' || to_json(${events.actor})::text || ',"createdAt":"' || ${isoText(events.createdAt)}
-  || '","expiresAt":"' || ${isoText(events.expiresAt)} || '"}'`
+  || '","expiresAt":"' || ${isoText(events.expiresAt)} || '","revision":' || ${events.revision} || '}'`
 
 /** An event's SSE frame: its id (what EventSource resumes from) and its JSON. */
 export const notificationFrame = (id: number, json: string) => `id: ${id}\nevent: notification\ndata: ${json}\n\n`
 
 /** notificationFrame of an `events` row, built by the database for replays: the same text, byte for byte. */
 export const notificationFrameSql = sql`'id: ' || ${events.id} || E'\\nevent: notification\\ndata: ' || ${eventJsonSql} || E'\\n\\n'`
+
+/**
+ * An edit of an event, as a row of the log: its id is the row's (what EventSource resumes from), its data the
+ * event's JSON as the edit left it (its own id, and its `revision`).
+ */
+export const updateFrame = (id: number, json: string) => `id: ${id}\nevent: update\ndata: ${json}\n\n`
+
+/** A recall of event `eventId`, as a row of the log: its id is the row's, its data names the event only. */
+export const deleteFrame = (id: number, eventId: number) => `id: ${id}\nevent: delete\ndata: {"id":"${eventId}"}\n\n`
+
+/** The frame of any row of the log (`kind` says which): an event, an edit of one, or a recall. */
+export function logFrame(row: EventJsonColumns & Pick<EventRow, 'kind'>): string {
+  if (row.kind === 'delete') return deleteFrame(row.id, row.refId ?? row.id)
+  if (row.kind === 'update') return updateFrame(row.id, eventJson(row))
+  return notificationFrame(row.id, eventJson(row))
+}
+
+/** logFrame of an `events` row, built by the database for replays: the same text, byte for byte. */
+export const logFrameSql = sql`case ${events.kind}
+  when 'event' then ${notificationFrameSql}
+  when 'update' then 'id: ' || ${events.id} || E'\\nevent: update\\ndata: ' || ${eventJsonSql} || E'\\n\\n'
+  else 'id: ' || ${events.id} || E'\\nevent: delete\\ndata: {"id":"' || ${events.refId} || E'"}\\n\\n' end`
 
 /** An ack or read of the user's, from any of their devices: no id (it is not an event to resume from). */
 export const receiptFrame = (notice: object) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`

@@ -106,6 +106,74 @@ describeEachBackend('the backend client', (backend) => {
     expect((tooLate as HeraldError).problem?.errors?.map((e) => e.path)).toEqual(['body.deliverAt'])
   })
 
+  it('edits and recalls an event: the new version comes back, its stream gets update and delete, and a second recall is a 404', async () => {
+    const ten = tenant()
+    const client = publisher(ten)
+    const stream = await SseClient.open(t.url, { token: mintToken(TEST_JWT_SECRET, { sub: 'kim', tenant: ten }, 600) })
+    onTestFinished(() => stream.close())
+    await stream.waitFor((c) => c.retry !== undefined)
+    const { id } = await client.publish({ type: 'trip.news', title: 'Trip on Friday', to: { users: ['kim'] } })
+    await stream.waitForNotifications(1)
+
+    const edited = await client.edit(id, { title: 'Trip on Monday', data: { room: 12 } })
+    expect(edited).toMatchObject({ id, title: 'Trip on Monday', data: { room: 12 }, revision: 1, actor: 'office' })
+    await client.recall(id)
+    await stream.waitFor((c) => c.events.length >= 3)
+    expect(stream.events.map((e) => [e.event, JSON.parse(e.data).id])).toEqual([
+      ['notification', id],
+      ['update', id],
+      ['delete', id],
+    ])
+    expect(JSON.parse(stream.events[1].data)).toEqual(edited)
+
+    const again = await client.recall(id).catch((e: unknown) => e)
+    expect(again).toMatchObject({ status: 404, type: 'urn:herald:problem:not-found' })
+    const empty = await client.edit(id, {}).catch((e: unknown) => e)
+    expect(empty).toMatchObject({ status: 400, type: 'urn:herald:problem:validation' })
+    expect((empty as HeraldError).problem?.errors?.map((e) => e.path)).toEqual(['body'])
+    const notTheirs = await publisher(ten, 'someone-else')
+      .edit((await client.publish({ type: 'a.b', title: 'x', to: { users: ['kim'] } })).id, { title: 'y' })
+      .catch((e: unknown) => e)
+    expect(notTheirs).toMatchObject({ status: 404, type: 'urn:herald:problem:not-found' })
+  })
+
+  it('sets and reads the tenant’s default preferences (admin) and a user’s own with their token; refusals name the field', async () => {
+    const ten = tenant()
+    const admin = createHeraldServerClient({
+      baseUrl: t.url,
+      token: mintToken(TEST_JWT_SECRET, { sub: 'head', tenant: ten, scope: `admin ${PUBLISHER}` }, 600),
+    })
+    expect(await admin.tenantPreferences()).toEqual({ rules: [], urgentBypass: true, updatedAt: null })
+    const defaults = await admin.setTenantPreferences({ rules: [{ type: 'lunch.*', inApp: false }] })
+    expect(defaults).toEqual({
+      rules: [{ type: 'lunch.*', inApp: false }],
+      urgentBypass: true,
+      updatedAt: expect.any(String),
+    })
+    expect(await admin.tenantPreferences()).toEqual(defaults)
+    const notAdmin = await publisher(ten)
+      .setTenantPreferences({ rules: [] })
+      .catch((e: unknown) => e)
+    expect(notAdmin).toMatchObject({ status: 403, type: 'urn:herald:problem:forbidden' })
+
+    const kim = mintToken(TEST_JWT_SECRET, { sub: 'kim', tenant: ten }, 600)
+    const own = await admin.setUserPreferences(kim, { rules: [{ type: 'lunch.menu', inApp: true }] })
+    expect(own).toEqual({ rules: [{ type: 'lunch.menu', inApp: true }], updatedAt: expect.any(String) })
+    expect(await admin.userPreferences(kim)).toEqual(own)
+    // What they decide, as kim sees it: her own rule shows the menu the tenant hides from others.
+    const menu = await admin.publish({ type: 'lunch.menu', title: 'Menu', to: { tenant: true } })
+    const listed = await t.http().get('/v1/events').set('authorization', `Bearer ${kim}`)
+    expect(listed.body.events.map((e: { id: string }) => e.id)).toEqual([menu.id])
+    const lee = mintToken(TEST_JWT_SECRET, { sub: 'lee', tenant: ten }, 600)
+    expect((await t.http().get('/v1/events').set('authorization', `Bearer ${lee}`)).body.events).toEqual([])
+
+    const bad = await admin
+      .setUserPreferences(kim, { quietHours: { start: '07:00', end: '07:00', timeZone: 'Europe/Paris' } })
+      .catch((e: unknown) => e)
+    expect(bad).toMatchObject({ status: 400, type: 'urn:herald:problem:validation' })
+    expect((bad as HeraldError).problem?.errors?.map((e) => e.path)).toEqual(['body.quietHours.end'])
+  })
+
   it('a refusal is a HeraldError with the problem: its type, the fields, and Retry-After on 429', async () => {
     const ten = tenant()
     const client = publisher(ten)

@@ -71,6 +71,8 @@ describeBrowser('the demo inbox page', () => {
       await page.waitForSelector('#publish:not([hidden])')
       expect(await layoutFaults(page, '#publish-form')).toEqual([])
       expect(await layoutFaults(page, '#follow-form')).toEqual([])
+      expect(await layoutFaults(page, '#rule-form')).toEqual([])
+      expect(await layoutFaults(page, '#settings-form')).toEqual([])
       await page.screenshot({ path: join(SCREENSHOTS, `demo-inbox-${width}.png`), fullPage: true })
       expect(uncaught).toEqual([])
       await page.close()
@@ -172,6 +174,70 @@ describeBrowser('the demo inbox page', () => {
     expect(res.status).toBe(201)
     await expect.poll(() => shown('Marker'), { timeout: 10_000 }).toBe(1)
     expect(await shown('Not for you any more')).toBe(0)
+    expect(uncaught).toEqual([])
+    await page.close()
+  })
+
+  it('the Settings card: a rule hides a kind of event from the inbox at once, and removing it brings it back; a bad time zone is named on the page', async () => {
+    const { page, uncaught } = await openPage(1280)
+    // A tenant of its own: the badge counts this test's events only.
+    await page.fill('#signin-form input[name=sub]', 'settings-fan')
+    await page.fill('#signin-form input[name=tenant]', 'settings-school')
+    await page.click('#signin-form button[type=submit]')
+    await page.waitForSelector('#settings:not([hidden])')
+    const publisher = t.token({ sub: 'office', tenant: 'settings-school', scope: 'events:publish' })
+    const user = t.token({ sub: 'settings-fan', tenant: 'settings-school' })
+    const publish = async (type: string, title: string) => {
+      const res = await t
+        .http()
+        .post('/v1/events')
+        .set('authorization', `Bearer ${publisher}`)
+        .send({ type, title, to: { users: ['settings-fan'] } })
+      expect(res.status, res.text).toBe(201)
+    }
+    const shown = (title: string) => page.locator('#list .item', { hasText: title }).count()
+
+    await publish('grades.posted', 'Maths: 18/20')
+    await expect.poll(() => shown('Maths: 18/20'), { timeout: 10_000 }).toBe(1)
+    await expect.poll(() => page.textContent('#badge')).toBe('1')
+    await page.fill('#rule-form input[name=pattern]', 'grades.*')
+    await page.selectOption('#rule-form select[name=inApp]', 'false')
+    await page.click('#rule-form button[type=submit]')
+    await page.waitForSelector('#rule-list li:has-text("grades.*")')
+    expect(await page.textContent('#rule-list li')).toMatch(/type grades\.\*: hidden from the inbox, not pushed/)
+    // Gone from the list and the badge at once, and the next grade never shows; other events still do.
+    await expect.poll(() => shown('Maths: 18/20')).toBe(0)
+    await expect.poll(() => page.textContent('#badge')).toBe('0')
+    await publish('grades.posted', 'Physics: 15/20')
+    await publish('direct', 'Marker')
+    await expect.poll(() => shown('Marker'), { timeout: 10_000 }).toBe(1)
+    expect(await shown('Physics: 15/20')).toBe(0)
+    const stored = await t.http().get('/v1/me/preferences').set('authorization', `Bearer ${user}`)
+    expect(stored.body.rules).toEqual([{ type: 'grades.*', inApp: false, push: false }])
+
+    // Quiet hours in a zone that does not exist: the page says which field, nothing is stored.
+    await page.fill('#settings-form input[name=quietStart]', '22:00')
+    await page.fill('#settings-form input[name=quietEnd]', '07:00')
+    await page.fill('#settings-form input[name=timeZone]', 'Mars/Olympus')
+    await page.click('#settings-form button[type=submit]')
+    await expect
+      .poll(() => page.textContent('#settings-note'))
+      .toMatch(/^Could not do that: .*body\.quietHours\.timeZone/)
+    await page.fill('#settings-form input[name=timeZone]', 'Europe/Paris')
+    await page.selectOption('#settings-form select[name=minPriority]', 'high')
+    await page.click('#settings-form button[type=submit]')
+    await expect.poll(() => page.textContent('#settings-note')).toBe('Saved.')
+    const saved = await t.http().get('/v1/me/preferences').set('authorization', `Bearer ${user}`)
+    expect(saved.body).toMatchObject({
+      rules: [{ type: 'grades.*', inApp: false, push: false }],
+      push: { enabled: true, minPriority: 'high' },
+      quietHours: { start: '22:00', end: '07:00', timeZone: 'Europe/Paris' },
+    })
+
+    await page.click('#rule-list li:has-text("grades.*") button')
+    await page.waitForSelector('#rule-list li', { state: 'detached' })
+    await expect.poll(() => shown('Physics: 15/20')).toBe(1)
+    expect(await shown('Maths: 18/20')).toBe(1)
     expect(uncaught).toEqual([])
     await page.close()
   })

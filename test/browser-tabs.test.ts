@@ -31,6 +31,8 @@ interface PageWorld {
     received: string[]
     statuses: HeraldStatus[]
     evictions: HeraldEviction[]
+    /** onUpdate and onDelete, as `update <id> <revision>` and `delete <id>`. */
+    changes: string[]
   }
   fetch(url: string): Promise<{ ok: boolean }>
   performance: { now(): number }
@@ -94,7 +96,9 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
     // A string, not a function: vitest would rewrite a function's dynamic import() for Node.
     await tab.page.evaluate(`import('/client.js').then(({ createHeraldClient }) => {
       const client = createHeraldClient({ getToken: () => ${JSON.stringify(token)}, ...${JSON.stringify(options)} })
-      const herald = { client, received: [], statuses: [], evictions: [] }
+      const herald = { client, received: [], statuses: [], evictions: [], changes: [] }
+      client.onUpdate((e) => herald.changes.push('update ' + e.id + ' ' + e.revision))
+      client.onDelete((d) => herald.changes.push('delete ' + d.id))
       client.onStatus((s) => herald.statuses.push(s))
       client.onEvicted((e) => herald.evictions.push(e))
       client.onNotification((e) => herald.received.push(e.id))
@@ -217,6 +221,44 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
     expect(await status(successor)).toBe('stopped')
     expect(await received(successor)).toEqual(ids)
     expect(streamsOf(user)).toBe(1)
+  }, 120_000)
+
+  it('edits and recalls reach every tab that shares the stream, once each, also across a takeover', async () => {
+    const user = unique('changes')
+    const tabs = await openTabs(user, 3)
+    await expectAllLive(tabs)
+    const [leader] = tabs.filter((tab) => tab.streams.length > 0)
+    const others = tabs.filter((tab) => tab !== leader)
+    const change = async (id: string, body?: object) => {
+      const path = `/v1/events/${id}`
+      const req = body ? t.http().patch(path).send(body) : t.http().delete(path)
+      const res = await req.set('authorization', `Bearer ${t.token({ sub: 'publisher', tenant: TENANT })}`)
+      expect(res.status, res.text).toBe(body ? 200 : 204)
+    }
+    const changes = (tab: Tab) => tab.page.evaluate(() => (globalThis as unknown as PageWorld).herald.changes)
+
+    const kept = await publish(user, 'Trip on Friday')
+    const gone = await publish(user, 'Sent by mistake')
+    await expectEveryTabReceived(tabs, [kept, gone])
+    await change(kept, { title: 'Trip on Monday' })
+    await change(gone)
+    const expected = [`update ${kept} 1`, `delete ${gone}`]
+    for (const tab of tabs) await expect.poll(() => changes(tab), { timeout: SEE_MS }).toEqual(expected)
+    await expectEveryTabReceived(tabs, [kept, gone])
+
+    // The leader goes; the tab that takes over resumes after the recall: nothing comes twice, a new edit once.
+    await leader.page.close()
+    await expect
+      .poll(() => others.filter((tab) => tab.streams.length > 0).length === 1 && streamsOf(user) === 1, {
+        timeout: TAKEOVER_MS,
+        interval: 50,
+      })
+      .toBe(true)
+    await change(kept, { body: 'Bring lunch' })
+    for (const tab of others) {
+      await expect.poll(() => changes(tab), { timeout: SEE_MS }).toEqual([...expected, `update ${kept} 2`])
+    }
+    expect(await received(others[0])).toEqual([kept, gone])
   }, 120_000)
 
   it('an evicted shared stream stops every tab that shared it: none takes over (which would evict another)', async () => {

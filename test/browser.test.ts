@@ -34,11 +34,13 @@ interface SwNotification {
   tag: string
   body: string
   requireInteraction: boolean
+  silent: boolean
+  renotify: boolean
   icon: string
   image: string
   badge: string
   actions: ReadonlyArray<{ action: string; title: string }>
-  data: { id?: string; url?: string; ackToken?: string } | null
+  data: { id?: string; url?: string; ackToken?: string; recalled?: string } | null
 }
 interface SwRegistration {
   active: { state: string } | null
@@ -66,6 +68,9 @@ interface PageWorld {
     /** Every onNotification, with the client's status at that moment. */
     received: Array<{ id: string; status: HeraldStatus }>
     statuses: HeraldStatus[]
+    /** Every onUpdate (the event's id, title and revision) and onDelete. */
+    updates: Array<{ id: string; title: string; revision: number }>
+    deletes: Array<{ id: string }>
   }
   /** Messages the service worker posted to this page (init script of the push test). */
   swMessages: Array<{ type: string; id: string | null }>
@@ -91,9 +96,11 @@ function clientScript(user: string, options: Partial<HeraldClientOptions>) {
       return (await res.json()).token
     }
     const client = createHeraldClient({ getToken, ...${JSON.stringify(options)} })
-    const herald = { client, received: [], statuses: [] }
+    const herald = { client, received: [], statuses: [], updates: [], deletes: [] }
     client.onStatus((s) => herald.statuses.push(s))
     client.onNotification((e) => herald.received.push({ id: e.id, status: client.status }))
+    client.onUpdate((e) => herald.updates.push({ id: e.id, title: e.title, revision: e.revision }))
+    client.onDelete((d) => herald.deletes.push(d))
     client.start()
     window.herald = herald
   })()`
@@ -303,6 +310,97 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
     ])
   })
 
+  /** Edits or recalls an event through the API, as its publisher (the test's application backend) would. */
+  async function change(id: string, edit?: Record<string, unknown>) {
+    const req = edit ? t.http().patch(`/v1/events/${id}`).send(edit) : t.http().delete(`/v1/events/${id}`)
+    const res = await req.set('authorization', `Bearer ${publisherToken()}`)
+    expect(res.status, res.text).toBe(edit ? 200 : 204)
+    return res.body as { id: string; title: string; revision: number }
+  }
+
+  it('hands edits to onUpdate and recalls to onDelete, never to onNotification; after a reload neither comes again, and readAll counts events only', async () => {
+    const user = unique('changes')
+    const page = await newPage()
+    await page.goto(`${t.url}/`)
+    await startClient(page, user)
+    await expect.poll(() => clientStatus(page), { timeout: SEE_MS }).toBe('live')
+    const world = () => page.evaluate(() => (globalThis as unknown as PageWorld).herald)
+
+    const kept = await publish(user, { title: 'Trip on Friday' })
+    const gone = await publish(user, { title: 'Sent by mistake' })
+    await expectReceived(page, [kept, gone])
+    await change(kept, { title: 'Trip on Monday' })
+    await change(gone)
+    await expect.poll(async () => (await world()).deletes, { timeout: SEE_MS }).toEqual([{ id: gone }])
+    const seen = await world()
+    expect(seen.updates).toEqual([{ id: kept, title: 'Trip on Monday', revision: 1 }])
+    expect(seen.received.map((r) => r.id)).toEqual([kept, gone])
+    // The client resumes from the recall's id, which is the log's, past both events.
+    const lastEventId = await page.evaluate(() => (globalThis as unknown as PageWorld).herald.client.lastEventId)
+    expect(Number(lastEventId)).toBeGreaterThan(Number(gone))
+
+    // The unread count and "read all" (up to the last id received, a recall's) are of events only.
+    expect(await page.evaluate(() => (globalThis as unknown as PageWorld).herald.client.unreadCount())).toBe(1)
+    await page.evaluate(() => (globalThis as unknown as PageWorld).herald.client.readAll())
+    expect(await page.evaluate(() => (globalThis as unknown as PageWorld).herald.client.unreadCount())).toBe(0)
+
+    // A reload resumes after the recall: nothing again; a later edit comes once.
+    await page.reload()
+    await startClient(page, user)
+    await expect.poll(() => clientStatus(page), { timeout: SEE_MS }).toBe('live')
+    await change(kept, { body: 'Bring lunch' })
+    await expect
+      .poll(async () => (await world()).updates, { timeout: SEE_MS })
+      .toEqual([{ id: kept, title: 'Trip on Monday', revision: 2 }])
+    expect((await world()).received).toEqual([])
+    expect((await world()).deletes).toEqual([])
+  })
+
+  it('the demo inbox applies edits and recalls live, and its Edit and Recall buttons change what the user published', async () => {
+    const user = unique('inbox-changes')
+    const page = await newPage()
+    await signIn(page, user)
+    const item = (id: string) => page.locator(`.item[data-id="${id}"]`)
+
+    // Another publisher's events: edited and recalled elsewhere, the list follows at once.
+    const trip = await publish(user, { title: 'Trip on Friday', body: 'Bring lunch' })
+    const mistake = await publish(user, { title: 'Sent by mistake' })
+    await expect.poll(() => badge(page), { timeout: SEE_MS }).toBe('2')
+    expect(await item(trip).locator('[data-own]').count(), 'not this user’s to edit').toBe(0)
+    await change(trip, { title: 'Trip on Monday' })
+    await expect.poll(() => item(trip).locator('.title').textContent(), { timeout: SEE_MS }).toBe('Trip on Monday')
+    expect(await item(trip).locator('.meta').textContent()).toMatch(/edited/)
+    expect(await unreadItems(page)).toEqual([mistake, trip])
+    await change(mistake)
+    await expect.poll(() => item(mistake).count(), { timeout: SEE_MS }).toBe(0)
+    await expect.poll(() => badge(page), { timeout: SEE_MS }).toBe('1')
+
+    // What this user published to themselves: Edit in place, then Recall.
+    await page.selectOption('#publish-form select[name="audience"]', 'me')
+    await page.fill('#publish-form input[name="title"]', 'Note to self')
+    await page.click('#publish-form button[type="submit"]')
+    await expect.poll(() => page.locator('.item').count(), { timeout: SEE_MS }).toBe(2)
+    const mine = await page.locator('.item').first().getAttribute('data-id')
+    if (!mine) throw new Error('no item')
+    await item(mine).locator('[data-own="edit"]').click()
+    await item(mine).locator('.item-edit input[name="title"]').fill('Note to self, edited')
+    await item(mine).locator('.item-edit textarea[name="body"]').fill('With a body')
+    await item(mine).locator('.item-edit button[type="submit"]').click()
+    await expect
+      .poll(() => item(mine).locator('.title').textContent(), { timeout: SEE_MS })
+      .toBe('Note to self, edited')
+    const res = await t
+      .http()
+      .get(`/v1/events/${mine}`)
+      .set('authorization', `Bearer ${t.token({ sub: user, tenant: TENANT })}`)
+    expect(res.body).toMatchObject({ title: 'Note to self, edited', body: 'With a body', revision: 1, actor: user })
+    await item(mine).locator('[data-own="recall"]').click()
+    await expect.poll(() => item(mine).count(), { timeout: SEE_MS }).toBe(0)
+    await expect.poll(() => badge(page), { timeout: SEE_MS }).toBe('1')
+    expect(await page.locator('.item').evaluateAll((els) => els.map((e) => e.dataset.id))).toEqual([trip])
+    expect(await page.textContent('#inbox-note')).toBe('')
+  })
+
   /**
    * A browser profile of its own (service worker, notification permission) whose demo page signed `user` in and
    * enabled push, subscribed to the local push service. `deliver` hands the worker a push that service received
@@ -373,8 +471,18 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
         { timeout: SEE_MS },
       )
     }
-    return { page, subscription: subscriptions[0], deliver, worker }
+    /** Hands the worker a push without waiting for a page to hear of it (none may be open). */
+    const deliverInBackground = (message: ReceivedPush) =>
+      cdp.send('ServiceWorker.deliverPushMessage', { origin: t.url, registrationId, data: message.payload })
+    return { page, subscription: subscriptions[0], deliver, deliverInBackground, worker }
   }
+
+  /** The notifications shown, as the service worker itself sees them (a page of the origin need not be open). */
+  const shownInWorker = (worker: Worker) =>
+    worker.evaluate(async () => {
+      const list = await (globalThis as unknown as SwGlobal).registration.getNotifications()
+      return list.map((n) => ({ title: n.title, tag: n.tag, silent: n.silent, data: n.data }))
+    })
 
   /** The notifications the page's service worker registration shows, as plain data. */
   const shownNotifications = (page: Page) =>
@@ -438,6 +546,75 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
     const status = await t.http().get(`/v1/events/${id}/status`).set('authorization', `Bearer ${publisherToken()}`)
     expect(status.status, status.text).toBe(200)
     expect(status.body).toMatchObject({ acked: 1, read: 0, push: { sent: 1, failed: 0 } })
+  })
+
+  // Headless Chromium's push service is out of reach: the pushes the server sent to the local push service are
+  // handed to the real sw.js through DevTools (deliver), as the browser would hand them over.
+  it('the service worker replaces an edited event’s notification without alerting, and closes a recalled one', async () => {
+    const user = unique('push-changes')
+    const { page, subscription, deliver, deliverInBackground, worker } = await pushEnabledBrowser(user)
+    const pushesOf = (id: string) =>
+      pushService.messagesFor(subscription.endpoint).filter((m) => (m.json() as { id?: string }).id === id)
+    const nth = async (id: string, n: number) => {
+      await expect.poll(() => pushesOf(id).length, { timeout: SEE_MS }).toBeGreaterThanOrEqual(n)
+      return pushesOf(id)[n - 1]
+    }
+
+    // An edit: the same notification (tag), its new text, silent, not shown again as news.
+    const trip = await publish(user, { title: 'Trip on Friday', body: 'Bring lunch', priority: 'urgent' })
+    await deliver(await nth(trip, 1), trip)
+    await change(trip, { title: 'Trip on Monday' })
+    await deliver(await nth(trip, 2), trip)
+    const [edited, ...others] = await shownNotifications(page)
+    expect(others).toEqual([])
+    expect(edited).toMatchObject({ title: 'Trip on Monday', body: 'Bring lunch', tag: `herald-${trip}` })
+    expect(
+      await worker.evaluate(async () => {
+        const [n] = await (globalThis as unknown as SwGlobal).registration.getNotifications()
+        return { silent: n.silent, renotify: n.renotify }
+      }),
+    ).toEqual({ silent: true, renotify: false })
+
+    // A recall while no page of the site runs the client: the worker closes the notification when the recall's
+    // push arrives. A page of the site is visible, so nothing needs to be shown in its place.
+    await page.goto(`${t.url}/health`)
+    await change(trip)
+    await deliver(await nth(trip, 3), trip)
+    expect(await shownInWorker(worker)).toEqual([])
+
+    // The same with no page of the site open at all: browsers want each push to show something, so a silent
+    // "withdrawn" notice takes its place (one at most, whatever the number of recalls).
+    const closure = await publish(user, { title: 'School closes at noon', collapseKey: 'closure', priority: 'urgent' })
+    await deliver(await nth(closure, 1), closure)
+    expect((await shownInWorker(worker)).map((n) => n.tag)).toEqual(['closure'])
+    // Another origin (localhost is not 127.0.0.1): no window of the site is left.
+    await page.goto(t.url.replace('127.0.0.1', 'localhost'))
+    await change(closure)
+    const recallPush = await nth(closure, 2)
+    expect(recallPush.json()).toEqual({ id: closure, collapseKey: 'closure', change: 'delete' })
+    await deliverInBackground(recallPush)
+    await expect
+      .poll(() => shownInWorker(worker), { timeout: SEE_MS })
+      .toEqual([
+        {
+          title: 'Notification withdrawn',
+          tag: 'herald-withdrawn',
+          silent: true,
+          data: { recalled: closure },
+        },
+      ])
+  })
+
+  it('a page running the client closes a recalled event’s notification itself, before any push says so', async () => {
+    const user = unique('push-recall-page')
+    const { page, subscription, deliver } = await pushEnabledBrowser(user)
+    const id = await publish(user, { title: 'Sent by mistake', priority: 'urgent' })
+    await deliver(await pushOf(subscription.endpoint, id), id)
+    expect((await shownNotifications(page)).map((n) => n.data?.id)).toEqual([id])
+    await change(id)
+    // The demo page's stream got the recall (`delete`): the item goes, and the client closed the notification.
+    await expect.poll(() => page.locator(`.item[data-id="${id}"]`).count(), { timeout: SEE_MS }).toBe(0)
+    await expect.poll(async () => (await shownNotifications(page)).length, { timeout: SEE_MS }).toBe(0)
   })
 
   it('shows a pushed event’s buttons, icon, image and badge; each button does what it names, opening a window only for open', async () => {

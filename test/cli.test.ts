@@ -26,7 +26,18 @@ describe('the CLI, run as a user runs it', () => {
   it('lists its commands with --help, and exits 2 with usage when given none or an unknown one', async () => {
     const help = await cli(['--help'])
     expect(help.code).toBe(0)
-    for (const c of ['token', 'publish', 'scheduled', 'tail', 'vapid', 'migrate', 'prune']) {
+    for (const c of [
+      'token',
+      'publish',
+      'edit',
+      'recall',
+      'scheduled',
+      'preferences',
+      'tail',
+      'vapid',
+      'migrate',
+      'prune',
+    ]) {
       expect(help.stdout).toContain(c)
     }
     expect((await cli([])).code).toBe(2)
@@ -35,7 +46,7 @@ describe('the CLI, run as a user runs it', () => {
     expect(unknown.stderr).toMatch(/unknown command "frobnicate"/)
   })
 
-  it.each(['token', 'publish', 'scheduled', 'tail', 'vapid', 'migrate', 'prune'])(
+  it.each(['token', 'publish', 'edit', 'recall', 'scheduled', 'preferences', 'tail', 'vapid', 'migrate', 'prune'])(
     '%s --help explains its options',
     async (command) => {
       const { code, stdout } = await cli([command, '--help'])
@@ -165,6 +176,55 @@ describe('the CLI, run as a user runs it', () => {
     expect(refused.stderr).toMatch(/HTTP 400.*body\.actions\.0\.action/)
   })
 
+  it('edit changes an event and prints it as it now stands; recall takes it back; what the server refuses exits 1', async () => {
+    const token = t.token({ sub: 'editor', scope: PUBLISHER })
+    const common = ['--server', t.url, '--token', token]
+    const reader = t.token({ sub: 'hana' })
+    const published = await cli(['publish', ...common, '--to-user', 'hana', '--title', 'Trip Friday', '--url', '/t/1'])
+    const { id } = JSON.parse(published.stdout)
+
+    const edited = await cli([
+      'edit',
+      id,
+      ...common,
+      '--title',
+      'Trip Monday',
+      '--data',
+      '{"room":12}',
+      '--clear',
+      'url',
+    ])
+    expect(edited.code, edited.stderr).toBe(0)
+    expect(JSON.parse(edited.stdout)).toMatchObject({
+      id,
+      title: 'Trip Monday',
+      data: { room: 12 },
+      url: null,
+      revision: 1,
+    })
+    const got = await t.http().get(`/v1/events/${id}`).set('authorization', `Bearer ${reader}`)
+    expect(got.body).toMatchObject({ title: 'Trip Monday', url: null, revision: 1 })
+
+    // Usage errors exit 2 before anything is sent; the server's refusals exit 1 with its answer.
+    expect((await cli(['edit', id, ...common])).stderr).toMatch(/give what to change/)
+    expect((await cli(['edit', 'x', ...common, '--title', 'y'])).code).toBe(2)
+    expect((await cli(['edit', id, ...common, '--clear', 'title'])).code).toBe(2)
+    const refused = await cli(['edit', id, ...common, '--url', 'javascript:alert(1)'])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(/HTTP 400.*body\.url/)
+    const notHers = await cli(['recall', id, '--server', t.url, '--token', reader])
+    expect(notHers.code).toBe(1)
+    expect(notHers.stderr).toMatch(/HTTP 403/)
+
+    const recalled = await cli(['recall', id, ...common])
+    expect(recalled.code, recalled.stderr).toBe(0)
+    expect(JSON.parse(recalled.stdout)).toEqual({ id, state: 'recalled' })
+    expect((await t.http().get(`/v1/events/${id}`).set('authorization', `Bearer ${reader}`)).status).toBe(404)
+    const again = await cli(['recall', id, ...common])
+    expect(again.code).toBe(1)
+    expect(again.stderr).toMatch(/HTTP 404/)
+  })
+
   it('publish exits 2 without a token and 1 when the server refuses, printing why', async () => {
     const noToken = await cli(['publish', '--server', t.url, '--title', 'x', '--to-user', 'u'])
     expect(noToken.code).toBe(2)
@@ -267,6 +327,51 @@ describe('the CLI, run as a user runs it', () => {
     expect(JSON.parse((await cli(['topics', 'list', ...as(pupil)])).stdout).topics).toHaveLength(1)
     for (const args of [['topics'], ['topics', 'frob'], ['topics', 'follow'], ['topics', 'add', 'class:7A']]) {
       expect((await cli([...args, ...as(admin)])).code, args.join(' ')).toBe(2)
+    }
+  })
+
+  it('preferences set, show and reset a user’s own, and with --tenant an admin’s defaults; refusals exit 1', async () => {
+    const user = t.token({ sub: 'pref-user' })
+    const admin = t.token({ sub: 'pref-head', scope: 'admin' })
+    const as = (token: string) => ['--server', t.url, '--token', token]
+    const settings = {
+      rules: [{ type: 'grades.*', push: false }],
+      quietHours: { start: '22:00', end: '07:00', timeZone: 'Europe/Paris', days: ['mon'] },
+    }
+    const set = await cli(['preferences', 'set', '--json', JSON.stringify(settings), ...as(user)])
+    expect(set.code, set.stderr).toBe(0)
+    expect(JSON.parse(set.stdout)).toMatchObject({ ...settings, updatedAt: expect.any(String) })
+    const shown = await cli(['preferences', 'show', ...as(user)])
+    expect(JSON.parse(shown.stdout)).toEqual(JSON.parse(set.stdout))
+    // What the server refuses: exit 1, the reason (the field) on stderr, nothing changed.
+    const bad = await cli([
+      'preferences',
+      'set',
+      '--json',
+      JSON.stringify({ quietHours: { ...settings.quietHours, timeZone: 'Mars/Olympus' } }),
+      ...as(user),
+    ])
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toMatch(/HTTP 400.*body\.quietHours\.timeZone/)
+    expect(JSON.parse((await cli(['preferences', 'show', ...as(user)])).stdout).rules).toEqual(settings.rules)
+    const reset = await cli(['preferences', 'reset', ...as(user)])
+    expect(JSON.parse(reset.stdout)).toEqual({ rules: [], updatedAt: null })
+
+    const tenantSet = await cli(['preferences', 'set', '--tenant', '--json', '{"urgentBypass":false}', ...as(admin)])
+    expect(tenantSet.code, tenantSet.stderr).toBe(0)
+    expect(JSON.parse(tenantSet.stdout)).toMatchObject({ rules: [], urgentBypass: false })
+    expect(JSON.parse((await cli(['preferences', 'show', '--tenant', ...as(admin)])).stdout).urgentBypass).toBe(false)
+    const notAdmin = await cli(['preferences', 'show', '--tenant', ...as(user)])
+    expect(notAdmin.code).toBe(1)
+    expect(notAdmin.stderr).toMatch(/HTTP 403/)
+    expect((await cli(['preferences', 'reset', '--tenant', ...as(admin)])).code).toBe(0)
+    for (const args of [
+      ['preferences'],
+      ['preferences', 'frob'],
+      ['preferences', 'set'],
+      ['preferences', 'set', '--json', '{'],
+    ]) {
+      expect((await cli([...args, ...as(user)])).code, args.join(' ')).toBe(2)
     }
   })
 

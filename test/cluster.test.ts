@@ -123,6 +123,30 @@ describePostgres('several instances on one PostgreSQL behave as one service', ()
     stream.close()
   })
 
+  it('an edit and a recall made on A reach a stream on B at once, as update and delete', async () => {
+    const stream = await SseClient.open(b.url, { token: token('eva') })
+    const id = await publish(a, { type: 'grade.posted', to: { users: ['eva'] }, title: 'Maths 18/20' })
+    await stream.waitForNotifications(1)
+    const change = (method: string, body?: object) =>
+      fetch(`${a.url}/v1/events/${id}`, {
+        method,
+        headers: { authorization: `Bearer ${teacher}`, 'content-type': 'application/json' },
+        body: body && JSON.stringify(body),
+      })
+    const sent = Date.now()
+    expect((await change('PATCH', { title: 'Maths 19/20' })).status).toBe(200)
+    expect((await change('DELETE')).status).toBe(204)
+    await stream.waitFor((c) => c.events.length >= 3, 10_000, 'the edit and the recall')
+    // A woke B with each change's commit: B's own poll would have taken up to LOG_POLL_MS.
+    expect(Date.now() - sent).toBeLessThan(LOG_POLL_MS / 2)
+    expect(stream.events.map((e) => [e.event, JSON.parse(e.data).id, JSON.parse(e.data).title])).toEqual([
+      ['notification', id, 'Maths 18/20'],
+      ['update', id, 'Maths 19/20'],
+      ['delete', id, undefined],
+    ])
+    stream.close()
+  })
+
   it('a stream on A that reconnects to B with Last-Event-ID loses nothing', async () => {
     const first = await SseClient.open(a.url, { token: token('ben') })
     const before = [await publish(a, { type: 'x.y', to: { users: ['ben'] }, title: '1' })]

@@ -10,7 +10,7 @@ import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 // biome-ignore lint/suspicious/noExplicitAny: the document is walked freely; the assertions are the types
 type Json = Record<string, any>
 
-const TAGS = new Set(['events', 'stream', 'push', 'topics', 'operations', 'demo'])
+const TAGS = new Set(['events', 'stream', 'push', 'topics', 'preferences', 'operations', 'demo'])
 
 /**
  * Every `METHOD /path` the app serves, from `printRoutes` (a tree: each line's depth is its indent / 4, its path
@@ -178,6 +178,50 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(subscription.properties.keys.required.sort()).toEqual(['auth', 'p256dh'])
     const bulkRead = operation('POST', '/v1/events/read').requestBody.content['application/json'].schema
     expect(bulkRead.anyOf.map((s: Json) => Object.keys(s.properties))).toEqual([['ids'], ['upTo']])
+    // An edit takes the four fields it may change, by a publish's rules, and nothing else.
+    const edit = operation('PATCH', '/v1/events/{id}')
+    expect(edit.parameters).toEqual([expect.objectContaining({ in: 'path', name: 'id', required: true })])
+    const editBody = edit.requestBody.content['application/json'].schema
+    expect(Object.keys(editBody.properties).sort()).toEqual(['body', 'data', 'title', 'url'])
+    expect(editBody.required ?? []).toEqual([])
+    expect(editBody.additionalProperties).toBe(false)
+    expect(editBody.properties.title).toMatchObject({ type: 'string', minLength: 1, maxLength: 200 })
+    expect(nonNull(editBody.properties.body)).toMatchObject({ type: 'string', maxLength: 2000 })
+    expect(nonNull(editBody.properties.url)).toMatchObject({ type: 'string', maxLength: 2048 })
+    expect(editBody.properties.data.description).toMatch(/16384 bytes/)
+    expect(operation('DELETE', '/v1/events/{id}').parameters).toEqual([
+      expect.objectContaining({ in: 'path', name: 'id', required: true }),
+    ])
+  })
+
+  it('the preferences bodies: rules, the push switch and quiet hours, with their rules; urgentBypass is the tenant’s', () => {
+    const body = (method: string, path: string) =>
+      operation(method, path).requestBody.content['application/json'].schema
+    const mine = body('PUT', '/v1/me/preferences')
+    expect(Object.keys(mine.properties).sort()).toEqual(['push', 'quietHours', 'rules', 'urgentBypass'])
+    expect(mine.additionalProperties).toBe(false)
+    expect(mine.properties.rules).toMatchObject({ type: 'array', maxItems: 50 })
+    const rule = mine.properties.rules.items
+    expect(Object.keys(rule.properties).sort()).toEqual(['inApp', 'push', 'topic', 'type'])
+    expect(rule.additionalProperties).toBe(false)
+    const typePattern = new RegExp(rule.properties.type.pattern)
+    for (const good of ['grades.*', 'attendance.absent', '*']) expect(typePattern.test(good), good).toBe(true)
+    for (const bad of ['Grades.*', 'grades.**', '*.posted', 'grades.']) expect(typePattern.test(bad), bad).toBe(false)
+    expect(mine.properties.push.properties.minPriority).toMatchObject({
+      enum: ['low', 'normal', 'high', 'urgent'],
+      default: 'normal',
+    })
+    const quiet = nonNull(mine.properties.quietHours)
+    expect(quiet.required.sort()).toEqual(['end', 'start', 'timeZone'])
+    expect(new RegExp(quiet.properties.start.pattern).test('22:00')).toBe(true)
+    expect(new RegExp(quiet.properties.start.pattern).test('24:00')).toBe(false)
+    expect(quiet.properties.timeZone.description).toMatch(/IANA/)
+    expect(quiet.properties.days.items.enum.sort()).toEqual(['fri', 'mon', 'sat', 'sun', 'thu', 'tue', 'wed'])
+    const tenant = body('PUT', '/v1/tenant/preferences')
+    expect(tenant.properties.urgentBypass).toMatchObject({ type: 'boolean', default: true })
+    const reply = operation('GET', '/v1/me/preferences').responses['200'].content['application/json'].schema
+    expect(reply.required).toEqual(expect.arrayContaining(['rules', 'updatedAt']))
+    expect(operation('PUT', '/v1/tenant/preferences').responses['403']).toBeDefined()
   })
 
   it('replies a client needs are described', () => {
@@ -208,12 +252,21 @@ describe('OpenAPI document (SPEC 8)', () => {
         'badge',
         'createdAt',
         'expiresAt',
+        'revision',
         'readAt',
         'ackedAt',
       ]),
     )
     const listed = json('GET', '/v1/events', '200').properties.events.items
-    expect(Object.keys(listed.properties)).toEqual(expect.arrayContaining(['actions', 'icon', 'image', 'badge']))
+    expect(Object.keys(listed.properties)).toEqual(
+      expect.arrayContaining(['actions', 'icon', 'image', 'badge', 'revision']),
+    )
+    expect(listed.properties.revision).toMatchObject({ type: 'integer', minimum: 0 })
+    // An edit answers the event as it now stands; a recall, nothing.
+    expect(Object.keys(json('PATCH', '/v1/events/{id}', '200').properties)).toEqual(
+      expect.arrayContaining(['id', 'title', 'body', 'data', 'url', 'revision']),
+    )
+    expect(operation('DELETE', '/v1/events/{id}').responses['204']).toBeDefined()
     expect(nonNull(listed.properties.actions).items.properties.action.enum).toEqual(['ack', 'read', 'open'])
     expect(json('GET', '/v1/events/unread-count', '200').properties.unread.type).toBe('integer')
     expect(Object.keys(json('GET', '/v1/events/{id}/status', '200').properties).sort()).toEqual([
@@ -239,7 +292,7 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(operation('POST', '/v1/events').security).toBeUndefined()
   })
 
-  it('the stream: text/event-stream with notification, receipt and reset; the token may be a ?ticket= or ?access_token=', () => {
+  it('the stream: text/event-stream with notification, update, delete, receipt and reset; the token may be a ?ticket= or ?access_token=', () => {
     const op = operation('GET', '/v1/stream')
     expect(op.tags).toEqual(['stream'])
     expect(op.security).toEqual([{ bearerAuth: [] }, { streamTicketQuery: [] }, { accessTokenQuery: [] }])
@@ -256,7 +309,7 @@ describe('OpenAPI document (SPEC 8)', () => {
     const params = op.parameters.map((x: Json) => `${x.in}:${x.name}`)
     expect(params).toEqual(expect.arrayContaining(['query:topics', 'query:lastEventId', 'header:last-event-id']))
     const sse = op.responses['200'].content['text/event-stream'].schema
-    for (const event of ['event: notification', 'event: receipt', 'event: reset']) {
+    for (const event of ['event: notification', 'event: update', 'event: delete', 'event: receipt', 'event: reset']) {
       expect(sse.description).toContain(event)
     }
   })
@@ -290,6 +343,10 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(errorsOf('POST', '/v1/events')).toEqual([400, 401, 403, 409, 413, 415, 422, 429, 503])
     expect(errorsOf('POST', '/v1/events/batch')).toEqual([400, 401, 403, 409, 413, 415, 422, 429, 503])
     expect(errorsOf('GET', '/v1/events/{id}')).toEqual([400, 401, 404, 429, 503])
+    // Edit and recall: a recipient who is not its publisher gets 403, anyone else 404.
+    expect(errorsOf('PATCH', '/v1/events/{id}')).toEqual([400, 401, 403, 404, 413, 415, 429, 503])
+    expect(errorsOf('DELETE', '/v1/events/{id}')).toEqual([400, 401, 403, 404, 429, 503])
+    expect(operation('PATCH', '/v1/events/{id}').responses['403'].description).toMatch(/publisher nor an `admin`/)
     expect(errorsOf('GET', '/v1/scheduled')).toEqual([400, 401, 429, 503])
     expect(errorsOf('GET', '/v1/scheduled/{id}')).toEqual([400, 401, 404, 429, 503])
     expect(errorsOf('DELETE', '/v1/scheduled/{id}')).toEqual([400, 401, 404, 409, 429, 503])

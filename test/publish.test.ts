@@ -7,7 +7,10 @@ import { SseClient } from './helpers/sse.ts'
 
 // SPEC section 3 (publishing) and 7 (errors).
 
-/** The fields of an event as every client sees it (SPEC section 3), and nothing else. */
+/**
+ * The fields of an event as every client sees it (SPEC section 3), and nothing else; `revision` (issue 18: how
+ * many times it was edited) is one more.
+ */
 const EVENT_FIELDS = [
   'id',
   'type',
@@ -24,6 +27,7 @@ const EVENT_FIELDS = [
   'actor',
   'createdAt',
   'expiresAt',
+  'revision',
 ].sort()
 /** REST reads add the caller's receipt (SPEC section 5). */
 const RECEIPT_FIELDS = ['readAt', 'ackedAt']
@@ -185,6 +189,7 @@ describeEachBackend('publish', (backend) => {
       actor: 'teacher-fields',
       createdAt: res.body.createdAt,
       expiresAt: new Date(Date.parse(res.body.createdAt) + 86_400_000).toISOString(),
+      revision: 0,
     }
 
     const got = await getEvent(res.body.id, to)

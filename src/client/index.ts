@@ -1,13 +1,17 @@
-// The typed client for application backends (`herald/client`): publish (now or later), follow and cancel
-// scheduled publishes, read delivery status, manage topic members, mint tokens and stream tickets. Its request and
-// reply types are the service's own zod schemas (type-only imports: nothing of the server is loaded), so they
-// cannot drift from what the service validates and documents; a test holds each method to its OpenAPI operation.
+// The typed client for application backends (`herald/client`): publish (now or later), edit and recall events,
+// follow and cancel scheduled publishes, read delivery status, manage topic members, mint tokens and stream
+// tickets. Its request and reply types are the service's own zod schemas (type-only imports: nothing of the
+// server is loaded), so they cannot drift from what the service validates and documents; a test holds each method
+// to its OpenAPI operation.
 import type { z } from 'zod'
-import type { batchSchema, newEventSchema } from '../events/model.ts'
+import type { batchSchema, eventEditFields, newEventSchema } from '../events/model.ts'
+import type { tenantSettingsSchema, userSettingsSchema } from '../events/preference-rules.ts'
 import type { problemSchema } from '../problems.ts'
+import type { tenantPreferencesReply, userPreferencesReply } from '../routes/preferences.ts'
 import type {
   batchPublished,
   deliveryStatusReply,
+  eventSchema,
   published,
   scheduledItem,
   scheduledPage,
@@ -31,7 +35,17 @@ export type Scheduled = z.output<typeof scheduledReply>
 export type ScheduledPage = z.output<typeof scheduledPage>
 export type ScheduledPublish = z.output<typeof scheduledItem>
 export type DeliveryStatus = z.output<typeof deliveryStatusReply>
+/** What an edit changes: any of `title`, `body`, `data` and `url` (null clears `body`, `data` or `url`). */
+export type EventEdit = z.input<typeof eventEditFields>
+/** An event as every client sees it (`revision`: how many times it was edited). */
+export type HeraldEvent = z.output<typeof eventSchema>
 export type StreamTicket = z.output<typeof streamTicketReply>
+/** A user's notification preferences, as `PUT /v1/me/preferences` takes them (defaults may be left out). */
+export type UserPreferences = z.input<typeof userSettingsSchema>
+/** A tenant's defaults, as `PUT /v1/tenant/preferences` takes them: a user's preferences and `urgentBypass`. */
+export type TenantPreferences = z.input<typeof tenantSettingsSchema>
+export type StoredUserPreferences = z.output<typeof userPreferencesReply>
+export type StoredTenantPreferences = z.output<typeof tenantPreferencesReply>
 export type Problem = z.output<typeof problemSchema>
 export type { TokenClaims }
 
@@ -81,6 +95,8 @@ export const CLIENT_OPERATIONS = {
   publish: { method: 'POST', path: '/v1/events', operationId: 'publishEvent' },
   publishBatch: { method: 'POST', path: '/v1/events/batch', operationId: 'publishEvents' },
   status: { method: 'GET', path: '/v1/events/{id}/status', operationId: 'getEventStatus' },
+  edit: { method: 'PATCH', path: '/v1/events/{id}', operationId: 'editEvent' },
+  recall: { method: 'DELETE', path: '/v1/events/{id}', operationId: 'recallEvent' },
   listScheduled: { method: 'GET', path: '/v1/scheduled', operationId: 'listScheduledPublishes' },
   getScheduled: { method: 'GET', path: '/v1/scheduled/{id}', operationId: 'getScheduledPublish' },
   cancelScheduled: { method: 'DELETE', path: '/v1/scheduled/{id}', operationId: 'cancelScheduledPublish' },
@@ -88,6 +104,10 @@ export const CLIENT_OPERATIONS = {
   topicMembers: { method: 'GET', path: '/v1/topics/{topic}/members', operationId: 'listTopicMembers' },
   addTopicMembers: { method: 'PUT', path: '/v1/topics/{topic}/members', operationId: 'addTopicMembers' },
   removeTopicMembers: { method: 'DELETE', path: '/v1/topics/{topic}/members', operationId: 'removeTopicMembers' },
+  tenantPreferences: { method: 'GET', path: '/v1/tenant/preferences', operationId: 'getTenantPreferences' },
+  setTenantPreferences: { method: 'PUT', path: '/v1/tenant/preferences', operationId: 'setTenantPreferences' },
+  userPreferences: { method: 'GET', path: '/v1/me/preferences', operationId: 'getMyPreferences' },
+  setUserPreferences: { method: 'PUT', path: '/v1/me/preferences', operationId: 'setMyPreferences' },
 } as const
 
 const pathOf = (template: string, params: Record<string, string> = {}) =>
@@ -202,6 +222,26 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
       return (await call<DeliveryStatus>(op.method, pathOf(op.path, { id }))).body
     },
 
+    /**
+     * `PATCH /v1/events/{id}` (operation `editEvent`): for the event's publisher or an admin of its tenant.
+     * Returns the event as it now stands; its streams get an `update`, and a device it was pushed to gets the
+     * new text in place of the old, without alerting again.
+     */
+    async edit(id: string, changes: EventEdit): Promise<HeraldEvent> {
+      const op = CLIENT_OPERATIONS.edit
+      return (await call<HeraldEvent>(op.method, pathOf(op.path, { id }), { body: changes })).body
+    },
+
+    /**
+     * `DELETE /v1/events/{id}` (operation `recallEvent`): for the event's publisher or an admin of its tenant. The
+     * event is gone from every inbox; its streams get a `delete`, a push not sent yet is cancelled. Recalling it
+     * again is a HeraldError with status 404.
+     */
+    async recall(id: string): Promise<void> {
+      const op = CLIENT_OPERATIONS.recall
+      await call<undefined>(op.method, pathOf(op.path, { id }))
+    },
+
     /** `GET /v1/topics/{topic}/members` (operation `listTopicMembers`, `admin` scope): the topic's members. */
     async topicMembers(topic: string): Promise<string[]> {
       const op = CLIENT_OPERATIONS.topicMembers
@@ -227,6 +267,37 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
         body: { users },
       })
       return body.changed
+    },
+
+    /** `GET /v1/tenant/preferences` (operation `getTenantPreferences`, `admin` scope): the tenant's defaults. */
+    async tenantPreferences(): Promise<StoredTenantPreferences> {
+      const op = CLIENT_OPERATIONS.tenantPreferences
+      return (await call<StoredTenantPreferences>(op.method, op.path)).body
+    },
+
+    /**
+     * `PUT /v1/tenant/preferences` (operation `setTenantPreferences`, `admin` scope): replaces the tenant's defaults,
+     * which every user's own preferences override; `urgentBypass: false` makes `urgent` events follow them too.
+     * A bad field is a HeraldError with status 400 whose problem's `errors` name it.
+     */
+    async setTenantPreferences(preferences: TenantPreferences): Promise<StoredTenantPreferences> {
+      const op = CLIENT_OPERATIONS.setTenantPreferences
+      return (await call<StoredTenantPreferences>(op.method, op.path, { body: preferences })).body
+    },
+
+    /**
+     * `GET /v1/me/preferences` (operation `getMyPreferences`) with a user's token: that user's own preferences
+     * (for a settings page your backend serves).
+     */
+    async userPreferences(userToken: string): Promise<StoredUserPreferences> {
+      const op = CLIENT_OPERATIONS.userPreferences
+      return (await call<StoredUserPreferences>(op.method, op.path, { token: userToken })).body
+    },
+
+    /** `PUT /v1/me/preferences` (operation `setMyPreferences`) with a user's token: replaces that user's own. */
+    async setUserPreferences(userToken: string, preferences: UserPreferences): Promise<StoredUserPreferences> {
+      const op = CLIENT_OPERATIONS.setUserPreferences
+      return (await call<StoredUserPreferences>(op.method, op.path, { body: preferences, token: userToken })).body
     },
 
     /**

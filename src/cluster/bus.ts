@@ -9,6 +9,8 @@ const RECEIPTS_CHANNEL = 'herald_receipts'
 const EVICTIONS_CHANNEL = 'herald_evictions'
 /** Topic subscriptions that changed: instances with the users' streams open update them. */
 const SUBSCRIPTIONS_CHANNEL = 'herald_subscriptions'
+/** A user's notification preferences changed, or a tenant's defaults: instances reload them for open streams. */
+const PREFERENCES_CHANNEL = 'herald_preferences'
 /** NOTIFY payloads stop at 8,000 bytes: receipts naming many ids go out in chunks of this many. */
 const RECEIPT_IDS_PER_NOTICE = 200
 /** Bytes of subscription changes per notification, under NOTIFY's 8,000 with room for the envelope. */
@@ -37,6 +39,12 @@ export interface SubscriptionMessage {
   subscribed: boolean
 }
 
+/** Whose preferences changed: a user's, or (`userId` '') the tenant's defaults. The settings are read, not sent. */
+export interface PreferencesMessage {
+  tenant: string
+  userId: string
+}
+
 export interface BusHandlers {
   /** A user's topic subscriptions changed on another instance: update this instance's streams of that user. */
   onSubscriptionChange(message: SubscriptionMessage): void
@@ -54,6 +62,7 @@ export interface BusHandlers {
 export class ClusterBus {
   private unlisten: Array<() => Promise<void>> = []
   private readonly wakeListeners: Array<() => void> = []
+  private readonly preferenceListeners: Array<(message: PreferencesMessage) => void> = []
 
   constructor(
     private readonly database: Database,
@@ -64,6 +73,11 @@ export class ClusterBus {
   /** Something was committed somewhere (or the bus reconnected): `listener` should look at the database. */
   onWake(listener: () => void) {
     this.wakeListeners.push(listener)
+  }
+
+  /** Preferences changed on another instance: `listener` updates this instance's streams. */
+  onPreferencesChanged(listener: (message: PreferencesMessage) => void) {
+    this.preferenceListeners.push(listener)
   }
 
   private wake() {
@@ -107,7 +121,22 @@ export class ClusterBus {
         this.log.warn({ err }, 'ignoring a malformed subscription notification')
       }
     })
-    this.unlisten = [events.unlisten, receipts.unlisten, evictions.unlisten, subscriptions.unlisten]
+    const preferences = await pg.listen(PREFERENCES_CHANNEL, (payload) => {
+      try {
+        const m = JSON.parse(payload) as PreferencesMessage & { from: string }
+        if (m.from === this.instanceId) return
+        for (const listener of this.preferenceListeners) listener({ tenant: m.tenant, userId: m.userId })
+      } catch (err) {
+        this.log.warn({ err }, 'ignoring a malformed preferences notification')
+      }
+    })
+    this.unlisten = [
+      events.unlisten,
+      receipts.unlisten,
+      evictions.unlisten,
+      subscriptions.unlisten,
+      preferences.unlisten,
+    ]
   }
 
   /**
@@ -150,6 +179,11 @@ export class ClusterBus {
       bytes += size
     }
     if (chunk.length) send(chunk)
+  }
+
+  /** Tells the other instances that someone's preferences changed. Best effort, as receipts. */
+  preferencesChanged(message: PreferencesMessage) {
+    void this.notify(PREFERENCES_CHANNEL, JSON.stringify({ ...message, from: this.instanceId }))
   }
 
   /**

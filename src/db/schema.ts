@@ -1,5 +1,16 @@
 import { sql } from 'drizzle-orm'
-import { bigint, bigserial, boolean, index, integer, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core'
+import {
+  bigint,
+  bigserial,
+  boolean,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+} from 'drizzle-orm/pg-core'
 
 const emptyTextArray = sql`'{}'::text[]`
 
@@ -27,6 +38,19 @@ export const events = pgTable(
     image: text('image'),
     badge: text('badge'),
     actor: text('actor').notNull(),
+    /**
+     * `event` for a published event. `update` and `delete` rows record an edit or a recall of the event `refId`
+     * in the log, so a stream resuming from Last-Event-ID replays changes in order with everything else.
+     */
+    kind: text('kind', { enum: ['event', 'update', 'delete'] })
+      .notNull()
+      .default('event'),
+    /** On `update` and `delete` rows: the event they change. */
+    refId: bigint('ref_id', { mode: 'number' }),
+    /** On events: how many times it was edited (0: never). */
+    revision: integer('revision').notNull().default(0),
+    /** On events: when it was recalled; a recalled event is gone from history, reads and counts. */
+    recalledAt: timestamp('recalled_at', { withTimezone: true, mode: 'date' }),
     toUsers: text('to_users').array().notNull().default(emptyTextArray),
     toRoles: text('to_roles').array().notNull().default(emptyTextArray),
     toTopics: text('to_topics').array().notNull().default(emptyTextArray),
@@ -41,6 +65,8 @@ export const events = pgTable(
     index('events_to_users_idx').using('gin', t.toUsers).with({ fastupdate: false }),
     // Retention: `expires_at < now()`.
     index('events_expires_at_idx').on(t.expiresAt),
+    // The changes of one event: `where ref_id = $1`.
+    index('events_ref_id_idx').on(t.refId).where(sql`ref_id is not null`),
   ],
 )
 
@@ -298,4 +324,21 @@ export const topicSubscriptions = pgTable(
     // A topic's subscribers (push planning, members): `where tenant = $1 and topic = any($2)`.
     index('topic_subscriptions_topic_idx').on(t.tenant, t.topic),
   ],
+)
+
+/**
+ * Notification preferences: a user's own (`userId` set), or a tenant's defaults (`userId` = ''), which a
+ * user's own override. `settings` holds the rules (by event type pattern or topic: inApp, push), the push
+ * switch with a minimum priority, and quiet hours (start, end, IANA time zone, days of the week).
+ */
+export const preferences = pgTable(
+  'preferences',
+  {
+    tenant: text('tenant').notNull(),
+    /** The user, or '' for the tenant's defaults. */
+    userId: text('user_id').notNull(),
+    settings: jsonb('settings').notNull(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.tenant, t.userId] })],
 )

@@ -4,7 +4,8 @@ import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { events, receipts } from '../db/schema.ts'
 import { eventJson } from '../wire-format.ts'
-import { viewerOf, visibleTo } from './visibility.ts'
+import type { InAppFilter } from './preference-rules.ts'
+import { viewerOf, visibleEventTo } from './visibility.ts'
 
 /** Page size for history and polling; at most MAX_PAGE. */
 export const DEFAULT_PAGE = 50
@@ -47,8 +48,13 @@ const withReceipt = (caller: Caller) => ({
  * fallback), `next` is the last id or `after` itself when nothing is new. Otherwise newest first (history),
  * `next` is the id to pass as `before` for the following page, or null at the end.
  */
-export async function listEvents(database: Database, caller: Caller, q: ListQuery): Promise<string> {
-  const conditions = [visibleTo(viewerOf(caller))]
+export async function listEvents(
+  database: Database,
+  caller: Caller,
+  q: ListQuery,
+  inApp?: InAppFilter,
+): Promise<string> {
+  const conditions = [visibleEventTo(viewerOf(caller, inApp))]
   if (q.after !== undefined) conditions.push(gt(events.id, q.after))
   if (q.upTo !== undefined) conditions.push(lte(events.id, q.upTo))
   if (q.before !== undefined) conditions.push(lt(events.id, q.before))
@@ -70,22 +76,27 @@ export async function listEvents(database: Database, caller: Caller, q: ListQuer
 }
 
 /** One visible event as JSON text, or undefined (the route answers 404: existence does not leak). */
-export async function getEvent(database: Database, caller: Caller, id: number): Promise<string | undefined> {
+export async function getEvent(
+  database: Database,
+  caller: Caller,
+  id: number,
+  inApp?: InAppFilter,
+): Promise<string | undefined> {
   const [row] = await database.db
     .select(withReceipt(caller))
     .from(events)
-    .where(and(visibleTo(viewerOf(caller)), eq(events.id, id)))
+    .where(and(visibleEventTo(viewerOf(caller, inApp)), eq(events.id, id)))
   return row ? eventJson(row.e, row) : undefined
 }
 
 /** The statement unreadCount runs (tests read its plan). */
-export const unreadCountQuery = (database: Database, caller: Caller) =>
+export const unreadCountQuery = (database: Database, caller: Caller, inApp?: InAppFilter) =>
   database.db
     .select({ n: count() })
     .from(events)
-    .where(and(visibleTo(viewerOf(caller)), unreadBy(caller)))
+    .where(and(visibleEventTo(viewerOf(caller, inApp)), unreadBy(caller)))
 
-export async function unreadCount(database: Database, caller: Caller): Promise<number> {
-  const [row] = await unreadCountQuery(database, caller)
+export async function unreadCount(database: Database, caller: Caller, inApp?: InAppFilter): Promise<number> {
+  const [row] = await unreadCountQuery(database, caller, inApp)
   return Number(row.n)
 }

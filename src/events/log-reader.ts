@@ -1,13 +1,26 @@
 import { sql } from 'drizzle-orm'
 import type { Database } from '../db/client.ts'
 import { events } from '../db/schema.ts'
-import { notificationFrameSql } from '../wire-format.ts'
+import { logFrameSql } from '../wire-format.ts'
 import { type Viewer, visibleTo } from './visibility.ts'
 
 /** Where a client resumes from: see LogReader.resumePoint. */
 export type ResumePoint = 'kept' | 'gone' | 'unknown'
 
-/** An event of a replay: its id and its SSE frame, built by the database. */
+/**
+ * The rows of the log a replay sends: events as they stand (a recalled one is left out: its recall follows),
+ * recalls, and the edits that made an event what it is now. An edit that a later one superseded, or of an
+ * event since recalled, is left out: the client ends at the event's current version without passing through
+ * older ones.
+ */
+const replayable = sql`(
+  (${events.kind} = 'event' and ${events.recalledAt} is null)
+  or ${events.kind} = 'delete'
+  or (${events.kind} = 'update' and exists (
+    select 1 from ${events} as edited
+    where edited.id = ${events.refId} and edited.revision = ${events.revision} and edited.recalled_at is null)))`
+
+/** A row of a replay: its id and its SSE frame, built by the database. */
 export interface ReplayedEvent {
   id: string | number
   frame: string
@@ -44,12 +57,15 @@ export class LogReader {
     return row.first === null ? upTo + 1 : Number(row.first)
   }
 
-  /** The first `limit` events in (from, to] that `viewer` may see, in id order, as frames. */
+  /**
+   * The first `limit` rows in (from, to] that `viewer` may see, in id order, as frames: events, and the edits and
+   * recalls (`replayable`) of events it may see, which have their events' audience.
+   */
   replayWindow(viewer: Viewer, from: number, to: number, limit: number): Promise<ReplayedEvent[]> {
     return this.database.query<ReplayedEvent>(sql`
-      select ${events.id} as id, ${notificationFrameSql} as frame
+      select ${events.id} as id, ${logFrameSql} as frame
       from ${events}
-      where ${visibleTo(viewer)} and ${events.id} > ${from} and ${events.id} <= ${to}
+      where ${visibleTo(viewer)} and ${replayable} and ${events.id} > ${from} and ${events.id} <= ${to}
       order by ${events.id} limit ${limit}`)
   }
 }

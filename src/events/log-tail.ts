@@ -40,6 +40,10 @@ export interface TailRow {
   image: string | null
   badge: string | null
   actor: string
+  kind: EventRow['kind']
+  ref_id: number | string | null
+  revision: number
+  recalled_at: Date | string | null
   to_users: string[]
   to_roles: string[]
   to_topics: string[]
@@ -207,6 +211,10 @@ function toEventRow(r: TailRow, id: number): EventRow {
     image: r.image,
     badge: r.badge,
     actor: r.actor,
+    kind: r.kind,
+    refId: r.ref_id === null ? null : Number(r.ref_id),
+    revision: Number(r.revision),
+    recalledAt: r.recalled_at === null ? null : asDate(r.recalled_at),
     toUsers: r.to_users,
     toRoles: r.to_roles,
     toTopics: r.to_topics,

@@ -156,3 +156,39 @@ export type Priority = NewEvent['priority']
 /** Decimal event id as it appears in URLs, Last-Event-ID and bodies. */
 export const eventIdSchema = z.string().regex(/^(0|[1-9][0-9]{0,17})$/, 'must be a decimal event id')
 export const parseEventId = (s: string) => Number(s)
+
+/** What an edit may change (`PATCH /v1/events/<id>`): the event's text, its data and its url. */
+export const EDITABLE_FIELDS = ['title', 'body', 'data', 'url'] as const
+
+/**
+ * An edit: any of EDITABLE_FIELDS, by the rules of a publish; `null` clears `body`, `data` or `url`. Anything
+ * else (the audience, priority, actions...) cannot be edited: a member naming it is a 400 that names it.
+ */
+export const eventEditFields = z.object({
+  title: storableText(200).min(1).optional(),
+  body: storableText(2_000).nullish(),
+  // Its size is checked on the text stored (events/changes.ts), as a publish's is.
+  data: z
+    .unknown()
+    .optional()
+    .describe(
+      `Any JSON, at most ${MAX_DATA_BYTES} bytes as sent (whitespace outside strings not counted); null clears it.`,
+    ),
+  url: safeUrlSchema.nullish().describe('A path on this service ("/grades/42") or an https URL; null clears it.'),
+})
+
+/** eventEditFields and nothing else (each other member named in the 400), at least one of them. */
+export const eventEditSchema = z
+  .strictObject(eventEditFields.shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `cannot be edited: ${issue.keys.map((k) => JSON.stringify(k)).join(', ')} (only title, body, data and url can)`
+        : undefined,
+  })
+  .refine((edit) => EDITABLE_FIELDS.some((field) => field in edit), {
+    message: 'give at least one of title, body, data and url',
+    // Only of an edit without other faults: one naming nothing but what cannot be edited gets that said alone.
+    when: (payload) => payload.issues.length === 0,
+  })
+
+export type EventEdit = z.infer<typeof eventEditFields>

@@ -1,8 +1,10 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../config.ts'
+import type { ChangePushes } from './changes.ts'
 import { LogReader } from './log-reader.ts'
 import { LogTail } from './log-tail.ts'
+import { type PreferenceChange, Preferences, TENANT_DEFAULTS } from './preferences.ts'
 import type { PlanPushes } from './publish.ts'
 import { schedulePruning } from './retention.ts'
 import { Scheduler } from './scheduler.ts'
@@ -19,6 +21,8 @@ declare module 'fastify' {
     scheduler: Scheduler
     /** The topics users follow (the seeds' channels). */
     topicSubscriptions: TopicSubscriptions
+    /** Users' notification preferences and their tenants' defaults. */
+    preferences: Preferences
   }
 }
 
@@ -28,6 +32,8 @@ export interface EventsPluginOptions {
   planPushes: PlanPushes
   /** A publish planned pushes. */
   onPushesPlanned: () => void
+  /** Cancels and plans the pushes of an edit or a recall (push/outbox.ts), in its statement. */
+  changePushes: ChangePushes
   /** The scheduler's clock (when a scheduled publish is due); real time unless a test moves it. */
   now?: () => Date
 }
@@ -44,18 +50,36 @@ export const eventsPlugin = fp(
     const tail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, logPollMs)
     app.decorate('logTail', tail)
     app.decorate('logReader', new LogReader(database))
+    // A change of preferences reaches the user's open streams here (before its request is answered) and, through
+    // the bus, on every other instance; a change of a tenant's defaults, every stream of the tenant.
+    const applyToStreams = async ({ tenant, userId }: PreferenceChange) => {
+      const users = userId === TENANT_DEFAULTS ? hub.usersOf(tenant) : hub.countForUser(tenant, userId) ? [userId] : []
+      if (!users.length) return
+      for (const [user, filter] of await preferences.inAppFilters(tenant, users))
+        hub.setInAppFilter(tenant, user, filter)
+    }
+    const preferences = new Preferences(database, async (change) => {
+      await applyToStreams(change)
+      bus.preferencesChanged(change)
+    })
+    bus.onPreferencesChanged((change) =>
+      applyToStreams(change).catch((err) => app.log.warn({ err }, 'applying changed preferences to streams failed')),
+    )
+    app.decorate('preferences', preferences)
     const eventService = new EventService({
       database,
       tail,
       metrics,
       planPushes: options.planPushes,
       onPushesPlanned: options.onPushesPlanned,
+      changePushes: options.changePushes,
       announce: bus.announcePublish,
       // Every open stream of the user, on this instance and the others, hears of an ack or read.
       tellUser: (tenant, userId, notice) => {
         hub.sendReceipt(tenant, userId, notice)
         bus.receipt({ tenant, userId, notice })
       },
+      inAppOf: (caller) => preferences.inAppFilterOf(caller.tenant, caller.userId),
     })
     app.decorate('eventService', eventService)
     const scheduler = new Scheduler({

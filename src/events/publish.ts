@@ -336,7 +336,7 @@ function published(rows: InsertedRow[]): Published {
 export type Announce = (newestId: SQL) => SQL
 
 /**
- * SQL that plans the pushes of the events in `inserted` (a relation with their id, tenant, priority and
+ * SQL that plans the pushes of the events in `inserted` (a relation with their id, tenant, type, priority and
  * audience) and returns the event id of each push planned (push/outbox.ts). Injected: publishing knows that
  * pushes are planned in its statement, not how.
  */
@@ -364,7 +364,7 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
         data_json text, priority text, url text, collapse_key text, actions_json text, icon text, image text,
         badge text, to_users text[], to_roles text[], to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
       order by e.ordinality
-      returning id, created_at, tenant, priority, to_users, to_roles, to_topics, to_tenant
+      returning id, created_at, tenant, type, priority, to_users, to_roles, to_topics, to_tenant
     ), planned as (${planPushes(sql`inserted`)})
     ${announce ? sql`, announced as materialized (${announce(sql`(select max(id) from inserted)`)})` : sql``}
     select i.id, i.created_at, coalesce(p.pushes, 0) as pushes

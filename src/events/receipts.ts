@@ -2,7 +2,7 @@ import { and, eq, gt, inArray, lte, type SQL, sql } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { events, pushDeliveries, receipts } from '../db/schema.ts'
-import { viewerOf, visibleTo } from './visibility.ts'
+import { isCurrentEvent, viewerOf, visibleEventTo } from './visibility.ts'
 
 export type ReceiptState = 'acked' | 'read'
 
@@ -44,13 +44,17 @@ export async function markEvents(
   return rows.map((r) => Number(r.eventId))
 }
 
-/** A user marks what they can see; an ackToken marks its one event (issued to a recipient when pushed). */
+/**
+ * A user marks what they can see; an ackToken marks its one event (issued to a recipient when pushed). Only
+ * events as they stand: never a recalled one, nor the log's rows of edits and recalls.
+ */
 function mayMark(caller: Caller): SQL {
-  if (caller.ackEventId === undefined) return visibleTo(viewerOf(caller))
+  if (caller.ackEventId === undefined) return visibleEventTo(viewerOf(caller))
   return and(
     eq(events.id, caller.ackEventId),
     eq(events.tenant, caller.tenant),
     gt(events.expiresAt, sql`now()`),
+    isCurrentEvent,
   ) as SQL
 }
 
@@ -64,7 +68,11 @@ export interface DeliveryStatus {
   push: { sent: number; failed: number; pending: number }
 }
 
-/** Delivery figures for the publisher of an event or an `admin` of its tenant; undefined otherwise (404). */
+/**
+ * Delivery figures for the publisher of an event or an `admin` of its tenant; undefined otherwise (404). A
+ * recalled event keeps its figures (what was delivered before the recall); the log's rows of edits and
+ * recalls are no events and have none.
+ */
 export async function deliveryStatus(
   database: Database,
   caller: Caller,
@@ -73,7 +81,7 @@ export async function deliveryStatus(
   const [event] = await database.db
     .select({ actor: events.actor })
     .from(events)
-    .where(and(eq(events.id, id), eq(events.tenant, caller.tenant)))
+    .where(and(eq(events.id, id), eq(events.tenant, caller.tenant), eq(events.kind, 'event')))
   if (!event || (event.actor !== caller.userId && !caller.scopes.has('admin'))) return undefined
   const [counts] = await database.db
     .select({

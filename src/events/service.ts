@@ -3,9 +3,12 @@ import type { Caller } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
 import type { Metrics } from '../metrics.ts'
 import { ConflictError, NotFoundError } from '../service-errors.ts'
+import { eventJson } from '../wire-format.ts'
+import { type Change, type ChangePushes, changeEvent, editedData } from './changes.ts'
 import { getEvent, type ListQuery, listEvents, unreadCount } from './inbox.ts'
 import type { LogTail } from './log-tail.ts'
-import type { NewEvent, Priority } from './model.ts'
+import type { EventEdit, NewEvent, Priority } from './model.ts'
+import type { InAppFilter } from './preference-rules.ts'
 import {
   type Announce,
   createPublisher,
@@ -42,10 +45,14 @@ export interface EventServiceDeps {
   planPushes: (inserted: SQL) => SQL
   /** A publish planned pushes: the push dispatcher should look now, not at its next poll. */
   onPushesPlanned: () => void
+  /** SQL that cancels and plans the pushes of an edit or a recall (push/outbox.ts), run in its statement. */
+  changePushes: ChangePushes
   /** SQL that tells the other instances of a publish, in the same statement (cluster/bus.ts). */
   announce: Announce | undefined
   /** An ack or read of the user's, for every open stream of theirs, on this instance and the others. */
   tellUser: (tenant: string, userId: string, notice: ReceiptNotice) => void
+  /** The events the user's preferences leave out of their reads (`inApp: false`; preferences.ts); none: undefined. */
+  inAppOf: (caller: Caller) => Promise<InAppFilter | undefined>
 }
 
 /** What `POST /v1/events/read` marks: some events, or everything up to one. */
@@ -131,21 +138,22 @@ export class EventService {
   /** The caller's events as JSON text (see listEvents). */
   async list(caller: Caller, query: Omit<ListQuery, 'upTo'>): Promise<string> {
     const { database, tail } = this.deps
-    if (query.after === undefined) return listEvents(database, caller, query)
+    const inApp = await this.deps.inAppOf(caller)
+    if (query.after === undefined) return listEvents(database, caller, query, inApp)
     // A poller must not step over an event whose transaction is still open: read up to the settled watermark.
     await tail.sync()
-    return listEvents(database, caller, { ...query, upTo: tail.cursor })
+    return listEvents(database, caller, { ...query, upTo: tail.cursor }, inApp)
   }
 
   /** One of the caller's events as JSON text. */
   async get(caller: Caller, id: number): Promise<string> {
-    const json = await getEvent(this.deps.database, caller, id)
+    const json = await getEvent(this.deps.database, caller, id, await this.deps.inAppOf(caller))
     if (json === undefined) throw noEvent(id)
     return json
   }
 
-  unreadCount(caller: Caller): Promise<number> {
-    return unreadCount(this.deps.database, caller)
+  async unreadCount(caller: Caller): Promise<number> {
+    return unreadCount(this.deps.database, caller, await this.deps.inAppOf(caller))
   }
 
   /** Acks or reads one event: the user's own, or the one event of an ackToken. */
@@ -166,6 +174,32 @@ export class EventService {
     }
     const marked = await markEvents(database, caller, someEvents(which.ids), 'read')
     if (marked.length) tellUser(caller.tenant, caller.userId, { ids: marked.map(String), state: 'read' })
+  }
+
+  /**
+   * Edits one of the caller's events (an admin: of the tenant's) and returns its JSON as it now stands. Its
+   * streams get an `update`; a push not sent yet sends the new text, one sent already is replaced.
+   * `rawData`: `data` as the caller wrote it (raw-json.ts).
+   */
+  async edit(caller: Caller, id: number, edit: EventEdit, rawData: string | undefined): Promise<string> {
+    const changed = await this.change(caller, id, { kind: 'update', edit, dataJson: editedData(edit, rawData) })
+    return eventJson(changed.event)
+  }
+
+  /**
+   * Recalls one of the caller's events (an admin: of the tenant's): gone from every inbox, its streams get a
+   * `delete`, a push not sent yet is cancelled and one sent already is followed by a recall.
+   */
+  async recall(caller: Caller, id: number): Promise<void> {
+    await this.change(caller, id, { kind: 'delete' })
+  }
+
+  private async change(caller: Caller, id: number, change: Change) {
+    const { database, changePushes, announce, tail } = this.deps
+    const changed = await changeEvent(database, caller, id, change, changePushes, announce)
+    tail.wake()
+    if (changed.pushes) this.deps.onPushesPlanned()
+    return changed
   }
 
   /** Delivery figures of an event, for its publisher or an admin of its tenant. */

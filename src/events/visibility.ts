@@ -1,6 +1,7 @@
-import { and, eq, gt, or, type SQL, sql } from 'drizzle-orm'
+import { and, eq, gt, isNull, or, type SQL, sql } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
 import { events, topicSubscriptions } from '../db/schema.ts'
+import type { InAppFilter } from './preference-rules.ts'
 
 /** Who is looking: a user of a tenant, with roles, and the topics (or `prefix*` patterns) they follow. */
 export interface Viewer {
@@ -13,18 +14,21 @@ export interface Viewer {
    * subscriptions are within their claims, which `topicPatterns` covers.
    */
   withSubscriptions?: boolean
+  /** The viewer's preferences leave these events out (`inApp: false`): stored, but not theirs to see. */
+  inApp?: InAppFilter
 }
 
 /**
  * REST reads see every topic the token allows and every topic the user follows (a stream sees the topics it
  * follows: StreamConnection.viewer).
  */
-export const viewerOf = (caller: Caller): Viewer => ({
+export const viewerOf = (caller: Caller, inApp?: InAppFilter): Viewer => ({
   tenant: caller.tenant,
   userId: caller.userId,
   roles: caller.roles,
   topicPatterns: caller.topics,
   withSubscriptions: true,
+  inApp,
 })
 
 const textArray = (values: readonly string[]) =>
@@ -35,7 +39,8 @@ const textArray = (values: readonly string[]) =>
 
 /**
  * The one definition of "this viewer may see this event", as SQL: same tenant, not expired, and named by
- * user, role, tenant or topic. The stream's in-memory index (stream/hub.ts) implements the same rule.
+ * user, role, tenant or topic, and not left out by the viewer's preferences (`inApp`). The stream's in-memory
+ * index (stream/hub.ts) implements the same rule.
  */
 export function visibleTo(viewer: Viewer): SQL {
   const audiences: SQL[] = [sql`${events.toTenant}`, sql`${events.toUsers} && ${textArray([viewer.userId])}`]
@@ -57,5 +62,19 @@ export function visibleTo(viewer: Viewer): SQL {
           and ts.topic = any(${events.toTopics})))`,
     )
   }
-  return and(eq(events.tenant, viewer.tenant), gt(events.expiresAt, sql`now()`), or(...audiences)) as SQL
+  return and(
+    eq(events.tenant, viewer.tenant),
+    gt(events.expiresAt, sql`now()`),
+    or(...audiences),
+    viewer.inApp?.shownSql(),
+  ) as SQL
 }
+
+/**
+ * The rows of the log that are events as they stand: published (not an edit's or a recall's row, which only
+ * streams carry) and not recalled. History, reads, counts and receipts see these only.
+ */
+export const isCurrentEvent = and(eq(events.kind, 'event'), isNull(events.recalledAt)) as SQL
+
+/** visibleTo, of events as they stand (isCurrentEvent): what the inbox lists, counts, gets and marks. */
+export const visibleEventTo = (viewer: Viewer): SQL => and(visibleTo(viewer), isCurrentEvent) as SQL

@@ -1,4 +1,4 @@
-import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm'
+import { and, eq, inArray, isNotNull, type SQL, sql } from 'drizzle-orm'
 import type { Database } from '../db/client.ts'
 import { type EventRow, events, instances, pushDeliveries, pushSubscriptions, receipts } from '../db/schema.ts'
 
@@ -27,9 +27,12 @@ export interface ClaimedPush {
 
 export type Subscription = typeof pushSubscriptions.$inferSelect
 
-/** A claimed push once loaded: still to send (with its event and device), or settled without a request. */
+/**
+ * A claimed push once loaded: still to send (with its event and device), or settled without a request. A push
+ * of an edit or a recall (outbox.ts CHANGE_PUSHES) has its `change`, and the event as it now stands.
+ */
 export type LoadedPush =
-  | { state: 'send'; claimed: ClaimedPush; event: EventRow; sub: Subscription }
+  | { state: 'send'; claimed: ClaimedPush; event: EventRow; sub: Subscription; change?: 'update' | 'delete' }
   | { state: 'failed'; claimed: ClaimedPush; error: string }
   | { state: 'skipped'; claimed: ClaimedPush; why: string }
 
@@ -55,7 +58,17 @@ export class PushClaims {
     private readonly instanceId: string,
     /** An instance whose heartbeat is older than this is dead: its claims are taken over. */
     private readonly instanceTtlS: number,
+    /**
+     * A clock a test moves (AppOptions.clock): a push is due once its time has come by the database's clock or by
+     * this one, whichever is later (pushes waiting for quiet hours are due by the clock they were computed with).
+     */
+    private readonly clock?: () => Date,
   ) {}
+
+  /** The time a push must be due by to be claimed now. */
+  private dueBy(): SQL {
+    return this.clock ? sql`greatest(now(), ${this.clock().toISOString()}::timestamptz)` : sql`now()`
+  }
 
   /**
    * Claims due rows, oldest first, leaving out busy devices, and taking no more for a push service than it has
@@ -75,7 +88,7 @@ export class PushClaims {
       with candidates as (
         select pd.id, pd.next_attempt_at, pd.service
         from push_deliveries pd
-        where pd.state = 'pending' and pd.next_attempt_at <= now()
+        where pd.state = 'pending' and pd.next_attempt_at <= ${this.dueBy()}
           and (pd.claimed_until is null or pd.claimed_until < now() or not exists (
             select 1 from instances i
             where i.id = pd.claimed_by and i.seen_at > now() - make_interval(secs => ${this.instanceTtlS})))
@@ -110,8 +123,9 @@ export class PushClaims {
   }
 
   /**
-   * Loads what the claimed rows need in four queries, and says of each whether it is still to send: not if its
-   * event expired or its device was removed (failed), or if it was acked or streamed meanwhile (skipped).
+   * Loads what the claimed rows need in four queries (five with pushes of edits or recalls), and says of each
+   * whether it is still to send: not if its event expired or its device was removed (failed), or if it was
+   * acked, streamed or recalled meanwhile (skipped).
    */
   async load(claimed: ClaimedPush[]): Promise<LoadedPush[]> {
     const { db } = this.database
@@ -127,6 +141,9 @@ export class PushClaims {
         .where(and(inArray(receipts.eventId, eventIds), isNotNull(receipts.ackedAt))),
       instanceIds.length ? db.select().from(instances).where(inArray(instances.id, instanceIds)) : [],
     ])
+    // A push of an edit or a recall sends its event as it now stands.
+    const refIds = [...new Set(eventRows.flatMap((e) => (e.refId === null ? [] : [e.refId])))]
+    if (refIds.length) eventRows.push(...(await db.select().from(events).where(inArray(events.id, refIds))))
     const lastBeat = new Map(instanceRows.map((i) => [i.id, i.seenAt.getTime()]))
     /** An instance that beat after the event was created was alive when it was published: its stream was real. */
     const wasStreamed = (c: ClaimedPush, event: EventRow) =>
@@ -136,10 +153,15 @@ export class PushClaims {
     const ackedKeys = new Set(acked.map((a) => `${a.tenant}\u0000${a.userId}\u0000${a.eventId}`))
 
     return claimed.map((c): LoadedPush => {
-      const event = eventsById.get(c.eventId)
+      const row = eventsById.get(c.eventId)
+      const event = row?.refId == null ? row : eventsById.get(row.refId)
       const sub = c.subscriptionId === null ? undefined : subsById.get(c.subscriptionId)
-      if (!event) return { state: 'failed', claimed: c, error: 'event expired' }
+      if (!row || !event) return { state: 'failed', claimed: c, error: 'event expired' }
       if (!sub) return { state: 'failed', claimed: c, error: 'subscription removed' }
+      if (row.kind === 'delete') return { state: 'send', claimed: c, event, sub, change: 'delete' }
+      // Recalled since: its recall follows to every device this could have reached.
+      if (event.recalledAt) return { state: 'skipped', claimed: c, why: 'event recalled' }
+      if (row.kind === 'update') return { state: 'send', claimed: c, event, sub, change: 'update' }
       if (ackedKeys.has(`${c.tenant}\u0000${c.userId}\u0000${c.eventId}`)) {
         return { state: 'skipped', claimed: c, why: 'already acked' }
       }

@@ -7,8 +7,9 @@ import type { AckTokens } from './ack-token.ts'
 import { nextAttemptAt, tooLateToPush } from './backoff.ts'
 import { type ClaimedPush, type DeliveryUpdate, PushClaims, type Subscription } from './claims.ts'
 import type { VapidKeys } from './keys.ts'
-import { pushPayload, pushTopicOf, urgencyOf } from './payload.ts'
+import { pushPayload, pushTopicOf, recallPayload, urgencyOf } from './payload.ts'
 import { PushPool, type PushPoolOptions } from './push-pool.ts'
+import { QuietHoursGate, REPLACED_BY_LATER } from './quiet-hours.ts'
 import { type Outcome, type PushHeaders, sendPush } from './send.ts'
 
 /** Look for due pushes (delayed `high` ones, retries) at least this often. */
@@ -46,6 +47,8 @@ export interface DispatcherOptions {
   ca?: PushPoolOptions['ca']
   /** An instance whose heartbeat is older than this is dead: its claims are taken over (PRESENCE_TTL_S). */
   instanceTtlS: number
+  /** "Now" for quiet hours and for when a push is due: real time unless a test moves it (AppOptions.clock). */
+  now?: () => Date
 }
 
 /** A claimed push with what sending it needs, waiting for a free slot. */
@@ -55,6 +58,8 @@ interface OutboxPush {
   event: EventRow
   sub: Subscription
   service: string
+  /** A push of an edit (the event replaced as it now stands) or of a recall. */
+  change?: 'update' | 'delete'
 }
 
 /** A test push (POST /v1/push/test): no outbox row, as it has no event; its outcome goes back to its caller. */
@@ -115,6 +120,7 @@ export class PushDispatcher {
   private pumpAgain = false
   private readonly threads: PushPool
   private readonly claims: PushClaims
+  private readonly quietHours: QuietHoursGate
 
   constructor(
     database: Database,
@@ -126,7 +132,8 @@ export class PushDispatcher {
     private readonly metrics: Metrics,
   ) {
     this.threads = new PushPool({ concurrency: options.concurrency, ca: options.ca })
-    this.claims = new PushClaims(database, instanceId, options.instanceTtlS)
+    this.claims = new PushClaims(database, instanceId, options.instanceTtlS, options.now)
+    this.quietHours = new QuietHoursGate(database, options.now ?? (() => new Date()))
   }
 
   start() {
@@ -200,13 +207,21 @@ export class PushDispatcher {
 
   /** Loads the claimed rows; queues those still to send, settles the others. */
   private async load(claimed: ClaimedPush[]) {
-    for (const loaded of await this.claims.load(claimed)) {
+    const all = await this.claims.load(claimed)
+    // Pushes of events (not of their edits or recalls) whose users are in quiet hours wait, or are replaced.
+    const held = await this.quietHours.hold(all.flatMap((l) => (l.state === 'send' && !l.change ? [l] : [])))
+    for (const loaded of all) {
       const c = loaded.claimed
+      if (held.waiting.has(c.id)) continue
+      if (held.replaced.has(c.id)) {
+        this.skip(c.id, REPLACED_BY_LATER)
+        continue
+      }
       if (loaded.state === 'failed') this.finish(c, { state: 'failed', error: loaded.error })
       else if (loaded.state === 'skipped') this.skip(c.id, loaded.why)
       else {
-        const { event, sub } = loaded
-        this.ready.push({ kind: 'outbox', claimed: c, event, sub, service: c.service ?? sub.endpoint })
+        const { event, sub, change } = loaded
+        this.ready.push({ kind: 'outbox', claimed: c, event, sub, service: c.service ?? sub.endpoint, change })
       }
     }
   }
@@ -252,7 +267,7 @@ export class PushDispatcher {
     this.inFlight++
     this.sendingTo.add(sub.id)
     this.perService.set(service, (this.perService.get(service) ?? 0) + 1)
-    void (r.kind === 'outbox' ? this.send(r.event, sub) : this.push(sub, r.payload, r.headers))
+    void (r.kind === 'outbox' ? this.send(r.event, sub, r.change) : this.push(sub, r.payload, r.headers))
       .catch((err): Outcome => ({ state: 'retry', error: `internal: ${(err as Error).message}` }))
       .then((outcome) => {
         // The slot is free as soon as the push service has answered; the outcome is written behind it.
@@ -269,14 +284,16 @@ export class PushDispatcher {
       })
   }
 
-  private async send(event: EventRow, sub: Subscription): Promise<Outcome> {
+  /**
+   * An event's push, or the push of its edit or recall (`change`): under the event's Topic (its collapseKey), so
+   * that one still waiting at the push service is replaced rather than followed.
+   */
+  private async send(event: EventRow, sub: Subscription, change?: 'update' | 'delete'): Promise<Outcome> {
     const ttlSeconds = Math.max(0, Math.floor((event.expiresAt.getTime() - Date.now()) / 1000))
+    const headers = { TTL: ttlSeconds, urgency: urgencyOf(event.priority), topic: pushTopicOf(event.collapseKey) }
+    if (change === 'delete') return this.push(sub, recallPayload(event), headers)
     const ackToken = this.ackTokens.sign({ tenant: sub.tenant, userId: sub.userId, eventId: event.id }, ttlSeconds)
-    return this.push(sub, pushPayload(event, ackToken), {
-      TTL: ttlSeconds,
-      urgency: urgencyOf(event.priority),
-      topic: pushTopicOf(event.collapseKey),
-    })
+    return this.push(sub, pushPayload(event, ackToken, change === 'update'), headers)
   }
 
   private push(sub: Subscription, payload: string, headers: PushHeaders): Promise<Outcome> {

@@ -20,15 +20,18 @@ const DROPPED_FIRST = ['data', 'image', 'badge', 'icon'] as const
 /**
  * The push payload: the event as clients see it plus its ackToken, cut to fit (see DROPPED_FIRST);
  * `truncated: true` tells the service worker that something was left out (the full event is in the inbox).
- * The title, url, ids and ackToken always stay.
+ * The title, url, ids and ackToken always stay. `replaces`: the push of an edit, replacing the notification an
+ * earlier push showed (`"change":"update"`: the service worker shows it without alerting again).
  */
-export function pushPayload(event: EventRow, ackToken: string): string {
+export function pushPayload(event: EventRow, ackToken: string, replaces = false): string {
   const json = eventJson(event)
-  // The event's JSON object with one more member, spliced in: most events fit as they are.
-  const text = `${json.slice(0, -1)},"ackToken":${JSON.stringify(ackToken)}}`
+  const change = replaces ? ',"change":"update"' : ''
+  // The event's JSON object with more members, spliced in: most events fit as they are.
+  const text = `${json.slice(0, -1)},"ackToken":${JSON.stringify(ackToken)}${change}}`
   if (fits(text)) return text
   const full = JSON.parse(json) as Record<string, unknown>
   full.ackToken = ackToken
+  if (replaces) full.change = 'update'
   full.truncated = true
   for (const field of DROPPED_FIRST) {
     full[field] = null
@@ -39,6 +42,13 @@ export function pushPayload(event: EventRow, ackToken: string): string {
   if (full.actions !== null && !fits(JSON.stringify({ ...full, body: shortestBody }))) full.actions = null
   return withBodyCut(full, body)
 }
+
+/**
+ * The push of a recall: the event's id and its collapseKey (which makes the notification's tag), and
+ * `"change":"delete"`, for the service worker to close the notification an earlier push showed.
+ */
+export const recallPayload = (event: Pick<EventRow, 'id' | 'collapseKey'>) =>
+  `{"id":"${event.id}","collapseKey":${JSON.stringify(event.collapseKey)},"change":"delete"}`
 
 const fits = (text: string) => Buffer.byteLength(text) <= MAX_PUSH_PLAINTEXT_BYTES
 

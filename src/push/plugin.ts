@@ -24,11 +24,13 @@ export interface PushPluginOptions {
   presenceTtlS: number
   /** https agent for push services (tests trust their own CA through it): the push threads take its `ca`. */
   agent: Agent | undefined
+  /** "Now" for quiet hours and for when a push is due; real time unless a test moves it (AppOptions.clock). */
+  now?: () => Date
 }
 
 /** Web Push: the keys, the dispatcher that sends the outbox, and the devices users register. */
 export const pushPlugin = fp(
-  async (app: FastifyInstance, { push, presenceTtlS, agent }: PushPluginOptions) => {
+  async (app: FastifyInstance, { push, presenceTtlS, agent, now }: PushPluginOptions) => {
     const { database } = app
     const vapid = await loadVapidKeys(database, push.vapid)
     const acks = ackTokens(await loadAckTokenSecret(database))
@@ -43,6 +45,7 @@ export const pushPlugin = fp(
         // Pushes go out from worker threads, over agents of their own: only this agent's CA crosses to them.
         ca: agent?.options.ca,
         instanceTtlS: presenceTtlS,
+        now,
       },
       app.presence.instanceId,
       app.log,

@@ -9,7 +9,9 @@ import {
   batchPublished,
   bulkReadBody,
   deliveryStatusReply,
+  editBody,
   eventPage,
+  eventSchema,
   idempotencyHeaders,
   idParams,
   listedEvent,
@@ -139,6 +141,49 @@ export async function eventRoutes(fastify: FastifyInstance) {
     async (request, reply) => {
       const json = await events.get(request.caller, parseEventId(request.params.id))
       return reply.type('application/json').send(json)
+    },
+  )
+
+  const editSchema = {
+    summary: 'Edit an event: its publisher, or an admin',
+    description:
+      'Changes any of `title`, `body`, `data` and `url` (null clears `body`, `data` or `url`) and answers the ' +
+      'event as it now stands, one `revision` more. The streams it went to get an `update`; a push of it not sent ' +
+      'yet sends the new text, one sent already is replaced without alerting again.',
+    tags: ['events'],
+    params: idParams,
+    body: editBody,
+  }
+  // The reply is JSON text built by eventJson (data byte for byte): documented, never re-serialized.
+  const editConfig = {
+    swaggerTransform: documentedReplies({ 200: eventSchema.describe('The event as the edit left it.') }),
+    rateLimit: app.limits.publish,
+  }
+  app.patch(
+    '/v1/events/:id',
+    { schema: editSchema, config: editConfig, onRequest: app.authenticate },
+    async (request, reply) => {
+      const raw = request.rawJson === undefined ? undefined : rawDataOfEvent(request.rawJson)
+      const json = await events.edit(request.caller, parseEventId(request.params.id), request.body, raw)
+      return reply.type('application/json').send(json)
+    },
+  )
+
+  const recallSchema = {
+    summary: 'Recall an event: its publisher, or an admin',
+    description:
+      'The event is gone from every inbox, list and count; the streams it went to get a `delete`, a push of it ' +
+      'not sent yet is cancelled, and a device it was pushed to is told to close its notification.',
+    tags: ['events'],
+    params: idParams,
+    response: { 204: noContent },
+  }
+  app.delete(
+    '/v1/events/:id',
+    { schema: recallSchema, config: { rateLimit: app.limits.publish }, onRequest: app.authenticate },
+    async (request, reply) => {
+      await events.recall(request.caller, parseEventId(request.params.id))
+      return reply.code(204).send()
     },
   )
 

@@ -3,6 +3,7 @@ import { DEFAULT_PAGE, MAX_PAGE } from '../events/inbox.ts'
 import {
   actionKindSchema,
   batchSchema,
+  eventEditSchema,
   eventIdSchema,
   MAX_BATCH_EVENTS,
   nameSchema,
@@ -133,6 +134,11 @@ export const eventSchema = z.object({
   actor: z.string().describe('The publisher’s user id.'),
   createdAt: timestamp,
   expiresAt: timestamp,
+  revision: z
+    .number()
+    .int()
+    .min(0)
+    .describe('How many times the event was edited (PATCH /v1/events/{id}); 0 as published.'),
 })
 
 export const listedEvent = eventSchema
@@ -213,15 +219,20 @@ export const sseStream = z
       'Server-Sent Events. The first line is `retry: 3000`; then, one frame per event:',
       '',
       '- `event: notification`, `id: <event id>`, `data:` the event JSON on one line (the fields of GET /v1/events/{id} without `readAt`/`ackedAt`).',
+      '- `event: update`, `id: <id of the edit in the log>`, `data:` the edited event’s JSON (its own `id`, and its `revision`): an event the stream carried was edited.',
+      '- `event: delete`, `id: <id of the recall in the log>`, `data: {"id":"<event id>"}`: an event the stream carried was recalled; remove it.',
       '- `event: receipt`, `data: {"ids":[...],"state":"read"|"acked"}` or `{"upTo":"<id>","state":"read"}`: the same user acked or read on another connection or device.',
       '- `event: reset`, `data: {"reason":"expired"}`: the resume point is older than what is kept; what is kept is replayed next.',
       '- `: ping`, a comment, every HEARTBEAT_MS (15 s by default).',
       '',
-      'With Last-Event-ID (or `lastEventId`), every visible event after it is replayed in id order, then live events follow with no gap and no duplicate. The stream ends when the token expires, when the user opens more than MAX_CONNECTIONS_PER_USER streams (the oldest closes), or on shutdown: reconnect.',
+      'With Last-Event-ID (or `lastEventId`), every visible event, edit and recall after it is replayed in id order (an event as it now stands; recalled ones and superseded edits left out), then live events follow with no gap and no duplicate. The stream ends when the token expires, when the user opens more than MAX_CONNECTIONS_PER_USER streams (the oldest closes), or on shutdown: reconnect.',
     ].join('\n'),
   )
 
 // Scheduled publishes (`deliverAt`): the publish bodies that take it, the 202 reply, and the /v1/scheduled routes.
+
+/** `PATCH /v1/events/{id}`: what the edit changes. */
+export const editBody = eventEditSchema
 
 /** `POST /v1/events`: the event, and `deliverAt` to publish it later. */
 export const publishBody = newEventSchema.extend({ deliverAt: deliverAtSchema.optional() })

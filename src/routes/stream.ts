@@ -148,7 +148,9 @@ export async function streamRoutes(
       // Without `?topics=`, the stream follows the user's topic subscriptions, and their changes, live.
       const followsSubscriptions = topics.length === 0
       const followed = followsSubscriptions ? await app.topicSubscriptions.topicsFor(caller) : topics
-      await openStream(streamDeps, request, reply, caller, followed, lastEventId, followsSubscriptions)
+      // What the user's preferences leave out of their streams (`inApp: false`): neither streamed nor replayed.
+      const inApp = await app.preferences.inAppFilterOf(caller.tenant, caller.userId)
+      await openStream(streamDeps, request, reply, caller, followed, lastEventId, followsSubscriptions, inApp)
     },
   )
 }

@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { topicMatches } from '../auth.ts'
+import type { InAppFilter } from '../events/preference-rules.ts'
 import type { Viewer } from '../events/visibility.ts'
 import { chunkOf, evictedFrame, type Frame, HEARTBEAT_FRAME } from '../wire-format.ts'
 
@@ -37,6 +38,8 @@ export class StreamConnection {
    * removes its topics as they change.
    */
   followsSubscriptions = false
+  /** What the user's preferences leave out (`inApp: false`), live and in replays; undefined: nothing. */
+  inApp: InAppFilter | undefined = undefined
   /** Highest event id written or queued. */
   lastQueuedId = 0
   closed = false
@@ -101,7 +104,13 @@ export class StreamConnection {
 
   /** Who is watching, for the database's visibility rule (replays). */
   get viewer(): Viewer {
-    return { tenant: this.tenant, userId: this.userId, roles: [...this.roles], topicPatterns: this.topics }
+    return {
+      tenant: this.tenant,
+      userId: this.userId,
+      roles: [...this.roles],
+      topicPatterns: this.topics,
+      inApp: this.inApp,
+    }
   }
 
   /** The topics and `prefix*` patterns the stream follows now. */

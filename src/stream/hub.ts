@@ -1,11 +1,13 @@
 import type { UserOverLimit } from '../cluster/presence.ts'
 import type { EventRow } from '../db/schema.ts'
+import type { InAppFilter } from '../events/preference-rules.ts'
 import type { ReceiptNotice } from '../events/receipts.ts'
 import type { Metrics } from '../metrics.ts'
-import { eventJson, Frame, HEARTBEAT_FRAME, notificationFrame, receiptFrame } from '../wire-format.ts'
+import { Frame, HEARTBEAT_FRAME, logFrame, receiptFrame } from '../wire-format.ts'
 import type { StreamConnection } from './connection.ts'
 
-const eventFrame = (e: EventRow) => new Frame(notificationFrame(e.id, eventJson(e)))
+/** A row of the log as its frame: an event (`notification`), an edit of one (`update`) or a recall (`delete`). */
+const eventFrame = (e: EventRow) => new Frame(logFrame(e))
 
 /** Broadcasts that come together are joined into one write per stream up to about this many characters. */
 const MAX_JOINED_LENGTH = 16_384
@@ -106,32 +108,50 @@ export class StreamHub {
     if (c.closeReason) this.metrics.streamsClosed.inc({ reason: c.closeReason })
   }
 
-  /** Fans committed events out, in id order. Each event is serialized once. */
+  /**
+   * Fans committed rows of the log out, in id order. Each is serialized once. An edit or a recall has the
+   * tenant and audience of its event, so it reaches the streams its event reached; an event recalled before it
+   * was read here is not sent at all (its recall follows).
+   */
   dispatch(rows: readonly EventRow[]): void {
     for (let i = 0; i < rows.length; i++) {
       const e = rows[i]
       const t = this.tenants.get(e.tenant)
-      if (!t) continue
+      if (!t || e.recalledAt) continue
       if (e.toTenant) {
         // Broadcasts to one tenant that come together (a burst) go to each stream in one write, up to a size
         // that keeps a slow reader's share of memory where a single event would put it.
-        const run = [{ id: e.id, frame: eventFrame(e) }]
+        const run = [{ id: e.id, frame: eventFrame(e), row: e }]
         let length = run[0].frame.text.length
-        while (length < MAX_JOINED_LENGTH && rows[i + 1]?.toTenant && rows[i + 1].tenant === e.tenant) {
+        while (
+          length < MAX_JOINED_LENGTH &&
+          rows[i + 1]?.toTenant &&
+          rows[i + 1].tenant === e.tenant &&
+          !rows[i + 1].recalledAt
+        ) {
           const next = rows[++i]
-          run.push({ id: next.id, frame: eventFrame(next) })
+          run.push({ id: next.id, frame: eventFrame(next), row: next })
           length += run[run.length - 1].frame.text.length
         }
         const joined = run.length === 1 ? run[0].frame : new Frame(run.map((r) => r.frame.text).join(''))
-        for (const c of t.all) c.deliverAll(run, joined)
+        for (const c of t.all) {
+          // A stream whose user turned some of these off (preferences, `inApp: false`) gets the others one by one.
+          const filter = c.inApp
+          if (filter && run.some((r) => filter.hides(r.row))) {
+            for (const r of run) if (!filter.hides(r.row)) c.deliver(r.id, r.frame)
+          } else c.deliverAll(run, joined)
+        }
         continue
       }
       const frame = eventFrame(e)
+      const send = (c: StreamConnection) => {
+        if (!c.inApp?.hides(e)) c.deliver(e.id, frame)
+      }
       // A stream named twice (as user and by role, say) gets the event once: deliver() skips repeated ids.
-      for (const user of e.toUsers) for (const c of streamsIn(t.byUser.get(user))) c.deliver(e.id, frame)
-      for (const role of e.toRoles) for (const c of streamsIn(t.byRole.get(role))) c.deliver(e.id, frame)
-      for (const topic of e.toTopics) for (const c of streamsIn(t.byTopic.get(topic))) c.deliver(e.id, frame)
-      if (e.toTopics.length) for (const c of t.withPrefixes) if (c.followsAnyTopic(e.toTopics)) c.deliver(e.id, frame)
+      for (const user of e.toUsers) for (const c of streamsIn(t.byUser.get(user))) send(c)
+      for (const role of e.toRoles) for (const c of streamsIn(t.byRole.get(role))) send(c)
+      for (const topic of e.toTopics) for (const c of streamsIn(t.byTopic.get(topic))) send(c)
+      if (e.toTopics.length) for (const c of t.withPrefixes) if (c.followsAnyTopic(e.toTopics)) send(c)
     }
   }
 
@@ -147,6 +167,19 @@ export class StreamHub {
       if (subscribed) addTo(t.byTopic, topic, c)
       else removeFrom(t.byTopic, topic, c)
     }
+  }
+
+  /**
+   * The user's preferences changed: their streams here leave out what `filter` hides (none: nothing) from the
+   * next event on, live and in any replay after.
+   */
+  setInAppFilter(tenant: string, userId: string, filter: InAppFilter | undefined): void {
+    for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.inApp = filter
+  }
+
+  /** The users of a tenant with open streams here. */
+  usersOf(tenant: string): string[] {
+    return [...(this.tenants.get(tenant)?.byUser.keys() ?? [])]
   }
 
   /** An ack or read of the user's to every open stream of theirs here. */

@@ -5,6 +5,7 @@ import type { Caller } from '../auth.ts'
 import type { Presence } from '../cluster/presence.ts'
 import type { LogReader, ReplayedEvent } from '../events/log-reader.ts'
 import type { LogTail } from '../events/log-tail.ts'
+import type { InAppFilter } from '../events/preference-rules.ts'
 import type { Metrics } from '../metrics.ts'
 import { RESET_FRAME, retryFrame } from '../wire-format.ts'
 import { StreamConnection } from './connection.ts'
@@ -51,6 +52,8 @@ export async function openStream(
   lastEventId: number | undefined,
   /** The stream was opened without `?topics=`: `topics` are the user's subscriptions, and follow their changes. */
   followsSubscriptions = false,
+  /** What the user's preferences leave out (`inApp: false`); the hub keeps it current as they change. */
+  inApp?: InAppFilter,
 ): Promise<void> {
   const { reader, hub, tail, presence, metrics } = deps
   // Present before the stream opens: a push decided after this moment knows the user is online.
@@ -76,6 +79,7 @@ export async function openStream(
     metrics.deliveries,
   )
   conn.followsSubscriptions = followsSubscriptions
+  conn.inApp = inApp
   conn.onClose((c) => presence.leave(c.tenant, c.userId))
   // Registered before the response starts: from this instant live events above the watermark queue.
   conn.lastQueuedId = Math.max(lastEventId ?? 0, tail.cursor)

@@ -1,12 +1,13 @@
 /**
- * A clock a test moves by hand, for the scheduler (`clock` of buildApp): real time until moved, then real time
- * shifted so that it reads the time it was moved to and goes on from there. Only the scheduler reads it: a
- * `deliverAt` is still checked against real time when a publish is accepted.
+ * A clock a test moves by hand, for the scheduler and the push dispatcher (`clock` of buildApp): real time until
+ * moved, then real time shifted so that it reads the time it was moved to and goes on from there. The scheduler
+ * publishes what is due by it; the dispatcher judges quiet hours by it and claims pushes due by it (or by the
+ * database's clock, whichever is later). A `deliverAt` is still checked against real time when a publish is accepted.
  */
 export class TestClock {
   private offsetMs = 0
 
-  /** The scheduler's `now`. */
+  /** The scheduler's and the dispatcher's `now`. */
   readonly now = (): Date => new Date(Date.now() + this.offsetMs)
 
   /** From now on the clock reads `at` (and runs on from it). */
