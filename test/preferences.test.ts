@@ -1,14 +1,11 @@
-import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { sql } from 'drizzle-orm'
-import supertest from 'supertest'
+import type supertest from 'supertest'
 import { afterAll, afterEach, beforeAll, expect, it, onTestFinished } from 'vitest'
-import { buildApp } from '../src/app.ts'
-import { type Database, openDatabase } from '../src/db/client.ts'
-import { runMigrations } from '../src/db/migrate.ts'
+import type { Database } from '../src/db/client.ts'
 import { REPLACED_BY_LATER, WAITING_FOR_QUIET_HOURS } from '../src/push/quiet-hours.ts'
 import { mintToken } from '../src/tokens.ts'
-import { PUBLISHER, startApp, TEST_JWT_SECRET, type TestApp, testConfig } from './helpers/app.ts'
+import { PUBLISHER, startApp, startInstanceOn, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
 import {
   createPostgresDatabase,
   describeEachBackend,
@@ -449,13 +446,9 @@ describePostgres('preferences across two instances on one PostgreSQL database', 
   const apps: Array<{ close(): Promise<unknown> }> = []
 
   async function instance() {
-    const database = await openDatabase({ url, poolSize: 4 })
-    await runMigrations(database)
-    const app = await buildApp(testConfig(), database)
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
-    apps.push({ close: () => app.close() })
-    return { url: base, http: () => supertest.agent(base) }
+    const started = await startInstanceOn(url)
+    apps.push(started)
+    return started
   }
 
   beforeAll(async () => {

@@ -1,12 +1,8 @@
-import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import supertest from 'supertest'
+import type supertest from 'supertest'
 import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest'
-import { buildApp } from '../src/app.ts'
-import { type Database, openDatabase } from '../src/db/client.ts'
-import { runMigrations } from '../src/db/migrate.ts'
 import { mintToken } from '../src/tokens.ts'
-import { PUBLISHER, startApp, TEST_JWT_SECRET, type TestApp, testConfig } from './helpers/app.ts'
+import { PUBLISHER, startApp, startInstanceOn, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
 import {
   createPostgresDatabase,
   describeEachBackend,
@@ -232,18 +228,11 @@ describeEachBackend('topic subscriptions', (backend) => {
 describePostgres('topic subscriptions across two instances on one PostgreSQL database', () => {
   let url: string
   const apps: Array<{ close(): Promise<unknown>; url: string; http: () => supertest.Agent }> = []
-  const databases: Database[] = []
 
   async function instance() {
-    const database = await openDatabase({ url, poolSize: 4 })
-    await runMigrations(database)
-    databases.push(database)
-    const app = await buildApp(testConfig(), database)
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
-    const handle = { close: () => app.close(), url: base, http: () => supertest.agent(base) }
-    apps.push(handle)
-    return handle
+    const started = await startInstanceOn(url)
+    apps.push(started)
+    return started
   }
 
   beforeAll(async () => {

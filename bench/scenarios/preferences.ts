@@ -1,9 +1,6 @@
-import webpush from 'web-push'
 import { mintToken } from '../../src/tokens.ts'
 import { STALL_MS } from '../burst.ts'
 import { StreamGenerator } from '../generator.ts'
-import { Worker } from '../processes.ts'
-import type { ReceiverStarted } from '../push-receiver.ts'
 import { nowMs, type Percentiles, percentiles, ratio, round, Samples } from '../stats.ts'
 import type { BenchData } from '../stream-pool.ts'
 import {
@@ -15,6 +12,7 @@ import {
   startService,
   tenantPublisher,
 } from './common.ts'
+import { startPushReceiver } from './push.ts'
 
 /** Users: one push device and one open stream each. */
 const USERS = 10_000
@@ -71,18 +69,9 @@ interface PhaseFigures {
 export async function preferences(ctx: BenchContext, scope: Scope): Promise<ScenarioResult> {
   const users = ctx.quick ? 500 : USERS
   const broadcasts = ctx.quick ? 3 : BROADCASTS
-  const receiver = new Worker('./push-receiver.ts')
-  scope.defer(() => receiver.close())
-  const vapid = webpush.generateVAPIDKeys()
-  const started = await receiver.call<ReceiverStarted>('start', {
-    options: { subscriptions: users, vapidPublicKey: vapid.publicKey },
-  })
+  const { started, serviceEnv } = await startPushReceiver(scope, users)
   const service = await startService(ctx, scope, {
-    VAPID_PUBLIC_KEY: vapid.publicKey,
-    VAPID_PRIVATE_KEY: vapid.privateKey,
-    VAPID_SUBJECT: 'mailto:bench@herald.invalid',
-    PUSH_ENDPOINT_ALLOWLIST: new URL(started.origin).host,
-    NODE_EXTRA_CA_CERTS: started.caFile,
+    ...serviceEnv,
     // The held-back pushes of users online come due after this: not during the scenario.
     PRESENCE_TTL_S: '600',
   })

@@ -63,24 +63,36 @@ export interface PushPhase {
   receiverCpuPct: number
 }
 
-/** Scenario 6: encrypted Web Push to a local HTTPS push service. */
-export async function pushThroughput(ctx: BenchContext, scope: Scope): Promise<ScenarioResult> {
-  const devices = ctx.quick ? 200 : DEVICES
-  const broadcasts = ctx.quick ? 2 : BROADCASTS
-
+/**
+ * The bench's HTTPS push service (a worker) with `subscriptions` browser subscriptions ready to register, and the
+ * environment that points the service at it: its own VAPID keys, and an allowlist of only this push service.
+ */
+export async function startPushReceiver(scope: Scope, subscriptions: number) {
   const receiver = new Worker('./push-receiver.ts')
   scope.defer(() => receiver.close())
   const vapid = webpush.generateVAPIDKeys()
   const started = await receiver.call<ReceiverStarted>('start', {
-    options: { subscriptions: devices, vapidPublicKey: vapid.publicKey },
+    options: { subscriptions, vapidPublicKey: vapid.publicKey },
   })
-  const service = await startService(ctx, scope, {
+  const serviceEnv = {
     VAPID_PUBLIC_KEY: vapid.publicKey,
     VAPID_PRIVATE_KEY: vapid.privateKey,
     VAPID_SUBJECT: 'mailto:bench@herald.invalid',
     // host:port: only this push service, nothing else on loopback.
     PUSH_ENDPOINT_ALLOWLIST: new URL(started.origin).host,
     NODE_EXTRA_CA_CERTS: started.caFile,
+  }
+  return { receiver, started, serviceEnv }
+}
+
+/** Scenario 6: encrypted Web Push to a local HTTPS push service. */
+export async function pushThroughput(ctx: BenchContext, scope: Scope): Promise<ScenarioResult> {
+  const devices = ctx.quick ? 200 : DEVICES
+  const broadcasts = ctx.quick ? 2 : BROADCASTS
+
+  const { receiver, started, serviceEnv } = await startPushReceiver(scope, devices)
+  const service = await startService(ctx, scope, {
+    ...serviceEnv,
     ...(ctx.pushConcurrency ? { PUSH_CONCURRENCY: String(ctx.pushConcurrency) } : {}),
   })
   const tenant = freshTenant('push')

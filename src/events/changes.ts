@@ -3,7 +3,7 @@ import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { type EventRow, events } from '../db/schema.ts'
 import { InvalidFieldsError, NotAllowedError, NotFoundError } from '../service-errors.ts'
-import { PUBLISH_LOCK } from './log-tail.ts'
+import { eventRowOf, PUBLISH_LOCK, type TailRow } from './log-tail.ts'
 import { type EventEdit, MAX_DATA_BYTES } from './model.ts'
 import type { Announce } from './publish.ts'
 import { isCurrentEvent, viewerOf, visibleTo } from './visibility.ts'
@@ -157,65 +157,7 @@ function editSets(change: Extract<Change, { kind: 'update' }>): SQL {
   return sql.join(sets, sql`, `)
 }
 
-/** An `events` row as the drivers return it from raw SQL, with the change's log id and push count. */
-interface ChangedRow {
-  log_id: string | number
-  pushes: string | number
-  id: string | number
-  tenant: string
-  type: string
-  title: string
-  body: string | null
-  data_json: string | null
-  priority: EventRow['priority']
-  url: string | null
-  collapse_key: string | null
-  actions_json: string | null
-  icon: string | null
-  image: string | null
-  badge: string | null
-  actor: string
-  kind: EventRow['kind']
-  ref_id: string | number | null
-  revision: number | string
-  recalled_at: Date | string | null
-  to_users: string[]
-  to_roles: string[]
-  to_topics: string[]
-  to_tenant: boolean
-  created_at: Date | string
-  expires_at: Date | string
-}
-
-const asDate = (v: Date | string) => (v instanceof Date ? v : new Date(v))
-
-function eventRowOf(r: ChangedRow): EventRow {
-  return {
-    id: Number(r.id),
-    tenant: r.tenant,
-    type: r.type,
-    title: r.title,
-    body: r.body,
-    dataJson: r.data_json,
-    priority: r.priority,
-    url: r.url,
-    collapseKey: r.collapse_key,
-    actionsJson: r.actions_json,
-    icon: r.icon,
-    image: r.image,
-    badge: r.badge,
-    actor: r.actor,
-    kind: r.kind,
-    refId: r.ref_id === null ? null : Number(r.ref_id),
-    revision: Number(r.revision),
-    recalledAt: r.recalled_at === null ? null : asDate(r.recalled_at),
-    toUsers: r.to_users,
-    toRoles: r.to_roles,
-    toTopics: r.to_topics,
-    toTenant: r.to_tenant,
-    createdAt: asDate(r.created_at),
-    expiresAt: asDate(r.expires_at),
-  }
-}
+/** The changed event as raw SQL returns it, with the change's log id and push count. */
+type ChangedRow = TailRow & { log_id: string | number; pushes: string | number }
 
 const noEvent = (id: number) => new NotFoundError(`No event ${id} for you.`)

@@ -24,7 +24,7 @@ interface PendingGap {
   holders?: string[]
 }
 
-/** An `events` row as the drivers return it (`select *`). */
+/** An `events` row as the drivers return it from raw SQL (`select *`): eventRowOf makes an EventRow of it. */
 export interface TailRow {
   id: number | string
   tenant: string
@@ -42,7 +42,7 @@ export interface TailRow {
   actor: string
   kind: EventRow['kind']
   ref_id: number | string | null
-  revision: number
+  revision: number | string
   recalled_at: Date | string | null
   to_users: string[]
   to_roles: string[]
@@ -156,7 +156,7 @@ export class LogTail {
         if (!this.pendingGap || this.pendingGap.upTo < id - 1) this.pendingGap = { upTo: id - 1 }
         break
       }
-      ready.push(toEventRow(raw, id))
+      ready.push(eventRowOf(raw))
       expected = id + 1
     }
     if (ready.length) {
@@ -195,9 +195,10 @@ export class LogTail {
 
 const asDate = (v: Date | string) => (v instanceof Date ? v : new Date(v))
 
-function toEventRow(r: TailRow, id: number): EventRow {
+/** An `events` row read with raw SQL, as the query builder would have returned it. */
+export function eventRowOf(r: TailRow): EventRow {
   return {
-    id,
+    id: Number(r.id),
     tenant: r.tenant,
     type: r.type,
     title: r.title,

@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net'
 import supertest from 'supertest'
 import { buildApp, type LogOptions } from '../../src/app.ts'
 import { type Config, loadConfig } from '../../src/config.ts'
-import type { Database } from '../../src/db/client.ts'
+import { type Database, openDatabase } from '../../src/db/client.ts'
+import { runMigrations } from '../../src/db/migrate.ts'
 import { mintToken, type TokenClaims } from '../../src/tokens.ts'
 import { type BackendName, freshDatabase } from './backends.ts'
 
@@ -89,3 +90,16 @@ export async function startApp(backend: BackendName, options: StartOptions = {})
 
 /** Scopes as a token's `scope` claim. */
 export const PUBLISHER = 'events:publish events:broadcast'
+
+/**
+ * One more instance of the service on the PostgreSQL database at `url` (migrated here), listening on 127.0.0.1,
+ * as a second server sharing the database would be. Close it with `close()` before dropping the database.
+ */
+export async function startInstanceOn(url: string) {
+  const database = await openDatabase({ url, poolSize: 4 })
+  await runMigrations(database)
+  const app = await buildApp(testConfig(), database)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+  return { app, url: base, http: () => supertest.agent(base), close: () => app.close() }
+}
