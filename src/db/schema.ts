@@ -10,6 +10,7 @@ import {
   primaryKey,
   text,
   timestamp,
+  uniqueIndex,
 } from 'drizzle-orm/pg-core'
 
 const emptyTextArray = sql`'{}'::text[]`
@@ -208,6 +209,8 @@ export const pushDeliveries = pgTable(
      * each service to its share from this column, without joining every due row to its subscription.
      */
     service: text('service'),
+    /** A nudge (`POST /v1/events/:id/nudge`): shown again even if the device shows the event already; skipped once read. */
+    nudge: boolean('nudge').notNull().default(false),
     updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
   (t) => [
@@ -341,4 +344,147 @@ export const preferences = pgTable(
     updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.tenant, t.userId] })],
+)
+
+/**
+ * The tenant's users as the app's backend states them (server to server, `admin` scope): roles, topics and how
+ * to address them. Role and topic audiences resolve through it at publish time (events/recipients.ts), before
+ * what tokens said: for a user listed here, these roles and topics decide which broadcasts and pushes they are a
+ * recipient of. What a connected user may see stays their token's claims.
+ */
+export const directoryUsers = pgTable(
+  'directory_users',
+  {
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    roles: text('roles').array().notNull().default(emptyTextArray),
+    /** Topics the user is a member of: names, or patterns ending in `*` as in a token's `topics` claim. */
+    topics: text('topics').array().notNull().default(emptyTextArray),
+    displayName: text('display_name'),
+    /** BCP 47 language tag, e.g. `fr-CH`. */
+    locale: text('locale'),
+    /** IANA time zone; quiet hours use it when the user's preferences name none. */
+    timeZone: text('time_zone'),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [
+    // One user, and the tenant's users in id order (listing, cursor): the primary key.
+    primaryKey({ columns: [t.tenant, t.userId] }),
+    // Holders of a role among a large tenant: `roles && $1`.
+    index('directory_users_roles_idx').using('gin', t.roles),
+  ],
+)
+
+/**
+ * Who an event was for, resolved when it was published (events/recipients.ts): one row per event, its
+ * recipients as one sorted array (10,000 recipients are one row, not 10,000). With the event's escalation and
+ * its last nudge.
+ */
+export const eventRecipients = pgTable(
+  'event_recipients',
+  {
+    eventId: bigint('event_id', { mode: 'number' })
+      .primaryKey()
+      .references(() => events.id, { onDelete: 'cascade' }),
+    tenant: text('tenant').notNull(),
+    userIds: text('user_ids').array().notNull(),
+    /** When the last nudge went out: the next may follow NUDGE_MIN_INTERVAL_S later. */
+    nudgedAt: timestamp('nudged_at', { withTimezone: true, mode: 'date' }),
+    /** `escalate.after`: when recipients still unread (unacked) are reported as `event.unread`. */
+    escalateAt: timestamp('escalate_at', { withTimezone: true, mode: 'date' }),
+    escalateUnless: text('escalate_unless', { enum: ['read', 'acked'] }),
+    /** `pending` until the escalation ran (`done`) or the event was recalled first (`cancelled`). */
+    escalation: text('escalation', { enum: ['pending', 'done', 'cancelled'] }),
+  },
+  (t) => [
+    // The escalator's claim: due pending escalations.
+    index('event_recipients_escalate_due_idx').on(t.escalateAt).where(sql`escalation = 'pending'`),
+  ],
+)
+
+/**
+ * Which recipients' open streams were sent an event, and when: written by each instance in batches (one row per
+ * event and flush, the users as an array), so a broadcast to 10,000 open streams is a row, not 10,000.
+ */
+export const streamDeliveries = pgTable(
+  'stream_deliveries',
+  {
+    eventId: bigint('event_id', { mode: 'number' })
+      .notNull()
+      .references(() => events.id, { onDelete: 'cascade' }),
+    userIds: text('user_ids').array().notNull(),
+    deliveredAt: timestamp('delivered_at', { withTimezone: true, mode: 'date' }).notNull(),
+  },
+  (t) => [
+    // An event's roll-call: `where event_id = $1`.
+    index('stream_deliveries_event_idx').on(t.eventId),
+  ],
+)
+
+/** A tenant's webhook endpoint: where the events it names are POSTed, signed per Standard Webhooks. */
+export const webhookEndpoints = pgTable(
+  'webhook_endpoints',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    tenant: text('tenant').notNull(),
+    url: text('url').notNull(),
+    /** The event types it receives, e.g. `event.read`. */
+    events: text('events').array().notNull(),
+    description: text('description'),
+    /** `whsec_` and the base64 key the deliveries are signed with. */
+    secret: text('secret').notNull(),
+    createdBy: text('created_by').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    /** Since when every delivery has failed (null: the last one succeeded, or none was made yet). */
+    failingSince: timestamp('failing_since', { withTimezone: true, mode: 'date' }),
+    /** Set when deliveries failed for too long: nothing more is sent until an admin enables it again. */
+    disabledAt: timestamp('disabled_at', { withTimezone: true, mode: 'date' }),
+    disabledReason: text('disabled_reason'),
+  },
+  (t) => [
+    // A tenant's endpoints (listing, and the outbox's `where tenant = $1 and events @> ...`).
+    index('webhook_endpoints_tenant_idx').on(t.tenant),
+  ],
+)
+
+/**
+ * The webhook outbox: one row per (endpoint, message), written in the transaction of the change it reports.
+ * `msgId` is the same for the same occurrence (an event read by a user), so a message is enqueued once, and a
+ * receiver deduplicates retries by it.
+ */
+export const webhookDeliveries = pgTable(
+  'webhook_deliveries',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    endpointId: bigint('endpoint_id', { mode: 'number' })
+      .notNull()
+      .references(() => webhookEndpoints.id, { onDelete: 'cascade' }),
+    tenant: text('tenant').notNull(),
+    /** The event type, e.g. `event.read`. */
+    type: text('type').notNull(),
+    /** The `webhook-id` header. */
+    msgId: text('msg_id').notNull(),
+    /** The body as sent: `{type, timestamp, data}` JSON text. */
+    payload: text('payload').notNull(),
+    state: text('state', { enum: ['pending', 'sent', 'failed'] })
+      .notNull()
+      .default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    /** A dispatcher's claim; past this time (its instance died) another may take the row over. */
+    claimedUntil: timestamp('claimed_until', { withTimezone: true, mode: 'date' }),
+    claimedBy: text('claimed_by'),
+    lastStatus: integer('last_status'),
+    lastError: text('last_error'),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [
+    // One message per endpoint: enqueueing it again does nothing.
+    uniqueIndex('webhook_deliveries_endpoint_msg_idx').on(t.endpointId, t.msgId),
+    // The dispatcher's claim: due pending rows, oldest first.
+    index('webhook_deliveries_due_idx').on(t.nextAttemptAt).where(sql`state = 'pending'`),
+    // An endpoint's recent deliveries, newest first.
+    index('webhook_deliveries_endpoint_idx').on(t.endpointId, t.id),
+  ],
 )
