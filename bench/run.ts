@@ -8,11 +8,13 @@ import { parseArgs } from 'node:util'
 import { type NchanWorkers, nchanMissing } from './nchan.ts'
 import { fileLimits, killChildren } from './processes.ts'
 import { type BenchContext, type Row, type ScenarioResult, Scope } from './scenarios/common.ts'
+import { directoryImport } from './scenarios/directory.ts'
 import { fanout } from './scenarios/fanout.ts'
 import { idle, idleScaleout } from './scenarios/idle.ts'
 import { preferences } from './scenarios/preferences.ts'
 import { publishThroughput } from './scenarios/publish.ts'
 import { pushThroughput } from './scenarios/push.ts'
+import { recipientsCost } from './scenarios/recipients.ts'
 import { replay } from './scenarios/replay.ts'
 import { startupMemory } from './scenarios/startup-memory.ts'
 import { targeted } from './scenarios/targeted.ts'
@@ -69,6 +71,8 @@ const SCENARIOS: Scenario[] = [
   { id: '7', name: 'targeted', run: targeted },
   { id: '8', name: 'startup-memory', run: startupMemory, limitMs: STARTUP_MEMORY_LIMIT_MS },
   { id: '9', name: 'preferences', run: preferences, limitMs: PREFERENCES_LIMIT_MS },
+  { id: '10', name: 'recipients', run: recipientsCost },
+  { id: '11', name: 'directory', run: directoryImport },
 ]
 
 const { values } = parseArgs({
@@ -84,9 +88,10 @@ const { values } = parseArgs({
 })
 
 if (values.help) {
-  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8,9] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|auto]
+  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8,9,10,11] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|auto]
   --only           scenarios to run, by number or name: 1 fanout-10k, 2 fanout-1k, 3 idle (and 3s idle-scaleout),
-                   4 publish, 5 replay, 6 push, 7 targeted, 8 startup-memory, 9 preferences
+                   4 publish, 5 replay, 6 push, 7 targeted, 8 startup-memory, 9 preferences,
+                   10 recipients, 11 directory
   --quick          small sizes and short durations: checks the harness, measures nothing
   --cpu-prof       write a V8 CPU profile of the service under test (one per scenario) to a temp directory
   --no-nchan       leave out the nginx + Nchan reference (scenarios 1, 2, 3)

@@ -54,6 +54,94 @@ export interface HeraldEdit {
 export type HeraldReceipt = { ids: string[]; state: 'acked' | 'read' } | { upTo: string; state: 'read' }
 
 /**
+ * To a publisher (`onRollCall`): `userId`, one of the recipients, acked or read these of the publisher's events.
+ * Refetch their roll-call (`recipients`) to show it.
+ */
+export interface HeraldRollCallNotice {
+  ids: string[]
+  userId: string
+  state: 'acked' | 'read'
+}
+
+/** What became of an event for all its recipients (resolved when it was published). */
+export interface HeraldRecipientTotals {
+  /** Who the event was for. */
+  recipients: number
+  /** Sent it on an open stream (live or in a replay); recorded about once a second. */
+  delivered: number
+  /** Pushed to one of their devices. */
+  pushed: number
+  acked: number
+  read: number
+  /** `recipients - read`. */
+  unread: number
+}
+
+/** One recipient of an event, and when it reached them (each null: not yet). */
+export interface HeraldRecipient {
+  userId: string
+  /** The directory's name for the user, when it has one. */
+  displayName: string | null
+  /** First sent on one of their open streams (to about a second). */
+  deliveredAt: string | null
+  /** First pushed to one of their devices. */
+  pushedAt: string | null
+  ackedAt: string | null
+  readAt: string | null
+}
+
+export interface HeraldRecipientsPage {
+  /** In user id order. */
+  recipients: HeraldRecipient[]
+  /** Of all the recipients, whatever the `state` listed. */
+  totals: HeraldRecipientTotals
+  /** Pass as `cursor` for the next page; null on the last. */
+  next: string | null
+}
+
+export interface HeraldRecipientsQuery {
+  /** Which recipients to list: everyone (default), those who have not read it, read it, or acked it. */
+  state?: 'all' | 'unread' | 'read' | 'acked'
+  /** `next` of the previous page. */
+  cursor?: string
+  /** 1 to 1,000; defaults to 100. */
+  limit?: number
+}
+
+/** The answer of `nudge`. */
+export interface HeraldNudge {
+  /** Recipients who had not read the event, each reminded (a `nudge` on their open streams). */
+  nudged: number
+  /** Pushes planned to their devices (as their preferences allow). */
+  pushes: number
+}
+
+/** The service's problem+json (RFC 9457), on an error a call rejects with. */
+export interface HeraldProblem {
+  type?: string
+  title?: string
+  status?: number
+  detail?: string
+  /** Validation failures, one per field (`path` like `body.quietHours.timeZone`). */
+  errors?: Array<{ path: string; message: string }>
+}
+
+/**
+ * What a REST call of the client rejects with when the service refuses: the message is the problem's `detail`.
+ * A network failure rejects with the browser's TypeError instead.
+ */
+export interface HeraldError extends Error {
+  /** The HTTP status. */
+  status: number
+  problem: HeraldProblem
+  /**
+   * Seconds to wait before trying again, from `Retry-After` (429, 503). From another origin the browser shows the
+   * header only when the service exposes it (`Access-Control-Expose-Headers`).
+   */
+  retryAfter?: number
+}
+
+/**
  * `live`: streaming. `reconnecting`: the stream dropped and is being reopened. `polling`: streaming keeps failing.
  * A tab sharing another tab's stream (`shareAcrossTabs`) has that stream's status.
  * `evicted`: the service closed this stream because the user opened more than its MAX_CONNECTIONS_PER_USER
@@ -141,6 +229,17 @@ export interface HeraldClient {
    * Tell the user ("open in another tab"), and call `start()` if they want this one back. The remembered last event id is kept: `start()` resumes from it.
    */
   onEvicted(listener: (eviction: HeraldEviction) => void): () => void
+  /**
+   * The publisher of an event this user has not read reminds them of it (`nudge`): the event, as it now stands. It
+   * is no new event (it came through onNotification before): point it out again. Sent to open streams only (in
+   * every tab that shares one), never replayed; devices get the push again.
+   */
+  onNudge(listener: (event: HeraldEvent) => void): () => void
+  /**
+   * To a publisher: a recipient acked or read some of the events this user published. A roll-call on screen
+   * refetches (`recipients`); deliveries are not told, so poll it too while it is shown.
+   */
+  onRollCall(listener: (notice: HeraldRollCallNotice) => void): () => void
   ack(id: string): Promise<void>
   read(id: string): Promise<void>
   /** Marks every event up to `upTo` (default: the newest id this client received) read. */
@@ -152,6 +251,18 @@ export interface HeraldClient {
   edit(id: string, changes: HeraldEdit): Promise<HeraldEvent>
   /** Recalls an event this user published (with the `admin` scope: any of the tenant's). Again: status 404. */
   recall(id: string): Promise<void>
+  /**
+   * Who an event this user published (with the `admin` scope: any of the tenant's) was for, and who got, acked and
+   * read it: a page of recipients and the totals. Anyone else gets an error with status 404.
+   */
+  recipients(id: string, query?: HeraldRecipientsQuery): Promise<HeraldRecipientsPage>
+  /**
+   * Reminds the recipients who have not read an event this user published: their open streams get a `nudge`
+   * (onNudge), their devices the event again. At most once per NUDGE_MIN_INTERVAL_S (10 min) per event: sooner
+   * rejects with a HeraldError of status 429 whose `retryAfter` says how many seconds to wait. A recalled event:
+   * status 409; another's: 404.
+   */
+  nudge(id: string): Promise<HeraldNudge>
   unreadCount(): Promise<number>
   history(options?: { before?: string; limit?: number; unread?: boolean }): Promise<HistoryPage>
   /**

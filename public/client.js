@@ -6,6 +6,8 @@
  *   herald.onNotification((n) => showInInbox(n))
  *   herald.onUpdate((n) => replaceInInbox(n))       // an event was edited: its new version (same id)
  *   herald.onDelete(({ id }) => removeFromInbox(id)) // an event was recalled
+ *   herald.onNudge((n) => pointOut(n))               // its publisher reminds this user of an unread event
+ *   herald.onRollCall(({ ids }) => refreshRollCall(ids)) // to a publisher: a recipient acked or read
  *   herald.start()
  *
  * It streams with EventSource, remembers the last event id across reloads (so a reload resumes rather than
@@ -55,6 +57,8 @@ export function createHeraldClient(options) {
     status: new Set(),
     reset: new Set(),
     evicted: new Set(),
+    nudge: new Set(),
+    'roll-call': new Set(),
   }
 
   let token
@@ -134,7 +138,12 @@ export function createHeraldClient(options) {
     }
     if (!res.ok) {
       const problem = await res.json().catch(() => ({}))
-      throw Object.assign(new Error(problem.detail ?? `HTTP ${res.status}`), { status: res.status, problem })
+      const retryAfter = retryAfterSeconds(res.headers.get('retry-after'))
+      throw Object.assign(new Error(problem.detail ?? `HTTP ${res.status}`), {
+        status: res.status,
+        problem,
+        ...(retryAfter === undefined ? {} : { retryAfter }),
+      })
     }
     return res.status === 204 ? undefined : res.json()
   }
@@ -183,6 +192,16 @@ export function createHeraldClient(options) {
     emit('receipt', value)
   }
 
+  /**
+   * A frame about an event that is no new event (no `id:` line, nothing to resume from), told to every tab as it
+   * comes: `nudge` (the event, whose publisher reminds this unread user of it) or `roll-call` (to a publisher: a
+   * recipient acked or read some of their events).
+   */
+  function notice(kind, value) {
+    tellTabs({ kind: 'notice', notice: kind, value })
+    emit(kind, value)
+  }
+
   /** What the stream may put in its URL: a ticket (default) or the JWT itself. */
   async function streamCredential() {
     if (streamAuth === 'access_token') return ['access_token', await freshToken()]
@@ -222,6 +241,8 @@ export function createHeraldClient(options) {
     es.addEventListener('update', (e) => take('update', e.lastEventId, JSON.parse(e.data)))
     es.addEventListener('delete', (e) => take('delete', e.lastEventId, JSON.parse(e.data)))
     es.addEventListener('receipt', (e) => receipt(JSON.parse(e.data)))
+    es.addEventListener('nudge', (e) => notice('nudge', JSON.parse(e.data)))
+    es.addEventListener('roll-call', (e) => notice('roll-call', JSON.parse(e.data)))
     es.addEventListener('reset', () => void refetchAfterReset())
     // Its `id: evicted` is EventSource's business (it would come back with it and be told 204): the id this
     // client resumes from stays the last notification's.
@@ -407,6 +428,9 @@ export function createHeraldClient(options) {
         return
       case 'receipt':
         return emit('receipt', message.receipt)
+      case 'notice':
+        if (message.notice === 'nudge' || message.notice === 'roll-call') emit(message.notice, message.value)
+        return
       case 'reset':
         return forgetAfterReset()
     }
@@ -469,6 +493,10 @@ export function createHeraldClient(options) {
     onStatus: on('status'),
     onReset: on('reset'),
     onEvicted: on('evicted'),
+    /** The publisher of an event this user has not read reminds them of it (the event, as it now stands). */
+    onNudge: on('nudge'),
+    /** To a publisher: a recipient acked or read some of their events (`{ ids, userId, state }`). */
+    onRollCall: on('roll-call'),
     ack: (id) => api(`/v1/events/${encodeURIComponent(id)}/ack`, { method: 'POST' }),
     /** Edits an event this user published (an admin: any of the tenant's); resolves to its new version. */
     edit: (id, changes) =>
@@ -476,6 +504,21 @@ export function createHeraldClient(options) {
     /** Recalls an event this user published (an admin: any of the tenant's). */
     recall: (id) => api(`/v1/events/${encodeURIComponent(id)}`, { method: 'DELETE' }),
     read: (id) => api(`/v1/events/${encodeURIComponent(id)}/read`, { method: 'POST' }),
+    /**
+     * The roll-call of an event this user published (an admin: any of the tenant's): a page of its recipients in
+     * user id order, what became of it for each, and the totals: `{ recipients, totals, next }`; pass `next` as
+     * `cursor` for the following page.
+     */
+    recipients: (id, { state = 'all', cursor, limit = 100 } = {}) => {
+      const q = new URLSearchParams({ state, limit: String(limit) })
+      if (cursor) q.set('cursor', cursor)
+      return api(`/v1/events/${encodeURIComponent(id)}/recipients?${q}`)
+    },
+    /**
+     * Reminds the recipients who have not read an event this user published: `{ nudged, pushes }`. Too soon after
+     * the last reminder rejects with status 429 and `retryAfter` (seconds).
+     */
+    nudge: (id) => api(`/v1/events/${encodeURIComponent(id)}/nudge`, { method: 'POST' }),
     /** Marks every event up to `upTo` (default: the newest id seen, of an event, an edit or a recall) read. */
     readAll: (upTo) =>
       api('/v1/events/read', { method: 'POST', body: JSON.stringify({ upTo: String(upTo ?? lastId) }) }),
@@ -550,6 +593,15 @@ export function createHeraldClient(options) {
       storage?.removeItem('herald:pushSubscriptionId')
     },
   }
+}
+
+/** Retry-After in seconds (it may be a number of seconds or an HTTP date); undefined without a usable one. */
+function retryAfterSeconds(value) {
+  if (value === null || value.trim() === '') return undefined
+  const seconds = Number(value)
+  if (Number.isFinite(seconds)) return Math.max(0, Math.ceil(seconds))
+  const at = Date.parse(value)
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000))
 }
 
 function decodeClaims(jwt) {

@@ -1,10 +1,22 @@
 // The demo inbox: sign in as any user (development servers only), watch notifications arrive live (with their
-// buttons and pictures), edited and recalled live, mark them read, enable push, publish to try broadcasts, and
-// edit or recall what you published. Built on client.js like any app would be.
+// buttons and pictures), edited and recalled live, mark them read, enable push, publish to try broadcasts, edit
+// or recall what you published, see who read it (live) and remind those who have not. Built on client.js like
+// any app would be.
 import { createHeraldClient } from '/client.js'
 
 const $ = (id) => document.getElementById(id)
 const SESSION_KEY = 'herald-demo:user'
+/** The events published from this page, per user (the Sent card), newest first, at most SENT_KEPT. */
+const sentKey = () => `herald-demo:sent:${user.tenant}:${user.sub}`
+const SENT_KEPT = 20
+/** Recipients per page of the roll-call ("More" adds as many). */
+const ROLL_CALL_PAGE = 20
+/** An open roll-call refetches this often: deliveries are recorded (about once a second) but not told. */
+const ROLL_CALL_POLL_MS = 10_000
+/** Acks and reads are told (`roll-call` frames); a burst of them refetches once. */
+const ROLL_CALL_DEBOUNCE_MS = 300
+/** How long a reminder's toast stays. */
+const TOAST_MS = 10_000
 let client
 let user
 
@@ -155,15 +167,19 @@ function ownButtons(event) {
   recall.type = 'button'
   recall.textContent = 'Recall'
   recall.dataset.own = 'recall'
-  edit.addEventListener('click', () => box.replaceChildren(editForm(event, () => box.replaceChildren(edit, recall))))
+  const who = whoReadItButton(event)
+  edit.addEventListener('click', () =>
+    box.replaceChildren(editForm(event, () => box.replaceChildren(edit, recall, who))),
+  )
   recall.addEventListener('click', () =>
     safely($('inbox-note'), async () => {
       await client.recall(event.id)
       applyDelete(event)
+      forgetSent(event.id)
       await refreshBadge()
     }),
   )
-  box.append(edit, recall)
+  box.append(edit, recall, who)
   return [box]
 }
 
@@ -283,9 +299,17 @@ async function start() {
   client.onReset(() => {
     $('list').replaceChildren()
   })
+  // Someone who published an event this user has not read reminds them of it.
+  client.onNudge((event) => remind(event))
+  // A recipient acked or read one of this user's events: an open roll-call of it follows.
+  client.onRollCall((notice) => {
+    if (rollCall && notice.ids.includes(rollCall.id)) refreshRollCallSoon()
+  })
   $('signin').hidden = true
   $('inbox').hidden = false
   $('publish').hidden = false
+  $('sent').hidden = false
+  showSent()
   $('topics').hidden = false
   $('settings').hidden = false
   await showTopics()
@@ -408,15 +432,16 @@ async function follow(form) {
 async function publish(form) {
   const target = form.target.value.trim()
   const audience = form.audience.value
+  // "Who" may name several users, roles or topics, comma-separated.
   const to =
     audience === 'me'
       ? { users: [user.sub] }
       : audience === 'user'
-        ? { users: [target] }
+        ? { users: list(target) }
         : audience === 'role'
-          ? { roles: [target] }
+          ? { roles: list(target) }
           : audience === 'topic'
-            ? { topics: [target] }
+            ? { topics: list(target) }
             : { tenant: true }
   // "Send later": the browser's local date and time, sent as an instant (the service publishes it then).
   const later = form.deliverAt.value ? new Date(form.deliverAt.value) : undefined
@@ -442,6 +467,12 @@ async function publish(form) {
     result.textContent = `Scheduled #${answer.scheduledId} for ${new Date(answer.deliverAt).toLocaleString()}`
     return
   }
+  const sent = {
+    id: answer.id,
+    title: form.title.value,
+    to: audience === 'me' ? 'me' : audience === 'tenant' ? 'the whole tenant' : list(target).join(', '),
+  }
+  rememberSent(sent)
   // What was just published can be taken back, wherever it went: its recipients' inboxes follow live.
   const recall = document.createElement('button')
   recall.type = 'button'
@@ -450,10 +481,272 @@ async function publish(form) {
   recall.addEventListener('click', () =>
     safely(result, async () => {
       await client.recall(answer.id)
+      forgetSent(answer.id)
       result.textContent = `Recalled #${answer.id}`
     }),
   )
-  result.replaceChildren(`Published #${answer.id} `, recall)
+  const who = whoReadItButton(sent)
+  who.classList.add('link')
+  result.replaceChildren(`Published #${answer.id} `, recall, who)
+}
+
+// The Sent card: what this user published from this page, each with its roll-call ("Who read it"): the totals,
+// the recipients and what became of the event for each (filtered, a page at a time), and "Remind unread".
+
+/** The events published from this page: `{ id, title, to }`, newest first. */
+function sentEvents() {
+  try {
+    return JSON.parse(sessionStorage.getItem(sentKey()) ?? '[]')
+  } catch {
+    return []
+  }
+}
+
+function rememberSent(event) {
+  const others = sentEvents().filter((e) => e.id !== event.id)
+  sessionStorage.setItem(sentKey(), JSON.stringify([event, ...others].slice(0, SENT_KEPT)))
+  showSent()
+}
+
+/** A recalled event leaves the Sent card (and its roll-call closes). */
+function forgetSent(id) {
+  sessionStorage.setItem(sentKey(), JSON.stringify(sentEvents().filter((e) => e.id !== id)))
+  if (rollCall?.id === id) closeRollCall({ refocus: false })
+  showSent()
+}
+
+function showSent() {
+  const items = sentEvents().map((event) => {
+    const li = document.createElement('li')
+    li.dataset.event = event.id
+    const text = document.createElement('span')
+    const to = document.createElement('span')
+    to.className = 'muted'
+    to.textContent = ` #${event.id}${event.to ? ` · to ${event.to}` : ''}`
+    text.append(event.title, to)
+    const who = whoReadItButton(event)
+    who.setAttribute('aria-controls', 'roll-call')
+    who.setAttribute('aria-expanded', String(rollCall?.id === event.id))
+    li.append(text, who)
+    return li
+  })
+  $('sent-list').replaceChildren(...items)
+  $('sent-empty').hidden = items.length > 0
+}
+
+/** The button that opens an event's roll-call (or, on the Sent card's open one, closes it). */
+function whoReadItButton(event) {
+  const button = document.createElement('button')
+  button.type = 'button'
+  button.textContent = 'Who read it'
+  button.dataset.own = 'roll-call'
+  button.addEventListener('click', () => {
+    if (rollCall?.id === event.id && button.hasAttribute('aria-expanded')) return closeRollCall()
+    openRollCall({ id: event.id, title: event.title, to: event.to })
+  })
+  return button
+}
+
+/**
+ * The roll-call on screen: `{ id, title, state, loaded, next, poll, debounce, asked }`. `loaded`: recipients
+ * listed (a refresh fetches as many again); `asked` counts fetches, so that an answer overtaken by a newer one
+ * (another event, another filter) is dropped.
+ */
+let rollCall
+
+function openRollCall(event) {
+  closeRollCall({ refocus: false })
+  if (!sentEvents().some((e) => e.id === event.id)) rememberSent(event)
+  rollCall = { id: event.id, title: event.title, state: 'all', loaded: 0, next: null, asked: 0 }
+  rollCall.poll = setInterval(() => {
+    if (!document.hidden) void loadRollCall()
+  }, ROLL_CALL_POLL_MS)
+  $('roll-call-event').textContent = `#${event.id} · ${event.title}`
+  $('roll-call-list').replaceChildren()
+  for (const key of Object.keys(TOTALS)) totalOf(key).textContent = '…'
+  $('nudge-note').textContent = ''
+  $('nudge-note').classList.remove('error')
+  $('roll-call-note').hidden = true
+  setFilter('all')
+  $('roll-call').hidden = false
+  showSent()
+  $('roll-call').scrollIntoView({ block: 'nearest' })
+  $('roll-call-title').focus({ preventScroll: true })
+  void loadRollCall()
+}
+
+/** Closes the roll-call; `refocus`: the focus goes back to its button on the Sent card. */
+function closeRollCall({ refocus = true } = {}) {
+  if (!rollCall) return
+  clearInterval(rollCall.poll)
+  clearTimeout(rollCall.debounce)
+  const id = rollCall.id
+  rollCall = undefined
+  $('roll-call').hidden = true
+  showSent()
+  if (refocus) document.querySelector(`#sent-list [data-event="${CSS.escape(id)}"] button`)?.focus()
+}
+
+/** Refetches the roll-call shortly: several notices in a row make one request. */
+function refreshRollCallSoon() {
+  clearTimeout(rollCall.debounce)
+  rollCall.debounce = setTimeout(() => void loadRollCall(), ROLL_CALL_DEBOUNCE_MS)
+}
+
+const TOTALS = { recipients: 'Recipients', delivered: 'Delivered', pushed: 'Pushed', read: 'Read', unread: 'Unread' }
+const totalOf = (key) => document.querySelector(`#roll-call-totals [data-total="${key}"]`)
+
+/** Sets an element's text only when it changes, so that a live region announces changes, not every refresh. */
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text
+}
+
+/**
+ * Fetches the roll-call: again from the start, as many recipients as are listed (a refresh), or the next page
+ * (`more`). The totals and the list follow.
+ */
+async function loadRollCall({ more = false } = {}) {
+  const shown = rollCall
+  if (!shown || (more && !shown.next)) return
+  const asked = ++shown.asked
+  const limit = more ? ROLL_CALL_PAGE : Math.min(1000, Math.max(ROLL_CALL_PAGE, shown.loaded))
+  await safely($('roll-call-note'), async () => {
+    const page = await client.recipients(shown.id, {
+      state: shown.state,
+      limit,
+      ...(more ? { cursor: shown.next } : {}),
+    })
+    if (rollCall !== shown || asked !== shown.asked) return // overtaken: another event, filter or refresh
+    $('roll-call-note').hidden = true
+    for (const key of Object.keys(TOTALS)) setText(totalOf(key), String(page.totals[key]))
+    const rows = page.recipients.map(recipientRow)
+    if (more) $('roll-call-list').append(...rows)
+    else $('roll-call-list').replaceChildren(...rows)
+    shown.loaded = $('roll-call-list').children.length
+    shown.next = page.next
+    $('roll-call-more').hidden = page.next === null
+    $('roll-call-empty').hidden = shown.loaded > 0
+  })
+}
+
+/** What became of the event for one recipient, the furthest it got: read, acked, delivered, pushed, not yet. */
+function recipientState(r) {
+  if (r.readAt) return ['read', r.readAt]
+  if (r.ackedAt) return ['acked', r.ackedAt]
+  if (r.deliveredAt) return ['delivered', r.deliveredAt]
+  if (r.pushedAt) return ['pushed', r.pushedAt]
+  return ['not yet', null]
+}
+
+function recipientRow(r) {
+  const li = document.createElement('li')
+  li.dataset.user = r.userId
+  const [state, at] = recipientState(r)
+  li.dataset.state = state
+  const who = document.createElement('span')
+  who.className = 'who'
+  who.textContent = r.displayName ?? r.userId
+  if (r.displayName) {
+    const id = document.createElement('span')
+    id.className = 'muted'
+    id.textContent = ` ${r.userId}`
+    who.append(id)
+  }
+  const label = document.createElement('span')
+  label.className = `state state-${state.replace(' ', '-')}`
+  label.textContent = state
+  if (at) {
+    const time = document.createElement('time')
+    time.dateTime = at
+    time.textContent = ` ${new Date(at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}`
+    label.append(time)
+  }
+  li.append(who, label)
+  return li
+}
+
+/** The filter's buttons: one pressed. */
+function setFilter(state) {
+  for (const b of document.querySelectorAll('#roll-call-filter button')) {
+    b.setAttribute('aria-pressed', String(b.dataset.state === state))
+  }
+}
+
+function filterRollCall(state) {
+  if (!rollCall || rollCall.state === state) return
+  rollCall.state = state
+  rollCall.loaded = 0
+  rollCall.next = null
+  setFilter(state)
+  void loadRollCall()
+}
+
+/** "Remind unread": the answer ("Reminded 3 people"), or how long until the event may be nudged again. */
+async function remindUnread() {
+  const shown = rollCall
+  if (!shown) return
+  const note = $('nudge-note')
+  const button = $('nudge')
+  note.classList.remove('error')
+  button.disabled = true
+  try {
+    const { nudged } = await client.nudge(shown.id)
+    note.textContent =
+      nudged === 0
+        ? 'Everyone has read it: nobody to remind.'
+        : `Reminded ${nudged} ${nudged === 1 ? 'person' : 'people'}`
+  } catch (err) {
+    if (err.status === 429) note.textContent = `You can remind again in ${waitText(err.retryAfter)}`
+    else if (err.status === 409) note.textContent = 'It was recalled: there is nothing to remind anyone of.'
+    else {
+      note.textContent = `Could not do that: ${err instanceof TypeError ? 'the server cannot be reached; try again' : err.message}`
+      note.classList.add('error')
+    }
+  } finally {
+    button.disabled = false
+  }
+  if (rollCall === shown) refreshRollCallSoon()
+}
+
+/** A wait in words: "45 s", "9 min". */
+function waitText(seconds) {
+  if (seconds === undefined) return 'a few minutes'
+  return seconds < 60 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`
+}
+
+/** A reminder of an event this user has not read: its item is highlighted, and a toast says so. */
+function remind(event) {
+  const li = itemOf(event.id)
+  if (li) {
+    li.classList.remove('nudged')
+    void li.offsetWidth // restarts the highlight's animation on a second reminder
+    li.classList.add('nudged')
+  }
+  const toast = document.createElement('div')
+  toast.className = 'toast'
+  const text = document.createElement('span')
+  text.textContent = `Reminder: ${event.title}`
+  toast.append(text)
+  if (li) {
+    const show = document.createElement('button')
+    show.type = 'button'
+    show.className = 'link'
+    show.textContent = 'Show'
+    show.addEventListener('click', () => {
+      li.scrollIntoView({ block: 'center' })
+      toast.remove()
+    })
+    toast.append(show)
+  }
+  const dismiss = document.createElement('button')
+  dismiss.type = 'button'
+  dismiss.className = 'link'
+  dismiss.textContent = '×'
+  dismiss.setAttribute('aria-label', 'Dismiss the reminder')
+  dismiss.addEventListener('click', () => toast.remove())
+  toast.append(dismiss)
+  $('toasts').append(toast)
+  setTimeout(() => toast.remove(), TOAST_MS)
 }
 
 /**
@@ -527,6 +820,12 @@ async function main() {
     }),
   )
   $('push').addEventListener('click', () => void togglePush())
+  $('roll-call-close').addEventListener('click', () => closeRollCall())
+  $('roll-call-more').addEventListener('click', () => void loadRollCall({ more: true }))
+  $('nudge').addEventListener('click', () => void remindUnread())
+  for (const b of document.querySelectorAll('#roll-call-filter button')) {
+    b.addEventListener('click', () => filterRollCall(b.dataset.state))
+  }
   $('signout').addEventListener('click', () => {
     client?.stop()
     sessionStorage.removeItem(SESSION_KEY)

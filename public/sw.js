@@ -1,6 +1,6 @@
 /* herald service worker: shows pushed notifications (with their buttons and pictures), acks them, opens them on
- * click and does what a clicked button names; replaces one whose event was edited, and closes one whose event
- * was recalled.
+ * click and does what a clicked button names; replaces one whose event was edited, closes one whose event
+ * was recalled, and shows one again, alerting, when its publisher reminds an unread recipient (a nudge).
  *
  * Register it from your page (same origin as the page):
  *   navigator.serviceWorker.register('/sw.js')                                  // API on this origin
@@ -29,13 +29,17 @@ async function handlePush(event) {
   if (n.change === 'delete') return recalled(n)
   // An edit: the event's new version replaces its notification (same tag), without alerting again.
   const edited = n.change === 'update'
+  // A reminder of an unread event (`nudge: true`, no new event): shown again in place of its notification (same
+  // tag), alerting again.
+  const nudged = n.nudge === true && !edited
   const title = n.title || 'New notification'
   const actions = Array.isArray(n.actions) ? n.actions.slice(0, maxActions()) : []
   await self.registration.showNotification(title, {
     body: n.body || '',
     tag: tagOf(n),
-    // A replaced notification (same tag) should still alert when it is news: another event with that collapseKey.
-    renotify: Boolean(n.collapseKey) && !edited,
+    // A replaced notification (same tag) should still alert when it is news: another event with that collapseKey,
+    // or a reminder.
+    renotify: (Boolean(n.collapseKey) || nudged) && !edited,
     silent: edited,
     requireInteraction: n.priority === 'urgent',
     timestamp: Date.parse(n.createdAt) || Date.now(),

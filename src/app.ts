@@ -10,6 +10,7 @@ import type { Config } from './config.ts'
 import { registerCors, streamCorsHeaders } from './cors.ts'
 import type { Database } from './db/client.ts'
 import { databasePlugin } from './db/plugin.ts'
+import { directoryPlugin } from './directory/plugin.ts'
 import { registerDocs } from './docs.ts'
 import { eventsPlugin } from './events/plugin.ts'
 import { MAX_JSON_DEPTH, nestsDeeperThan } from './events/raw-json.ts'
@@ -17,9 +18,10 @@ import { limitsPlugin } from './limits.ts'
 import { redactUrl } from './log-redaction.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { HttpProblem, registerErrorHandling, sendProblem, serializeError } from './problems.ts'
-import { CHANGE_PUSHES, countPendingPushes, planPushes } from './push/outbox.ts'
+import { CHANGE_PUSHES, countPendingPushes, planNudgePushes, planPushes } from './push/outbox.ts'
 import { pushPlugin } from './push/plugin.ts'
 import { demoRoutes } from './routes/demo.ts'
+import { DIRECTORY_BATCH_BODY_LIMIT, directoryRoutes } from './routes/directory.ts'
 import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
 import { metricsRoutes } from './routes/metrics.ts'
@@ -28,9 +30,11 @@ import { pushRoutes } from './routes/push.ts'
 import { scheduledRoutes } from './routes/scheduled.ts'
 import { streamRoutes } from './routes/stream.ts'
 import { topicRoutes } from './routes/topics.ts'
+import { webhookRoutes } from './routes/webhooks.ts'
 import { registerSecurityHeaders } from './security-headers.ts'
 import { streamPlugin } from './stream/plugin.ts'
 import { StreamTickets } from './stream-tickets.ts'
+import { webhooksPlugin } from './webhooks/plugin.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -45,7 +49,10 @@ declare module 'fastify' {
 
 export interface AppOptions {
   log?: LogOptions | false
-  /** https agent for push services (tests trust their own CA through it): the push threads take its `ca`. */
+  /**
+   * https agent for push services (tests trust their own CA through it): the push threads take its `ca`, and so
+   * does the webhook sender, for endpoints.
+   */
   pushAgent?: Agent
   /** Enables the demo page's sign-in: only when the service generated its own secret (see routes/demo.ts). */
   demoSignIn?: boolean
@@ -120,6 +127,9 @@ export async function buildApp(config: Config, database: Database, options: AppO
       },
     },
     bodyLimit: config.http.bodyLimit,
+    // Names in paths (user ids, topics) may be 200 characters; the router's default (100) would answer a longer
+    // one with 404 or 414 before validation names it (a 400).
+    routerOptions: { maxParamLength: 1_000 },
     // Long-lived streams are not idle; keep-alive REST connections are closed at once on shutdown.
     forceCloseConnections: 'idle',
     // Which proxies' X-Forwarded-For gives the client's IP (per-IP limits, logs); none unless configured.
@@ -186,11 +196,21 @@ export async function buildApp(config: Config, database: Database, options: AppO
   const pushPolicy = { highAckTimeoutS: config.push.highAckTimeoutS, presenceTtlS: config.cluster.presenceTtlS }
   await app.register(eventsPlugin, {
     events: config.events,
-    planPushes: (inserted) => planPushes(inserted, pushPolicy),
+    planPushes: (inserted, recipients) => planPushes(inserted, recipients, pushPolicy),
     onPushesPlanned: () => app.pushDispatcher.wake(),
     changePushes: CHANGE_PUSHES,
+    nudgePushes: planNudgePushes,
+    // The webhooks plugin comes after this one (it runs on what the log's plugins start).
+    onWebhooksEnqueued: () => app.webhookDispatcher.wake(),
     now: options.clock,
   })
+  await app.register(webhooksPlugin, {
+    webhooks: config.webhooks,
+    presenceTtlS: config.cluster.presenceTtlS,
+    ca: options.pushAgent?.options.ca,
+    now: options.clock,
+  })
+  await app.register(directoryPlugin)
 
   // HTTP: headers, CORS, limits and authentication for every route, then the routes.
   await registerSecurityHeaders(app)
@@ -219,6 +239,10 @@ export async function buildApp(config: Config, database: Database, options: AppO
   await app.register(pushRoutes)
   await app.register(topicRoutes)
   await app.register(preferenceRoutes)
+  await app.register(webhookRoutes)
+  await app.register(directoryRoutes, {
+    batchBodyLimit: Math.max(config.http.bodyLimit, DIRECTORY_BATCH_BODY_LIMIT),
+  })
   await app.register(demoRoutes, { generatedSecret: options.demoSignIn ? config.auth.jwtSecret : undefined })
   await app.register(streamRoutes, {
     bufferLimit: config.stream.bufferLimitBytes,

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util'
 import { createParser } from 'eventsource-parser'
 import { type Config, ConfigError, commaList, loadConfig, withDevSecret } from './config.ts'
 import type { Database } from './db/client.ts'
+import { DIRECTORY_HELP, runDirectory } from './directory/cli.ts'
 import { DEFAULT_TOKEN_TTL_S, mintToken } from './tokens.ts'
 
 /** Exit codes scripts can rely on. */
@@ -59,12 +60,15 @@ Prints the token on stdout.`,
     help: `herald publish --token <jwt> --title <text> [--to-user u1,u2] [--to-role r] [--to-topic t] [--to-tenant]
                [--type app.notice] [--body text] [--priority low|normal|high|urgent] [--url /path] [--data '{"k":1}']
                [--action 'ack:Got it'] [--action 'open:View grade:/grades/42'] [--icon url] [--image url] [--badge url]
-               [--json '<whole body>'] [--idempotency-key k] [--deliver-at <time>] [--server ${DEFAULT_URL}]
+               [--escalate <seconds>[:read|acked]] [--json '<whole body>'] [--idempotency-key k]
+               [--deliver-at <time>] [--server ${DEFAULT_URL}]
 
 --action <ack|read|open>:<title>[:<url>] adds a button (at most 2, in order): ack acknowledges, read marks read,
 open opens its url (or the event's --url) and marks read. URLs are paths on the service or https URLs.
 --deliver-at publishes later: an RFC 3339 time with an offset (2026-12-24T08:00:00+01:00), or +<n>s|m|h|d from now
 (+30m). The server checks the event now and answers {"scheduledId","deliverAt"}: see \`herald scheduled\`.
+--escalate 900 reports every recipient who has not read the event 900 s after it is published, by an
+\`event.unread\` webhook (--escalate 900:acked: who has not acked it).
 The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer.`,
     run: async (args) => {
       const { values, lists } = parse(args, {
@@ -87,6 +91,7 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
         'to-tenant': { type: 'boolean' },
         'idempotency-key': { type: 'string' },
         'deliver-at': { type: 'string' },
+        escalate: { type: 'string' },
       })
       const token = values.token ?? process.env.HERALD_TOKEN
       if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
@@ -114,6 +119,7 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
           ...(values.icon !== undefined ? { icon: values.icon } : {}),
           ...(values.image !== undefined ? { image: values.image } : {}),
           ...(values.badge !== undefined ? { badge: values.badge } : {}),
+          ...(values.escalate !== undefined ? { escalate: escalateFlag(values.escalate) } : {}),
           ...later,
         }
       }
@@ -211,6 +217,79 @@ server refuses (404: not yours to recall, or recalled already).`,
         return EXIT.failed
       }
       console.log(JSON.stringify({ id, state: 'recalled' }))
+      return EXIT.ok
+    },
+  },
+  recipients: {
+    summary: 'the roll-call of an event you published: who got it, acked and read it',
+    help: `herald recipients <id> [--state all|unread|read|acked] --token <jwt> [--server ${DEFAULT_URL}]
+
+Lists the event's recipients, one JSON line each ({userId, displayName, deliveredAt, pushedAt, ackedAt, readAt}),
+every page of them, then a line with the totals. For the event's publisher, or a token with the admin scope. The
+token may also come from HERALD_TOKEN and the server from HERALD_URL. Exit 1 when the server refuses (404: not
+yours).`,
+    run: async (args) => {
+      const [id, ...rest] = args
+      if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
+        throw new UsageError('recipients needs the event id (a number), as in: herald recipients 42 --state unread')
+      }
+      const { values } = parse(rest, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        state: { type: 'string' },
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const state = values.state ?? 'all'
+      if (!['all', 'unread', 'read', 'acked'].includes(state)) {
+        throw new UsageError(`--state takes all, unread, read or acked, not ${state}`)
+      }
+      let cursor: string | null = null
+      let totals: unknown
+      do {
+        const url = new URL(`/v1/events/${id}/recipients`, serverUrl(values.server))
+        url.searchParams.set('state', state)
+        url.searchParams.set('limit', '1000')
+        if (cursor) url.searchParams.set('cursor', cursor)
+        const res = await callService('GET', url, token)
+        const text = await res.text()
+        if (!res.ok) {
+          console.error(`recipients failed: HTTP ${res.status} ${text}`)
+          return EXIT.failed
+        }
+        const page = JSON.parse(text) as { recipients: unknown[]; totals: unknown; next: string | null }
+        for (const r of page.recipients) console.log(JSON.stringify(r))
+        totals = page.totals
+        cursor = page.next
+      } while (cursor)
+      console.log(JSON.stringify({ totals }))
+      return EXIT.ok
+    },
+  },
+  nudge: {
+    summary: 'remind the recipients of an event who have not read it',
+    help: `herald nudge <id> --token <jwt> [--server ${DEFAULT_URL}]
+
+Pushes the event again to the devices of its recipients who have not read it and sends their open streams a
+\`nudge\`; no one who read it is reminded, and no new event is made. Prints {nudged, pushes}. At most once per
+NUDGE_MIN_INTERVAL_S per event: sooner, exit 1 with the server's 429, which says how long to wait. For the
+event's publisher, or a token with the admin scope.`,
+    run: async (args) => {
+      const [id, ...rest] = args
+      if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
+        throw new UsageError('nudge needs the event id (a number), as in: herald nudge 42')
+      }
+      const { values } = parse(rest, { token: { type: 'string' }, server: { type: 'string' } })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const res = await callService('POST', new URL(`/v1/events/${id}/nudge`, serverUrl(values.server)), token)
+      const text = await res.text()
+      if (!res.ok) {
+        const wait = res.headers.get('retry-after')
+        console.error(`nudge failed: HTTP ${res.status} ${text}${wait ? ` (retry in ${wait} s)` : ''}`)
+        return EXIT.failed
+      }
+      console.log(text)
       return EXIT.ok
     },
   },
@@ -346,6 +425,75 @@ when the server refuses (400 names the field at fault).`,
         return EXIT.failed
       }
       console.log(text)
+      return EXIT.ok
+    },
+  },
+  directory: {
+    summary: 'the user directory (admin): import a CSV or JSONL file of users; list, get, remove',
+    help: DIRECTORY_HELP,
+    run: (args) => runDirectory(args, { usageError: (message) => new UsageError(message), serverUrl, callService }),
+  },
+  webhooks: {
+    summary: 'the tenant’s webhook endpoints (admin): list, add, remove, enable, deliveries',
+    help: `herald webhooks list --token <admin jwt> [--server ${DEFAULT_URL}]
+herald webhooks add <url> --events user.online,event.read [--description text] --token <admin jwt>
+herald webhooks remove <id> --token <admin jwt>
+herald webhooks enable <id> --token <admin jwt>
+herald webhooks deliveries <id> [--cursor <delivery id>] [--limit n] --token <admin jwt>
+
+add registers an https endpoint for the event types given (event.published, event.read, event.acked,
+event.unread, push.failed, user.online, user.offline) and prints it with its signing secret, shown only then.
+list shows each endpoint's health (failingSince, disabledAt); enable turns one disabled after failing for
+WEBHOOK_DISABLE_AFTER_H back on; deliveries lists its recent deliveries, newest first ("next" for --cursor).
+For a token with the admin scope. The token may also come from HERALD_TOKEN and the server from HERALD_URL.
+Prints the server's JSON answer; exit 1 when the server refuses (400 names the field at fault).`,
+    run: async (args) => {
+      const [action, ...rest] = args
+      const actions = ['list', 'add', 'remove', 'enable', 'deliveries']
+      if (!actions.includes(action)) {
+        throw new UsageError(action ? `unknown action "${action}": ${actions.join(', ')}` : `${actions.join(', ')}?`)
+      }
+      const target = action === 'list' ? undefined : rest.shift()
+      if (action === 'add' && !target) {
+        throw new UsageError(
+          'add needs the URL, as in: herald webhooks add https://crm.example/hooks --events user.online',
+        )
+      }
+      if (action !== 'list' && action !== 'add' && (target === undefined || !/^[0-9]{1,18}$/.test(target))) {
+        throw new UsageError(`${action} needs the webhook id (a number), as in: herald webhooks ${action} 3`)
+      }
+      const { values } = parse(rest, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        ...(action === 'add' ? { events: { type: 'string' as const }, description: { type: 'string' as const } } : {}),
+        ...(action === 'deliveries' ? { cursor: { type: 'string' as const }, limit: { type: 'string' as const } } : {}),
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const events = commaList(values.events)
+      if (action === 'add' && !events.length) throw new UsageError('add needs --events, as in: --events user.online')
+      const path = {
+        list: '/v1/webhooks',
+        add: '/v1/webhooks',
+        remove: `/v1/webhooks/${target}`,
+        enable: `/v1/webhooks/${target}/enable`,
+        deliveries: `/v1/webhooks/${target}/deliveries`,
+      }[action] as string
+      const url = new URL(path, serverUrl(values.server))
+      if (values.cursor !== undefined) url.searchParams.set('cursor', values.cursor)
+      if (values.limit !== undefined) url.searchParams.set('limit', values.limit)
+      const method = { list: 'GET', add: 'POST', remove: 'DELETE', enable: 'POST', deliveries: 'GET' }[action] as string
+      const body =
+        action === 'add'
+          ? { url: target, events, ...(values.description !== undefined ? { description: values.description } : {}) }
+          : undefined
+      const res = await callService(method, url, token, body)
+      const text = await res.text()
+      if (!res.ok) {
+        console.error(`${action} failed: HTTP ${res.status} ${text}`)
+        return EXIT.failed
+      }
+      console.log(res.status === 204 ? JSON.stringify({ id: target, state: 'removed' }) : text)
       return EXIT.ok
     },
   },
@@ -553,6 +701,13 @@ function safeJson(text: string): unknown {
 }
 
 /** A request to the service with a user's token; a server that cannot be reached is an error naming it. */
+/** `--escalate 900` or `--escalate 900:acked` as the body's `escalate`. */
+function escalateFlag(value: string): { after: number; unless: string } {
+  const m = /^([0-9]{1,9})(?::(read|acked))?$/.exec(value)
+  if (!m) throw new UsageError(`--escalate takes <seconds>[:read|acked], as in --escalate 900, not ${value}`)
+  return { after: Number(m[1]), unless: m[2] ?? 'read' }
+}
+
 function callService(method: string, url: URL, token: string, body?: unknown): Promise<Response> {
   return fetch(url, {
     method,

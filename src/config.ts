@@ -41,6 +41,8 @@ export const DEFAULT_DB_CONNECT_TIMEOUT_S = 60
 export const DEFAULT_RETENTION_DAYS = 30
 /** How often expired events are pruned. */
 export const DEFAULT_PRUNE_INTERVAL_S = 600
+/** Seconds between two nudges of one event: a reminder every ten minutes at most, not a siren. */
+export const DEFAULT_NUDGE_MIN_INTERVAL_S = 600
 /** 1 MiB: a batch of 1,000 events fits, an accidental upload does not. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024
 /** Time a client has to send a whole request, headers and body (a body trickled in slowly holds a socket). */
@@ -69,6 +71,21 @@ export const DEFAULT_PUSH_CONCURRENCY = 200
 export const DEFAULT_PUSH_RETRY_BASE_MS = 5_000
 /** An instance that has not beaten its heartbeat for this long no longer counts its streams as present. */
 export const DEFAULT_PRESENCE_TTL_S = 30
+/** Webhook requests in flight per instance; one endpoint gets at most half. Endpoints are few and answer fast. */
+export const DEFAULT_WEBHOOK_CONCURRENCY = 8
+/** An endpoint has this long to answer a delivery (DNS and connecting included) before the attempt failed. */
+export const DEFAULT_WEBHOOK_TIMEOUT_MS = 10_000
+/**
+ * Attempts per delivery. With WEBHOOK_RETRY_BASE_MS doubling up to 6 h between attempts (full jitter), the last
+ * comes about half a day to a day and a half after the first.
+ */
+export const DEFAULT_WEBHOOK_MAX_ATTEMPTS = 15
+/** The first retry of a delivery comes within this long, the bound doubling per attempt (up to 6 h). */
+export const DEFAULT_WEBHOOK_RETRY_BASE_MS = 30_000
+/** An endpoint whose every delivery has failed for this long (a few days) is disabled until an admin enables it. */
+export const DEFAULT_WEBHOOK_DISABLE_AFTER_H = 72
+/** Sent and failed deliveries are kept this long for the deliveries listing. */
+export const DEFAULT_WEBHOOK_RETENTION_DAYS = 30
 
 const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
 const optionalText = z
@@ -232,6 +249,10 @@ const VARIABLES = {
     intFrom(10, 86_400).default(DEFAULT_PRUNE_INTERVAL_S),
     'how often expired events, with their receipts and push records, are pruned',
   ),
+  NUDGE_MIN_INTERVAL_S: variable(
+    intFrom(1, 604_800).default(DEFAULT_NUDGE_MIN_INTERVAL_S),
+    'an event may be nudged (its unread recipients reminded) at most once in this many seconds; sooner is a 429 with Retry-After',
+  ),
   LOG_POLL_MS: variable(
     intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
     'the live tail re-reads the log at least this often, even without a wake-up',
@@ -287,6 +308,35 @@ const VARIABLES = {
   PUSH_RETRY_BASE_MS: variable(
     intFrom(10, 3_600_000).default(DEFAULT_PUSH_RETRY_BASE_MS),
     'first retry after about this long, doubling per attempt, with jitter; `Retry-After` wins when longer',
+  ),
+  WEBHOOK_URL_ALLOWLIST: variable(
+    z.string().default(''),
+    'comma-separated host patterns (like `PUSH_ENDPOINT_ALLOWLIST`: `hooks.internal`, `*.corp.example`, `10.0.0.5:8080`, `127.0.0.1:*`) a webhook URL may use beyond the rule (any public host, https): these may be http and private, loopback or link-local addresses',
+    'empty: any public https host',
+  ),
+  WEBHOOK_CONCURRENCY: variable(
+    intFrom(1, 1_000).default(DEFAULT_WEBHOOK_CONCURRENCY),
+    'webhook requests in flight per instance; one endpoint gets at most half',
+  ),
+  WEBHOOK_TIMEOUT_MS: variable(
+    intFrom(100, 120_000).default(DEFAULT_WEBHOOK_TIMEOUT_MS),
+    'an endpoint has this long to answer a delivery (DNS and connecting included); a claimed delivery of a killed instance is taken over after twice this and 5 s',
+  ),
+  WEBHOOK_MAX_ATTEMPTS: variable(
+    intFrom(1, 100).default(DEFAULT_WEBHOOK_MAX_ATTEMPTS),
+    'attempts per delivery before it counts as `failed`',
+  ),
+  WEBHOOK_RETRY_BASE_MS: variable(
+    intFrom(10, 3_600_000).default(DEFAULT_WEBHOOK_RETRY_BASE_MS),
+    'a failed delivery is retried within this long (full jitter), the bound doubling per attempt up to 6 h; `Retry-After` on 429 and 503 wins when longer (up to 6 h)',
+  ),
+  WEBHOOK_DISABLE_AFTER_H: variable(
+    z.coerce.number().positive().max(8_760).default(DEFAULT_WEBHOOK_DISABLE_AFTER_H),
+    'an endpoint whose deliveries have all failed for this many hours (fractions allowed) is disabled until an admin enables it',
+  ),
+  WEBHOOK_RETENTION_DAYS: variable(
+    intFrom(1, 3_650).default(DEFAULT_WEBHOOK_RETENTION_DAYS),
+    'sent and failed webhook deliveries are kept this long for the deliveries listing',
   ),
 }
 
@@ -351,6 +401,7 @@ export interface Config {
     logPollMs: number
     retentionDays: number
     pruneIntervalS: number
+    nudgeMinIntervalS: number
   }
   cluster: {
     presenceTtlS: number
@@ -365,6 +416,17 @@ export interface Config {
     maxAttempts: number
     concurrency: number
     retryBaseMs: number
+  }
+  webhooks: {
+    /** Host patterns a webhook URL may use beyond public https hosts: http, private addresses (see webhooks/urls.ts). */
+    urlAllowlist: string[]
+    concurrency: number
+    timeoutMs: number
+    maxAttempts: number
+    retryBaseMs: number
+    /** Hours; may be a fraction. */
+    disableAfterH: number
+    retentionDays: number
   }
   /** Requests per window (`windowMs`), per user unless said otherwise. */
   limits: {
@@ -457,7 +519,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       bufferLimitBytes: e.STREAM_BUFFER_LIMIT_BYTES,
       slowReaderTimeoutMs: e.SLOW_READER_TIMEOUT_MS,
     },
-    events: { logPollMs: e.LOG_POLL_MS, retentionDays: e.RETENTION_DAYS, pruneIntervalS: e.PRUNE_INTERVAL_S },
+    events: {
+      logPollMs: e.LOG_POLL_MS,
+      retentionDays: e.RETENTION_DAYS,
+      pruneIntervalS: e.PRUNE_INTERVAL_S,
+      nudgeMinIntervalS: e.NUDGE_MIN_INTERVAL_S,
+    },
     cluster: { presenceTtlS: e.PRESENCE_TTL_S },
     push: {
       vapid: {
@@ -472,6 +539,15 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       maxAttempts: e.PUSH_MAX_ATTEMPTS,
       concurrency: e.PUSH_CONCURRENCY,
       retryBaseMs: e.PUSH_RETRY_BASE_MS,
+    },
+    webhooks: {
+      urlAllowlist: commaList(e.WEBHOOK_URL_ALLOWLIST),
+      concurrency: e.WEBHOOK_CONCURRENCY,
+      timeoutMs: e.WEBHOOK_TIMEOUT_MS,
+      maxAttempts: e.WEBHOOK_MAX_ATTEMPTS,
+      retryBaseMs: e.WEBHOOK_RETRY_BASE_MS,
+      disableAfterH: e.WEBHOOK_DISABLE_AFTER_H,
+      retentionDays: e.WEBHOOK_RETENTION_DAYS,
     },
     limits: {
       windowMs: e.RATE_LIMIT_WINDOW_MS,

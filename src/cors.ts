@@ -9,8 +9,11 @@ export async function registerCors(app: FastifyInstance, origins: string[]) {
   if (!origins.length) return
   await app.register(cors, {
     origin: (origin, done) => done(null, allowed(origins, origin)),
-    methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+    // Every method a route takes (PUT and PATCH too: preferences, topics, the directory, edits).
+    methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
     allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'],
+    // A 429's or 503's wait, which the browser client reads (`retryAfter`).
+    exposedHeaders: ['retry-after'],
     maxAge: 600,
   })
 }

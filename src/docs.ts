@@ -55,6 +55,16 @@ export async function registerDocs(app: FastifyInstance) {
           name: 'preferences',
           description: 'Notification preferences: what each user sees and gets pushed, quiet hours, tenant defaults.',
         },
+        {
+          name: 'directory',
+          description:
+            'The user directory: who exists in a tenant, with their roles and topics (tenants’ backends, `admin`).',
+        },
+        {
+          name: 'webhooks',
+          description:
+            'Webhook endpoints a tenant’s admins register: signed deliveries of events, receipts and presence.',
+        },
         { name: 'operations', description: 'Health, readiness and metrics.' },
         { name: 'demo', description: 'The demo page’s sign-in; only while the service uses a secret it generated.' },
       ],
@@ -144,6 +154,9 @@ const noScheduled =
 /** Managing a topic's members is a tenant admin's. */
 const notAdmin = 'The token lacks the `admin` scope.'
 
+/** A webhook endpoint of another tenant is not found, like one that does not exist. */
+const noWebhook = 'No webhook endpoint with this id in the caller’s tenant.'
+
 /** Editing and recalling an event refuse alike. */
 const changeErrors: ErrorCauses = {
   403: 'The caller can see the event but is neither its publisher nor an `admin` of its tenant.',
@@ -218,6 +231,44 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
   'PUT /v1/me/preferences': { operationId: 'setMyPreferences', database: true },
   'GET /v1/tenant/preferences': { operationId: 'getTenantPreferences', database: true, errors: { 403: notAdmin } },
   'PUT /v1/tenant/preferences': { operationId: 'setTenantPreferences', database: true, errors: { 403: notAdmin } },
+  'PUT /v1/directory/users/{id}': { operationId: 'putDirectoryUser', database: true, errors: { 403: notAdmin } },
+  'GET /v1/directory/users/{id}': {
+    operationId: 'getDirectoryUser',
+    database: true,
+    errors: { 403: notAdmin, 404: 'No user with this id in the caller’s tenant’s directory.' },
+  },
+  'DELETE /v1/directory/users/{id}': {
+    operationId: 'deleteDirectoryUser',
+    database: true,
+    errors: { 403: notAdmin, 404: 'No user with this id in the caller’s tenant’s directory.' },
+  },
+  'POST /v1/directory/users/batch': {
+    operationId: 'batchDirectoryUsers',
+    database: true,
+    errors: { 403: notAdmin, 413: 'For this route the limit is BODY_LIMIT or 8 MiB, whichever is larger.' },
+  },
+  'GET /v1/directory/users': {
+    operationId: 'listDirectoryUsers',
+    database: true,
+    errors: { 400: 'The cursor is not one this listing gave.', 403: notAdmin },
+  },
+  'GET /v1/events/{id}/recipients': {
+    operationId: 'getEventRecipients',
+    database: true,
+    errors: {
+      400: 'The cursor is not one this listing gave.',
+      404: 'No event with this id in the caller’s tenant, or the caller is neither its publisher nor an admin.',
+    },
+  },
+  'POST /v1/events/{id}/nudge': {
+    operationId: 'nudgeEvent',
+    database: true,
+    errors: {
+      404: 'No event with this id in the caller’s tenant, or the caller is neither its publisher nor an admin.',
+      409: 'The event was recalled.',
+      429: 'The event was nudged less than NUDGE_MIN_INTERVAL_S ago; Retry-After says when the next may go.',
+    },
+  },
   'GET /v1/events/{id}/status': {
     operationId: 'getEventStatus',
     database: true,
@@ -262,6 +313,32 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
     operationId: 'sendTestPush',
     database: true,
     errors: { 404: 'The caller has no registered device.' },
+  },
+  'POST /v1/webhooks': {
+    operationId: 'createWebhook',
+    database: true,
+    errors: {
+      400: 'The URL breaks a rule (`body.url`: not https, or a host that is, or resolves to, a private, loopback or link-local address, or does not resolve), or an event type is unknown (`body.events.0`).',
+      403: notAdmin,
+      409: 'The tenant has 50 endpoints already.',
+    },
+  },
+  'GET /v1/webhooks': { operationId: 'listWebhooks', database: true, errors: { 403: notAdmin } },
+  'GET /v1/webhooks/{id}': { operationId: 'getWebhook', database: true, errors: { 403: notAdmin, 404: noWebhook } },
+  'DELETE /v1/webhooks/{id}': {
+    operationId: 'deleteWebhook',
+    database: true,
+    errors: { 403: notAdmin, 404: noWebhook },
+  },
+  'POST /v1/webhooks/{id}/enable': {
+    operationId: 'enableWebhook',
+    database: true,
+    errors: { 403: notAdmin, 404: noWebhook },
+  },
+  'GET /v1/webhooks/{id}/deliveries': {
+    operationId: 'listWebhookDeliveries',
+    database: true,
+    errors: { 403: notAdmin, 404: noWebhook },
   },
   'GET /health': { operationId: 'getHealth', database: false },
   'GET /ready': { operationId: 'getReadiness', database: true },

@@ -11,6 +11,7 @@ import {
   NotAllowedError,
   NotFoundError,
   type ServiceError,
+  TooSoonError,
   UnprocessableError,
 } from './service-errors.ts'
 
@@ -62,6 +63,7 @@ const SERVICE_ERROR_PROBLEMS: ReadonlyArray<[new (...args: never[]) => ServiceEr
   [NotFoundError, 'notFound'],
   [ConflictError, 'conflict'],
   [UnprocessableError, 'unprocessable'],
+  [TooSoonError, 'tooManyRequests'],
 ]
 
 /** An HTTP-level refusal a route or a hook throws on purpose (a bad header, a missing token, a full instance). */
@@ -143,7 +145,8 @@ export function registerErrorHandling(app: FastifyInstance) {
     const service = SERVICE_ERROR_PROBLEMS.find(([type]) => err instanceof type)
     if (service) {
       const fields = err instanceof InvalidFieldsError ? err.fields : undefined
-      return sendProblem(reply, service[1], (err as unknown as ServiceError).detail, fields)
+      const headers = err instanceof TooSoonError ? { 'retry-after': String(err.retryAfterS) } : undefined
+      return sendProblem(reply, service[1], (err as unknown as ServiceError).detail, fields, headers)
     }
     if (hasZodFastifySchemaValidationErrors(err)) {
       const errors = err.validation.map((v) => ({

@@ -46,6 +46,18 @@ export class UnprocessableError extends ServiceError {
   override name = 'UnprocessableError'
 }
 
+/** Done too recently to be done again yet (a nudge within NUDGE_MIN_INTERVAL_S of the last). */
+export class TooSoonError extends ServiceError {
+  override name = 'TooSoonError'
+  constructor(
+    detail: string,
+    /** Seconds until it may be done again. */
+    readonly retryAfterS: number,
+  ) {
+    super(detail)
+  }
+}
+
 /** The error and its causes, outermost first (drivers wrap one another's errors). */
 export function* causeChain(err: unknown): Generator<unknown> {
   for (let e = err, depth = 0; e !== undefined && e !== null && depth < 16; depth++) {

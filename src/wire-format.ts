@@ -98,6 +98,15 @@ export const logFrameSql = sql`case ${events.kind}
 /** An ack or read of the user's, from any of their devices: no id (it is not an event to resume from). */
 export const receiptFrame = (notice: object) => `event: receipt\ndata: ${JSON.stringify(notice)}\n\n`
 
+/**
+ * A publisher nudged the reader about an event they have not read: the event's JSON, without an `id:` line (a
+ * nudge is no new event and does not move Last-Event-ID; one missed while away is not replayed).
+ */
+export const nudgeFrame = (json: string) => `event: nudge\ndata: ${json}\n\n`
+
+/** To a publisher's streams: a recipient acked or read some of their events (RollCallNotice). */
+export const rollCallFrame = (notice: object) => `event: roll-call\ndata: ${JSON.stringify(notice)}\n\n`
+
 /** Sent before a replay that cannot be whole: the client's last event expired or was pruned. */
 export const RESET_FRAME = 'event: reset\ndata: {"reason":"expired"}\n\n'
 

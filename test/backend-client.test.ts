@@ -53,7 +53,12 @@ describeEachBackend('the backend client', (backend) => {
 
     const kim = t.token({ sub: 'kim', tenant: ten })
     expect((await t.http().post(`/v1/events/${first.id}/read`).set('authorization', `Bearer ${kim}`)).status).toBe(204)
-    expect(await client.status(first.id)).toEqual({ acked: 1, read: 1, push: { sent: 0, failed: 0, pending: 0 } })
+    expect(await client.status(first.id)).toEqual({
+      acked: 1,
+      read: 1,
+      push: { sent: 0, failed: 0, pending: 0 },
+      recipients: { recipients: 1, delivered: 0, pushed: 0, acked: 1, read: 1, unread: 0 },
+    })
   })
 
   it('publishes for later with deliverAt (202, a scheduledId), lists, shows and cancels scheduled publishes', async () => {

@@ -10,7 +10,17 @@ import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 // biome-ignore lint/suspicious/noExplicitAny: the document is walked freely; the assertions are the types
 type Json = Record<string, any>
 
-const TAGS = new Set(['events', 'stream', 'push', 'topics', 'preferences', 'operations', 'demo'])
+const TAGS = new Set([
+  'events',
+  'stream',
+  'push',
+  'topics',
+  'preferences',
+  'directory',
+  'webhooks',
+  'operations',
+  'demo',
+])
 
 /**
  * Every `METHOD /path` the app serves, from `printRoutes` (a tree: each line's depth is its indent / 4, its path
@@ -128,6 +138,7 @@ describe('OpenAPI document (SPEC 8)', () => {
         'image',
         'badge',
         'ttl',
+        'escalate',
         'deliverAt',
       ].sort(),
     )
@@ -269,11 +280,17 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(operation('DELETE', '/v1/events/{id}').responses['204']).toBeDefined()
     expect(nonNull(listed.properties.actions).items.properties.action.enum).toEqual(['ack', 'read', 'open'])
     expect(json('GET', '/v1/events/unread-count', '200').properties.unread.type).toBe('integer')
-    expect(Object.keys(json('GET', '/v1/events/{id}/status', '200').properties).sort()).toEqual([
-      'acked',
-      'push',
-      'read',
-    ])
+    const status = json('GET', '/v1/events/{id}/status', '200')
+    expect(Object.keys(status.properties).sort()).toEqual(['acked', 'push', 'read', 'recipients'])
+    expect(status.properties.recipients.required.sort()).toEqual(
+      ['acked', 'delivered', 'pushed', 'read', 'recipients', 'unread'].sort(),
+    )
+    const rollCall = json('GET', '/v1/events/{id}/recipients', '200')
+    expect(rollCall.required.sort()).toEqual(['next', 'recipients', 'totals'])
+    expect(Object.keys(rollCall.properties.recipients.items.properties).sort()).toEqual(
+      ['ackedAt', 'deliveredAt', 'displayName', 'pushedAt', 'readAt', 'userId'].sort(),
+    )
+    expect(json('POST', '/v1/events/{id}/nudge', '200').required.sort()).toEqual(['nudged', 'pushes'])
     expect(json('GET', '/v1/push/vapid-public-key', '200').required).toEqual(['publicKey'])
     expect(json('POST', '/v1/push/subscriptions', '201').required.sort()).toEqual(['id', 'renewToken'])
     expect(json('GET', '/v1/push/subscriptions', '200').properties.subscriptions.type).toBe('array')
@@ -292,7 +309,7 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(operation('POST', '/v1/events').security).toBeUndefined()
   })
 
-  it('the stream: text/event-stream with notification, update, delete, receipt and reset; the token may be a ?ticket= or ?access_token=', () => {
+  it('the stream: text/event-stream with notification, update, delete, receipt, nudge, roll-call and reset; the token may be a ?ticket= or ?access_token=', () => {
     const op = operation('GET', '/v1/stream')
     expect(op.tags).toEqual(['stream'])
     expect(op.security).toEqual([{ bearerAuth: [] }, { streamTicketQuery: [] }, { accessTokenQuery: [] }])
@@ -309,7 +326,8 @@ describe('OpenAPI document (SPEC 8)', () => {
     const params = op.parameters.map((x: Json) => `${x.in}:${x.name}`)
     expect(params).toEqual(expect.arrayContaining(['query:topics', 'query:lastEventId', 'header:last-event-id']))
     const sse = op.responses['200'].content['text/event-stream'].schema
-    for (const event of ['event: notification', 'event: update', 'event: delete', 'event: receipt', 'event: reset']) {
+    const frames = ['notification', 'update', 'delete', 'receipt', 'nudge', 'roll-call', 'reset']
+    for (const event of frames.map((name) => `event: ${name}`)) {
       expect(sse.description).toContain(event)
     }
   })

@@ -194,7 +194,8 @@ describeEachBackend('edit and recall', (backend) => {
     // Its publisher still sees what was delivered before the recall.
     const status = await as(s.publisher).get(`/v1/events/${id}/status`)
     expect(status.status, status.text).toBe(200)
-    expect(status.body).toEqual({ acked: 0, read: 0, push: { sent: 0, failed: 0, pending: 0 } })
+    expect(status.body).toMatchObject({ acked: 0, read: 0, push: { sent: 0, failed: 0, pending: 0 } })
+    expect(status.body.recipients).toMatchObject({ recipients: 1, read: 0 })
   })
 
   it('bad input is a 400 naming the field, and changes nothing', async () => {

@@ -442,7 +442,11 @@ describeEachBackend('inbox REST (SPEC 5)', (backend) => {
 
     const fresh = await as(s.publisher).get(`/v1/events/${event}/status`)
     expect(fresh.status).toBe(200)
-    expect(fresh.body).toEqual({ acked: 0, read: 0, push: { sent: 0, failed: 0, pending: 0 } })
+    const none = { acked: 0, read: 0, push: { sent: 0, failed: 0, pending: 0 } }
+    expect(fresh.body).toEqual({
+      ...none,
+      recipients: { recipients: 3, delivered: 0, pushed: 0, acked: 0, read: 0, unread: 3 },
+    })
 
     expect((await as(r1).post(`/v1/events/${event}/ack`)).status).toBe(204)
     expect((await as(r2).post(`/v1/events/${event}/ack`)).status).toBe(204)
@@ -452,7 +456,12 @@ describeEachBackend('inbox REST (SPEC 5)', (backend) => {
     // Twice does not count twice.
     expect((await as(r1).post(`/v1/events/${event}/ack`)).status).toBe(204)
 
-    const expected = { acked: 2, read: 1, push: { sent: 0, failed: 0, pending: 0 } }
+    const expected = {
+      acked: 2,
+      read: 1,
+      push: { sent: 0, failed: 0, pending: 0 },
+      recipients: { recipients: 3, delivered: 0, pushed: 0, acked: 2, read: 1, unread: 2 },
+    }
     const byPublisher = await as(s.publisher).get(`/v1/events/${event}/status`)
     expect(byPublisher.status).toBe(200)
     expect(byPublisher.body).toEqual(expected)

@@ -90,6 +90,11 @@ describe('rate limits, stream caps and CORS', () => {
     const token = `Bearer ${t.token({ sub: 'cors' })}`
     const allowed = await t.http().get('/v1/events').set('origin', 'https://school.example').set('authorization', token)
     expect(allowed.headers['access-control-allow-origin']).toBe('https://school.example')
+    // A browser app may read a 429's wait, and send every method the API takes.
+    expect(allowed.headers['access-control-expose-headers']).toMatch(/retry-after/)
+    for (const method of ['PUT', 'PATCH', 'DELETE']) {
+      expect(preflight.headers['access-control-allow-methods'], method).toContain(method)
+    }
     const other = await t.http().get('/v1/events').set('origin', 'https://evil.example').set('authorization', token)
     expect(other.headers['access-control-allow-origin']).toBeUndefined()
 

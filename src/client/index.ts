@@ -1,18 +1,23 @@
 // The typed client for application backends (`herald/client`): publish (now or later), edit and recall events,
-// follow and cancel scheduled publishes, read delivery status, manage topic members, mint tokens and stream
-// tickets. Its request and reply types are the service's own zod schemas (type-only imports: nothing of the
-// server is loaded), so they cannot drift from what the service validates and documents; a test holds each method
-// to its OpenAPI operation.
+// follow and cancel scheduled publishes, read delivery status, manage topic members and the user directory, mint
+// tokens and stream tickets. Its request and reply types are the service's own zod schemas (type-only imports:
+// nothing of the server is loaded), so they cannot drift from what the service validates and documents; a test
+// holds each method to its OpenAPI operation.
 import type { z } from 'zod'
+import type { DirectoryListQuery, directoryBatchSchema, directoryUserFields } from '../directory/model.ts'
 import type { batchSchema, eventEditFields, newEventSchema } from '../events/model.ts'
 import type { tenantSettingsSchema, userSettingsSchema } from '../events/preference-rules.ts'
 import type { problemSchema } from '../problems.ts'
+import type { directoryBatchReply, directoryPage, directoryUserReply } from '../routes/directory.ts'
 import type { tenantPreferencesReply, userPreferencesReply } from '../routes/preferences.ts'
 import type {
   batchPublished,
   deliveryStatusReply,
   eventSchema,
+  nudgeReply,
   published,
+  recipientsQuery,
+  recipientsReply,
   scheduledItem,
   scheduledPage,
   scheduledReply,
@@ -20,7 +25,10 @@ import type {
   topicMemberList,
   topicMembersChanged,
 } from '../routes/schemas.ts'
+import type { createdWebhook, deliveryPage, webhookList, webhookSchema } from '../routes/webhooks.ts'
 import { mintToken as mint, type TokenClaims } from '../tokens.ts'
+import type { newWebhookSchema } from '../webhooks/model.ts'
+import type { WebhookType } from '../webhooks/outbox.ts'
 
 /** An event to publish, as `POST /v1/events` takes it (defaults such as `priority` may be left out). */
 export type NewEvent = z.input<typeof newEventSchema>
@@ -35,6 +43,10 @@ export type Scheduled = z.output<typeof scheduledReply>
 export type ScheduledPage = z.output<typeof scheduledPage>
 export type ScheduledPublish = z.output<typeof scheduledItem>
 export type DeliveryStatus = z.output<typeof deliveryStatusReply>
+/** A page of an event's roll-call: its recipients and what became of the event for each, and the totals. */
+export type RecipientPage = z.output<typeof recipientsReply>
+export type RecipientQuery = Partial<z.input<typeof recipientsQuery>>
+export type NudgeResult = z.output<typeof nudgeReply>
 /** What an edit changes: any of `title`, `body`, `data` and `url` (null clears `body`, `data` or `url`). */
 export type EventEdit = z.input<typeof eventEditFields>
 /** An event as every client sees it (`revision`: how many times it was edited). */
@@ -47,6 +59,25 @@ export type TenantPreferences = z.input<typeof tenantSettingsSchema>
 export type StoredUserPreferences = z.output<typeof userPreferencesReply>
 export type StoredTenantPreferences = z.output<typeof tenantPreferencesReply>
 export type Problem = z.output<typeof problemSchema>
+/** A webhook endpoint to register: `{ url, events, description? }`. */
+export type NewWebhook = z.input<typeof newWebhookSchema>
+/** A webhook endpoint as its tenant's admins see it, with its health (`failingSince`, `disabledAt`). */
+export type WebhookEndpoint = z.output<typeof webhookSchema>
+/** A webhook endpoint just registered: with its signing `secret`, shown only then. */
+export type CreatedWebhook = z.output<typeof createdWebhook>
+/** A page of an endpoint's deliveries, newest first (`next`: pass as `cursor`). */
+export type WebhookDeliveryPage = z.output<typeof deliveryPage>
+export type { WebhookType }
+/** A user as `PUT /v1/directory/users/{id}` takes them (whole: what is left out is cleared). */
+export type DirectoryUserInput = z.input<typeof directoryUserFields>
+/** A user of the directory as the service holds them. */
+export type DirectoryUser = z.output<typeof directoryUserReply>
+/** One operation of a directory batch: `{ op: 'upsert', id, roles, topics, ... }` or `{ op: 'delete', id }`. */
+export type DirectoryBatchOperation = z.input<typeof directoryBatchSchema>['operations'][number]
+export type DirectoryBatchResult = z.output<typeof directoryBatchReply>
+export type DirectoryPage = z.output<typeof directoryPage>
+/** What `listDirectoryUsers` narrows by, and where it starts (`cursor`: a page's `next`). */
+export type DirectoryQuery = Partial<Pick<DirectoryListQuery, 'role' | 'topic' | 'cursor' | 'limit'>>
 export type { TokenClaims }
 
 export interface HeraldServerClientOptions {
@@ -95,6 +126,8 @@ export const CLIENT_OPERATIONS = {
   publish: { method: 'POST', path: '/v1/events', operationId: 'publishEvent' },
   publishBatch: { method: 'POST', path: '/v1/events/batch', operationId: 'publishEvents' },
   status: { method: 'GET', path: '/v1/events/{id}/status', operationId: 'getEventStatus' },
+  recipients: { method: 'GET', path: '/v1/events/{id}/recipients', operationId: 'getEventRecipients' },
+  nudge: { method: 'POST', path: '/v1/events/{id}/nudge', operationId: 'nudgeEvent' },
   edit: { method: 'PATCH', path: '/v1/events/{id}', operationId: 'editEvent' },
   recall: { method: 'DELETE', path: '/v1/events/{id}', operationId: 'recallEvent' },
   listScheduled: { method: 'GET', path: '/v1/scheduled', operationId: 'listScheduledPublishes' },
@@ -108,6 +141,16 @@ export const CLIENT_OPERATIONS = {
   setTenantPreferences: { method: 'PUT', path: '/v1/tenant/preferences', operationId: 'setTenantPreferences' },
   userPreferences: { method: 'GET', path: '/v1/me/preferences', operationId: 'getMyPreferences' },
   setUserPreferences: { method: 'PUT', path: '/v1/me/preferences', operationId: 'setMyPreferences' },
+  createWebhook: { method: 'POST', path: '/v1/webhooks', operationId: 'createWebhook' },
+  listWebhooks: { method: 'GET', path: '/v1/webhooks', operationId: 'listWebhooks' },
+  deleteWebhook: { method: 'DELETE', path: '/v1/webhooks/{id}', operationId: 'deleteWebhook' },
+  enableWebhook: { method: 'POST', path: '/v1/webhooks/{id}/enable', operationId: 'enableWebhook' },
+  webhookDeliveries: { method: 'GET', path: '/v1/webhooks/{id}/deliveries', operationId: 'listWebhookDeliveries' },
+  putDirectoryUser: { method: 'PUT', path: '/v1/directory/users/{id}', operationId: 'putDirectoryUser' },
+  getDirectoryUser: { method: 'GET', path: '/v1/directory/users/{id}', operationId: 'getDirectoryUser' },
+  deleteDirectoryUser: { method: 'DELETE', path: '/v1/directory/users/{id}', operationId: 'deleteDirectoryUser' },
+  directoryBatch: { method: 'POST', path: '/v1/directory/users/batch', operationId: 'batchDirectoryUsers' },
+  listDirectoryUsers: { method: 'GET', path: '/v1/directory/users', operationId: 'listDirectoryUsers' },
 } as const
 
 const pathOf = (template: string, params: Record<string, string> = {}) =>
@@ -223,6 +266,28 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
     },
 
     /**
+     * `GET /v1/events/{id}/recipients` (operation `getEventRecipients`): the event's roll-call, for its publisher or
+     * an admin. `state` picks all (default), unread, read or acked; pass the page's `next` as `cursor` for more.
+     */
+    async recipients(id: string, query: RecipientQuery = {}): Promise<RecipientPage> {
+      const op = CLIENT_OPERATIONS.recipients
+      const search = new URLSearchParams(
+        Object.entries(query).flatMap(([k, v]): Array<[string, string]> => (v === undefined ? [] : [[k, String(v)]])),
+      ).toString()
+      return (await call<RecipientPage>(op.method, `${pathOf(op.path, { id })}${search ? `?${search}` : ''}`)).body
+    },
+
+    /**
+     * `POST /v1/events/{id}/nudge` (operation `nudgeEvent`): reminds the recipients who have not read the event (a
+     * push again, a `nudge` on their streams). Sooner than NUDGE_MIN_INTERVAL_S after the last: a HeraldError with
+     * status 429 and the wait in its `retryAfterS`.
+     */
+    async nudge(id: string): Promise<NudgeResult> {
+      const op = CLIENT_OPERATIONS.nudge
+      return (await call<NudgeResult>(op.method, pathOf(op.path, { id }))).body
+    },
+
+    /**
      * `PATCH /v1/events/{id}` (operation `editEvent`): for the event's publisher or an admin of its tenant.
      * Returns the event as it now stands; its streams get an `update`, and a device it was pushed to gets the
      * new text in place of the old, without alerting again.
@@ -298,6 +363,94 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
     async setUserPreferences(userToken: string, preferences: UserPreferences): Promise<StoredUserPreferences> {
       const op = CLIENT_OPERATIONS.setUserPreferences
       return (await call<StoredUserPreferences>(op.method, op.path, { body: preferences, token: userToken })).body
+    },
+
+    /**
+     * `PUT /v1/directory/users/{id}` (operation `putDirectoryUser`, `admin` scope): creates or replaces the user
+     * whole; `created` tells which. A bad field is a HeraldError with status 400 whose problem's `errors` name it.
+     */
+    async putDirectoryUser(id: string, user: DirectoryUserInput): Promise<DirectoryUser & { created: boolean }> {
+      const op = CLIENT_OPERATIONS.putDirectoryUser
+      const { status, body } = await call<DirectoryUser>(op.method, pathOf(op.path, { id }), { body: user })
+      return { ...body, created: status === 201 }
+    },
+
+    /** `GET /v1/directory/users/{id}` (operation `getDirectoryUser`, `admin`): a HeraldError with status 404 if absent. */
+    async getDirectoryUser(id: string): Promise<DirectoryUser> {
+      const op = CLIENT_OPERATIONS.getDirectoryUser
+      return (await call<DirectoryUser>(op.method, pathOf(op.path, { id }))).body
+    },
+
+    /** `DELETE /v1/directory/users/{id}` (operation `deleteDirectoryUser`, `admin`): a HeraldError with status 404 if absent. */
+    async deleteDirectoryUser(id: string): Promise<void> {
+      const op = CLIENT_OPERATIONS.deleteDirectoryUser
+      await call<undefined>(op.method, pathOf(op.path, { id }))
+    },
+
+    /**
+     * `POST /v1/directory/users/batch` (operation `batchDirectoryUsers`, `admin`): up to 5,000 upserts and deletes,
+     * all or nothing (a bad one is a HeraldError with status 400 naming `body.operations.<index>.<field>`).
+     */
+    async directoryBatch(operations: DirectoryBatchOperation[]): Promise<DirectoryBatchResult> {
+      const op = CLIENT_OPERATIONS.directoryBatch
+      return (await call<DirectoryBatchResult>(op.method, op.path, { body: { operations } })).body
+    },
+
+    /**
+     * `GET /v1/directory/users` (operation `listDirectoryUsers`, `admin`): a page of the tenant's users in id
+     * order, those with `role` and, or, `topic`; pass its `next` as `cursor` for the following page.
+     */
+    async listDirectoryUsers(query: DirectoryQuery = {}): Promise<DirectoryPage> {
+      const op = CLIENT_OPERATIONS.listDirectoryUsers
+      const params = new URLSearchParams()
+      for (const [name, value] of Object.entries(query)) if (value !== undefined) params.set(name, String(value))
+      const search = params.toString()
+      return (await call<DirectoryPage>(op.method, search ? `${op.path}?${search}` : op.path)).body
+    },
+
+    /**
+     * `POST /v1/webhooks` (operation `createWebhook`, `admin` scope): registers an endpoint for the event types
+     * given. Keep the returned `secret` (shown only now) to verify deliveries with a Standard Webhooks library. A
+     * URL the rules refuse is a HeraldError with status 400 whose problem's `errors` name `body.url`.
+     */
+    async createWebhook(webhook: NewWebhook): Promise<CreatedWebhook> {
+      const op = CLIENT_OPERATIONS.createWebhook
+      return (await call<CreatedWebhook>(op.method, op.path, { body: webhook })).body
+    },
+
+    /** `GET /v1/webhooks` (operation `listWebhooks`, `admin` scope): the tenant's endpoints, with their health. */
+    async listWebhooks(): Promise<WebhookEndpoint[]> {
+      const op = CLIENT_OPERATIONS.listWebhooks
+      return (await call<z.output<typeof webhookList>>(op.method, op.path)).body.webhooks
+    },
+
+    /** `DELETE /v1/webhooks/{id}` (operation `deleteWebhook`, `admin` scope): removes it, pending deliveries too. */
+    async deleteWebhook(id: string): Promise<void> {
+      const op = CLIENT_OPERATIONS.deleteWebhook
+      await call<undefined>(op.method, pathOf(op.path, { id }))
+    },
+
+    /**
+     * `POST /v1/webhooks/{id}/enable` (operation `enableWebhook`, `admin` scope): enables an endpoint disabled
+     * after failing for WEBHOOK_DISABLE_AFTER_H; its pending deliveries go out at once.
+     */
+    async enableWebhook(id: string): Promise<WebhookEndpoint> {
+      const op = CLIENT_OPERATIONS.enableWebhook
+      return (await call<WebhookEndpoint>(op.method, pathOf(op.path, { id }))).body
+    },
+
+    /**
+     * `GET /v1/webhooks/{id}/deliveries` (operation `listWebhookDeliveries`, `admin` scope): its recent
+     * deliveries, newest first; `cursor` is a page's `next`.
+     */
+    async webhookDeliveries(id: string, query: { cursor?: string; limit?: number } = {}): Promise<WebhookDeliveryPage> {
+      const op = CLIENT_OPERATIONS.webhookDeliveries
+      const params = new URLSearchParams()
+      if (query.cursor !== undefined) params.set('cursor', query.cursor)
+      if (query.limit !== undefined) params.set('limit', String(query.limit))
+      const search = params.toString()
+      const path = pathOf(op.path, { id })
+      return (await call<WebhookDeliveryPage>(op.method, search ? `${path}?${search}` : path)).body
     },
 
     /**

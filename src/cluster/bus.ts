@@ -1,7 +1,7 @@
 import { type SQL, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
-import type { ReceiptNotice } from '../events/receipts.ts'
+import type { ReceiptNotice, RollCallNotice } from '../events/receipts.ts'
 
 const EVENTS_CHANNEL = 'herald_events'
 const RECEIPTS_CHANNEL = 'herald_receipts'
@@ -11,6 +11,8 @@ const EVICTIONS_CHANNEL = 'herald_evictions'
 const SUBSCRIPTIONS_CHANNEL = 'herald_subscriptions'
 /** A user's notification preferences changed, or a tenant's defaults: instances reload them for open streams. */
 const PREFERENCES_CHANNEL = 'herald_preferences'
+const NUDGES_CHANNEL = 'herald_nudges'
+const ROLL_CALLS_CHANNEL = 'herald_roll_calls'
 /** NOTIFY payloads stop at 8,000 bytes: receipts naming many ids go out in chunks of this many. */
 const RECEIPT_IDS_PER_NOTICE = 200
 /** Bytes of subscription changes per notification, under NOTIFY's 8,000 with room for the envelope. */
@@ -45,6 +47,20 @@ export interface PreferencesMessage {
   userId: string
 }
 
+/** A publisher nudged the unread recipients of an event: each instance nudges those with open streams there. */
+export interface NudgeMessage {
+  tenant: string
+  eventId: number
+}
+
+/** A recipient acked or read events: their publishers' open streams follow the roll-call. */
+export interface RollCallMessage {
+  tenant: string
+  /** The publisher. */
+  userId: string
+  notice: RollCallNotice
+}
+
 export interface BusHandlers {
   /** A user's topic subscriptions changed on another instance: update this instance's streams of that user. */
   onSubscriptionChange(message: SubscriptionMessage): void
@@ -63,6 +79,8 @@ export class ClusterBus {
   private unlisten: Array<() => Promise<void>> = []
   private readonly wakeListeners: Array<() => void> = []
   private readonly preferenceListeners: Array<(message: PreferencesMessage) => void> = []
+  private readonly nudgeListeners: Array<(message: NudgeMessage) => void> = []
+  private readonly rollCallListeners: Array<(message: RollCallMessage) => void> = []
 
   constructor(
     private readonly database: Database,
@@ -78,6 +96,14 @@ export class ClusterBus {
   /** Preferences changed on another instance: `listener` updates this instance's streams. */
   onPreferencesChanged(listener: (message: PreferencesMessage) => void) {
     this.preferenceListeners.push(listener)
+  }
+
+  onNudge(listener: (message: NudgeMessage) => void) {
+    this.nudgeListeners.push(listener)
+  }
+
+  onRollCall(listener: (message: RollCallMessage) => void) {
+    this.rollCallListeners.push(listener)
   }
 
   private wake() {
@@ -130,7 +156,21 @@ export class ClusterBus {
         this.log.warn({ err }, 'ignoring a malformed preferences notification')
       }
     })
+    /** A channel of JSON messages from other instances, each handed to `listeners`. */
+    const relay = <M>(channel: string, listeners: Array<(message: M) => void>) =>
+      pg.listen(channel, (payload) => {
+        try {
+          const { from, ...message } = JSON.parse(payload) as { from: string }
+          if (from !== this.instanceId) for (const listener of listeners) listener(message as M)
+        } catch (err) {
+          this.log.warn({ err, channel }, 'ignoring a malformed notification')
+        }
+      })
+    const nudges = await relay(NUDGES_CHANNEL, this.nudgeListeners)
+    const rollCalls = await relay(ROLL_CALLS_CHANNEL, this.rollCallListeners)
     this.unlisten = [
+      nudges.unlisten,
+      rollCalls.unlisten,
       events.unlisten,
       receipts.unlisten,
       evictions.unlisten,
@@ -184,6 +224,23 @@ export class ClusterBus {
   /** Tells the other instances that someone's preferences changed. Best effort, as receipts. */
   preferencesChanged(message: PreferencesMessage) {
     void this.notify(PREFERENCES_CHANNEL, JSON.stringify({ ...message, from: this.instanceId }))
+  }
+
+  /** Tells the other instances to nudge the event's unread recipients with open streams there. Best effort. */
+  nudge(message: NudgeMessage) {
+    void this.notify(NUDGES_CHANNEL, JSON.stringify({ ...message, from: this.instanceId }))
+  }
+
+  /** Tells the publisher's streams on the other instances that recipients acked or read. Best effort, as receipts. */
+  rollCall(message: RollCallMessage) {
+    const { notice } = message
+    if (notice.ids.length > RECEIPT_IDS_PER_NOTICE) {
+      for (let i = 0; i < notice.ids.length; i += RECEIPT_IDS_PER_NOTICE) {
+        this.rollCall({ ...message, notice: { ...notice, ids: notice.ids.slice(i, i + RECEIPT_IDS_PER_NOTICE) } })
+      }
+      return
+    }
+    void this.notify(ROLL_CALLS_CHANNEL, JSON.stringify({ ...message, from: this.instanceId }))
   }
 
   /**

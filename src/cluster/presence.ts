@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto'
-import { eq, lt, sql } from 'drizzle-orm'
+import { lt, type SQL, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
 import { instances } from '../db/schema.ts'
+import { enqueueWebhooks, SQL_NOW_ISO } from '../webhooks/outbox.ts'
 
 /** A user over MAX_CONNECTIONS_PER_USER across instances, as a presence write found them. */
 export interface UserOverLimit {
@@ -55,6 +56,15 @@ interface OverRow {
 const keyOf = (tenant: string, userId: string) => `${tenant}\u0000${userId}`
 
 /**
+ * The `user.online` / `user.offline` messages of a relation of (tenant, user_id) transitions, for enqueueWebhooks:
+ * `{tenant, userId, at}`, keyed by the user and the transaction, so each transition is its own message.
+ */
+const transitions = (relation: SQL) => sql`
+  select tenant, json_build_array(tenant, user_id, txid_current())::text as msg_key,
+    json_build_object('tenant', tenant, 'userId', user_id, 'at', ${SQL_NOW_ISO}) as data
+  from ${relation}`
+
+/**
  * "Has open streams on any instance, how many, since when", kept in the database so push decisions are right
  * whichever instance holds the stream, and so MAX_CONNECTIONS_PER_USER holds across instances. Each instance
  * beats a heartbeat; the streams of an instance that stopped beating (killed, partitioned) stop counting
@@ -94,12 +104,50 @@ export class Presence {
 
   private async beat() {
     const { db } = this.database
-    await db
-      .insert(instances)
-      .values({ id: this.instanceId })
-      .onConflictDoUpdate({ target: instances.id, set: { seenAt: sql`now()` } })
+    const [{ alive }] = await this.database.query<{ alive: boolean }>(sql`
+      with previous as (select seen_at from instances where id = ${this.instanceId})
+      insert into instances (id) values (${this.instanceId})
+      on conflict (id) do update set seen_at = now()
+      returning coalesce((select seen_at > now() - make_interval(secs => ${this.ttlSeconds}) from previous), false)
+        as alive`)
+    // Back from the dead (a pause longer than the TTL): other instances may have swept this one's rows and
+    // reported its users offline. Its users are written again (and reported online if they were swept).
+    if (!alive) for (const key of this.counts.keys()) this.requeue(key)
+    await this.sweep()
     // Long-dead instances and (by cascade) their presence rows.
     await db.delete(instances).where(lt(instances.seenAt, sql`now() - make_interval(secs => ${this.ttlSeconds * 10})`))
+  }
+
+  /**
+   * Removes the presence rows of dead instances (heartbeat older than the TTL: killed, partitioned), and reports
+   * `user.offline` for each user who then has no row left, in the same statement. Each instance runs it with
+   * its heartbeat; a row is removed (and reported) once whichever instances sweep together.
+   */
+  private async sweep() {
+    await this.database.query(sql`
+      with dead as (
+        delete from stream_presence p using instances i
+        where i.id = p.instance_id and i.id <> ${this.instanceId}
+          and i.seen_at <= now() - make_interval(secs => ${this.ttlSeconds})
+          -- Checked once first: with no dead instance (nearly always), no presence row is read.
+          and exists (select 1 from instances x
+            where x.id <> ${this.instanceId} and x.seen_at <= now() - make_interval(secs => ${this.ttlSeconds}))
+        returning p.tenant, p.user_id, p.instance_id
+      ), gone as (
+        select d.tenant, d.user_id from dead d
+        where not exists (
+          select 1 from stream_presence p
+          where p.tenant = d.tenant and p.user_id = d.user_id
+            and p.instance_id not in (select instance_id from dead))
+        group by d.tenant, d.user_id
+      ), offline as (${enqueueWebhooks('user.offline', transitions(sql`gone`))})
+      select count(*) as swept from dead`)
+  }
+
+  /** Queues a user of this instance to be written again, as they are now (their stream count here). */
+  private requeue(key: string) {
+    const [tenant, userId] = key.split('\u0000')
+    this.write(key, tenant, userId, false).catch(() => {})
   }
 
   /**
@@ -184,7 +232,19 @@ export class Presence {
       with batch as (
         select * from json_to_recordset(${JSON.stringify(batch)}::json)
           as u(tenant text, user_id text, streams int, age_ms float8, opened boolean)
-      ), gone as (
+      ), prior as (
+        select u.tenant, u.user_id, u.streams, r.here, r.elsewhere
+        from batch u cross join lateral (
+          select coalesce(bool_or(p.instance_id = ${this.instanceId}), false) as here,
+            coalesce(bool_or(p.instance_id <> ${this.instanceId}), false) as elsewhere
+          from stream_presence p where p.tenant = u.tenant and p.user_id = u.user_id) r
+      ), online as (${enqueueWebhooks(
+        'user.online',
+        transitions(sql`(select tenant, user_id from prior where streams > 0 and not here and not elsewhere) t`),
+      )}), offline as (${enqueueWebhooks(
+        'user.offline',
+        transitions(sql`(select tenant, user_id from prior where streams = 0 and here and not elsewhere) t`),
+      )}), gone as (
         delete from stream_presence p using batch u
         where u.streams = 0 and p.instance_id = ${this.instanceId} and p.tenant = u.tenant and p.user_id = u.user_id
       ), here as (
@@ -233,12 +293,22 @@ export class Presence {
     }
   }
 
-  /** Shutdown: this instance's users stop counting as present at once. */
+  /**
+   * Shutdown: this instance's users stop counting as present at once; those with no stream elsewhere are reported
+   * `user.offline`, in the same statement.
+   */
   async stop() {
     clearInterval(this.heartbeat)
-    await this.database.db
-      .delete(instances)
-      .where(eq(instances.id, this.instanceId))
+    await this.lastWrite.catch(() => {})
+    await this.database
+      .query(sql`
+        with gone as (
+          select p.tenant, p.user_id from stream_presence p
+          where p.instance_id = ${this.instanceId} and not exists (
+            select 1 from stream_presence o
+            where o.tenant = p.tenant and o.user_id = p.user_id and o.instance_id <> ${this.instanceId})
+        ), offline as (${enqueueWebhooks('user.offline', transitions(sql`gone`))})
+        delete from instances where id = ${this.instanceId}`)
       .catch(() => {})
   }
 }

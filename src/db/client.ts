@@ -47,6 +47,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       // for the whole pool): the service is back within a moment of the database.
       backoff: () => 0.2,
       idle_timeout: 60,
+      // No JIT: its estimates grow with tables the publish statement joins (the directory, across every tenant),
+      // and past jit_above_cost a publish to one user was compiled for 2-4 s (bench scenario 10 found it). Our
+      // statements are short; JIT only ever cost them.
+      connection: { jit: 'off' },
     })
     const db = drizzlePostgres(preparing(pg), { schema }) as unknown as Db
     return {

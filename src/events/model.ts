@@ -93,6 +93,18 @@ export type EventAction = z.infer<typeof eventActionSchema>
 /** An image a notification shows (icon, image, badge): the same rule as every URL of the API. */
 const imageUrlSchema = safeUrlSchema.nullish()
 
+/** Shortest escalation delay: time for a person to see the news and open it. */
+export const MIN_ESCALATE_AFTER_S = 10
+
+/** `escalate`: report the recipients who have not read (or acked) the event `after` seconds after it was published. */
+export const escalateSchema = z.strictObject({
+  after: z.number().int().min(MIN_ESCALATE_AFTER_S).max(MAX_EVENT_TTL_S).describe('Seconds after publishing.'),
+  unless: z
+    .enum(['read', 'acked'])
+    .default('read')
+    .describe('Who is reported: recipients who have not read the event (default), or not acked it.'),
+})
+
 export const newEventSchema = z
   .object({
     type: storableText(100).regex(
@@ -132,8 +144,20 @@ export const newEventSchema = z
       .max(MAX_EVENT_TTL_S)
       .default(DEFAULT_EVENT_TTL_S)
       .describe('Seconds; an expired event is not replayed, listed or pushed.'),
+    escalate: escalateSchema
+      .nullish()
+      .describe(
+        'When `after` seconds have passed, each recipient who has still not read (or acked) the event is reported by an `event.unread` webhook, once. Cancelled when the event is recalled.',
+      ),
   })
   .superRefine((event, ctx) => {
+    if (event.escalate && event.escalate.after >= event.ttl) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['escalate', 'after'],
+        message: `must be shorter than the event's ttl (${event.ttl} s): an expired event is not escalated`,
+      })
+    }
     // An `open` button must have somewhere to go: its own url or the event's.
     for (const [i, action] of (event.actions ?? []).entries()) {
       if (action.action === 'open' && action.url == null && event.url == null) {

@@ -1,14 +1,19 @@
+import type { SQL } from 'drizzle-orm'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../config.ts'
+import { eventJson, nudgeFrame } from '../wire-format.ts'
 import type { ChangePushes } from './changes.ts'
+import { Escalator } from './escalation.ts'
 import { LogReader } from './log-reader.ts'
 import { LogTail } from './log-tail.ts'
 import { type PreferenceChange, Preferences, TENANT_DEFAULTS } from './preferences.ts'
 import type { PlanPushes } from './publish.ts'
+import { eventRow, unreadAmong } from './recipients.ts'
 import { schedulePruning } from './retention.ts'
 import { Scheduler } from './scheduler.ts'
 import { EventService } from './service.ts'
+import { StreamDeliveries } from './stream-deliveries.ts'
 import { TopicSubscriptions } from './topic-subscriptions.ts'
 
 declare module 'fastify' {
@@ -23,6 +28,8 @@ declare module 'fastify' {
     topicSubscriptions: TopicSubscriptions
     /** Users' notification preferences and their tenants' defaults. */
     preferences: Preferences
+    /** Reports recipients still unread when an event's escalation is due (`event.unread` webhooks). */
+    escalator: Escalator
   }
 }
 
@@ -34,6 +41,10 @@ export interface EventsPluginOptions {
   onPushesPlanned: () => void
   /** Cancels and plans the pushes of an edit or a recall (push/outbox.ts), in its statement. */
   changePushes: ChangePushes
+  /** Plans the pushes of a nudge (push/outbox.ts). */
+  nudgePushes: (eventId: number, users: string) => SQL
+  /** Webhooks were enqueued outside a request (escalations): their dispatcher may look now. */
+  onWebhooksEnqueued?: () => void
   /** The scheduler's clock (when a scheduled publish is due); real time unless a test moves it. */
   now?: () => Date
 }
@@ -46,8 +57,22 @@ export interface EventsPluginOptions {
 export const eventsPlugin = fp(
   async (app: FastifyInstance, options: EventsPluginOptions) => {
     const { database, hub, bus, metrics } = app
-    const { logPollMs, retentionDays, pruneIntervalS } = options.events
+    const { logPollMs, retentionDays, pruneIntervalS, nudgeMinIntervalS } = options.events
     const tail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, logPollMs)
+    // What the streams here were sent, for the roll-call.
+    const streamDeliveries = new StreamDeliveries(database, app.log)
+    hub.deliveryLog = streamDeliveries
+    // A nudge reaches the unread recipients' streams that carry the event, here and on every other instance.
+    const nudgeHere = async (tenant: string, eventId: number, users: readonly string[]) => {
+      const row = users.length ? await eventRow(database, eventId) : undefined
+      if (row?.tenant === tenant && !row.recalledAt) hub.nudge(row, users, nudgeFrame(eventJson(row)))
+    }
+    bus.onNudge(({ tenant, eventId }) =>
+      unreadAmong(database, tenant, eventId, hub.usersOf(tenant))
+        .then((users) => nudgeHere(tenant, eventId, users))
+        .catch((err) => app.log.warn({ err }, 'nudging streams failed')),
+    )
+    bus.onRollCall(({ tenant, userId, notice }) => hub.sendRollCall(tenant, userId, notice))
     app.decorate('logTail', tail)
     app.decorate('logReader', new LogReader(database))
     // A change of preferences reaches the user's open streams here (before its request is answered) and, through
@@ -80,6 +105,17 @@ export const eventsPlugin = fp(
         bus.receipt({ tenant, userId, notice })
       },
       inAppOf: (caller) => preferences.inAppFilterOf(caller.tenant, caller.userId),
+      tellPublisher: (tenant, userId, notice) => {
+        hub.sendRollCall(tenant, userId, notice)
+        bus.rollCall({ tenant, userId, notice })
+      },
+      nudgePushes: options.nudgePushes,
+      nudgeStreams: (tenant, eventId, users) => {
+        nudgeHere(tenant, eventId, users).catch((err) => app.log.warn({ err }, 'nudging streams failed'))
+        bus.nudge({ tenant, eventId })
+      },
+      nudgeMinIntervalS,
+      onWebhooksEnqueued: () => options.onWebhooksEnqueued?.(),
     })
     app.decorate('eventService', eventService)
     const scheduler = new Scheduler({
@@ -89,6 +125,13 @@ export const eventsPlugin = fp(
       now: options.now ?? (() => new Date()),
     })
     app.decorate('scheduler', scheduler)
+    const escalator = new Escalator({
+      database,
+      log: app.log,
+      now: options.now ?? (() => new Date()),
+      onReported: options.onWebhooksEnqueued,
+    })
+    app.decorate('escalator', escalator)
     app.decorate(
       'topicSubscriptions',
       new TopicSubscriptions(database, (changes) => {
@@ -100,10 +143,15 @@ export const eventsPlugin = fp(
     bus.onWake(() => tail.wake())
     const stopPruning = schedulePruning(database, retentionDays, pruneIntervalS, app.log)
     // Once every subsystem is up: a due publish wakes the push dispatcher, which must be there to hear it.
-    app.addHook('onReady', async () => scheduler.start())
+    app.addHook('onReady', async () => {
+      scheduler.start()
+      escalator.start()
+    })
     app.addHook('onClose', async () => {
       // A pass in flight finishes (commits or rolls back) before the database closes.
       await scheduler.stop()
+      await escalator.stop()
+      await streamDeliveries.stop()
       stopPruning()
       tail.stop()
     })

@@ -127,11 +127,14 @@ export const userKey = (tenant: string, userId: string) => `${tenant}\u0000${use
 
 /**
  * What decides the events of each user (by userKey), from their settings over their tenant's defaults: one query
- * for any number of users of any tenants (the push dispatcher asks for those of a claimed batch).
+ * for any number of users of any tenants (the push dispatcher asks for those of a claimed batch). With
+ * `directoryTimeZones` (the push dispatcher's quiet hours), a user whose quiet hours are the tenant's (their own
+ * name none) gets them in the time zone the user directory gives them, if any: one more query, only then.
  */
 export async function effectivePreferencesOf(
   database: Database,
   users: ReadonlyArray<{ tenant: string; userId: string }>,
+  options: { directoryTimeZones?: boolean } = {},
 ): Promise<Map<string, EffectivePreferences>> {
   const result = new Map<string, EffectivePreferences>()
   if (!users.length) return result
@@ -143,10 +146,34 @@ export async function effectivePreferencesOf(
       union select w.tenant, ${TENANT_DEFAULTS}::text
       from json_to_recordset(${JSON.stringify(wanted)}::json) as w(tenant text, user_id text))`)
   const stored = new Map(rows.map((r) => [userKey(r.tenant, r.user_id), JSON.parse(r.settings)]))
+  /** Users on their tenant's quiet hours, for the directory's time zones. */
+  const onTenantHours: Array<{ tenant: string; user_id: string }> = []
   for (const { tenant, userId } of users) {
     const defaults = stored.get(userKey(tenant, TENANT_DEFAULTS)) as TenantSettings | undefined
     const own = stored.get(userKey(tenant, userId)) as UserSettings | undefined
-    result.set(userKey(tenant, userId), effectivePreferences(own, defaults))
+    const effective = effectivePreferences(own, defaults)
+    result.set(userKey(tenant, userId), effective)
+    if (options.directoryTimeZones && effective.quietHours && !(own && 'quietHours' in own)) {
+      onTenantHours.push({ tenant, user_id: userId })
+    }
   }
+  if (onTenantHours.length) await inDirectoryTimeZones(database, result, onTenantHours)
   return result
+}
+
+/** The tenant's quiet hours of these users, in the time zone the directory gives each (those it gives one). */
+async function inDirectoryTimeZones(
+  database: Database,
+  result: Map<string, EffectivePreferences>,
+  users: Array<{ tenant: string; user_id: string }>,
+) {
+  const zones = await database.query<{ tenant: string; user_id: string; time_zone: string }>(sql`
+    select d.tenant, d.user_id, d.time_zone from directory_users d
+    where d.time_zone is not null and (d.tenant, d.user_id) in (
+      select w.tenant, w.user_id from json_to_recordset(${JSON.stringify(users)}::json) as w(tenant text, user_id text))`)
+  for (const z of zones) {
+    const key = userKey(z.tenant, z.user_id)
+    const p = result.get(key)
+    if (p?.quietHours) result.set(key, { ...p, quietHours: { ...p.quietHours, timeZone: z.time_zone } })
+  }
 }

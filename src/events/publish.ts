@@ -5,8 +5,11 @@ import type { Database, Db } from '../db/client.ts'
 import { refusedByDatabase } from '../db/errors.ts'
 import { idempotencyKeys } from '../db/schema.ts'
 import { ConflictError, type FieldError, InvalidFieldsError, UnprocessableError } from '../service-errors.ts'
+import { enqueueWebhooks } from '../webhooks/outbox.ts'
+import { eventJsonSql } from '../wire-format.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
 import { MAX_DATA_BYTES, type NewEvent } from './model.ts'
+import { recipientsSql } from './recipients.ts'
 import { type AcceptedEvent, deliveryTimeOf, insertScheduled, type ScheduledRef } from './scheduled.ts'
 
 export interface Published {
@@ -337,21 +340,29 @@ export type Announce = (newestId: SQL) => SQL
 
 /**
  * SQL that plans the pushes of the events in `inserted` (a relation with their id, tenant, type, priority and
- * audience) and returns the event id of each push planned (push/outbox.ts). Injected: publishing knows that
- * pushes are planned in its statement, not how.
+ * audience) to their `recipients` (rows of event_id, tenant, user_id) and returns the event id of each push
+ * planned (push/outbox.ts). Injected: publishing knows that pushes are planned in its statement, not how.
  */
-export type PlanPushes = (inserted: SQL) => SQL
+export type PlanPushes = (inserted: SQL, recipients: SQL) => SQL
 
 /**
  * The publish statement. The batch travels as one JSON parameter (a batch of 1,000 is not 14,000 bind
  * parameters). PUBLISH_LOCK is taken, in a CTE the insert reads from, before any id is: the log tail tells an
  * in-flight publish's gap from a rolled-back one by this lock's holders (see log-tail.ts). Ids follow the
- * batch order. With `announce`, the same statement wakes the other instances.
+ * batch order. The same statement resolves each event's recipients and records them (recipients.ts) with its
+ * escalation, plans the pushes to them, enqueues the `event.published` webhooks, and, with `announce`, wakes
+ * the other instances.
  */
 function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: Announce | undefined): SQL {
   const json = JSON.stringify(
     rows.map((row) => ({ tenant: row.caller.tenant, actor: row.caller.userId, ...storedFields(row) })),
   )
+  // Escalations are not event columns: matched to the inserted rows by batch position (ids follow it).
+  const escalations = rows.some((r) => r.event.escalate)
+    ? JSON.stringify(
+        rows.map((r, i) => ({ n: i + 1, after: r.event.escalate?.after, unless: r.event.escalate?.unless })),
+      )
+    : undefined
   return sql`
     with publish_lock as materialized (
       select pg_advisory_xact_lock_shared(${sql.raw(`${PUBLISH_LOCK.classId}, ${PUBLISH_LOCK.objId}`)})
@@ -364,8 +375,30 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
         data_json text, priority text, url text, collapse_key text, actions_json text, icon text, image text,
         badge text, to_users text[], to_roles text[], to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
       order by e.ordinality
-      returning id, created_at, tenant, type, priority, to_users, to_roles, to_topics, to_tenant
-    ), planned as (${planPushes(sql`inserted`)})
+      returning *
+    ), recipients as materialized (${recipientsSql(sql`inserted`, [...new Set(rows.map((r) => r.caller.tenant))])}
+    ), recorded as (
+      insert into event_recipients (event_id, tenant, user_ids, escalate_at, escalate_unless, escalation)
+      select i.id, i.tenant, coalesce(r.user_ids, '{}'),
+        i.created_at + make_interval(secs => x.after), x.unless, case when x.after is not null then 'pending' end
+      from inserted i
+      left join (select event_id, array_agg(user_id order by user_id collate "C") as user_ids from recipients group by event_id) r
+        on r.event_id = i.id
+      ${
+        escalations
+          ? sql`left join (select row_number() over (order by id) as n, id from inserted) position on position.id = i.id
+        left join json_to_recordset(${escalations}::json) as x(n bigint, after integer, unless text) on x.n = position.n`
+          : sql`left join (select null::integer as after, null::text as unless) x on true`
+      }
+      returning event_id, cardinality(user_ids) as recipients
+    ), planned as (${planPushes(sql`inserted`, sql`recipients`)}
+    ), published_hooks as (${enqueueWebhooks(
+      'event.published',
+      // eventJsonSql names the events table: here the inserted rows go by that name.
+      sql`select events.tenant, events.id::text as msg_key,
+        json_build_object('event', (${eventJsonSql})::json, 'recipients', recorded.recipients) as data
+        from inserted as events join recorded on recorded.event_id = events.id`,
+    )})
     ${announce ? sql`, announced as materialized (${announce(sql`(select max(id) from inserted)`)})` : sql``}
     select i.id, i.created_at, coalesce(p.pushes, 0) as pushes
     from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
@@ -389,6 +422,8 @@ function storedFields({ event: e, dataJson }: EventToInsert) {
     to_topics: dedupe(e.to.topics),
     to_tenant: e.to.tenant ?? false,
     ttl: e.ttl,
+    // Only when given: a publish without one keeps the Idempotency-Key fingerprint it had before escalations.
+    ...(e.escalate && { escalate: e.escalate }),
   }
 }
 

@@ -2,46 +2,74 @@ import { and, eq, gt, inArray, lte, type SQL, sql } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { events, pushDeliveries, receipts } from '../db/schema.ts'
+import { enqueueWebhooks } from '../webhooks/outbox.ts'
+import { type RecipientTotals, recipientTotals } from './recipients.ts'
 import { isCurrentEvent, viewerOf, visibleEventTo } from './visibility.ts'
 
 export type ReceiptState = 'acked' | 'read'
 
+/** What a publisher's open streams are told when a recipient acks or reads their events (`roll-call` frame). */
+export interface RollCallNotice {
+  /** The publisher's events the recipient marked. */
+  ids: string[]
+  userId: string
+  state: ReceiptState
+}
+
 /** What the user's other tabs and devices are told, as the `receipt` event's data. */
 export type ReceiptNotice = { ids: string[]; state: ReceiptState } | { upTo: string; state: 'read' }
 
+/** An event marked, and who published it (their open streams follow the event's roll-call). */
+export interface Marked {
+  id: number
+  actor: string
+}
+
 /**
  * Marks the caller's visible events among `which` as acked or read (read implies acked); idempotent: the
- * first time stays recorded. Returns the ids that were visible; events the caller cannot see are untouched.
+ * first time stays recorded. Returns the events that were visible, with their publishers, and how many webhook
+ * messages were enqueued; events the caller cannot see are untouched. The `event.read` and `event.acked` webhooks go out in the same statement (one per
+ * user and event: enqueued again, they are the same message).
  */
 export async function markEvents(
   database: Database,
   caller: Caller,
   which: SQL,
   state: ReceiptState,
-): Promise<number[]> {
-  const now = sql`now()`
+): Promise<{ marked: Marked[]; webhooks: number }> {
   const source = database.db
     .select({
       tenant: sql<string>`${caller.tenant}`.as('tenant'),
       userId: sql<string>`${caller.userId}`.as('user_id'),
       eventId: events.id,
       ackedAt: sql<Date>`now()`.as('acked_at'),
-      readAt: sql<Date | null>`${state === 'read' ? now : sql`null::timestamptz`}`.as('read_at'),
+      readAt: sql<Date | null>`${state === 'read' ? sql`now()` : sql`null::timestamptz`}`.as('read_at'),
     })
     .from(events)
     .where(and(mayMark(caller), which))
-  const rows = await database.db
-    .insert(receipts)
-    .select(source)
-    .onConflictDoUpdate({
-      target: [receipts.tenant, receipts.userId, receipts.eventId],
-      set: {
-        ackedAt: sql`coalesce(${receipts.ackedAt}, excluded.acked_at)`,
-        readAt: sql`coalesce(${receipts.readAt}, excluded.read_at)`,
-      },
-    })
-    .returning({ eventId: receipts.eventId })
-  return rows.map((r) => Number(r.eventId))
+  const hook = (type: 'event.read' | 'event.acked', column: SQL) =>
+    enqueueWebhooks(
+      type,
+      sql`select tenant, event_id || ':' || user_id as msg_key,
+        json_build_object('eventId', event_id::text, 'tenant', tenant, 'userId', user_id,
+          'at', to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) as data
+        from marked where ${column} is not null`,
+    )
+  const rows = await database.query<{ event_id: string | number; actor: string; webhooks: string | number }>(sql`
+    with marked as (
+      insert into receipts (tenant, user_id, event_id, acked_at, read_at) ${source}
+      on conflict (tenant, user_id, event_id) do update
+        set acked_at = coalesce(receipts.acked_at, excluded.acked_at), read_at = coalesce(receipts.read_at, excluded.read_at)
+      returning tenant, user_id, event_id, acked_at, read_at
+    ), acked_hooks as (${hook('event.acked', sql`acked_at`)}
+    )${state === 'read' ? sql`, read_hooks as (${hook('event.read', sql`read_at`)})` : sql``}
+    select m.event_id, e.actor,
+      (select count(*) from acked_hooks)${state === 'read' ? sql` + (select count(*) from read_hooks)` : sql``} as webhooks
+    from marked m join events e on e.id = m.event_id`)
+  return {
+    marked: rows.map((r) => ({ id: Number(r.event_id), actor: r.actor })),
+    webhooks: rows.length ? Number(rows[0].webhooks) : 0,
+  }
 }
 
 /**
@@ -66,6 +94,8 @@ export interface DeliveryStatus {
   acked: number
   read: number
   push: { sent: number; failed: number; pending: number }
+  /** Who the event was for (recipients.ts) and what became of it for them. */
+  recipients: RecipientTotals
 }
 
 /**
@@ -102,5 +132,10 @@ export async function deliveryStatus(
     })
     .from(pushDeliveries)
     .where(eq(pushDeliveries.eventId, id))
-  return { acked: counts.acked, read: counts.read, push }
+  return {
+    acked: counts.acked,
+    read: counts.read,
+    push,
+    recipients: await recipientTotals(database, caller.tenant, id),
+  }
 }

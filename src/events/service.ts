@@ -2,7 +2,7 @@ import type { SQL } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
 import type { Metrics } from '../metrics.ts'
-import { ConflictError, NotFoundError } from '../service-errors.ts'
+import { ConflictError, NotFoundError, TooSoonError } from '../service-errors.ts'
 import { eventJson } from '../wire-format.ts'
 import { type Change, type ChangePushes, changeEvent, editedData } from './changes.ts'
 import { getEvent, type ListQuery, listEvents, unreadCount } from './inbox.ts'
@@ -12,6 +12,7 @@ import type { InAppFilter } from './preference-rules.ts'
 import {
   type Announce,
   createPublisher,
+  type PlanPushes,
   type Published,
   type Publisher,
   type PublishOptions,
@@ -22,12 +23,15 @@ import {
   type DeliveryStatus,
   deliveryStatus,
   eventsUpTo,
+  type Marked,
   markEvents,
   oneEvent,
   type ReceiptNotice,
   type ReceiptState,
+  type RollCallNotice,
   someEvents,
 } from './receipts.ts'
+import { eventOfPublisher, type RollCallQuery, rollCall, takeNudge } from './recipients.ts'
 import {
   type AcceptedEvent,
   cancelScheduled,
@@ -42,7 +46,7 @@ export interface EventServiceDeps {
   tail: LogTail
   metrics: Pick<Metrics, 'publishSeconds' | 'eventsPublished'>
   /** SQL that plans the pushes of the events a publish inserts (push/outbox.ts), run in the publish statement. */
-  planPushes: (inserted: SQL) => SQL
+  planPushes: PlanPushes
   /** A publish planned pushes: the push dispatcher should look now, not at its next poll. */
   onPushesPlanned: () => void
   /** SQL that cancels and plans the pushes of an edit or a recall (push/outbox.ts), run in its statement. */
@@ -51,6 +55,16 @@ export interface EventServiceDeps {
   announce: Announce | undefined
   /** An ack or read of the user's, for every open stream of theirs, on this instance and the others. */
   tellUser: (tenant: string, userId: string, notice: ReceiptNotice) => void
+  /** Recipients acked or read some of a publisher's events: every open stream of the publisher hears of it. */
+  tellPublisher: (tenant: string, publisher: string, notice: RollCallNotice) => void
+  /** SQL that plans a nudge's pushes to `users` (a JSON array) of the event (push/outbox.ts). */
+  nudgePushes: (eventId: number, users: string) => SQL
+  /** Nudges the users' open streams that carry the event, on this instance and the others. */
+  nudgeStreams: (tenant: string, eventId: number, users: string[]) => void
+  /** Seconds between two nudges of one event (NUDGE_MIN_INTERVAL_S). */
+  nudgeMinIntervalS: number
+  /** Acks or reads enqueued webhooks: their dispatcher may look now rather than at its next poll. */
+  onWebhooksEnqueued: () => void
   /** The events the user's preferences leave out of their reads (`inApp: false`; preferences.ts); none: undefined. */
   inAppOf: (caller: Caller) => Promise<InAppFilter | undefined>
 }
@@ -159,21 +173,37 @@ export class EventService {
   /** Acks or reads one event: the user's own, or the one event of an ackToken. */
   async mark(caller: Caller, id: number, state: ReceiptState): Promise<void> {
     if (caller.ackEventId !== undefined && caller.ackEventId !== id) throw noEvent(id)
-    const marked = await markEvents(this.deps.database, caller, oneEvent(id), state)
+    const { marked, webhooks } = await markEvents(this.deps.database, caller, oneEvent(id), state)
     if (!marked.length) throw noEvent(id)
-    this.deps.tellUser(caller.tenant, caller.userId, { ids: marked.map(String), state })
+    this.deps.tellUser(caller.tenant, caller.userId, { ids: [String(id)], state })
+    this.tellPublishers(caller, marked, state, webhooks)
+  }
+
+  /**
+   * The publishers of the events the caller marked follow their roll-calls (one notice per publisher); the webhook
+   * dispatcher looks now if the marking enqueued messages.
+   */
+  private tellPublishers(caller: Caller, marked: Marked[], state: ReceiptState, webhooks: number) {
+    if (webhooks) this.deps.onWebhooksEnqueued()
+    const byPublisher = new Map<string, string[]>()
+    for (const m of marked) byPublisher.set(m.actor, [...(byPublisher.get(m.actor) ?? []), String(m.id)])
+    for (const [publisher, ids] of byPublisher) {
+      this.deps.tellPublisher(caller.tenant, publisher, { ids, userId: caller.userId, state })
+    }
   }
 
   /** Marks some of the caller's events read, or all of them up to an id. */
   async markRead(caller: Caller, which: BulkRead): Promise<void> {
     const { database, tellUser } = this.deps
     if ('upTo' in which) {
-      await markEvents(database, caller, eventsUpTo(which.upTo), 'read')
+      const { marked, webhooks } = await markEvents(database, caller, eventsUpTo(which.upTo), 'read')
       tellUser(caller.tenant, caller.userId, { upTo: String(which.upTo), state: 'read' })
+      this.tellPublishers(caller, marked, 'read', webhooks)
       return
     }
-    const marked = await markEvents(database, caller, someEvents(which.ids), 'read')
-    if (marked.length) tellUser(caller.tenant, caller.userId, { ids: marked.map(String), state: 'read' })
+    const { marked, webhooks } = await markEvents(database, caller, someEvents(which.ids), 'read')
+    if (marked.length) tellUser(caller.tenant, caller.userId, { ids: marked.map((m) => String(m.id)), state: 'read' })
+    this.tellPublishers(caller, marked, 'read', webhooks)
   }
 
   /**
@@ -200,6 +230,43 @@ export class EventService {
     tail.wake()
     if (changed.pushes) this.deps.onPushesPlanned()
     return changed
+  }
+
+  /**
+   * The roll-call of an event, for its publisher or an admin of its tenant: its recipients (a page, in user id
+   * order, of those in `query.state`), what became of it for each, and the totals.
+   */
+  async rollCall(caller: Caller, id: number, query: RollCallQuery) {
+    if (!(await eventOfPublisher(this.deps.database, caller, id))) throw noEvent(id)
+    return rollCall(this.deps.database, caller.tenant, id, query)
+  }
+
+  /**
+   * Nudges the recipients who have not read the event, and no one else: their devices get the event pushed
+   * again (as their preferences allow), their open streams a `nudge`. No new event. At most once per
+   * NUDGE_MIN_INTERVAL_S per event. Returns how many recipients were nudged and how many pushes were planned.
+   */
+  async nudge(caller: Caller, id: number): Promise<{ nudged: number; pushes: number }> {
+    const { database, nudgeMinIntervalS } = this.deps
+    const event = await eventOfPublisher(database, caller, id)
+    if (!event) throw noEvent(id)
+    if (event.recalled) throw new ConflictError(`Event ${id} was recalled: there is nothing to remind anyone of.`)
+    const outcome = await database.db.transaction(async (tx) => {
+      const taken = await takeNudge(database, tx, caller.tenant, id, nudgeMinIntervalS)
+      if ('retryAfterS' in taken || !taken.users.length) return { taken, pushes: 0 }
+      const planned = await database.query(this.deps.nudgePushes(id, JSON.stringify(taken.users)), tx)
+      return { taken, pushes: planned.length }
+    })
+    const { taken, pushes } = outcome
+    if ('retryAfterS' in taken) {
+      throw new TooSoonError(
+        `Event ${id} was nudged less than ${nudgeMinIntervalS} s ago; the next nudge may go in ${taken.retryAfterS} s.`,
+        taken.retryAfterS,
+      )
+    }
+    if (pushes) this.deps.onPushesPlanned()
+    if (taken.users.length) this.deps.nudgeStreams(caller.tenant, id, taken.users)
+    return { nudged: taken.users.length, pushes }
   }
 
   /** Delivery figures of an event, for its publisher or an admin of its tenant. */

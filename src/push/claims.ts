@@ -1,6 +1,7 @@
 import { and, eq, inArray, isNotNull, type SQL, sql } from 'drizzle-orm'
 import type { Database } from '../db/client.ts'
 import { type EventRow, events, instances, pushDeliveries, pushSubscriptions, receipts } from '../db/schema.ts'
+import { enqueueWebhooks } from '../webhooks/outbox.ts'
 
 // The push outbox's SQL, as the dispatcher (dispatcher.ts) runs it: claiming due pushes, loading what they need,
 // recording their outcomes, handing claims back. No scheduling here: when and how much is the dispatcher's call.
@@ -23,6 +24,8 @@ export interface ClaimedPush {
   presentOn: string[] | null
   /** The device's push service, as stored when the push was planned (see outbox.ts). */
   service: string | null
+  /** A nudge (outbox.ts planNudgePushes): shown again though the device may show it already; skipped once read. */
+  nudge: boolean
 }
 
 export type Subscription = typeof pushSubscriptions.$inferSelect
@@ -84,6 +87,7 @@ export class PushClaims {
       attempts: number
       present_on: string[] | null
       service: string | null
+      nudge: boolean
     }>(sql`
       with candidates as (
         select pd.id, pd.next_attempt_at, pd.service
@@ -107,7 +111,7 @@ export class PushClaims {
           attempts = d.attempts + 1, updated_at = now()
       from fitting f
       where d.id = f.id
-      returning d.id, d.event_id, d.subscription_id, d.tenant, d.user_id, d.attempts, d.present_on, d.service`)
+      returning d.id, d.event_id, d.subscription_id, d.tenant, d.user_id, d.attempts, d.present_on, d.service, d.nudge`)
     const claimed = rows.map((r) => ({
       id: Number(r.id),
       eventId: Number(r.event_id),
@@ -117,6 +121,7 @@ export class PushClaims {
       attempts: Number(r.attempts),
       presentOn: r.present_on,
       service: r.service,
+      nudge: r.nudge,
     }))
     // Ids follow publish order: a device's pushes claimed together go out in it.
     return claimed.sort((a, b) => a.id - b.id)
@@ -136,7 +141,12 @@ export class PushClaims {
       db.select().from(events).where(inArray(events.id, eventIds)),
       subIds.length ? db.select().from(pushSubscriptions).where(inArray(pushSubscriptions.id, subIds)) : [],
       db
-        .select({ tenant: receipts.tenant, userId: receipts.userId, eventId: receipts.eventId })
+        .select({
+          tenant: receipts.tenant,
+          userId: receipts.userId,
+          eventId: receipts.eventId,
+          readAt: receipts.readAt,
+        })
         .from(receipts)
         .where(and(inArray(receipts.eventId, eventIds), isNotNull(receipts.ackedAt))),
       instanceIds.length ? db.select().from(instances).where(inArray(instances.id, instanceIds)) : [],
@@ -151,6 +161,7 @@ export class PushClaims {
     const eventsById = new Map(eventRows.map((e) => [e.id, e]))
     const subsById = new Map(subRows.map((s) => [s.id, s]))
     const ackedKeys = new Set(acked.map((a) => `${a.tenant}\u0000${a.userId}\u0000${a.eventId}`))
+    const readKeys = new Set(acked.flatMap((a) => (a.readAt ? [`${a.tenant}\u0000${a.userId}\u0000${a.eventId}`] : [])))
 
     return claimed.map((c): LoadedPush => {
       const row = eventsById.get(c.eventId)
@@ -162,6 +173,13 @@ export class PushClaims {
       // Recalled since: its recall follows to every device this could have reached.
       if (event.recalledAt) return { state: 'skipped', claimed: c, why: 'event recalled' }
       if (row.kind === 'update') return { state: 'send', claimed: c, event, sub, change: 'update' }
+      // A nudge is for those who have not read the event (acking it, from a notification, is not reading it).
+      if (c.nudge) {
+        if (readKeys.has(`${c.tenant}\u0000${c.userId}\u0000${c.eventId}`)) {
+          return { state: 'skipped', claimed: c, why: 'already read' }
+        }
+        return { state: 'send', claimed: c, event, sub }
+      }
       if (ackedKeys.has(`${c.tenant}\u0000${c.userId}\u0000${c.eventId}`)) {
         return { state: 'skipped', claimed: c, why: 'already acked' }
       }
@@ -170,7 +188,10 @@ export class PushClaims {
     })
   }
 
-  /** Writes outcomes in one statement, and releases their claims. */
+  /**
+   * Writes outcomes in one statement, and releases their claims. A push that failed for good is reported to the
+   * tenant's `push.failed` webhooks in the same statement (one message per push_deliveries row).
+   */
   async record(updates: Iterable<[id: number, update: DeliveryUpdate]>): Promise<void> {
     const batch = [...updates].map(([id, u]) => ({
       id,
@@ -181,13 +202,24 @@ export class PushClaims {
     }))
     // presentOn is settled by the first attempt: from then on the row is an ordinary push.
     await this.database.query(sql`
-      update push_deliveries d
-      set state = o.state, last_status = o.last_status, last_error = o.last_error,
-          next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
-          present_on = null, claimed_by = null, claimed_until = null, updated_at = now()
-      from json_to_recordset(${JSON.stringify(batch)}::json)
-        as o(id bigint, state text, last_status int, last_error text, next_attempt_at timestamptz)
-      where d.id = o.id`)
+      with recorded as (
+        update push_deliveries d
+        set state = o.state, last_status = o.last_status, last_error = o.last_error,
+            next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),
+            present_on = null, claimed_by = null, claimed_until = null, updated_at = now()
+        from json_to_recordset(${JSON.stringify(batch)}::json)
+          as o(id bigint, state text, last_status int, last_error text, next_attempt_at timestamptz)
+        where d.id = o.id
+        returning d.id, d.event_id, d.tenant, d.user_id, d.state, d.last_status, d.last_error
+      ), webhooks as (${enqueueWebhooks(
+        'push.failed',
+        sql`
+          select tenant, id::text as msg_key,
+            json_build_object('eventId', event_id::text, 'tenant', tenant, 'userId', user_id,
+              'status', last_status, 'error', last_error) as data
+          from recorded where state = 'failed'`,
+      )})
+      select count(*) as recorded from recorded`)
   }
 
   /**

@@ -267,7 +267,9 @@ export class PushDispatcher {
     this.inFlight++
     this.sendingTo.add(sub.id)
     this.perService.set(service, (this.perService.get(service) ?? 0) + 1)
-    void (r.kind === 'outbox' ? this.send(r.event, sub, r.change) : this.push(sub, r.payload, r.headers))
+    void (
+      r.kind === 'outbox' ? this.send(r.event, sub, r.change, r.claimed.nudge) : this.push(sub, r.payload, r.headers)
+    )
       .catch((err): Outcome => ({ state: 'retry', error: `internal: ${(err as Error).message}` }))
       .then((outcome) => {
         // The slot is free as soon as the push service has answered; the outcome is written behind it.
@@ -288,12 +290,21 @@ export class PushDispatcher {
    * An event's push, or the push of its edit or recall (`change`): under the event's Topic (its collapseKey), so
    * that one still waiting at the push service is replaced rather than followed.
    */
-  private async send(event: EventRow, sub: Subscription, change?: 'update' | 'delete'): Promise<Outcome> {
+  private async send(
+    event: EventRow,
+    sub: Subscription,
+    change?: 'update' | 'delete',
+    nudge = false,
+  ): Promise<Outcome> {
     const ttlSeconds = Math.max(0, Math.floor((event.expiresAt.getTime() - Date.now()) / 1000))
     const headers = { TTL: ttlSeconds, urgency: urgencyOf(event.priority), topic: pushTopicOf(event.collapseKey) }
     if (change === 'delete') return this.push(sub, recallPayload(event), headers)
     const ackToken = this.ackTokens.sign({ tenant: sub.tenant, userId: sub.userId, eventId: event.id }, ttlSeconds)
-    return this.push(sub, pushPayload(event, ackToken, change === 'update'), headers)
+    return this.push(
+      sub,
+      pushPayload(event, ackToken, change === 'update' ? 'update' : nudge ? 'nudge' : undefined),
+      headers,
+    )
   }
 
   private push(sub: Subscription, payload: string, headers: PushHeaders): Promise<Outcome> {

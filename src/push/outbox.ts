@@ -32,10 +32,10 @@ const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
  * `push: false` rule, the push switch off, a priority under their minimum) gets no row; an event they do not see
  * in the app (`inApp: false`) is pushed as to a user with no open stream. `urgent` ignores them unless the tenant's
  * defaults say otherwise. Quiet hours are the dispatcher's (push/quiet-hours.ts).
- * Role audiences resolve through the user's current claims (user_claims, refreshed as they authenticate); topic
- * audiences through the topic's subscribers (topic_subscriptions): a topic claim only allows subscribing.
+ * Who the recipients are is the publish statement's (`recipients`: rows of event_id, tenant, user_id; see
+ * events/recipients.ts): the directory's roles and topics, else the user's current claims, and topic followers.
  */
-export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
+export function planPushes(inserted: SQL, recipients: SQL, policy: PushPolicy): SQL {
   // Instances, alive by their heartbeat, on which the device's user has an open stream right now.
   const presentOn = sql`array(
     select p.instance_id from stream_presence p join instances i on i.id = p.instance_id
@@ -61,35 +61,11 @@ export function planPushes(inserted: SQL, policy: PushPolicy): SQL {
       select e.id, e.priority, s.id as sub_id, s.tenant, s.user_id, s.endpoint,
         case when ${preferences.inApp} then ${presentOn} else '{}'::text[] end as present_on
       from (
-        -- Users by name, through the (tenant, user_id) index: a batch of personal events reads only their
-        -- devices, not every device of the tenant for every event. (Unnested in a subquery: joined straight
-        -- to the unnest, PostgreSQL may hash on the tenant alone and compare every pair.)
-        select named.id as event_id, s.id as sub_id
-        from (select e.id, e.tenant, unnest(e.to_users) as user_id from ${inserted} e) named
-        join push_subscriptions s on s.tenant = named.tenant and s.user_id = named.user_id
-        union
-        -- Topics: the devices of the topic's subscribers (topic_subscriptions). One an admin made counts as it
-        -- is; one the user made counts while their current claims (user_claims, until that token expires) still
-        -- allow the topic, so it ends with their rights (a pupil whose tokens stop naming the class).
-        select named.event_id, s.id
-        from (select e.id as event_id, e.tenant, unnest(e.to_topics) as topic from ${inserted} e) named
-        join topic_subscriptions ts on ts.tenant = named.tenant and ts.topic = named.topic
-        join push_subscriptions s on s.tenant = ts.tenant and s.user_id = ts.user_id
-        left join user_claims c on c.tenant = ts.tenant and c.user_id = ts.user_id and c.expires_at > now()
-        where ts.added_by = 'admin'
-          or exists (
-            select 1 from unnest(c.topics) as claim(pattern)
-            where claim.pattern = ts.topic
-              or (right(claim.pattern, 1) = '*' and starts_with(ts.topic, left(claim.pattern, -1))))
-        union
-        -- The tenant and roles: the tenant's devices, for the events that name such an audience. Roles are the
-        -- user's current claims (user_claims), and only until the token they came from expires.
-        select e.id, s.id
-        from ${inserted} e
-        join push_subscriptions s on s.tenant = e.tenant
-        left join user_claims c on c.tenant = s.tenant and c.user_id = s.user_id and c.expires_at > now()
-        where (e.to_tenant or cardinality(e.to_roles) > 0)
-          and (e.to_tenant or c.roles && e.to_roles)
+        -- The devices of the event's recipients, resolved and recorded by the publish statement
+        -- (events/recipients.ts): named users, role holders, topic members and followers, the tenant's users.
+        select r.event_id, s.id as sub_id
+        from ${recipients} r
+        join push_subscriptions s on s.tenant = r.tenant and s.user_id = r.user_id
       ) recipient
       join ${inserted} e on e.id = recipient.event_id
       join push_subscriptions s on s.id = recipient.sub_id
@@ -139,4 +115,31 @@ export const CHANGE_PUSHES: ChangePushes = {
 export async function countPendingPushes(database: Database): Promise<number> {
   const [row] = await database.db.select({ n: count() }).from(pushDeliveries).where(eq(pushDeliveries.state, 'pending'))
   return row.n
+}
+
+/**
+ * SQL that plans a nudge's pushes (`POST /v1/events/:id/nudge`): to every device of `users` (a JSON array of
+ * the event's unread recipients), now, as the recipient's preferences allow a push of the event; quiet hours
+ * hold it as any push. Marked `nudge`: the dispatcher sends it unless the user read the event meanwhile, and the
+ * service worker alerts again even if the notification still shows. Returns a row per push planned.
+ */
+export function planNudgePushes(eventId: number, users: string): SQL {
+  const preferences = pushPreferencesSql({
+    tenant: sql`s.tenant`,
+    userId: sql`s.user_id`,
+    type: sql`e.type`,
+    priority: sql`e.priority`,
+    topics: sql`e.to_topics`,
+  })
+  return sql`
+    insert into push_deliveries (event_id, subscription_id, tenant, user_id, service, nudge)
+    select e.id, s.id, s.tenant, s.user_id, substring(s.endpoint from ${SERVICE_PATTERN}), true
+    from events e
+    join push_subscriptions s on s.tenant = e.tenant
+      and s.user_id in (select json_array_elements_text(${users}::json))
+    ${preferences.joins}
+    where e.id = ${eventId}
+      and (s.expiration_time is null or s.expiration_time > now())
+      and ${preferences.mayPush}
+    returning id`
 }

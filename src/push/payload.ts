@@ -21,17 +21,20 @@ const DROPPED_FIRST = ['data', 'image', 'badge', 'icon'] as const
  * The push payload: the event as clients see it plus its ackToken, cut to fit (see DROPPED_FIRST);
  * `truncated: true` tells the service worker that something was left out (the full event is in the inbox).
  * The title, url, ids and ackToken always stay. `replaces`: the push of an edit, replacing the notification an
- * earlier push showed (`"change":"update"`: the service worker shows it without alerting again).
+ * earlier push showed (`"change":"update"`: the service worker shows it without alerting again). `nudge`: the
+ * publisher's reminder of an event not read yet (`"nudge":true`: shown again, alerting even where it still shows).
  */
-export function pushPayload(event: EventRow, ackToken: string, replaces = false): string {
+export function pushPayload(event: EventRow, ackToken: string, kind?: 'update' | 'nudge'): string {
   const json = eventJson(event)
-  const change = replaces ? ',"change":"update"' : ''
+  const replaces = kind === 'update'
+  const change = replaces ? ',"change":"update"' : kind === 'nudge' ? ',"nudge":true' : ''
   // The event's JSON object with more members, spliced in: most events fit as they are.
   const text = `${json.slice(0, -1)},"ackToken":${JSON.stringify(ackToken)}${change}}`
   if (fits(text)) return text
   const full = JSON.parse(json) as Record<string, unknown>
   full.ackToken = ackToken
   if (replaces) full.change = 'update'
+  if (kind === 'nudge') full.nudge = true
   full.truncated = true
   for (const field of DROPPED_FIRST) {
     full[field] = null

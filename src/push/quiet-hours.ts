@@ -27,8 +27,9 @@ export interface Held {
 /**
  * Quiet hours, as the push dispatcher applies them to pushes it has claimed, just before sending: a push whose user
  * is in a quiet window (events/quiet-hours.ts, by the user's own zone and by `now`, which tests move) is put back,
- * due when the window ends, its attempt not counted. Then, as any push, it is skipped if its event was acked or
- * read meanwhile. Pushes of one device with one collapseKey collapse while they wait: only the latest goes out.
+ * due when the window ends, its attempt not counted (a tenant's window follows the zone the user directory gives
+ * the user, if any: `directoryTimeZones`). Then, as any push, it is skipped if its event was acked or read meanwhile.
+ * Pushes of one device with one collapseKey collapse while they wait: only the latest goes out.
  * The window is computed here, in JavaScript, with the time-zone data that validated the zone.
  */
 export class QuietHoursGate {
@@ -45,6 +46,7 @@ export class QuietHoursGate {
     const preferences = await effectivePreferencesOf(
       this.database,
       [...users.values()].map((c) => ({ tenant: c.tenant, userId: c.userId })),
+      { directoryTimeZones: true },
     )
     const now = this.now()
     const quiet: Array<PushToSend & { until: Date }> = []

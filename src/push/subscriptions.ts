@@ -31,23 +31,33 @@ export function endpointAllowed(endpoint: string, allowlist: readonly string[]):
     return false
   }
   if (url.protocol !== 'https:' || url.username || url.password) return false
+  return allowlistNames(url, allowlist)
+}
+
+/**
+ * True when a pattern of `allowlist` names the URL's host and port: `fcm.googleapis.com` (exact) and
+ * `*.push.apple.com` (any subdomain) on the scheme's default port (443 for https, 80 for http);
+ * `127.0.0.1:8443` names a port, `127.0.0.1:*` any. Push endpoints and webhook URLs (webhooks/urls.ts) use it.
+ */
+export function allowlistNames(url: URL, allowlist: readonly string[]): boolean {
   const host = url.hostname.toLowerCase()
-  const port = url.port || '443'
+  const defaultPort = url.protocol === 'http:' ? '80' : '443'
+  const port = url.port || defaultPort
   return allowlist.some((entry) => {
     const { hostPattern, portPattern } = splitPattern(entry.trim().toLowerCase())
     if (!hostPattern) return false
     const hostMatches = hostPattern.startsWith('*.') ? host.endsWith(hostPattern.slice(1)) : hostPattern === host
-    return hostMatches && (portPattern === '*' || portPattern === port)
+    return hostMatches && (portPattern === '*' || (portPattern ?? defaultPort) === port)
   })
 }
 
-/** `host`, `host:port` or `host:*`; a bracketed IPv6 literal keeps its colons. Without a port: 443. */
-function splitPattern(pattern: string): { hostPattern: string; portPattern: string } {
+/** `host`, `host:port` or `host:*`; a bracketed IPv6 literal keeps its colons. Without a port: the default's. */
+function splitPattern(pattern: string): { hostPattern: string; portPattern: string | undefined } {
   const match = /^(.*?):(\d{1,5}|\*)$/.exec(pattern)
   if (match && (!match[1].includes(':') || match[1].startsWith('['))) {
     return { hostPattern: match[1], portPattern: match[2] }
   }
-  return { hostPattern: pattern, portPattern: '443' }
+  return { hostPattern: pattern, portPattern: undefined }
 }
 
 /**

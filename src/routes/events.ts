@@ -4,6 +4,7 @@ import { documentedReplies } from '../docs.ts'
 import { parseEventId } from '../events/model.ts'
 import { rawDataOfBatch, rawDataOfEvent } from '../events/raw-json.ts'
 import { deliverAtOf } from '../events/scheduled.ts'
+import { HttpProblem } from '../problems.ts'
 import {
   batchBody,
   batchPublished,
@@ -17,8 +18,11 @@ import {
   listedEvent,
   listQuery,
   noContent,
+  nudgeReply,
   publishBody,
   published,
+  recipientsQuery,
+  recipientsReply,
   replayedBatch,
   replayedPublish,
   scheduledReply,
@@ -236,6 +240,72 @@ export async function eventRoutes(fastify: FastifyInstance) {
   app.get('/v1/events/:id/status', { schema: statusSchema, onRequest: app.authenticate }, async (request) => {
     return events.deliveryStatus(request.caller, parseEventId(request.params.id))
   })
+
+  app.get(
+    '/v1/events/:id/recipients',
+    {
+      schema: {
+        summary: 'Roll-call of an event: who it was for, and who got, acked and read it',
+        description:
+          'For its publisher or a tenant admin. Recipients are resolved when the event is published: named users, ' +
+          'role holders and topic members (the directory, else their current token claims), topic followers, and ' +
+          'for the tenant everyone the service knows in it.',
+        tags: ['events'],
+        params: idParams,
+        querystring: recipientsQuery,
+        response: { 200: recipientsReply },
+      },
+      onRequest: app.authenticate,
+    },
+    async (request) => {
+      const { state, cursor, limit } = request.query
+      const page = await events.rollCall(request.caller, parseEventId(request.params.id), {
+        state,
+        after: cursor === undefined ? undefined : userOfCursor(cursor),
+        limit,
+      })
+      return {
+        recipients: page.recipients.map((r) => ({
+          userId: r.userId,
+          displayName: r.displayName,
+          deliveredAt: r.deliveredAt?.toISOString() ?? null,
+          pushedAt: r.pushedAt?.toISOString() ?? null,
+          ackedAt: r.ackedAt?.toISOString() ?? null,
+          readAt: r.readAt?.toISOString() ?? null,
+        })),
+        totals: page.totals,
+        next: page.next === null ? null : cursorOfUser(page.next),
+      }
+    },
+  )
+
+  app.post(
+    '/v1/events/:id/nudge',
+    {
+      schema: {
+        summary: 'Remind the recipients who have not read an event',
+        description:
+          'For its publisher or a tenant admin. Pushes the event again to the devices of recipients who have not ' +
+          'read it (as their preferences allow) and sends their open streams a `nudge`; no new event, and no one ' +
+          'who read it is reminded. At most once per NUDGE_MIN_INTERVAL_S per event.',
+        tags: ['events'],
+        params: idParams,
+        response: { 200: nudgeReply },
+      },
+      onRequest: app.authenticate,
+    },
+    async (request) => events.nudge(request.caller, parseEventId(request.params.id)),
+  )
+}
+
+/** A roll-call cursor: the last user id of a page, base64url (user ids may hold any character). */
+const cursorOfUser = (userId: string) => Buffer.from(userId).toString('base64url')
+
+function userOfCursor(cursor: string): string {
+  const userId = Buffer.from(cursor, 'base64url').toString()
+  if (!userId || cursorOfUser(userId) !== cursor)
+    throw new HttpProblem('badRequest', 'The cursor is not one this listing gave.')
+  return userId
 }
 
 /** The 202 of a publish accepted for later. */

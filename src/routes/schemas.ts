@@ -159,9 +159,60 @@ export const unreadCountReply = z
   .describe('Events the caller has not read.')
 
 const count = z.number().int().min(0)
+export const recipientTotals = z
+  .object({
+    recipients: count.describe('Who the event was for, resolved when it was published.'),
+    delivered: count.describe('Recipients sent it on an open stream (live or in a replay).'),
+    pushed: count.describe('Recipients whose device it was pushed to.'),
+    acked: count,
+    read: count,
+    unread: count,
+  })
+  .describe('The event’s recipients, and what became of it for them.')
+
 export const deliveryStatusReply = z
-  .object({ acked: count, read: count, push: z.object({ sent: count, failed: count, pending: count }) })
-  .describe('Receipts and Web Push deliveries of the event.')
+  .object({
+    acked: count,
+    read: count,
+    push: z.object({ sent: count, failed: count, pending: count }),
+    recipients: recipientTotals,
+  })
+  .describe('Receipts and Web Push deliveries of the event, and its recipients’ totals.')
+
+const timeOrNull = z.iso.datetime().nullable()
+
+export const recipientsQuery = z.object({
+  state: z
+    .enum(['all', 'unread', 'read', 'acked'])
+    .default('all')
+    .describe('Which recipients to list: all (default), those who have not read it, read it, or acked it.'),
+  cursor: z.string().max(400).optional().describe('`next` of the previous page.'),
+  limit: z.coerce.number().int().min(1).max(1_000).default(100),
+})
+
+export const recipientsReply = z
+  .object({
+    recipients: z.array(
+      z.object({
+        userId: z.string(),
+        displayName: z.string().nullable().describe('From the directory, when it has one.'),
+        deliveredAt: timeOrNull.describe('First sent on one of the user’s open streams (to about a second).'),
+        pushedAt: timeOrNull.describe('First pushed to one of the user’s devices.'),
+        ackedAt: timeOrNull,
+        readAt: timeOrNull,
+      }),
+    ),
+    totals: recipientTotals,
+    next: z.string().nullable().describe('The cursor of the next page; null on the last.'),
+  })
+  .describe('A page of the event’s recipients in user id order, and the totals of all of them.')
+
+export const nudgeReply = z
+  .object({
+    nudged: count.describe('Recipients who had not read the event, each reminded.'),
+    pushes: count.describe('Pushes planned to their devices (as their preferences allow).'),
+  })
+  .describe('The unread recipients were nudged.')
 
 /** 204: `send()` with no payload, so nothing is serialized. */
 export const noContent = z.undefined().describe('Done; no body.')
@@ -222,6 +273,8 @@ export const sseStream = z
       '- `event: update`, `id: <id of the edit in the log>`, `data:` the edited event’s JSON (its own `id`, and its `revision`): an event the stream carried was edited.',
       '- `event: delete`, `id: <id of the recall in the log>`, `data: {"id":"<event id>"}`: an event the stream carried was recalled; remove it.',
       '- `event: receipt`, `data: {"ids":[...],"state":"read"|"acked"}` or `{"upTo":"<id>","state":"read"}`: the same user acked or read on another connection or device.',
+      '- `event: nudge`, `data:` the event JSON: its publisher reminds the recipients who have not read it (POST /v1/events/{id}/nudge). Not replayed.',
+      '- `event: roll-call`, `data: {"ids":[...],"userId":"<recipient>","state":"read"|"acked"}`: to the publisher, a recipient acked or read their events.',
       '- `event: reset`, `data: {"reason":"expired"}`: the resume point is older than what is kept; what is kept is replayed next.',
       '- `: ping`, a comment, every HEARTBEAT_MS (15 s by default).',
       '',

@@ -13,6 +13,11 @@ const MAX_QUEUED_DURING_REPLAY = 50_000
 /** Frames without an id (receipts) may overshoot the buffer limit by this factor before the reader is dropped. */
 const HARD_LIMIT_FACTOR = 4
 
+/** Where streams record the events they were sent, for the roll-call (events/stream-deliveries.ts). */
+export interface DeliveryLog {
+  delivered(userId: string, eventId: number): void
+}
+
 let nextConnectionId = 1
 const NONE: ReadonlySet<string> = new Set()
 const NO_PREFIXES: readonly string[] = []
@@ -42,6 +47,8 @@ export class StreamConnection {
   inApp: InAppFilter | undefined = undefined
   /** Highest event id written or queued. */
   lastQueuedId = 0
+  /** Told of each event written or queued here, live or replayed (StreamHub sets it). */
+  deliveryLog: DeliveryLog | undefined
   closed = false
   /**
    * False until the response head is out (better-sse writes it a tick after the stream is registered).
@@ -141,6 +148,7 @@ export class StreamConnection {
   deliver(id: number, frame: Frame): void {
     if (id <= this.lastQueuedId || this.closed || this.state === 'behind') return
     this.lastQueuedId = id
+    this.deliveryLog?.delivered(this.userId, id)
     if (this.state === 'replaying') {
       this.queued.push({ id, frame })
       if (this.queued.length > MAX_QUEUED_DURING_REPLAY) this.close('slow')
@@ -159,6 +167,7 @@ export class StreamConnection {
       return
     }
     this.lastQueuedId = events[events.length - 1].id
+    if (this.deliveryLog) for (const e of events) this.deliveryLog.delivered(this.userId, e.id)
     this.sendLive(joined, events.length)
   }
 

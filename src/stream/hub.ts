@@ -1,10 +1,10 @@
 import type { UserOverLimit } from '../cluster/presence.ts'
 import type { EventRow } from '../db/schema.ts'
 import type { InAppFilter } from '../events/preference-rules.ts'
-import type { ReceiptNotice } from '../events/receipts.ts'
+import type { ReceiptNotice, RollCallNotice } from '../events/receipts.ts'
 import type { Metrics } from '../metrics.ts'
-import { Frame, HEARTBEAT_FRAME, logFrame, receiptFrame } from '../wire-format.ts'
-import type { StreamConnection } from './connection.ts'
+import { Frame, HEARTBEAT_FRAME, logFrame, receiptFrame, rollCallFrame } from '../wire-format.ts'
+import type { DeliveryLog, StreamConnection } from './connection.ts'
 
 /** A row of the log as its frame: an event (`notification`), an edit of one (`update`) or a recall (`delete`). */
 const eventFrame = (e: EventRow) => new Frame(logFrame(e))
@@ -63,6 +63,8 @@ export class StreamHub {
   /** Set by closeAll: streams still opening when shutdown began are ended as soon as they register. */
   private shuttingDown = false
   size = 0
+  /** Where the streams record what they were sent (the roll-call's "delivered"); nothing is recorded unset. */
+  deliveryLog: DeliveryLog | undefined
 
   constructor(
     heartbeatMs: number,
@@ -83,6 +85,7 @@ export class StreamHub {
     let t = this.tenants.get(c.tenant)
     if (!t) this.tenants.set(c.tenant, (t = new TenantStreams()))
     if (this.countIn(t, c.userId) >= this.maxPerUser) this.evictOldest(c.tenant, c.userId, 1)
+    c.deliveryLog = this.deliveryLog
     t.all.add(c)
     addTo(t.byUser, c.userId, c)
     for (const role of c.roles) addTo(t.byRole, role, c)
@@ -186,6 +189,31 @@ export class StreamHub {
   sendReceipt(tenant: string, userId: string, notice: ReceiptNotice): void {
     const frame = receiptFrame(notice)
     for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
+  }
+
+  /** To a publisher's open streams here: recipients acked or read their events. */
+  sendRollCall(tenant: string, userId: string, notice: RollCallNotice): void {
+    const frame = rollCallFrame(notice)
+    for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
+  }
+
+  /**
+   * A nudge about the event `e` to the open streams here of `users`: only to streams that carry the event (the
+   * same rule as dispatch), so a nudge shows no one an event their token does not let them see.
+   */
+  nudge(e: EventRow, users: readonly string[], frame: string): void {
+    const t = this.tenants.get(e.tenant)
+    if (!t) return
+    for (const user of users) {
+      for (const c of streamsIn(t.byUser.get(user))) {
+        const carries =
+          e.toTenant ||
+          e.toUsers.includes(c.userId) ||
+          e.toRoles.some((role) => c.roles.has(role)) ||
+          (e.toTopics.length > 0 && c.followsAnyTopic(e.toTopics))
+        if (carries && !c.inApp?.hides(e)) c.write(frame)
+      }
+    }
   }
 
   /** Bytes held for all open streams, not yet taken by their sockets. */

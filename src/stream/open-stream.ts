@@ -234,6 +234,7 @@ async function replay(reader: LogReader, conn: StreamConnection, after: number, 
       }
     }
     if (slice) await conn.writeReplay(slice)
+    if (conn.deliveryLog) for (const r of rows) conn.deliveryLog.delivered(conn.userId, Number(r.id))
     written += rows.length
   }
   return written

@@ -13,6 +13,9 @@ export const WEBHOOK_TYPES = [
 
 export type WebhookType = (typeof WEBHOOK_TYPES)[number]
 
+/** The transaction's time as the messages' `timestamp` is written: ISO 8601 in UTC, milliseconds, `Z`. */
+export const SQL_NOW_ISO = sql`to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
+
 /**
  * SQL that enqueues webhook messages of one type, run in the statement (or transaction) of the change they
  * report, so a committed change always has its messages and a rolled-back one never does.

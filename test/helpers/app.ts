@@ -95,10 +95,14 @@ export const PUBLISHER = 'events:publish events:broadcast'
  * One more instance of the service on the PostgreSQL database at `url` (migrated here), listening on 127.0.0.1,
  * as a second server sharing the database would be. Close it with `close()` before dropping the database.
  */
-export async function startInstanceOn(url: string) {
+export async function startInstanceOn(
+  url: string,
+  config: TestEnv = {},
+  options: Pick<StartOptions, 'pushAgent'> = {},
+) {
   const database = await openDatabase({ url, poolSize: 4 })
   await runMigrations(database)
-  const app = await buildApp(testConfig(), database)
+  const app = await buildApp(testConfig(config), database, { pushAgent: options.pushAgent })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
   return { app, url: base, http: () => supertest.agent(base), close: () => app.close() }

@@ -1,0 +1,114 @@
+import { sql } from 'drizzle-orm'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Database } from '../db/client.ts'
+import { enqueueWebhooks } from '../webhooks/outbox.ts'
+
+/** Look for due escalations this often: an `event.unread` is enqueued within about this long after `after`. */
+export const ESCALATION_POLL_MS = 1_000
+/** Escalations settled per statement: a pass goes on while there are more. */
+const ESCALATIONS_PER_STATEMENT = 100
+
+const isoText = (column: string) => sql.raw(`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`)
+
+/**
+ * One statement that settles the escalations due by `dueBy`: each is claimed (`for update skip locked`, so
+ * instances share them), marked `done` (or `cancelled` when its event was recalled), and, unless recalled, every
+ * recipient who has still not read (acked) the event gets one `event.unread` webhook. Claim, mark and messages
+ * commit together: an escalation runs exactly once across instances and restarts, and its message ids (event and
+ * user) make a second enqueue of the same recipient a no-op.
+ */
+const settleDue = (dueBy: Date) => sql`
+  with due as (
+    select er.event_id, er.tenant, er.user_ids, er.escalate_unless from event_recipients er
+    where er.escalation = 'pending' and er.escalate_at <= ${dueBy.toISOString()}::timestamptz
+    order by er.escalate_at limit ${ESCALATIONS_PER_STATEMENT}
+    for update skip locked
+  ), settled as (
+    update event_recipients er set escalation = case when e.recalled_at is null then 'done' else 'cancelled' end
+    from due join events e on e.id = due.event_id
+    where er.event_id = due.event_id
+    returning er.event_id
+  ), reported as (${enqueueWebhooks(
+    'event.unread',
+    sql`select due.tenant, due.event_id || ':' || u.user_id as msg_key,
+      json_build_object('eventId', due.event_id::text, 'tenant', due.tenant, 'userId', u.user_id,
+        'unless', due.escalate_unless,
+        'event', json_build_object('id', e.id::text, 'type', e.type, 'title', e.title, 'body', e.body,
+          'priority', e.priority, 'createdAt', ${isoText('e.created_at')}),
+        'user', case when d.user_id is null then null
+          else json_build_object('displayName', d.display_name, 'locale', d.locale) end) as data
+    from due
+    join events e on e.id = due.event_id and e.recalled_at is null
+    cross join lateral unnest(due.user_ids) as u(user_id)
+    left join receipts rc on rc.tenant = due.tenant and rc.user_id = u.user_id and rc.event_id = due.event_id
+    left join directory_users d on d.tenant = due.tenant and d.user_id = u.user_id
+    where (case when due.escalate_unless = 'acked' then rc.acked_at else rc.read_at end) is null`,
+  )})
+  select (select count(*) from settled) as settled, (select count(*) from reported) as reported`
+
+export interface EscalatorOptions {
+  database: Database
+  log: FastifyBaseLogger
+  /** The escalator's clock: an escalation is due when its time is at or before `now()`. Tests move it. */
+  now: () => Date
+  /** Webhooks were enqueued: the webhook dispatcher may look now. */
+  onReported?: () => void
+  pollMs?: number
+}
+
+/**
+ * Runs the escalations of published events (`escalate: {after, unless}`) when they are due: `event.unread`
+ * webhooks for the recipients still unread (unacked). Every instance runs one; passes here never overlap.
+ */
+export class Escalator {
+  private timer: NodeJS.Timeout | undefined
+  private pass: Promise<number> = Promise.resolve(0)
+  private polling = false
+  private stopped = false
+
+  constructor(private readonly options: EscalatorOptions) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.poll(), this.options.pollMs ?? ESCALATION_POLL_MS)
+    this.timer.unref()
+  }
+
+  /** Stops polling; resolves once a pass in flight has finished. */
+  async stop(): Promise<void> {
+    this.stopped = true
+    clearInterval(this.timer)
+    await this.pass.catch(() => {})
+  }
+
+  /** One pass, after the one in flight: settles every escalation due by the clock; resolves with the messages. */
+  runDue(): Promise<number> {
+    const next = this.pass.catch(() => 0).then(() => this.settleAll())
+    this.pass = next
+    return next
+  }
+
+  private async poll() {
+    if (this.polling || this.stopped) return
+    this.polling = true
+    try {
+      await this.runDue()
+    } catch (err) {
+      this.options.log.warn({ err }, 'escalating unread events failed; retrying at the next poll')
+    } finally {
+      this.polling = false
+    }
+  }
+
+  private async settleAll(): Promise<number> {
+    const { database, now, onReported } = this.options
+    const dueBy = now()
+    let reported = 0
+    while (!this.stopped) {
+      const [row] = await database.query<{ settled: string | number; reported: string | number }>(settleDue(dueBy))
+      reported += Number(row.reported)
+      if (Number(row.settled) < ESCALATIONS_PER_STATEMENT) break
+    }
+    if (reported) onReported?.()
+    return reported
+  }
+}
