@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
 import { enqueueWebhooks } from '../webhooks/outbox.ts'
+import { PeriodicPass } from './periodic-pass.ts'
 
 /** Look for due escalations this often: an `event.unread` is enqueued within about this long after `after`. */
 export const ESCALATION_POLL_MS = 1_000
@@ -61,49 +62,35 @@ export interface EscalatorOptions {
  * webhooks for the recipients still unread (unacked). Every instance runs one; passes here never overlap.
  */
 export class Escalator {
-  private timer: NodeJS.Timeout | undefined
-  private pass: Promise<number> = Promise.resolve(0)
-  private polling = false
-  private stopped = false
+  private readonly passes: PeriodicPass<number>
 
-  constructor(private readonly options: EscalatorOptions) {}
+  constructor(private readonly options: EscalatorOptions) {
+    this.passes = new PeriodicPass(
+      () => this.settleAll(),
+      options.pollMs ?? ESCALATION_POLL_MS,
+      (err) => options.log.warn({ err }, 'escalating unread events failed; retrying at the next poll'),
+    )
+  }
 
   start(): void {
-    this.timer = setInterval(() => void this.poll(), this.options.pollMs ?? ESCALATION_POLL_MS)
-    this.timer.unref()
+    this.passes.start()
   }
 
   /** Stops polling; resolves once a pass in flight has finished. */
-  async stop(): Promise<void> {
-    this.stopped = true
-    clearInterval(this.timer)
-    await this.pass.catch(() => {})
+  stop(): Promise<void> {
+    return this.passes.stop()
   }
 
   /** One pass, after the one in flight: settles every escalation due by the clock; resolves with the messages. */
   runDue(): Promise<number> {
-    const next = this.pass.catch(() => 0).then(() => this.settleAll())
-    this.pass = next
-    return next
-  }
-
-  private async poll() {
-    if (this.polling || this.stopped) return
-    this.polling = true
-    try {
-      await this.runDue()
-    } catch (err) {
-      this.options.log.warn({ err }, 'escalating unread events failed; retrying at the next poll')
-    } finally {
-      this.polling = false
-    }
+    return this.passes.runNow()
   }
 
   private async settleAll(): Promise<number> {
     const { database, now, onReported } = this.options
     const dueBy = now()
     let reported = 0
-    while (!this.stopped) {
+    while (!this.passes.stopped) {
       const [row] = await database.query<{ settled: string | number; reported: string | number }>(settleDue(dueBy))
       reported += Number(row.reported)
       if (Number(row.settled) < ESCALATIONS_PER_STATEMENT) break

@@ -3,6 +3,7 @@ import type { Caller } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
 import { refusedByDatabase } from '../db/errors.ts'
 import type { NewEvent } from './model.ts'
+import { PeriodicPass } from './periodic-pass.ts'
 import type { Published } from './publish.ts'
 import { type AcceptedEvent, anyDue, claimDue, markPublished } from './scheduled.ts'
 
@@ -44,25 +45,23 @@ export interface PublishedItem {
  * watermark work as for any publish. Every instance runs one; passes here never overlap.
  */
 export class Scheduler {
-  private timer: NodeJS.Timeout | undefined
-  /** The latest pass, which the next one waits for. */
-  private pass: Promise<PublishedItem[]> = Promise.resolve([])
-  private polling = false
-  private stopped = false
+  private readonly passes: PeriodicPass<PublishedItem[]>
 
-  constructor(private readonly options: SchedulerOptions) {}
+  constructor(private readonly options: SchedulerOptions) {
+    this.passes = new PeriodicPass(
+      () => this.publishDue(),
+      options.pollMs ?? SCHEDULER_POLL_MS,
+      (err) => options.log.warn({ err }, 'publishing scheduled events failed; retrying at the next poll'),
+    )
+  }
 
   start(): void {
-    this.timer = setInterval(() => void this.poll(), this.options.pollMs ?? SCHEDULER_POLL_MS)
-    this.timer.unref()
-    void this.poll()
+    this.passes.start()
   }
 
   /** Stops polling, and resolves once a pass in flight has finished (its transaction committed or rolled back). */
-  async stop(): Promise<void> {
-    this.stopped = true
-    clearInterval(this.timer)
-    await this.pass.catch(() => {})
+  stop(): Promise<void> {
+    return this.passes.stop()
   }
 
   /**
@@ -70,31 +69,17 @@ export class Scheduler {
    * resolves with them. Rejects when the database fails (the items stay pending for a later pass).
    */
   runDue(): Promise<PublishedItem[]> {
-    const next = this.pass.catch(() => []).then(() => this.publishDue())
-    this.pass = next
-    return next
-  }
-
-  private async poll() {
-    if (this.polling || this.stopped) return
-    this.polling = true
-    try {
-      await this.runDue()
-    } catch (err) {
-      this.options.log.warn({ err }, 'publishing scheduled events failed; retrying at the next poll')
-    } finally {
-      this.polling = false
-    }
+    return this.passes.runNow()
   }
 
   private async publishDue(): Promise<PublishedItem[]> {
     const { database, now } = this.options
     const dueBy = now()
-    if (this.stopped || !(await anyDue(database, dueBy))) return []
+    if (this.passes.stopped || !(await anyDue(database, dueBy))) return []
     const done: PublishedItem[] = []
     /** Items whose publish the database refused in this pass: left pending, tried again at the next pass. */
     const refused: number[] = []
-    while (!this.stopped) {
+    while (!this.passes.stopped) {
       const outcome = await this.publishOne(dueBy, refused)
       if (outcome === undefined) break
       if (outcome !== 'refused') done.push(outcome)

@@ -17,6 +17,15 @@ export interface PushPolicy {
  */
 const SERVICE_PATTERN = '^[a-z]+://[^/?#]+'
 
+/** The recipient's push preferences for the event, in the plans below: devices are `s`, the event `e`. */
+const preferences = pushPreferencesSql({
+  tenant: sql`s.tenant`,
+  userId: sql`s.user_id`,
+  type: sql`e.type`,
+  priority: sql`e.priority`,
+  topics: sql`e.to_topics`,
+})
+
 /**
  * SQL that writes the push outbox rows of just-inserted events (`inserted`: a relation with the events'
  * id, tenant, type, priority and audience), as part of the publish statement, so a committed event always has
@@ -41,13 +50,6 @@ export function planPushes(inserted: SQL, recipients: SQL, policy: PushPolicy): 
     select p.instance_id from stream_presence p join instances i on i.id = p.instance_id
     where p.tenant = s.tenant and p.user_id = s.user_id
       and i.seen_at > now() - make_interval(secs => ${policy.presenceTtlS}))`
-  const preferences = pushPreferencesSql({
-    tenant: sql`s.tenant`,
-    userId: sql`s.user_id`,
-    type: sql`e.type`,
-    priority: sql`e.priority`,
-    topics: sql`e.to_topics`,
-  })
   return sql`
     insert into push_deliveries (event_id, subscription_id, tenant, user_id, service, next_attempt_at, present_on)
     select id, sub_id, tenant, user_id, substring(endpoint from ${SERVICE_PATTERN}),
@@ -124,13 +126,6 @@ export async function countPendingPushes(database: Database): Promise<number> {
  * service worker alerts again even if the notification still shows. Returns a row per push planned.
  */
 export function planNudgePushes(eventId: number, users: string): SQL {
-  const preferences = pushPreferencesSql({
-    tenant: sql`s.tenant`,
-    userId: sql`s.user_id`,
-    type: sql`e.type`,
-    priority: sql`e.priority`,
-    topics: sql`e.to_topics`,
-  })
   return sql`
     insert into push_deliveries (event_id, subscription_id, tenant, user_id, service, nudge)
     select e.id, s.id, s.tenant, s.user_id, substring(s.endpoint from ${SERVICE_PATTERN}), true

@@ -106,19 +106,22 @@ class Refusal extends Error {
 
 const execFileAsync = promisify(execFile)
 
-/** A throwaway CA and a leaf certificate for IP 127.0.0.1 signed by it, in a fresh temp dir. */
-export async function makeCertificates(dir: string) {
+/**
+ * A throwaway CA and a leaf certificate for IP 127.0.0.1 (and `dnsNames`) signed by it, in `dir` (a fresh temp
+ * dir). The test push service's and the webhook receiver's.
+ */
+export async function makeCertificates(dir: string, { caName = 'push-test-ca', dnsNames = [] as string[] } = {}) {
   // Arguments contain no spaces, so each command reads as it would in a shell.
   const openssl = (command: string) => execFileAsync('openssl', command.split(' '), { cwd: dir })
   const newKey = '-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'
   await openssl(
-    `req -x509 ${newKey} -keyout ca.key -out ca.pem -days 2 -subj /CN=push-test-ca ` +
+    `req -x509 ${newKey} -keyout ca.key -out ca.pem -days 2 -subj /CN=${caName} ` +
       '-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign',
   )
   await openssl(`req -new ${newKey} -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1`)
   // Node checks an IP host against the IP entries of subjectAltName, never the CN.
   const leafExtensions = [
-    'subjectAltName=IP:127.0.0.1',
+    `subjectAltName=${['IP:127.0.0.1', ...dnsNames.map((n) => `DNS:${n}`)].join(',')}`,
     'basicConstraints=critical,CA:FALSE',
     'keyUsage=critical,digitalSignature',
     'extendedKeyUsage=serverAuth',

@@ -1,12 +1,11 @@
-import { execFile } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import type http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { promisify } from 'node:util'
 import { Webhook } from 'standardwebhooks'
+import { makeCertificates } from './push-service.ts'
 
 /**
  * A local HTTPS webhook receiver, as an integrator would write one: every request is verified with
@@ -76,38 +75,11 @@ export interface WebhookReceiver {
   close(): Promise<void>
 }
 
-const execFileAsync = promisify(execFile)
-
-/** A throwaway CA, and a leaf for 127.0.0.1 and hooks.test signed by it. */
-async function makeCertificates(dir: string) {
-  const openssl = (command: string) => execFileAsync('openssl', command.split(' '), { cwd: dir })
-  const newKey = '-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'
-  await openssl(
-    `req -x509 ${newKey} -keyout ca.key -out ca.pem -days 2 -subj /CN=webhook-test-ca ` +
-      '-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign',
-  )
-  await openssl(`req -new ${newKey} -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1`)
-  const leafExtensions = [
-    'subjectAltName=IP:127.0.0.1,DNS:hooks.test',
-    'basicConstraints=critical,CA:FALSE',
-    'keyUsage=critical,digitalSignature',
-    'extendedKeyUsage=serverAuth',
-  ]
-  await writeFile(path.join(dir, 'leaf.ext'), leafExtensions.join('\n'))
-  await openssl(
-    'x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out leaf.pem -extfile leaf.ext',
-  )
-  const [ca, key, cert] = await Promise.all(
-    ['ca.pem', 'leaf.key', 'leaf.pem'].map((f) => readFile(path.join(dir, f), 'utf8')),
-  )
-  return { ca, key, cert, caFile: path.join(dir, 'ca.pem') }
-}
-
 const one = (value: string | string[] | undefined) => (Array.isArray(value) ? value[0] : value)
 
 export async function startWebhookReceiver(): Promise<WebhookReceiver> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'webhook-receiver-'))
-  const { ca, key, cert, caFile } = await makeCertificates(dir)
+  const { ca, key, cert, caFile } = await makeCertificates(dir, { caName: 'webhook-test-ca', dnsNames: ['hooks.test'] })
   const secrets = new Map<string, string>()
   const answers = new Map<string, Answer[]>()
   const received: ReceivedWebhook[] = []
