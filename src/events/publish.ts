@@ -9,7 +9,7 @@ import { enqueueWebhooks } from '../webhooks/outbox.ts'
 import { eventJsonSql } from '../wire-format.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
 import { MAX_DATA_BYTES, type NewEvent } from './model.ts'
-import { recipientsSql } from './recipients.ts'
+import { type RecipientStatement, recipientsSql } from './recipients.ts'
 import { type AcceptedEvent, deliveryTimeOf, insertScheduled, type ScheduledRef } from './scheduled.ts'
 
 export interface Published {
@@ -376,7 +376,7 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
         badge text, to_users text[], to_roles text[], to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
       order by e.ordinality
       returning *
-    ), recipients as materialized (${recipientsSql(sql`inserted`, [...new Set(rows.map((r) => r.caller.tenant))])}
+    ), recipients as materialized (${recipientsSql(sql`inserted`, recipientStatementOf(rows))}
     ), recorded as (
       insert into event_recipients (event_id, tenant, user_ids, escalate_at, escalate_unless, escalation)
       select i.id, i.tenant, coalesce(r.user_ids, '{}'),
@@ -404,6 +404,17 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
     from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
     ${announce ? sql`cross join announced` : sql``}
     order by i.id`
+}
+
+/** The tenants of a statement's events and the kinds of audience they name (recipients.ts). */
+function recipientStatementOf(rows: EventToInsert[]): RecipientStatement {
+  const audiences = new Set<'roles' | 'topics' | 'tenant'>()
+  for (const { event } of rows) {
+    if (event.to.roles?.length) audiences.add('roles')
+    if (event.to.topics?.length) audiences.add('topics')
+    if (event.to.tenant) audiences.add('tenant')
+  }
+  return { tenants: [...new Set(rows.map((r) => r.caller.tenant))], audiences }
 }
 
 /** The columns an event is stored with, but for its tenant and actor (the caller's). */

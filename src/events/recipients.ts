@@ -20,7 +20,8 @@ const topicMatchesSql = (p: SQL, t: SQL) =>
  * The directory decides for the users it lists: a token's roles never add a listed user to a role's recipients.
  * What a connected user may see stays their token's (visibility.ts): being a recipient widens nothing.
  */
-export function recipientsSql(inserted: SQL, tenants: readonly string[]): SQL {
+export function recipientsSql(inserted: SQL, statement: RecipientStatement): SQL {
+  const { tenants, audiences } = statement
   // The statement's tenants as constants (almost always one): each table is read through its tenant index, with
   // estimates for that tenant. Joined on `e.tenant` alone, the planner reads every tenant's directory.
   const ofTenants = (column: SQL) =>
@@ -28,38 +29,52 @@ export function recipientsSql(inserted: SQL, tenants: readonly string[]): SQL {
       tenants.map((t) => sql`${t}`),
       sql`, `,
     )})`
-  return sql`
-    select e.id as event_id, e.tenant, u.user_id
-    from ${inserted} e cross join lateral unnest(e.to_users) as u(user_id)
-    union
-    select e.id, e.tenant, d.user_id
+  // Only the kinds of audience the statement's events name: a publish to users alone is one unnest.
+  const parts: SQL[] = [
+    sql`select e.id as event_id, e.tenant, u.user_id
+    from ${inserted} e cross join lateral unnest(e.to_users) as u(user_id)`,
+  ]
+  if (audiences.has('roles')) {
+    parts.push(
+      sql`select e.id, e.tenant, d.user_id
     from ${inserted} e join directory_users d on d.tenant = e.tenant and d.roles && e.to_roles
-    where cardinality(e.to_roles) > 0 and ${ofTenants(sql`d.tenant`)}
-    union
-    select e.id, e.tenant, c.user_id
+    where cardinality(e.to_roles) > 0 and ${ofTenants(sql`d.tenant`)}`,
+      sql`select e.id, e.tenant, c.user_id
     from ${inserted} e join user_claims c on c.tenant = e.tenant and c.roles && e.to_roles and c.expires_at > now()
     where cardinality(e.to_roles) > 0 and ${ofTenants(sql`c.tenant`)}
-      and not exists (select 1 from directory_users d where d.tenant = c.tenant and d.user_id = c.user_id)
-    union
-    select named.id, named.tenant, d.user_id
+      and not exists (select 1 from directory_users d where d.tenant = c.tenant and d.user_id = c.user_id)`,
+    )
+  }
+  if (audiences.has('topics')) {
+    parts.push(
+      sql`select named.id, named.tenant, d.user_id
     from (select e.id, e.tenant, unnest(e.to_topics) as topic from ${inserted} e) named
     join directory_users d on d.tenant = named.tenant and ${ofTenants(sql`d.tenant`)}
-    where exists (select 1 from unnest(d.topics) as m(pattern) where ${topicMatchesSql(sql`m.pattern`, sql`named.topic`)})
-    union
-    select named.id, named.tenant, ts.user_id
+    where exists (select 1 from unnest(d.topics) as m(pattern) where ${topicMatchesSql(sql`m.pattern`, sql`named.topic`)})`,
+      sql`select named.id, named.tenant, ts.user_id
     from (select e.id, e.tenant, unnest(e.to_topics) as topic from ${inserted} e) named
     join topic_subscriptions ts on ts.tenant = named.tenant and ts.topic = named.topic and ${ofTenants(sql`ts.tenant`)}
     left join user_claims c on c.tenant = ts.tenant and c.user_id = ts.user_id and c.expires_at > now()
     where ts.added_by = 'admin'
-      or exists (select 1 from unnest(c.topics) as claim(pattern) where ${topicMatchesSql(sql`claim.pattern`, sql`ts.topic`)})
-    union
-    select e.id, e.tenant, known.user_id
+      or exists (select 1 from unnest(c.topics) as claim(pattern) where ${topicMatchesSql(sql`claim.pattern`, sql`ts.topic`)})`,
+    )
+  }
+  if (audiences.has('tenant')) {
+    parts.push(sql`select e.id, e.tenant, known.user_id
     from ${inserted} e cross join lateral (
       select user_id from directory_users where tenant = e.tenant
       union select user_id from user_claims where tenant = e.tenant
       union select user_id from push_subscriptions where tenant = e.tenant
     ) known
-    where e.to_tenant`
+    where e.to_tenant`)
+  }
+  return sql.join(parts, sql` union `)
+}
+
+/** What recipientsSql needs to know of a statement's events: their tenants, and the kinds of audience they name. */
+export interface RecipientStatement {
+  tenants: readonly string[]
+  audiences: ReadonlySet<'roles' | 'topics' | 'tenant'>
 }
 
 /** What a roll-call lists: everyone, or those who have (not) read or acked the event. */
