@@ -378,7 +378,8 @@ export const directoryUsers = pgTable(
 /**
  * Who an event was for, resolved when it was published (events/recipients.ts): one row per event, its
  * recipients as one sorted array (10,000 recipients are one row, not 10,000). With the event's escalation and
- * its last nudge.
+ * its last nudge. An event to named users only has a row only once it escalates or is nudged: until then its
+ * recipients are its `to_users`.
  */
 export const eventRecipients = pgTable(
   'event_recipients',

@@ -390,14 +390,17 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
         left join json_to_recordset(${escalations}::json) as x(n bigint, after integer, unless text) on x.n = position.n`
           : sql`left join (select null::integer as after, null::text as unless) x on true`
       }
+      -- An event to named users only keeps none: its recipients are its to_users (recipients.ts recipientsOf).
+      where cardinality(i.to_roles) > 0 or cardinality(i.to_topics) > 0 or i.to_tenant or x.after is not null
       returning event_id, cardinality(user_ids) as recipients
     ), planned as (${planPushes(sql`inserted`, sql`recipients`)}
     ), published_hooks as (${enqueueWebhooks(
       'event.published',
       // eventJsonSql names the events table: here the inserted rows go by that name.
       sql`select events.tenant, events.id::text as msg_key,
-        json_build_object('event', (${eventJsonSql})::json, 'recipients', recorded.recipients) as data
-        from inserted as events join recorded on recorded.event_id = events.id`,
+        json_build_object('event', (${eventJsonSql})::json,
+          'recipients', coalesce(recorded.recipients, cardinality(events.to_users))) as data
+        from inserted as events left join recorded on recorded.event_id = events.id`,
     )})
     ${announce ? sql`, announced as materialized (${announce(sql`(select max(id) from inserted)`)})` : sql``}
     select i.id, i.created_at, coalesce(p.pushes, 0) as pushes

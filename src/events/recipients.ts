@@ -1,7 +1,7 @@
 import { and, eq, type SQL, sql } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
-import { type EventRow, eventRecipients, events } from '../db/schema.ts'
+import { type EventRow, events } from '../db/schema.ts'
 
 /** A topic pattern column `p` (a name, or a prefix ending in `*`) matches the topic `t`. */
 const topicMatchesSql = (p: SQL, t: SQL) =>
@@ -110,12 +110,20 @@ export interface RollCallQuery {
 }
 
 /**
+ * The recipients of an event as an array: as recorded when it was published (event_recipients), or, for an event
+ * to named users only (which keeps no such row until it is nudged), its `to_users`.
+ */
+const recipientsOf = (eventId: number) => sql`coalesce(
+  (select user_ids from event_recipients where event_id = ${eventId}),
+  (select to_users from events where id = ${eventId} and kind = 'event'))`
+
+/**
  * The recipients of one event with their states: one row per recipient, from the event's recipients (one
  * array), the stream deliveries recorded for it, its sent pushes and its receipts, each read by event id.
  */
 const rollCallRows = (tenant: string, eventId: number) => sql`
   with recipient as (
-    select unnest(user_ids) as user_id from event_recipients where event_id = ${eventId}
+    select unnest(${recipientsOf(eventId)}) as user_id
   ), streamed as (
     select u.user_id, min(sd.delivered_at) as at
     from stream_deliveries sd cross join lateral unnest(sd.user_ids) as u(user_id)
@@ -234,16 +242,17 @@ export async function takeNudge(
   eventId: number,
   minIntervalS: number,
 ): Promise<{ users: string[] } | { retryAfterS: number }> {
-  const taken = await tx
-    .update(eventRecipients)
-    .set({ nudgedAt: sql`now()` })
-    .where(
-      and(
-        eq(eventRecipients.eventId, eventId),
-        sql`(${eventRecipients.nudgedAt} is null or ${eventRecipients.nudgedAt} <= now() - make_interval(secs => ${minIntervalS}))`,
-      ),
-    )
-    .returning({ eventId: eventRecipients.eventId })
+  // An event to named users only has no row yet: its first nudge records its recipients (its to_users).
+  const taken = await database.query<{ event_id: string | number }>(
+    sql`
+    insert into event_recipients (event_id, tenant, user_ids, nudged_at)
+    select id, tenant, to_users, now() from events where id = ${eventId} and kind = 'event'
+    on conflict (event_id) do update set nudged_at = now()
+      where event_recipients.nudged_at is null
+        or event_recipients.nudged_at <= now() - make_interval(secs => ${minIntervalS})
+    returning event_id`,
+    tx,
+  )
   if (!taken.length) {
     const [row] = await database.query<{ wait: string | number | null }>(
       sql`
@@ -251,7 +260,6 @@ export async function takeNudge(
       from event_recipients where event_id = ${eventId}`,
       tx,
     )
-    // An event published before recipients were recorded has none to nudge.
     if (!row || row.wait === null) return { users: [] }
     return { retryAfterS: Math.max(1, Number(row.wait)) }
   }
