@@ -269,7 +269,7 @@ describeEachBackend('recipients, roll-call and nudge', (backend) => {
       expect(badState.body.detail).toMatch(/state/)
       const badCursor = await s.rollCall(id, { cursor: '!!!' })
       expect(badCursor.status).toBe(400)
-      expect(badCursor.body.detail).toBe('The cursor is not one this listing gave.')
+      expect(badCursor.body.detail).toBe('querystring.cursor: is not a cursor this listing gave (pass `next` as it is)')
       expect((await s.rollCall(id, { limit: 0 })).status).toBe(400)
       expect((await s.rollCall('abc')).status).toBe(400)
     })

@@ -2,7 +2,8 @@ import { and, asc, eq, getTableColumns, gt, type SQL, sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { directoryUsers } from '../db/schema.ts'
-import { InvalidFieldsError, NotFoundError } from '../service-errors.ts'
+import { NotFoundError } from '../service-errors.ts'
+import { cursorOfUser, userOfCursor } from '../user-cursor.ts'
 import {
   type BatchResult,
   canonicalLocale,
@@ -33,22 +34,6 @@ const stored = (f: DirectoryUserFields) => ({
   locale: f.locale == null ? null : (canonicalLocale(f.locale) ?? f.locale),
   timeZone: f.timeZone ?? null,
 })
-
-/**
- * The listing's cursor: the last user id of a page, base64url, so that clients pass it back as it is (a user id may
- * hold any character) and do not build their own.
- */
-const cursorOf = (userId: string) => Buffer.from(userId, 'utf8').toString('base64url')
-
-function afterOf(cursor: string): string {
-  const userId = /^[A-Za-z0-9_-]{1,400}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString('utf8') : ''
-  if (!userId || cursorOf(userId) !== cursor) {
-    throw new InvalidFieldsError([
-      { path: 'querystring.cursor', message: 'is not a cursor this listing gave (pass `next` as it is)' },
-    ])
-  }
-  return userId
-}
 
 /** Users whose topics include `topic`, exactly or by a pattern of theirs ending in `*`. */
 const hasTopic = (topic: string): SQL =>
@@ -159,7 +144,7 @@ export class DirectoryService {
   /** The tenant's users in id order, a page at a time, optionally those with a role and, or, a topic. */
   async list(caller: Caller, query: DirectoryListQuery): Promise<DirectoryPage> {
     requireScope(caller, 'admin', 'Reading the user directory')
-    const after = query.cursor === undefined ? undefined : afterOf(query.cursor)
+    const after = query.cursor === undefined ? undefined : userOfCursor(query.cursor)
     const rows = await this.database.db
       .select()
       .from(directoryUsers)
@@ -175,7 +160,7 @@ export class DirectoryService {
       .orderBy(asc(directoryUsers.userId))
       .limit(query.limit + 1)
     const page = rows.slice(0, query.limit)
-    const next = rows.length > query.limit ? cursorOf(page[page.length - 1].userId) : null
+    const next = rows.length > query.limit ? cursorOfUser(page[page.length - 1].userId) : null
     return { users: page.map(userOf), next }
   }
 }

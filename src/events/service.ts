@@ -3,6 +3,7 @@ import type { Caller } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
 import type { Metrics } from '../metrics.ts'
 import { ConflictError, NotFoundError, TooSoonError } from '../service-errors.ts'
+import { cursorOfUser, userOfCursor } from '../user-cursor.ts'
 import { eventJson } from '../wire-format.ts'
 import { type Change, type ChangePushes, changeEvent, editedData } from './changes.ts'
 import { getEvent, type ListQuery, listEvents, unreadCount } from './inbox.ts'
@@ -236,9 +237,15 @@ export class EventService {
    * The roll-call of an event, for its publisher or an admin of its tenant: its recipients (a page, in user id
    * order, of those in `query.state`), what became of it for each, and the totals.
    */
-  async rollCall(caller: Caller, id: number, query: RollCallQuery) {
+  async rollCall(caller: Caller, id: number, query: Omit<RollCallQuery, 'after'> & { cursor?: string }) {
+    const after = query.cursor === undefined ? undefined : userOfCursor(query.cursor)
     if (!(await eventOfPublisher(this.deps.database, caller, id))) throw noEvent(id)
-    return rollCall(this.deps.database, caller.tenant, id, query)
+    const page = await rollCall(this.deps.database, caller.tenant, id, {
+      state: query.state,
+      limit: query.limit,
+      after,
+    })
+    return { ...page, next: page.next === null ? null : cursorOfUser(page.next) }
   }
 
   /**
