@@ -49,8 +49,12 @@ export function eventJson(row: EventJsonColumns, receipt?: { readAt: Date | null
   return `${json}}`
 }
 
-/** A timestamp as `toISOString` formats it (milliseconds, truncated, UTC), formatted by the database. */
-const isoText = (column: SQLWrapper) => sql`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
+/**
+ * A timestamp as `toISOString` formats it (milliseconds, truncated, UTC), formatted by the database: every time the
+ * service writes from SQL (event JSON, webhook payloads) is in this one form.
+ */
+export const isoText = (column: SQLWrapper) =>
+  sql`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
 /** A nullable text column as a JSON string or null. PostgreSQL's to_json escapes exactly as JSON.stringify does. */
 const jsonOrNull = (column: SQLWrapper) => sql`coalesce(to_json(${column})::text, 'null')`
 

@@ -2,6 +2,7 @@ import { and, asc, eq, getTableColumns, gt, type SQL, sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { directoryUsers } from '../db/schema.ts'
+import { topicPatternMatches } from '../events/visibility.ts'
 import { NotFoundError } from '../service-errors.ts'
 import { cursorOfUser, userOfCursor } from '../user-cursor.ts'
 import {
@@ -37,9 +38,8 @@ const stored = (f: DirectoryUserFields) => ({
 
 /** Users whose topics include `topic`, exactly or by a pattern of theirs ending in `*`. */
 const hasTopic = (topic: string): SQL =>
-  sql`(${topic} = any(${directoryUsers.topics}) or exists (
-    select 1 from unnest(${directoryUsers.topics}) as member(pattern)
-    where right(member.pattern, 1) = '*' and starts_with(${topic}, left(member.pattern, -1))))`
+  sql`exists (select 1 from unnest(${directoryUsers.topics}) as member(pattern)
+    where ${topicPatternMatches(sql`member.pattern`, topic)})`
 
 /**
  * The user directory: who exists in a tenant, with their roles, topics, name, locale and time zone, kept by the

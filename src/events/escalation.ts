@@ -2,14 +2,13 @@ import { sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
 import { enqueueWebhooks } from '../webhooks/outbox.ts'
+import { isoText } from '../wire-format.ts'
 import { PeriodicPass } from './periodic-pass.ts'
 
 /** Look for due escalations this often: an `event.unread` is enqueued within about this long after `after`. */
 export const ESCALATION_POLL_MS = 1_000
 /** Escalations settled per statement: a pass goes on while there are more. */
 const ESCALATIONS_PER_STATEMENT = 100
-
-const isoText = (column: string) => sql.raw(`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`)
 
 /**
  * One statement that settles the escalations due by `dueBy`: each is claimed (`for update skip locked`, so
@@ -35,7 +34,7 @@ const settleDue = (dueBy: Date) => sql`
       json_build_object('eventId', due.event_id::text, 'tenant', due.tenant, 'userId', u.user_id,
         'unless', due.escalate_unless,
         'event', json_build_object('id', e.id::text, 'type', e.type, 'title', e.title, 'body', e.body,
-          'priority', e.priority, 'createdAt', ${isoText('e.created_at')}),
+          'priority', e.priority, 'createdAt', ${isoText(sql`e.created_at`)}),
         'user', case when d.user_id is null then null
           else json_build_object('displayName', d.display_name, 'locale', d.locale) end) as data
     from due

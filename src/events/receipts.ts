@@ -3,6 +3,7 @@ import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
 import { events, pushDeliveries, receipts } from '../db/schema.ts'
 import { enqueueWebhooks } from '../webhooks/outbox.ts'
+import { isoText } from '../wire-format.ts'
 import { type RecipientTotals, recipientTotals } from './recipients.ts'
 import { isCurrentEvent, viewerOf, visibleEventTo } from './visibility.ts'
 
@@ -52,7 +53,7 @@ export async function markEvents(
       type,
       sql`select tenant, event_id || ':' || user_id as msg_key,
         json_build_object('eventId', event_id::text, 'tenant', tenant, 'userId', user_id,
-          'at', to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) as data
+          'at', ${isoText(column)}) as data
         from marked where ${column} is not null`,
     )
   const rows = await database.query<{ event_id: string | number; actor: string; webhooks: string | number }>(sql`

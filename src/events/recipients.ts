@@ -2,10 +2,7 @@ import { and, eq, type SQL, sql } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
 import { type EventRow, events } from '../db/schema.ts'
-
-/** A topic pattern column `p` (a name, or a prefix ending in `*`) matches the topic `t`. */
-const topicMatchesSql = (p: SQL, t: SQL) =>
-  sql`(${p} = ${t} or (right(${p}, 1) = '*' and starts_with(${t}, left(${p}, -1))))`
+import { topicPatternMatches } from './visibility.ts'
 
 /**
  * SQL: the recipients of the events in `inserted` (a relation with their id, tenant and audience), as rows
@@ -50,13 +47,13 @@ export function recipientsSql(inserted: SQL, statement: RecipientStatement): SQL
       sql`select named.id, named.tenant, d.user_id
     from (select e.id, e.tenant, unnest(e.to_topics) as topic from ${inserted} e) named
     join directory_users d on d.tenant = named.tenant and ${ofTenants(sql`d.tenant`)}
-    where exists (select 1 from unnest(d.topics) as m(pattern) where ${topicMatchesSql(sql`m.pattern`, sql`named.topic`)})`,
+    where exists (select 1 from unnest(d.topics) as m(pattern) where ${topicPatternMatches(sql`m.pattern`, sql`named.topic`)})`,
       sql`select named.id, named.tenant, ts.user_id
     from (select e.id, e.tenant, unnest(e.to_topics) as topic from ${inserted} e) named
     join topic_subscriptions ts on ts.tenant = named.tenant and ts.topic = named.topic and ${ofTenants(sql`ts.tenant`)}
     left join user_claims c on c.tenant = ts.tenant and c.user_id = ts.user_id and c.expires_at > now()
     where ts.added_by = 'admin'
-      or exists (select 1 from unnest(c.topics) as claim(pattern) where ${topicMatchesSql(sql`claim.pattern`, sql`ts.topic`)})`,
+      or exists (select 1 from unnest(c.topics) as claim(pattern) where ${topicPatternMatches(sql`claim.pattern`, sql`ts.topic`)})`,
     )
   }
   if (audiences.has('tenant')) {

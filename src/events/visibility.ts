@@ -31,6 +31,13 @@ export const viewerOf = (caller: Caller, inApp?: InAppFilter): Viewer => ({
   inApp,
 })
 
+/**
+ * SQL: the topic pattern `pattern` (a topic, or a prefix ending in `*`, as in a token's `topics` claim or the
+ * directory) matches the topic `topic`; auth.ts topicMatches in JavaScript.
+ */
+export const topicPatternMatches = (pattern: SQL, topic: SQL | string) =>
+  sql`(${pattern} = ${topic} or (right(${pattern}, 1) = '*' and starts_with(${topic}, left(${pattern}, -1))))`
+
 const textArray = (values: readonly string[]) =>
   sql`array[${sql.join(
     values.map((v) => sql`${v}`),

@@ -1,4 +1,5 @@
 import { type SQL, sql } from 'drizzle-orm'
+import { isoText } from '../wire-format.ts'
 
 /** What a tenant admin may subscribe an endpoint to. */
 export const WEBHOOK_TYPES = [
@@ -14,7 +15,7 @@ export const WEBHOOK_TYPES = [
 export type WebhookType = (typeof WEBHOOK_TYPES)[number]
 
 /** The transaction's time as the messages' `timestamp` is written: ISO 8601 in UTC, milliseconds, `Z`. */
-export const SQL_NOW_ISO = sql`to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
+export const SQL_NOW_ISO = isoText(sql`now()`)
 
 /**
  * SQL that enqueues webhook messages of one type, run in the statement (or transaction) of the change they
@@ -30,7 +31,7 @@ export function enqueueWebhooks(type: WebhookType, source: SQL): SQL {
   return sql`
     insert into webhook_deliveries (endpoint_id, tenant, type, msg_id, payload)
     select w.id, m.tenant, ${type}, 'msg_' || md5(${type} || ':' || m.msg_key),
-      json_build_object('type', ${type}::text, 'timestamp', to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'data', m.data)::text
+      json_build_object('type', ${type}::text, 'timestamp', ${SQL_NOW_ISO}, 'data', m.data)::text
     from (${source}) m
     join webhook_endpoints w on w.tenant = m.tenant and w.events @> array[${type}::text] and w.disabled_at is null
     on conflict (endpoint_id, msg_id) do nothing
