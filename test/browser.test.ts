@@ -462,14 +462,23 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
           (globalThis as unknown as PageWorld).swMessages.filter((m) => m.type === 'herald:push' && m.id === id).length,
         eventId,
       )
-      await cdp.send('ServiceWorker.deliverPushMessage', { origin: t.url, registrationId, data: message.payload })
-      await page.waitForFunction(
-        ({ id, before }) =>
-          (globalThis as unknown as PageWorld).swMessages.filter((m) => m.type === 'herald:push' && m.id === id)
-            .length > before,
-        { id: eventId, before: shownBefore },
-        { timeout: SEE_MS },
-      )
+      // A loaded headless Chromium sometimes drops a push handed over by DevTools: hand it over again (at most 3
+      // times). Shown twice, a push replaces its own notification (same tag), so a retry hides no wrong answer.
+      for (let attempt = 1; ; attempt++) {
+        await cdp.send('ServiceWorker.deliverPushMessage', { origin: t.url, registrationId, data: message.payload })
+        try {
+          await page.waitForFunction(
+            ({ id, before }) =>
+              (globalThis as unknown as PageWorld).swMessages.filter((m) => m.type === 'herald:push' && m.id === id)
+                .length > before,
+            { id: eventId, before: shownBefore },
+            { timeout: SEE_MS / 3 },
+          )
+          return
+        } catch (err) {
+          if (attempt === 3) throw err
+        }
+      }
     }
     /** Hands the worker a push without waiting for a page to hear of it (none may be open). */
     const deliverInBackground = (message: ReceivedPush) =>
@@ -592,17 +601,21 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
     await change(closure)
     const recallPush = await nth(closure, 2)
     expect(recallPush.json()).toEqual({ id: closure, collapseKey: 'closure', change: 'delete' })
-    await deliverInBackground(recallPush)
-    await expect
-      .poll(() => shownInWorker(worker), { timeout: SEE_MS })
-      .toEqual([
-        {
-          title: 'Notification withdrawn',
-          tag: 'herald-withdrawn',
-          silent: true,
-          data: { recalled: closure },
-        },
-      ])
+    const withdrawn = [
+      { title: 'Notification withdrawn', tag: 'herald-withdrawn', silent: true, data: { recalled: closure } },
+    ]
+    // DevTools' deliverPushMessage is sometimes dropped by a loaded headless Chromium (seen once in CI: nothing
+    // shown in 15 s). The same recall handed over again still shows one notice at most, so a retry cannot make a
+    // wrong answer right.
+    for (let attempt = 1; ; attempt++) {
+      await deliverInBackground(recallPush)
+      try {
+        await expect.poll(() => shownInWorker(worker), { timeout: SEE_MS / 3 }).toEqual(withdrawn)
+        break
+      } catch (err) {
+        if (attempt === 3) throw err
+      }
+    }
   })
 
   it('a page running the client closes a recalled event’s notification itself, before any push says so', async () => {
