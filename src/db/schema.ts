@@ -56,6 +56,15 @@ export const events = pgTable(
     toRoles: text('to_roles').array().notNull().default(emptyTextArray),
     toTopics: text('to_topics').array().notNull().default(emptyTextArray),
     toTenant: boolean('to_tenant').notNull().default(false),
+    /**
+     * The title and body per locale, rendered from the event type's templates at publish time:
+     * `{"fr": {"title": ..., "body": ...}}` as JSON text; `title`/`body` hold the fallback. Null: one text for all.
+     */
+    localizedJson: text('localized_json'),
+    /** False for an event of a type registered not to go to the inbox: streamed (and pushed), never listed or counted. */
+    inInbox: boolean('in_inbox').notNull().default(true),
+    /** False for an event of a type registered not to push: no push is planned for it. */
+    mayPush: boolean('may_push').notNull().default(true),
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
     expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
   },
@@ -66,6 +75,8 @@ export const events = pgTable(
     index('events_to_users_idx').using('gin', t.toUsers).with({ fastupdate: false }),
     // Retention: `expires_at < now()`.
     index('events_expires_at_idx').on(t.expiresAt),
+    // Statistics of a period: `tenant = $1 and created_at >= $2 and created_at < $3`.
+    index('events_tenant_created_at_idx').on(t.tenant, t.createdAt),
     // The changes of one event: `where ref_id = $1`.
     index('events_ref_id_idx').on(t.refId).where(sql`ref_id is not null`),
   ],
@@ -487,5 +498,74 @@ export const webhookDeliveries = pgTable(
     index('webhook_deliveries_due_idx').on(t.nextAttemptAt).where(sql`state = 'pending'`),
     // An endpoint's recent deliveries, newest first.
     index('webhook_deliveries_endpoint_idx').on(t.endpointId, t.id),
+  ],
+)
+
+/**
+ * A tenant's registered event types (`PUT /v1/event-types/<type>`): what a publish of the type gets by default,
+ * and the templates its title and body are rendered from, per locale.
+ */
+export const eventTypes = pgTable(
+  'event_types',
+  {
+    tenant: text('tenant').notNull(),
+    type: text('type').notNull(),
+    description: text('description'),
+    category: text('category'),
+    /** `{priority, ttl, collapseKey, actions}`, each optional: what a publish that does not set them gets. */
+    defaults: jsonb('defaults').notNull().default(sql`'{}'::jsonb`),
+    /** False: events of the type are streamed (and pushed) but never in the inbox or unread counts. */
+    inbox: boolean('inbox').notNull().default(true),
+    /** False: events of the type are never pushed. */
+    push: boolean('push').notNull().default(true),
+    /** True: events of the type are live-only (never stored, as `store: false`). */
+    liveOnly: boolean('live_only').notNull().default(false),
+    /** `{title, body, locales: {<locale>: {title, body}}}`: Mustache templates over `data`; null without any. */
+    templates: jsonb('templates'),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.tenant, t.type] })],
+)
+
+/**
+ * Live-only events too large for a NOTIFY payload (8,000 bytes): the bus carries their id and each instance reads
+ * the payload from here. Kept a minute, then pruned.
+ */
+export const liveEvents = pgTable(
+  'live_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    payload: text('payload').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [index('live_events_created_at_idx').on(t.createdAt)],
+)
+
+/**
+ * The connection audit: one row per stream opened, written by the instance that holds it (in batches), closed
+ * when it ends. Kept AUDIT_RETENTION_DAYS.
+ */
+export const streamConnections = pgTable(
+  'stream_connections',
+  {
+    /** Made by the instance (a UUID), so the row can be closed without reading it back. */
+    id: text('id').primaryKey(),
+    tenant: text('tenant').notNull(),
+    userId: text('user_id').notNull(),
+    instanceId: text('instance_id').notNull(),
+    openedAt: timestamp('opened_at', { withTimezone: true, mode: 'date' }).notNull(),
+    closedAt: timestamp('closed_at', { withTimezone: true, mode: 'date' }),
+    closeReason: text('close_reason'),
+    userAgent: text('user_agent'),
+    clientIp: text('client_ip'),
+  },
+  (t) => [
+    // A tenant's connections in a period, newest first: `tenant = $1 and opened_at between ...`.
+    index('stream_connections_tenant_opened_idx').on(t.tenant, t.openedAt),
+    // One user's: `tenant = $1 and user_id = $2 and opened_at between ...`.
+    index('stream_connections_tenant_user_opened_idx').on(t.tenant, t.userId, t.openedAt),
+    // Retention: `opened_at < now() - AUDIT_RETENTION_DAYS`.
+    index('stream_connections_opened_idx').on(t.openedAt),
   ],
 )

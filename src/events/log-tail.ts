@@ -48,6 +48,9 @@ export interface TailRow {
   to_roles: string[]
   to_topics: string[]
   to_tenant: boolean
+  localized_json: string | null
+  in_inbox: boolean
+  may_push: boolean
   created_at: Date | string
   expires_at: Date | string
 }
@@ -220,6 +223,9 @@ export function eventRowOf(r: TailRow): EventRow {
     toRoles: r.to_roles,
     toTopics: r.to_topics,
     toTenant: r.to_tenant,
+    localizedJson: r.localized_json,
+    inInbox: r.in_inbox,
+    mayPush: r.may_push,
     createdAt: asDate(r.created_at),
     expiresAt: asDate(r.expires_at),
   }
