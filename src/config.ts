@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import { z } from 'zod'
 import { loadOrCreateDevSecret } from './tokens.ts'
 
@@ -39,6 +40,8 @@ export const DEFAULT_DB_POOL_SIZE = 20
 export const DEFAULT_DB_CONNECT_TIMEOUT_S = 60
 /** Events are kept this long at most (each also has its own ttl). */
 export const DEFAULT_RETENTION_DAYS = 30
+/** Stream connections (the connection audit) are kept this long. */
+export const DEFAULT_AUDIT_RETENTION_DAYS = 30
 /** How often expired events are pruned. */
 export const DEFAULT_PRUNE_INTERVAL_S = 600
 /** Seconds between two nudges of one event: a reminder every ten minutes at most, not a siren. */
@@ -125,6 +128,12 @@ const VARIABLES = {
         .optional(),
     ),
     'PostgreSQL connection string; unset means embedded PGlite in `DATA_DIR`',
+  ),
+  WORKERS: variable(
+    z
+      .union([z.literal('auto'), intFrom(1, 256)])
+      .default('auto'),
+    'instances run as worker processes behind the one port (node:cluster); `auto`: one per available core with `DATABASE_URL`, 1 on PGlite (one process)',
   ),
   DB_POOL_SIZE: variable(intFrom(1, 500).default(DEFAULT_DB_POOL_SIZE), 'PostgreSQL connections per instance'),
   DB_CONNECT_TIMEOUT_S: variable(
@@ -245,6 +254,10 @@ const VARIABLES = {
     intFrom(1, 3650).default(DEFAULT_RETENTION_DAYS),
     'events older than this are pruned (each event also expires by its own `ttl`)',
   ),
+  AUDIT_RETENTION_DAYS: variable(
+    intFrom(1, 3650).default(DEFAULT_AUDIT_RETENTION_DAYS),
+    'stream connections (`GET /v1/audit/connections`) opened longer ago than this are pruned',
+  ),
   PRUNE_INTERVAL_S: variable(
     intFrom(10, 86_400).default(DEFAULT_PRUNE_INTERVAL_S),
     'how often expired events, with their receipts and push records, are pruned',
@@ -252,6 +265,11 @@ const VARIABLES = {
   NUDGE_MIN_INTERVAL_S: variable(
     intFrom(1, 604_800).default(DEFAULT_NUDGE_MIN_INTERVAL_S),
     'an event may be nudged (its unread recipients reminded) at most once in this many seconds; sooner is a 429 with Retry-After',
+  ),
+  TENANT_STRICT_TYPES: variable(
+    optionalText.pipe(z.enum(['true', 'false']).optional()).transform((v) => v === 'true'),
+    'when `true`, a publish of a type not registered in its tenant (`GET /v1/event-types`) is a 400',
+    '`false`',
   ),
   LOG_POLL_MS: variable(
     intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
@@ -362,6 +380,8 @@ export function configTable(): string {
 /** The service's configuration, parsed, defaulted and grouped by the part of the service that reads it. */
 export interface Config {
   env: Env['NODE_ENV']
+  /** Instances to run as worker processes of one service (server.ts); 1: the process is the instance. */
+  workers: number
   http: {
     port: number
     /** Unset: the server picks (server.ts). */
@@ -400,8 +420,12 @@ export interface Config {
   events: {
     logPollMs: number
     retentionDays: number
+    /** Stream connections opened longer ago than this many days are pruned (the connection audit). */
+    auditRetentionDays: number
     pruneIntervalS: number
     nudgeMinIntervalS: number
+    /** A publish of a type not registered in its tenant is refused (event-types/). */
+    strictTypes: boolean
   }
   cluster: {
     presenceTtlS: number
@@ -488,8 +512,14 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       'Invalid configuration:\n  NODE_ENV=production needs JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256/ES256): the tokens come from your application backend.',
     )
   }
+  if (e.WORKERS !== 'auto' && e.WORKERS > 1 && !e.DATABASE_URL) {
+    throw new ConfigError(
+      `Invalid configuration:\n  WORKERS=${e.WORKERS} needs DATABASE_URL: the embedded database (PGlite) belongs to one process. Unset WORKERS, or point the service at PostgreSQL.`,
+    )
+  }
   return {
     env: e.NODE_ENV,
+    workers: e.WORKERS !== 'auto' ? e.WORKERS : e.DATABASE_URL ? availableParallelism() : 1,
     http: {
       port: e.PORT,
       host: e.HOST,
@@ -522,8 +552,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     events: {
       logPollMs: e.LOG_POLL_MS,
       retentionDays: e.RETENTION_DAYS,
+      auditRetentionDays: e.AUDIT_RETENTION_DAYS,
       pruneIntervalS: e.PRUNE_INTERVAL_S,
       nudgeMinIntervalS: e.NUDGE_MIN_INTERVAL_S,
+      strictTypes: e.TENANT_STRICT_TYPES,
     },
     cluster: { presenceTtlS: e.PRESENCE_TTL_S },
     push: {

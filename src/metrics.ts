@@ -82,6 +82,8 @@ export function createMetrics(sources: MetricsSources) {
     name: 'herald_pending_pushes',
     help: 'Pushes waiting in the outbox (all instances): due, held back or waiting to retry. NaN when the database did not answer.',
     registers,
+    // Every worker reads the same outbox: one answer, not their sum (workers.ts gathers the workers' metrics).
+    aggregator: 'max',
     async collect() {
       // NaN rather than a stale or zero count: the scrape still reports everything else while the database is down.
       this.set(await sources.countPendingPushes().catch(() => Number.NaN))

@@ -1,3 +1,5 @@
+import cluster from 'node:cluster'
+import { announceListening } from './cluster/workers.ts'
 import { type Config, ConfigError, loadConfig, withDevSecret } from './config.ts'
 import type { Database } from './db/client.ts'
 import { loadDrizzleWithoutLookups } from './db/drizzle-modules.ts'
@@ -40,6 +42,13 @@ async function main() {
       process.exit(78) // EX_CONFIG
     }
     throw err
+  }
+
+  if (config.workers > 1 && cluster.isPrimary) {
+    // Every core: the workers are the instances; this process only keeps them running (cluster/workers.ts).
+    const { runPrimary } = await import('./cluster/workers.ts')
+    runPrimary({ workers: config.workers, shutdownDeadlineMs: SHUTDOWN_DEADLINE_MS })
+    return
   }
 
   const { openDatabase, pgliteDirIn, waitUntilReachable } = await import('./db/client.ts')
@@ -91,14 +100,16 @@ async function main() {
     )
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
-  process.on('SIGINT', () => shutdown('SIGINT'))
+  // A worker stops when the primary says so (SIGTERM); Ctrl-C reaches the whole process group, primary included.
+  process.on('SIGINT', () => (cluster.isWorker ? undefined : shutdown('SIGINT')))
 
   const host = config.http.host ?? defaultHost(config)
   await app.listen({ port: config.http.port, host })
   const url = localUrl(host, (app.server.address() as { port: number }).port)
   const storage =
     database.kind === 'pglite' ? `embedded PGlite in ${pgliteDirIn(config.database.dataDir)}` : 'PostgreSQL'
-  const lines = [`\nherald is listening on ${url} (${reach(host)}; ${storage})`]
+  const workers = cluster.isWorker ? `; ${config.workers} workers` : ''
+  const lines = [`\nherald is listening on ${url} (${reach(host)}; ${storage}${workers})`]
   if (config.auth.jwtSecretGenerated) {
     lines.push(
       'Try it: mint a token, open a stream, publish to yourself from another terminal:',
@@ -107,7 +118,9 @@ async function main() {
       `  npm run -s cli -- publish --server ${url} --token $TOKEN --to-user alice --title "Hello"\n`,
     )
   }
-  console.log(lines.join('\n'))
+  // With workers, the primary prints it once all of them listen.
+  if (cluster.isWorker) announceListening(lines)
+  else console.log(lines.join('\n'))
 }
 
 main().catch((err) => {

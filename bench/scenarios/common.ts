@@ -90,6 +90,8 @@ export async function startService(ctx: BenchContext, scope: Scope, env: Record<
       RATE_LIMIT_IP_PER_MIN: UNTHROTTLED,
       RATE_LIMIT_AUTH_FAILURES_PER_MIN: UNTHROTTLED,
       MAX_STREAMS: '100000',
+      // One process per instance (WORKERS defaults to one per core on PostgreSQL): each scenario says how many.
+      WORKERS: '1',
       ...env,
     },
     ctx.serviceNodeFlags,

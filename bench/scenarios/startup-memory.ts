@@ -79,6 +79,8 @@ async function measureStart(scope: Scope, dataDir: string, databaseUrl: string, 
     JWT_SECRET: '',
     JWT_PUBLIC_KEY: '',
     LOG_LEVEL: 'warn',
+    // The RSS read is this process's: one instance, not a primary and its workers.
+    WORKERS: '1',
   })
   scope.defer(() => stopChild(proc, STOP_GRACE_MS))
   const line = await listening(proc)

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { bearerCredential } from '../auth.ts'
+import { clusterMetrics, isWorker } from '../cluster/workers.ts'
 import { HttpProblem } from '../problems.ts'
 
 export interface MetricsRouteOptions {
@@ -11,13 +12,18 @@ export interface MetricsRouteOptions {
 // Both sides are hashed first: timingSafeEqual needs equal lengths, and a digest leaks neither the token's length nor its bytes.
 const digest = (text: string) => createHash('sha256').update(text).digest()
 
-/** Prometheus scrapes this instance's metrics (see metrics.ts) in the text exposition format. */
+/**
+ * Prometheus scrapes the service's metrics (see metrics.ts) in the text exposition format: this instance's, or with
+ * WORKERS > 1 every worker's, gathered by the primary (cluster/workers.ts).
+ */
 export async function metricsRoutes(app: FastifyInstance, options: MetricsRouteOptions) {
   const { registry } = app.metrics
   const expected = options.token === undefined ? undefined : digest(options.token)
+  // In a worker of a WORKERS > 1 service, a scrape answers for every worker, not the one it happened to reach.
+  const clusterWide = isWorker() ? clusterMetrics(registry) : undefined
 
   const schema = {
-    summary: 'Prometheus metrics of this instance',
+    summary: 'Prometheus metrics of the service',
     description: 'Text exposition format. When METRICS_TOKEN is set: `Authorization: Bearer <METRICS_TOKEN>`.',
     tags: ['operations'],
     security: [],
@@ -32,7 +38,7 @@ export async function metricsRoutes(app: FastifyInstance, options: MetricsRouteO
         })
       }
     }
-    const text = await registry.metrics()
+    const text = await (clusterWide ? clusterWide() : registry.metrics())
     return reply.type(registry.contentType).header('cache-control', 'no-store').send(text)
   })
 }

@@ -20,7 +20,8 @@ export interface Child {
 export function runTs(entry: string, args: string[] = [], env: Record<string, string | undefined> = {}): Child {
   const proc = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
     cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    // One process per instance unless a test asks for workers (WORKERS defaults to one per core on PostgreSQL).
+    env: { ...process.env, LOG_LEVEL: 'warn', WORKERS: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const child: Child = {

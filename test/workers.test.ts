@@ -1,0 +1,125 @@
+import { execFileSync } from 'node:child_process'
+import postgres from 'postgres'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loadConfig } from '../src/config.ts'
+import { mintToken } from '../src/tokens.ts'
+import { PUBLISHER, TEST_JWT_SECRET } from './helpers/app.ts'
+import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from './helpers/backends.ts'
+import { type Child, runTs } from './helpers/process.ts'
+import { SseClient } from './helpers/sse.ts'
+
+const token = (sub: string, extra: Record<string, unknown> = {}) =>
+  mintToken(TEST_JWT_SECRET, { sub, tenant: 'school', ...extra })
+const teacher = token('teacher', { scope: PUBLISHER })
+
+/** The pids of a process's workers: its children that run node (tsx also starts an esbuild child), from ps. */
+function childrenOf(pid: number): number[] {
+  const out = execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(pid)], { encoding: 'utf8' })
+  return out
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter(([, command]) => command === process.execPath)
+    .map(([child]) => Number(child))
+}
+
+/** One sample of /metrics, by its name as written there. */
+async function metricOf(url: string, sample: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `))
+  if (!line) throw new Error(`no ${sample} in /metrics`)
+  return Number(line.slice(sample.length + 1))
+}
+
+describe('WORKERS', () => {
+  it('defaults to one per core with DATABASE_URL and to 1 on the embedded database; more than 1 there is refused', () => {
+    expect(loadConfig({}).workers).toBe(1)
+    expect(loadConfig({ DATABASE_URL: 'postgres://db/herald' }).workers).toBeGreaterThanOrEqual(1)
+    expect(loadConfig({ DATABASE_URL: 'postgres://db/herald', WORKERS: '3' }).workers).toBe(3)
+    expect(() => loadConfig({ WORKERS: '2' })).toThrow(/WORKERS=2 needs DATABASE_URL/)
+    expect(() => loadConfig({ WORKERS: 'many' })).toThrow(/WORKERS/)
+    expect(() => loadConfig({ DATABASE_URL: 'postgres://db/herald', WORKERS: '0' })).toThrow(/WORKERS/)
+  })
+})
+
+describePostgres('WORKERS=2: one service, one port, two worker processes', () => {
+  let dbUrl: string
+  let service: Child
+  let url: string
+
+  beforeAll(async () => {
+    dbUrl = await createPostgresDatabase()
+    service = runTs('src/server.ts', [], {
+      DATABASE_URL: dbUrl,
+      JWT_SECRET: TEST_JWT_SECRET,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      DB_POOL_SIZE: '4',
+      WORKERS: '2',
+    })
+    ;[, url] = await service.waitForOutput(/listening on (http:\/\/\S+)/, 60_000)
+  }, 90_000)
+
+  afterAll(async () => {
+    if (service && service.proc.exitCode === null) {
+      for (const pid of childrenOf(service.proc.pid as number)) process.kill(pid, 'SIGKILL')
+      service.proc.kill('SIGKILL')
+      await service.exited
+    }
+    if (dbUrl) await dropPostgresDatabase(dbUrl)
+  })
+
+  it('says once that it listens, with its two workers, which are its children', () => {
+    expect(service.stdout.match(/listening on/g)).toHaveLength(1)
+    expect(service.stdout).toMatch(/PostgreSQL; 2 workers\)/)
+    expect(childrenOf(service.proc.pid as number)).toHaveLength(2)
+  })
+
+  it('shares streams between the workers; each gets events published on either, and /metrics counts all of them', async () => {
+    const users = Array.from({ length: 8 }, (_, i) => `pupil-${i}`)
+    const streams = await Promise.all(users.map((u) => SseClient.open(url, { token: token(u) })))
+    // Both workers hold some of them (the primary hands connections round-robin).
+    const sql = postgres(dbUrl, { max: 1 })
+    try {
+      await expect
+        .poll(async () => (await sql`select count(distinct instance_id)::int as n from stream_presence`)[0].n, {
+          timeout: 10_000,
+        })
+        .toBe(2)
+    } finally {
+      await sql.end()
+    }
+    // Whichever worker answers a scrape, it answers for the whole service.
+    for (let i = 0; i < 6; i++) expect(await metricOf(url, 'herald_open_streams')).toBe(8)
+
+    const res = await fetch(`${url}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${teacher}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'school.closing', to: { users }, title: 'Closing at noon' }),
+    })
+    expect(res.status).toBe(201)
+    const { id } = (await res.json()) as { id: string }
+    await Promise.all(streams.map((s) => s.waitForNotifications(1)))
+    for (const s of streams) expect(s.notificationIds).toEqual([id])
+    for (const s of streams) s.close()
+  })
+
+  it('starts another worker when one dies, and keeps serving meanwhile', async () => {
+    const primary = service.proc.pid as number
+    const [victim] = childrenOf(primary)
+    process.kill(victim, 'SIGKILL')
+    await service.waitForOutput(new RegExp(`worker ${victim} ended \\(SIGKILL\\); starting another`), 10_000)
+    for (let i = 0; i < 4; i++) expect((await fetch(`${url}/health`)).status).toBe(200)
+    await expect.poll(() => childrenOf(primary).filter((pid) => pid !== victim).length, { timeout: 20_000 }).toBe(2)
+  })
+
+  it('SIGTERM drains every worker: streams end, and the service exits 0 with no worker left', async () => {
+    const primary = service.proc.pid as number
+    // A stream on each worker, very likely (round-robin): both must end.
+    const streams = await Promise.all([0, 1, 2, 3].map((i) => SseClient.open(url, { token: token(`late-${i}`) })))
+    const workers = childrenOf(primary)
+    service.proc.kill('SIGTERM')
+    await Promise.all(streams.map((s) => s.waitForEnd(15_000)))
+    expect(await service.exited, service.stdout + service.stderr).toEqual({ code: 0, signal: null })
+    for (const pid of workers) expect(() => process.kill(pid, 0)).toThrow()
+  })
+})
