@@ -130,9 +130,7 @@ const VARIABLES = {
     'PostgreSQL connection string; unset means embedded PGlite in `DATA_DIR`',
   ),
   WORKERS: variable(
-    z
-      .union([z.literal('auto'), intFrom(1, 256)])
-      .default('auto'),
+    z.union([z.literal('auto'), intFrom(1, 256)]).default('auto'),
     'instances run as worker processes behind the one port (node:cluster); `auto`: one per available core with `DATABASE_URL`, 1 on PGlite (one process)',
   ),
   DB_POOL_SIZE: variable(intFrom(1, 500).default(DEFAULT_DB_POOL_SIZE), 'PostgreSQL connections per instance'),
