@@ -38,7 +38,7 @@ module.exports = {
       severity: 'error',
       comment:
         'Services throw service errors (service-errors.ts); problems.ts alone turns them into HTTP. They never reach up to routes or the app.',
-      from: { path: '^src/(events|push|cluster|db|directory|webhooks)/' },
+      from: { path: '^src/(events|push|cluster|db|directory|webhooks|audit)/' },
       to: {
         path: '^src/(routes/|app\\.ts|server\\.ts|cli\\.ts|problems\\.ts|docs\\.ts|limits\\.ts|cors\\.ts|security-headers\\.ts)',
       },

@@ -47,6 +47,8 @@ export interface BurstOptions {
   accepted: (status: number) => boolean
   /** Deliveries expected from the events accepted (by their index in the burst). */
   expectedFor: (accepted: number[]) => number
+  /** Publishes in flight at once (default PUBLISH_CONCURRENCY); 1: each waits for the one before to be answered. */
+  concurrency?: number
 }
 
 export async function burst(o: BurstOptions): Promise<BurstFigures> {
@@ -57,7 +59,7 @@ export async function burst(o: BurstOptions): Promise<BurstFigures> {
   const cpuBefore = { server: o.serverCpuMs(), generator: o.generator.cpuMs() }
   const started = nowMs()
   await Promise.all(
-    Array.from({ length: PUBLISH_CONCURRENCY }, async () => {
+    Array.from({ length: o.concurrency ?? PUBLISH_CONCURRENCY }, async () => {
       while (next < o.events) {
         const i = next++
         const r = await o.publish(i)

@@ -11,12 +11,14 @@ import { type BenchContext, type Row, type ScenarioResult, Scope } from './scena
 import { directoryImport } from './scenarios/directory.ts'
 import { fanout } from './scenarios/fanout.ts'
 import { idle, idleScaleout } from './scenarios/idle.ts'
+import { liveVersusStored } from './scenarios/live.ts'
 import { preferences } from './scenarios/preferences.ts'
 import { publishThroughput } from './scenarios/publish.ts'
 import { pushThroughput } from './scenarios/push.ts'
 import { recipientsCost } from './scenarios/recipients.ts'
 import { replay } from './scenarios/replay.ts'
 import { startupMemory } from './scenarios/startup-memory.ts'
+import { statsCost } from './scenarios/stats.ts'
 import { targeted } from './scenarios/targeted.ts'
 import { referenceLabel } from './targets.ts'
 
@@ -28,6 +30,10 @@ const THREE_SERVER_LIMIT_MS = 180_000
 const STARTUP_MEMORY_LIMIT_MS = 360_000
 /** Scenario 9 registers 10,000 devices and stores 10,000 users' preferences through the API around its phases. */
 const PREFERENCES_LIMIT_MS = 300_000
+/** Scenario 13 fills a database with 10 million events in bulk (minutes on two cores) before it measures. */
+const STATS_LIMIT_MS = 1_800_000
+/** Scenario 12 opens 10,000 streams, then runs 12 measured phases on them (stored and live, 3 rounds). */
+const LIVE_LIMIT_MS = 300_000
 /** Sockets per load-generator process: under the 20,000 open-file limit with room for everything else. */
 const MAX_STREAMS_PER_WORKER = 18_000
 
@@ -73,6 +79,20 @@ const SCENARIOS: Scenario[] = [
   { id: '9', name: 'preferences', run: preferences, limitMs: PREFERENCES_LIMIT_MS },
   { id: '10', name: 'recipients', run: recipientsCost },
   { id: '11', name: 'directory', run: directoryImport },
+  {
+    id: '12',
+    name: 'live',
+    run: (ctx, scope) =>
+      liveVersusStored(
+        ctx,
+        scope,
+        ctx.quick
+          ? { streams: 500, events: 10, sequential: 5, rounds: 2 }
+          : { streams: 10_000, events: 50, sequential: 10, rounds: 3 },
+      ),
+    limitMs: LIVE_LIMIT_MS,
+  },
+  { id: '13', name: 'stats', run: statsCost, limitMs: STATS_LIMIT_MS },
 ]
 
 const { values } = parseArgs({
@@ -91,7 +111,7 @@ if (values.help) {
   console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8,9,10,11] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|auto]
   --only           scenarios to run, by number or name: 1 fanout-10k, 2 fanout-1k, 3 idle (and 3s idle-scaleout),
                    4 publish, 5 replay, 6 push, 7 targeted, 8 startup-memory, 9 preferences,
-                   10 recipients, 11 directory
+                   10 recipients, 11 directory, 12 live, 13 stats (PostgreSQL only; BENCH_STATS_EVENTS=n for another size)
   --quick          small sizes and short durations: checks the harness, measures nothing
   --cpu-prof       write a V8 CPU profile of the service under test (one per scenario) to a temp directory
   --no-nchan       leave out the nginx + Nchan reference (scenarios 1, 2, 3)

@@ -78,6 +78,8 @@ interface Stream {
 }
 
 const DEFAULT_OPEN_CONCURRENCY = 200
+/** How a live-only event's frame starts (no `id:` line). */
+const LIVE_PREFIX = 'event: live\ndata: '
 const DEFAULT_OPEN_TIMEOUT_MS = 30_000
 
 /**
@@ -208,8 +210,10 @@ export class StreamPool {
     for (;;) {
       const end = text.indexOf('\n\n', start)
       if (end < 0) break
-      // Only notification frames carry an id; comments, retry and receipts are skipped.
+      // Only notification frames carry an id; comments, retry and receipts are skipped. Live-only frames
+      // (`event: live`, no id: scenario 12) count as events too.
       if (text.startsWith('id: ', start)) this.onEvent(s, text, start, end, t)
+      else if (text.startsWith(LIVE_PREFIX, start)) this.onLive(s, text, start, end, t)
       start = end + 2
     }
     s.rest = start < text.length ? text.slice(start) : ''
@@ -222,6 +226,22 @@ export class StreamPool {
       data = parseBenchData(text, start, end)
       this.dataById.set(id, data)
     }
+    this.count(s, data, orderOf(id), t)
+  }
+
+  /** A live-only frame: no id, so its data text is the key its parsed data is kept under (parsed once per event). */
+  private onLive(s: Stream, text: string, start: number, end: number, t: number) {
+    const json = text.slice(start + LIVE_PREFIX.length, end)
+    let data = this.dataById.get(json)
+    if (data === undefined) {
+      data = parseBenchData(`\ndata: ${json}`, 0, json.length + 7)
+      this.dataById.set(json, data)
+    }
+    this.count(s, data, undefined, t)
+  }
+
+  /** One event frame received by `s` (`order`: its id as a number; none for live frames, which have no order). */
+  private count(s: Stream, data: BenchData | null, order: number | undefined, t: number) {
     const c = this.counts
     if (data === null || data.n >= s.seen.length) {
       c.unexpected++
@@ -243,9 +263,8 @@ export class StreamPool {
     }
     s.seen[data.n] = 1
     c.unique++
-    const numericId = orderOf(id)
-    if (numericId < s.lastId) c.outOfOrder++
-    else s.lastId = numericId
+    if (order !== undefined && order < s.lastId) c.outOfOrder++
+    else if (order !== undefined) s.lastId = order
     this.latencies.push(t - data.t)
     if (c.firstReceiveMs === 0) c.firstReceiveMs = t
     c.lastReceiveMs = t

@@ -2,6 +2,11 @@
 
 export interface HeraldEvent {
   id: string
+  /**
+   * The event's tenant. A token whose `tenants` claim covers several (a director of several schools) gets all of
+   * theirs on one stream; act on one in its tenant (`setTenant`).
+   */
+  tenant: string
   type: string
   title: string
   body: string | null
@@ -27,6 +32,29 @@ export interface HeraldEvent {
   /** Present on events from history and polling. */
   readAt?: string | null
   ackedAt?: string | null
+}
+
+/**
+ * A live-only event (`onLive`): a dashboard's update (progress, a counter, "exam submitted"), published with
+ * `store: false`. It has no id: it is not stored, never in the inbox, and not replayed after a reconnect, so
+ * re-read what it updates when the stream comes back (`onStatus` says `live`).
+ */
+export interface HeraldLiveEvent<Data = unknown> {
+  type: string
+  tenant: string
+  title: string
+  body: string | null
+  data: Data
+  priority: 'low' | 'normal' | 'high' | 'urgent'
+  url: string | null
+  collapseKey: string | null
+  actions: HeraldAction[] | null
+  icon: string | null
+  image: string | null
+  badge: string | null
+  actor: string
+  /** When it was sent. */
+  at: string
 }
 
 /** A button of an event: `ack` acknowledges it, `read` marks it read, `open` opens a page and marks it read. */
@@ -188,6 +216,16 @@ export interface HeraldClientOptions {
    * Defaults to `true`.
    */
   shareAcrossTabs?: boolean
+  /**
+   * The tenant REST calls act in, sent as `X-Herald-Tenant`: one the token's `tenants` claim covers. Defaults to
+   * the token's `tenant`. See `setTenant`.
+   */
+  tenant?: string
+}
+
+/** One call in another tenant than the client's (`setTenant`): one the token's `tenants` claim covers. */
+export interface HeraldInTenant {
+  tenant?: string
 }
 
 export interface HistoryPage {
@@ -201,6 +239,15 @@ export interface HeraldClient {
   stop(): void
   readonly status: HeraldStatus
   readonly lastEventId: string | undefined
+  /** The tenant REST calls act in (`X-Herald-Tenant`); undefined: the token's `tenant`. */
+  readonly tenant: string | undefined
+  /**
+   * Makes REST calls (history, unreadCount, ack, read, readAll, edit, recall...) act in `tenant`, one the token's
+   * `tenants` claim covers; undefined: the token's `tenant`. The stream is not reopened: it carries every tenant
+   * the token covers, each event with its `tenant`. The stream's ticket, polling and push registration stay in the
+   * token's tenant.
+   */
+  setTenant(tenant: string | undefined): void
   /**
    * Each event once, in id order. Returns a function that removes the listener. Edits and recalls of events are
    * not events: they go to onUpdate and onDelete.
@@ -240,17 +287,23 @@ export interface HeraldClient {
    * refetches (`recipients`); deliveries are not told, so poll it too while it is shown.
    */
   onRollCall(listener: (notice: HeraldRollCallNotice) => void): () => void
-  ack(id: string): Promise<void>
-  read(id: string): Promise<void>
+  /**
+   * Live-only events of `type` (`'*'`: of every type) as they arrive on the stream. Returns a function that stops
+   * listening.
+   */
+  onLive<Data = unknown>(type: string, listener: (event: HeraldLiveEvent<Data>) => void): () => void
+  /** `tenant`: the event's, when it is not the one REST calls act in (`setTenant`); an event's own `tenant`. */
+  ack(id: string, options?: HeraldInTenant): Promise<void>
+  read(id: string, options?: HeraldInTenant): Promise<void>
   /** Marks every event up to `upTo` (default: the newest id this client received) read. */
   readAll(upTo?: string): Promise<void>
   /**
    * Edits an event this user published (with the `admin` scope: any of the tenant's); resolves to its new version.
    * Anyone else gets an error with status 403 (an event they can see) or 404.
    */
-  edit(id: string, changes: HeraldEdit): Promise<HeraldEvent>
+  edit(id: string, changes: HeraldEdit, options?: HeraldInTenant): Promise<HeraldEvent>
   /** Recalls an event this user published (with the `admin` scope: any of the tenant's). Again: status 404. */
-  recall(id: string): Promise<void>
+  recall(id: string, options?: HeraldInTenant): Promise<void>
   /**
    * Who an event this user published (with the `admin` scope: any of the tenant's) was for, and who got, acked and
    * read it: a page of recipients and the totals. Anyone else gets an error with status 404.

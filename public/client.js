@@ -8,6 +8,7 @@
  *   herald.onDelete(({ id }) => removeFromInbox(id)) // an event was recalled
  *   herald.onNudge((n) => pointOut(n))               // its publisher reminds this user of an unread event
  *   herald.onRollCall(({ ids }) => refreshRollCall(ids)) // to a publisher: a recipient acked or read
+ *   herald.onLive('upload.progress', (e) => bar.value = e.data.percent) // live-only updates ('*': all types)
  *   herald.start()
  *
  * It streams with EventSource, remembers the last event id across reloads (so a reload resumes rather than
@@ -45,6 +46,11 @@ export function createHeraldClient(options) {
   const failuresBeforePolling = options.failuresBeforePolling ?? FAILURES_BEFORE_POLLING
   const storage = options.storage ?? globalThis.localStorage
   const streamAuth = options.streamAuth ?? 'ticket'
+  /**
+   * The tenant REST calls act in (X-Herald-Tenant), one the token's `tenants` claim covers; undefined: the token's
+   * `tenant`. The stream carries every tenant the token covers whatever this is.
+   */
+  let tenant = options.tenant
   const shareAcrossTabs =
     (options.shareAcrossTabs ?? true) && typeof BroadcastChannel === 'function' && !!globalThis.navigator?.locks
   /** This client among the tabs' (a page may have several clients). */
@@ -107,6 +113,19 @@ export function createHeraldClient(options) {
     listeners[kind].add(fn)
     return () => listeners[kind].delete(fn)
   }
+  /** onLive listeners by event type ('*': every type). */
+  const liveListeners = new Map()
+  const emitLive = (event) => {
+    for (const type of [event.type, '*']) {
+      for (const fn of liveListeners.get(type) ?? []) {
+        try {
+          fn(event)
+        } catch (err) {
+          console.error('herald listener failed', err)
+        }
+      }
+    }
+  }
 
   async function freshToken() {
     if (!token || expiresWithin(token, TOKEN_MARGIN_S)) {
@@ -123,12 +142,18 @@ export function createHeraldClient(options) {
     return token
   }
 
+  /**
+   * A REST call, in `init.tenant`, else the chosen tenant (`tenant`), or with `inTokenTenant` in the token's own: what keeps the stream
+   * going (its ticket, polling, history after a reset, the device's push subscription) follows the token, whose
+   * topics are its tenant's and whose stream resumes by one cursor.
+   */
   async function api(path, init = {}) {
     const res = await fetch(`${baseUrl}${path}`, {
       ...init,
       headers: {
         authorization: `Bearer ${await freshToken()}`,
         ...(init.body ? { 'content-type': 'application/json' } : {}),
+        ...((init.tenant ?? tenant) && !init.inTokenTenant ? { 'x-herald-tenant': init.tenant ?? tenant } : {}),
         ...init.headers,
       },
     })
@@ -202,10 +227,19 @@ export function createHeraldClient(options) {
     emit(kind, value)
   }
 
+  /**
+   * A live-only event (`event: live`, no id): a dashboard's update, not a notification. Told to every tab as it
+   * comes; never remembered, so nothing of it comes back after a reconnect (listeners re-read their state then).
+   */
+  function live(value) {
+    tellTabs({ kind: 'live', value })
+    emitLive(value)
+  }
+
   /** What the stream may put in its URL: a ticket (default) or the JWT itself. */
   async function streamCredential() {
     if (streamAuth === 'access_token') return ['access_token', await freshToken()]
-    const { ticket } = await api('/v1/stream/tickets', { method: 'POST' })
+    const { ticket } = await api('/v1/stream/tickets', { method: 'POST', inTokenTenant: true })
     return ['ticket', ticket]
   }
 
@@ -243,6 +277,7 @@ export function createHeraldClient(options) {
     es.addEventListener('receipt', (e) => receipt(JSON.parse(e.data)))
     es.addEventListener('nudge', (e) => notice('nudge', JSON.parse(e.data)))
     es.addEventListener('roll-call', (e) => notice('roll-call', JSON.parse(e.data)))
+    es.addEventListener('live', (e) => live(JSON.parse(e.data)))
     es.addEventListener('reset', () => void refetchAfterReset())
     // Its `id: evicted` is EventSource's business (it would come back with it and be told 204): the id this
     // client resumes from stays the last notification's.
@@ -306,7 +341,7 @@ export function createHeraldClient(options) {
   async function refetchAfterReset() {
     forgetAfterReset()
     try {
-      const page = await api('/v1/events?limit=50')
+      const page = await api('/v1/events?limit=50', { inTokenTenant: true })
       for (const e of page.events.reverse()) deliver(e)
     } catch (err) {
       console.warn('herald: history after reset failed', err)
@@ -321,7 +356,7 @@ export function createHeraldClient(options) {
     const poll = async () => {
       if (!running || status !== 'polling' || following()) return
       try {
-        const page = await api(`/v1/events?after=${lastId}&limit=500`)
+        const page = await api(`/v1/events?after=${lastId}&limit=500`, { inTokenTenant: true })
         for (const e of page.events) deliver(e)
       } catch (err) {
         console.warn('herald: poll failed', err)
@@ -431,6 +466,8 @@ export function createHeraldClient(options) {
       case 'notice':
         if (message.notice === 'nudge' || message.notice === 'roll-call') emit(message.notice, message.value)
         return
+      case 'live':
+        return emitLive(message.value)
       case 'reset':
         return forgetAfterReset()
     }
@@ -448,6 +485,7 @@ export function createHeraldClient(options) {
   /** Registers the subscription with the service and hands the service worker its renew token. */
   async function registerDevice(registration, subscription) {
     const { id, renewToken } = await api('/v1/push/subscriptions', {
+      inTokenTenant: true,
       method: 'POST',
       body: JSON.stringify(subscription.toJSON()),
     })
@@ -486,6 +524,18 @@ export function createHeraldClient(options) {
     get lastEventId() {
       return lastId ? String(lastId) : undefined
     },
+    /** The tenant REST calls act in (X-Herald-Tenant); undefined: the token's `tenant`. */
+    get tenant() {
+      return tenant
+    },
+    /**
+     * Makes REST calls (history, unread count, ack, read, publish...) act in `next`, a tenant the token's `tenants`
+     * claim covers (a director of several schools); undefined: the token's `tenant`. The stream is not reopened:
+     * it carries all of them, each event with its `tenant`.
+     */
+    setTenant(next) {
+      tenant = next || undefined
+    },
     onNotification: on('notification'),
     onUpdate: on('update'),
     onDelete: on('delete'),
@@ -497,13 +547,28 @@ export function createHeraldClient(options) {
     onNudge: on('nudge'),
     /** To a publisher: a recipient acked or read some of their events (`{ ids, userId, state }`). */
     onRollCall: on('roll-call'),
-    ack: (id) => api(`/v1/events/${encodeURIComponent(id)}/ack`, { method: 'POST' }),
+    /**
+     * Live-only events of `type` ('*': of every type), as they come: dashboard updates that are not stored, not
+     * replayed after a reconnect and never in the inbox (`{ type, tenant, title, body, data, priority, ..., at }`).
+     * Returns a function that stops listening.
+     */
+    onLive(type, fn) {
+      let fns = liveListeners.get(type)
+      if (!fns) liveListeners.set(type, (fns = new Set()))
+      fns.add(fn)
+      return () => {
+        fns.delete(fn)
+        if (!fns.size && liveListeners.get(type) === fns) liveListeners.delete(type)
+      }
+    },
+    // Each takes `{ tenant }` for an event of another tenant than setTenant's (an event's own `tenant`).
+    ack: (id, { tenant } = {}) => api(`/v1/events/${encodeURIComponent(id)}/ack`, { method: 'POST', tenant }),
     /** Edits an event this user published (an admin: any of the tenant's); resolves to its new version. */
-    edit: (id, changes) =>
-      api(`/v1/events/${encodeURIComponent(id)}`, { method: 'PATCH', body: JSON.stringify(changes) }),
+    edit: (id, changes, { tenant } = {}) =>
+      api(`/v1/events/${encodeURIComponent(id)}`, { method: 'PATCH', body: JSON.stringify(changes), tenant }),
     /** Recalls an event this user published (an admin: any of the tenant's). */
-    recall: (id) => api(`/v1/events/${encodeURIComponent(id)}`, { method: 'DELETE' }),
-    read: (id) => api(`/v1/events/${encodeURIComponent(id)}/read`, { method: 'POST' }),
+    recall: (id, { tenant } = {}) => api(`/v1/events/${encodeURIComponent(id)}`, { method: 'DELETE', tenant }),
+    read: (id, { tenant } = {}) => api(`/v1/events/${encodeURIComponent(id)}/read`, { method: 'POST', tenant }),
     /**
      * The roll-call of an event this user published (an admin: any of the tenant's): a page of its recipients in
      * user id order, what became of it for each, and the totals: `{ recipients, totals, next }`; pass `next` as
@@ -542,7 +607,8 @@ export function createHeraldClient(options) {
       if (before) q.set('before', before)
       if (unread) q.set('unread', 'true')
       const page = await api(`/v1/events?${q}`)
-      if (!before && !unread && !resumeKnown) {
+      // (Only a page of the token's own tenant: another's says nothing of where the stream's other tenants are.)
+      if (!before && !unread && !resumeKnown && !tenant) {
         lastId = Math.max(lastId, ...page.events.map((e) => Number(e.id)))
         resumeKnown = true
         storage?.setItem(storageKey, String(lastId))
@@ -589,7 +655,7 @@ export function createHeraldClient(options) {
       const subscription = await registration?.pushManager.getSubscription()
       await subscription?.unsubscribe()
       const id = storage?.getItem('herald:pushSubscriptionId')
-      if (id) await api(`/v1/push/subscriptions/${id}`, { method: 'DELETE' }).catch(() => {})
+      if (id) await api(`/v1/push/subscriptions/${id}`, { method: 'DELETE', inTokenTenant: true }).catch(() => {})
       storage?.removeItem('herald:pushSubscriptionId')
     },
   }

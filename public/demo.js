@@ -7,7 +7,7 @@ import { createHeraldClient } from '/client.js'
 const $ = (id) => document.getElementById(id)
 const SESSION_KEY = 'herald-demo:user'
 /** The events published from this page, per user (the Sent card), newest first, at most SENT_KEPT. */
-const sentKey = () => `herald-demo:sent:${user.tenant}:${user.sub}`
+const sentKey = () => `herald-demo:sent:${actingIn()}:${user.sub}`
 const SENT_KEPT = 20
 /** Recipients per page of the roll-call ("More" adds as many). */
 const ROLL_CALL_PAGE = 20
@@ -19,6 +19,15 @@ const ROLL_CALL_DEBOUNCE_MS = 300
 const TOAST_MS = 10_000
 let client
 let user
+
+/** Every tenant the user works in: their own first, then those they direct ("Director of" at sign-in). */
+const tenantsOf = (u) => [u.tenant, ...(u.directorOf ?? []).filter((t) => t !== u.tenant)]
+/** The token covers several tenants: one stream carries them all, and the switcher picks where to act. */
+const severalTenants = () => tenantsOf(user).length > 1
+/** The tenant the inbox list, the unread count, publishing and marking read act in (the switcher's). */
+const actingIn = () => client?.tenant ?? user.tenant
+/** A call about `event` goes to its own tenant, whichever one the switcher shows. */
+const inItsTenant = (event) => (severalTenants() && event.tenant ? { tenant: event.tenant } : {})
 
 const list = (value) =>
   value
@@ -117,11 +126,11 @@ function actionButtons(event, li) {
       }
       void safely($('inbox-note'), async () => {
         if (action.action === 'ack') {
-          await client.ack(event.id)
+          await client.ack(event.id, inItsTenant(event))
           markAckedInList([event.id])
           return
         }
-        await client.read(event.id)
+        await client.read(event.id, inItsTenant(event))
         li.classList.remove('unread')
         await refreshBadge()
       })
@@ -173,7 +182,7 @@ function ownButtons(event) {
   )
   recall.addEventListener('click', () =>
     safely($('inbox-note'), async () => {
-      await client.recall(event.id)
+      await client.recall(event.id, inItsTenant(event))
       applyDelete(event)
       forgetSent(event.id)
       await refreshBadge()
@@ -212,7 +221,7 @@ function editForm(event, done) {
   form.addEventListener('submit', (e) => {
     e.preventDefault()
     void safely($('inbox-note'), async () => {
-      applyUpdate(await client.edit(event.id, { title: title.value, body: body.value || null }))
+      applyUpdate(await client.edit(event.id, { title: title.value, body: body.value || null }, inItsTenant(event)))
     })
   })
   form.append(field('Title ', title), field('Body ', body), save, cancel)
@@ -227,13 +236,13 @@ function item(event) {
   li.dataset.revision = String(event.revision ?? 0)
   const title = document.createElement('span')
   title.className = 'title'
-  title.append(...picture(event.icon, 'icon'), event.title)
+  title.append(...tenantLabel(event, li), ...picture(event.icon, 'icon'), event.title)
   const read = document.createElement('button')
   read.type = 'button'
   read.textContent = 'Mark read'
   read.addEventListener('click', () =>
     safely($('inbox-note'), async () => {
-      await client.read(event.id)
+      await client.read(event.id, inItsTenant(event))
       li.classList.remove('unread')
       await refreshBadge()
     }),
@@ -262,12 +271,56 @@ function item(event) {
   return li
 }
 
+/** For a user of several tenants, the event's tenant, marked when it is not the one the switcher shows. */
+function tenantLabel(event, li) {
+  if (!severalTenants() || !event.tenant) return []
+  li.dataset.tenant = event.tenant
+  li.classList.toggle('elsewhere', event.tenant !== actingIn())
+  const label = document.createElement('span')
+  label.className = 'tenant-label'
+  label.textContent = event.tenant
+  return [label]
+}
+
+/**
+ * The switcher: the inbox list shows the chosen tenant's history (and every tenant's events as they stream in),
+ * and the unread count, publishing, marking all read, topics, settings and the Sent card act there.
+ */
+async function switchTenant(tenant) {
+  client.setTenant(tenant === user.tenant ? undefined : tenant)
+  closeRollCall({ refocus: false })
+  const page = await client.history({ limit: 50 })
+  $('list').replaceChildren()
+  for (const e of page.events) render(e, { prepend: false })
+  $('empty').hidden = page.events.length > 0
+  showSent()
+  await refreshBadge()
+  await showTopics()
+  await showSettings()
+}
+
+function showTenantSwitch() {
+  const tenants = tenantsOf(user)
+  $('tenant-switch').hidden = tenants.length < 2
+  const select = $('tenant-select')
+  select.replaceChildren(
+    ...tenants.map((t) => {
+      const option = document.createElement('option')
+      option.value = t
+      option.textContent = t
+      return option
+    }),
+  )
+  select.value = actingIn()
+}
+
 async function signIn(form) {
   user = {
     sub: form.sub.value,
     tenant: form.tenant.value,
     roles: list(form.roles.value),
     topics: list(form.topics.value),
+    directorOf: list(form.directorOf.value),
   }
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(user))
   await start()
@@ -301,6 +354,8 @@ async function start() {
   })
   // Someone who published an event this user has not read reminds them of it.
   client.onNudge((event) => remind(event))
+  // Live-only updates (not notifications): the latest one on a line of its own; an upload's progress as a bar.
+  client.onLive('*', showLive)
   // A recipient acked or read one of this user's events: an open roll-call of it follows.
   client.onRollCall((notice) => {
     if (rollCall && notice.ids.includes(rollCall.id)) refreshRollCallSoon()
@@ -308,13 +363,15 @@ async function start() {
   $('signin').hidden = true
   $('inbox').hidden = false
   $('publish').hidden = false
+  void showEventTypes().catch(() => {})
   $('sent').hidden = false
   showSent()
   $('topics').hidden = false
   $('settings').hidden = false
   await showTopics()
   await showSettings()
-  $('who').textContent = `${user.sub} @ ${user.tenant}`
+  $('who').textContent = severalTenants() ? user.sub : `${user.sub} @ ${user.tenant}`
+  showTenantSwitch()
   const page = await client.history({ limit: 50 })
   for (const e of page.events) render(e, { prepend: false })
   client.start()
@@ -429,6 +486,50 @@ async function follow(form) {
   await showTopics()
 }
 
+/** The latest live-only event: its title (and body), and for `upload.progress` a bar at `data.percent`. */
+function showLive(event) {
+  $('live').hidden = false
+  $('live-text').textContent = event.body ? `${event.title}: ${event.body}` : event.title
+  const percent = event.type === 'upload.progress' ? Number(event.data?.percent) : Number.NaN
+  const bar = $('live-progress')
+  bar.hidden = !Number.isFinite(percent)
+  if (!bar.hidden) bar.value = Math.max(0, Math.min(100, percent))
+}
+
+/**
+ * The tenant's registered event types, as choices of the publish form: with one chosen, the form sends its data
+ * and leaves the title, body and priority to the type (what is typed in still wins).
+ */
+async function showEventTypes() {
+  const res = await fetch('/v1/event-types', {
+    headers: {
+      authorization: `Bearer ${await mintToken()}`,
+      ...(client.tenant ? { 'x-herald-tenant': client.tenant } : {}),
+    },
+  })
+  if (!res.ok) return
+  const select = $('publish-form').eventType
+  select.replaceChildren(select.options[0])
+  for (const t of (await res.json()).eventTypes) {
+    const option = document.createElement('option')
+    option.value = t.type
+    option.textContent = t.description ? `${t.type}: ${t.description}` : t.type
+    select.append(option)
+  }
+}
+
+/** A registered type chosen: the type gives the text and priority; none (demo.message): the form does. */
+function eventTypeChosen(form) {
+  const typed = form.eventType.value !== ''
+  form.title.required = !typed
+  $('publish-data').hidden = !typed
+  if (typed) {
+    form.title.value = ''
+    form.body.value = ''
+    form.priority.value = ''
+  } else if (form.priority.value === '') form.priority.value = 'normal'
+}
+
 async function publish(form) {
   const target = form.target.value.trim()
   const audience = form.audience.value
@@ -446,30 +547,50 @@ async function publish(form) {
   // "Send later": the browser's local date and time, sent as an instant (the service publishes it then).
   const later = form.deliverAt.value ? new Date(form.deliverAt.value) : undefined
   if (later && Number.isNaN(later.getTime())) throw new Error('"Send later" is not a date and time')
+  let data
+  if (form.eventType.value && form.data.value.trim()) {
+    try {
+      data = JSON.parse(form.data.value)
+    } catch {
+      throw new Error('"Data" is not JSON')
+    }
+  }
   const result = $('publish-result')
   result.classList.remove('error')
-  result.textContent = later ? 'Scheduling…' : 'Publishing…'
+  const liveOnly = form.live.checked
+  result.textContent = later ? 'Scheduling…' : liveOnly ? 'Sending live…' : 'Publishing…'
   const res = await fetch('/v1/events', {
     method: 'POST',
-    headers: { authorization: `Bearer ${await mintToken()}`, 'content-type': 'application/json' },
+    headers: {
+      authorization: `Bearer ${await mintToken()}`,
+      'content-type': 'application/json',
+      // In the tenant the switcher shows (one the token covers).
+      ...(client.tenant ? { 'x-herald-tenant': client.tenant } : {}),
+    },
     body: JSON.stringify({
-      type: 'demo.message',
+      type: form.eventType.value || 'demo.message',
       to,
-      title: form.title.value,
+      title: form.title.value || undefined,
       body: form.body.value || undefined,
-      priority: form.priority.value,
+      data,
+      priority: form.priority.value || undefined,
       deliverAt: later?.toISOString(),
+      ...(liveOnly && { store: false }),
     }),
   })
   const answer = await res.json()
   if (!res.ok) throw new Error(`refused: ${answer.detail}`)
+  if (answer.live) {
+    result.textContent = 'Sent live to the open streams (not stored)'
+    return
+  }
   if (answer.scheduledId) {
     result.textContent = `Scheduled #${answer.scheduledId} for ${new Date(answer.deliverAt).toLocaleString()}`
     return
   }
   const sent = {
     id: answer.id,
-    title: form.title.value,
+    title: form.title.value || form.eventType.value,
     to: audience === 'me' ? 'me' : audience === 'tenant' ? 'the whole tenant' : list(target).join(', '),
   }
   rememberSent(sent)
@@ -796,6 +917,7 @@ async function main() {
     e.preventDefault()
     void signIn(e.target)
   })
+  $('publish-form').eventType.addEventListener('change', (e) => eventTypeChosen(e.target.form))
   $('publish-form').addEventListener('submit', (e) => {
     e.preventDefault()
     void safely($('publish-result'), () => publish(e.target))
@@ -815,11 +937,13 @@ async function main() {
   $('read-all').addEventListener('click', () =>
     safely($('inbox-note'), async () => {
       await client.readAll()
-      for (const li of document.querySelectorAll('.item.unread')) li.classList.remove('unread')
+      // In the tenant acted in: another's items stay as they are.
+      for (const li of document.querySelectorAll('.item.unread:not(.elsewhere)')) li.classList.remove('unread')
       await refreshBadge()
     }),
   )
   $('push').addEventListener('click', () => void togglePush())
+  $('tenant-select').addEventListener('change', (e) => void safely($('inbox-note'), () => switchTenant(e.target.value)))
   $('roll-call-close').addEventListener('click', () => closeRollCall())
   $('roll-call-more').addEventListener('click', () => void loadRollCall({ more: true }))
   $('nudge').addEventListener('click', () => void remindUnread())

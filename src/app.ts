@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import fastifyStatic from '@fastify/static'
 import Fastify from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
+import { auditPlugin } from './audit/plugin.ts'
 import { authPlugin } from './auth.ts'
 import { clusterPlugin } from './cluster/plugin.ts'
 import type { Config } from './config.ts'
@@ -12,6 +13,7 @@ import type { Database } from './db/client.ts'
 import { databasePlugin } from './db/plugin.ts'
 import { directoryPlugin } from './directory/plugin.ts'
 import { registerDocs } from './docs.ts'
+import { eventTypesPlugin } from './event-types/plugin.ts'
 import { eventsPlugin } from './events/plugin.ts'
 import { MAX_JSON_DEPTH, nestsDeeperThan } from './events/raw-json.ts'
 import { limitsPlugin } from './limits.ts'
@@ -20,15 +22,19 @@ import { createMetrics, type Metrics } from './metrics.ts'
 import { HttpProblem, registerErrorHandling, sendProblem, serializeError } from './problems.ts'
 import { CHANGE_PUSHES, countPendingPushes, planNudgePushes, planPushes } from './push/outbox.ts'
 import { pushPlugin } from './push/plugin.ts'
+import { auditRoutes } from './routes/audit.ts'
 import { demoRoutes } from './routes/demo.ts'
 import { DIRECTORY_BATCH_BODY_LIMIT, directoryRoutes } from './routes/directory.ts'
+import { eventTypeRoutes } from './routes/event-types.ts'
 import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
 import { metricsRoutes } from './routes/metrics.ts'
 import { preferenceRoutes } from './routes/preferences.ts'
 import { pushRoutes } from './routes/push.ts'
 import { scheduledRoutes } from './routes/scheduled.ts'
+import { statsRoutes } from './routes/stats.ts'
 import { streamRoutes } from './routes/stream.ts'
+import { systemRoutes } from './routes/system.ts'
 import { topicRoutes } from './routes/topics.ts'
 import { webhookRoutes } from './routes/webhooks.ts'
 import { registerSecurityHeaders } from './security-headers.ts'
@@ -211,6 +217,8 @@ export async function buildApp(config: Config, database: Database, options: AppO
     now: options.clock,
   })
   await app.register(directoryPlugin)
+  await app.register(eventTypesPlugin, { strictTypes: config.events.strictTypes })
+  await app.register(auditPlugin, { presenceTtlS: config.cluster.presenceTtlS })
 
   // HTTP: headers, CORS, limits and authentication for every route, then the routes.
   await registerSecurityHeaders(app)
@@ -235,11 +243,15 @@ export async function buildApp(config: Config, database: Database, options: AppO
   await app.register(healthRoutes)
   await app.register(metricsRoutes, { token: config.http.metricsToken })
   await app.register(eventRoutes)
+  await app.register(systemRoutes)
+  await app.register(eventTypeRoutes)
   await app.register(scheduledRoutes)
   await app.register(pushRoutes)
   await app.register(topicRoutes)
   await app.register(preferenceRoutes)
   await app.register(webhookRoutes)
+  await app.register(auditRoutes)
+  await app.register(statsRoutes)
   await app.register(directoryRoutes, {
     batchBodyLimit: Math.max(config.http.bodyLimit, DIRECTORY_BATCH_BODY_LIMIT),
   })

@@ -7,13 +7,19 @@ import { storableText } from './db/storable-text.ts'
 import { HttpProblem } from './problems.ts'
 import { NotAllowedError } from './service-errors.ts'
 
-export type Scope = 'events:publish' | 'events:broadcast' | 'admin'
+/** `events:system`: a platform operator's, to publish into other tenants (routes/system.ts); never a tenant's. */
+export type Scope = 'events:publish' | 'events:broadcast' | 'admin' | 'events:system'
 
 /** Who is calling, from a verified token. Shared by every request with the same token: never changed. */
 export interface Caller {
   readonly userId: string
   readonly tenant: string
   readonly roles: readonly string[]
+  /**
+   * Every tenant the token covers (its `tenants` claim), with the caller's roles in each, the current one
+   * (`tenant`, with `roles`) included. Absent: the token covers its `tenant` only.
+   */
+  readonly tenants?: ReadonlyMap<string, readonly string[]>
   /** Topic patterns the caller may subscribe to: `class:7A` (exact) or `class:*` (prefix). */
   readonly topics: readonly string[]
   readonly scopes: ReadonlySet<string>
@@ -26,11 +32,23 @@ export interface Caller {
 /** Names go into the database as they are (user ids, tenants, roles, topics). */
 const storableName = storableText(200).min(1)
 
+/** Tenants one token may cover (a director of several schools): each is an index entry of every stream it opens. */
+export const MAX_TOKEN_TENANTS = 100
+
+/** The request header naming the tenant a REST call acts in, one the token covers (`tenants`). */
+export const TENANT_HEADER = 'x-herald-tenant'
+
+/** `tenants`: each tenant the user works in, with their roles there. */
+const tenantsClaim = z
+  .record(storableName, z.array(storableName).max(100))
+  .refine((tenants) => Object.keys(tenants).length <= MAX_TOKEN_TENANTS, `at most ${MAX_TOKEN_TENANTS} tenants`)
+
 const claimsSchema = z.object({
   sub: storableName,
   tenant: storableName,
   roles: z.array(storableName).max(100).default([]),
   topics: z.array(storableName).max(100).default([]),
+  tenants: tenantsClaim.optional(),
   scope: z.string().max(1000).default(''),
   // Optional here so that a token without them gets its own message (checkLifetime).
   exp: z.number().optional(),
@@ -162,13 +180,40 @@ export const authPlugin = fp(
         userId: c.sub,
         tenant: c.tenant,
         roles: c.roles,
+        tenants: c.tenants && coveredTenants(c.tenant, c.roles, c.tenants),
         topics: c.topics,
         scopes: new Set(c.scope.split(' ').filter(Boolean)),
         exp: c.exp,
       }
       callers.set(payload as object, caller)
       options.onNewCaller?.(caller)
+      // The user's roles in the other tenants count there too (the push audience of role events).
+      for (const tenant of caller.tenants?.keys() ?? [])
+        if (tenant !== caller.tenant) options.onNewCaller?.(inTenant(caller, tenant))
       return caller
+    }
+
+    /**
+     * The caller acting in the tenant an `X-Herald-Tenant` header names: the token's caller itself for its own
+     * tenant, else one the token covers, with the roles it has there (no topics: those claims are the current
+     * tenant's). Derived once per token and tenant, and kept as long as the token's caller is.
+     */
+    const inTenants = new WeakMap<Caller, Map<string, Caller>>()
+    const actingIn = (caller: Caller, request: FastifyRequest): Caller => {
+      const header = request.headers[TENANT_HEADER]
+      if (header === undefined) return caller
+      const tenant = typeof header === 'string' ? header.trim() : ''
+      if (tenant === caller.tenant) return caller
+      if (!caller.tenants?.has(tenant)) {
+        throw new HttpProblem('forbidden', 'Your token does not cover the tenant in X-Herald-Tenant.', [
+          { path: 'headers.x-herald-tenant', message: 'not a tenant of the token' },
+        ])
+      }
+      let derived = inTenants.get(caller)
+      if (!derived) inTenants.set(caller, (derived = new Map()))
+      let there = derived.get(tenant)
+      if (!there) derived.set(tenant, (there = inTenant(caller, tenant)))
+      return there
     }
 
     app.decorateRequest('caller', null as unknown as Caller)
@@ -178,17 +223,20 @@ export const authPlugin = fp(
       throw err
     }
     app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
+      let caller: Caller
       try {
-        request.caller = verifyToken(bearerToken(request))
+        caller = verifyToken(bearerToken(request))
       } catch (err) {
-        await refuse(request, reply, err)
+        return refuse(request, reply, err)
       }
+      request.caller = actingIn(caller, request)
     })
     app.decorate('authenticateOrAckToken', async (request: FastifyRequest, reply: FastifyReply) => {
+      let caller: Caller
       try {
         const token = bearerToken(request)
         const grant = options.ackTokens.verify(token)
-        request.caller = grant
+        caller = grant
           ? {
               userId: grant.userId,
               tenant: grant.tenant,
@@ -199,12 +247,35 @@ export const authPlugin = fp(
             }
           : verifyToken(token)
       } catch (err) {
-        await refuse(request, reply, err)
+        return refuse(request, reply, err)
       }
+      request.caller = actingIn(caller, request)
     })
   },
   { name: 'auth', dependencies: ['limits'] },
 )
+
+/**
+ * The `tenants` claim as the caller's map: the current tenant's roles are always `roles` (what `tenants` says
+ * of it is ignored), so a token means the same to a service that knows only `tenant` and `roles`.
+ */
+function coveredTenants(
+  tenant: string,
+  roles: readonly string[],
+  claim: Record<string, string[]>,
+): ReadonlyMap<string, readonly string[]> {
+  const covered = new Map<string, readonly string[]>(Object.entries(claim))
+  covered.set(tenant, roles)
+  return covered
+}
+
+/** The caller as it is in `tenant`, one its token covers: its roles there, and no topics. */
+export const inTenant = (caller: Caller, tenant: string): Caller => ({
+  ...caller,
+  tenant,
+  roles: caller.tenants?.get(tenant) ?? [],
+  topics: [],
+})
 
 /** The credential of an `Authorization: Bearer <credential>` header, or undefined for any other value. */
 export const bearerCredential = (header: string | undefined) => /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')?.[1]

@@ -3,6 +3,7 @@ import { createParser } from 'eventsource-parser'
 import { type Config, ConfigError, commaList, loadConfig, withDevSecret } from './config.ts'
 import type { Database } from './db/client.ts'
 import { DIRECTORY_HELP, runDirectory } from './directory/cli.ts'
+import { runTypes, TYPES_HELP } from './event-types/cli.ts'
 import { DEFAULT_TOKEN_TTL_S, mintToken } from './tokens.ts'
 
 /** Exit codes scripts can rely on. */
@@ -11,11 +12,30 @@ const DEFAULT_URL = 'http://localhost:3000'
 
 class UsageError extends Error {}
 
+/** `--tenants`: a JSON object of tenant to roles, as the token's `tenants` claim. */
+function tenantsClaim(text: string): Record<string, string[]> {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    value = undefined
+  }
+  const valid =
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    Object.values(value).every((roles) => Array.isArray(roles) && roles.every((r) => typeof r === 'string'))
+  if (!valid) throw new UsageError(`--tenants must be a JSON object of tenant to roles: '{"school-b":["director"]}'`)
+  return value as Record<string, string[]>
+}
+
 const commands: Record<string, { summary: string; help: string; run: (args: string[]) => Promise<number> }> = {
   token: {
     summary: 'mint a JWT for local use',
-    help: `herald token --sub <user> --tenant <tenant> [--roles a,b] [--topics 'class:*,news'] [--scope 'events:publish events:broadcast admin'] [--ttl seconds]
+    help: `herald token --sub <user> --tenant <tenant> [--roles a,b] [--topics 'class:*,news'] [--scope 'events:publish events:broadcast admin'] [--tenants '{"school-b":["director"]}'] [--ttl seconds]
 
+--tenants: every other tenant the user works in, with their roles there (a director of several schools): their one
+stream carries all of them, and REST calls act in one with the X-Herald-Tenant header.
 Signs with JWT_SECRET, or the development secret kept in DATA_DIR (what \`npm start\` uses when no key is configured).
 Prints the token on stdout.`,
     run: async (args) => {
@@ -25,9 +45,11 @@ Prints the token on stdout.`,
         roles: { type: 'string' },
         topics: { type: 'string' },
         scope: { type: 'string' },
+        tenants: { type: 'string' },
         ttl: { type: 'string' },
       })
       if (!values.sub || !values.tenant) throw new UsageError('--sub and --tenant are required')
+      const tenants = values.tenants === undefined ? undefined : tenantsClaim(values.tenants)
       const ttl = values.ttl === undefined ? DEFAULT_TOKEN_TTL_S : Number(values.ttl)
       if (!Number.isInteger(ttl) || ttl <= 0) throw new UsageError('--ttl must be a positive number of seconds')
       const { auth } = withDevSecret(loadConfig(process.env))
@@ -48,6 +70,7 @@ Prints the token on stdout.`,
           roles: commaList(values.roles),
           topics: commaList(values.topics),
           scope: values.scope ?? '',
+          ...(tenants && { tenants }),
         },
         ttl,
       )
@@ -61,7 +84,7 @@ Prints the token on stdout.`,
                [--type app.notice] [--body text] [--priority low|normal|high|urgent] [--url /path] [--data '{"k":1}']
                [--action 'ack:Got it'] [--action 'open:View grade:/grades/42'] [--icon url] [--image url] [--badge url]
                [--escalate <seconds>[:read|acked]] [--json '<whole body>'] [--idempotency-key k]
-               [--deliver-at <time>] [--server ${DEFAULT_URL}]
+               [--deliver-at <time>] [--live] [--server ${DEFAULT_URL}]
 
 --action <ack|read|open>:<title>[:<url>] adds a button (at most 2, in order): ack acknowledges, read marks read,
 open opens its url (or the event's --url) and marks read. URLs are paths on the service or https URLs.
@@ -69,6 +92,8 @@ open opens its url (or the event's --url) and marks read. URLs are paths on the 
 (+30m). The server checks the event now and answers {"scheduledId","deliverAt"}: see \`herald scheduled\`.
 --escalate 900 reports every recipient who has not read the event 900 s after it is published, by an
 \`event.unread\` webhook (--escalate 900:acked: who has not acked it).
+--live sends a live-only update ("store": false): to the matching open streams as \`event: live\`, never stored,
+listed, pushed or replayed; the server answers {"live":true}. Not with --deliver-at or --escalate.
 The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer.`,
     run: async (args) => {
       const { values, lists } = parse(args, {
@@ -92,14 +117,18 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
         'idempotency-key': { type: 'string' },
         'deliver-at': { type: 'string' },
         escalate: { type: 'string' },
+        live: { type: 'boolean' },
       })
       const token = values.token ?? process.env.HERALD_TOKEN
       if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
-      const later = values['deliver-at'] === undefined ? {} : { deliverAt: deliverAtFlag(values['deliver-at']) }
+      const later = {
+        ...(values['deliver-at'] === undefined ? {} : { deliverAt: deliverAtFlag(values['deliver-at']) }),
+        ...(values.live ? { store: false } : {}),
+      }
       let body: unknown
       if (values.json !== undefined) {
         const whole = parseJson(values.json, '--json')
-        body = 'deliverAt' in later ? { ...(whole as object), ...later } : whole
+        body = Object.keys(later).length ? { ...(whole as object), ...later } : whole
       } else {
         if (!values.title) throw new UsageError('--title is required (or give the whole body with --json)')
         body = {
@@ -332,6 +361,86 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
       return EXIT.ok
     },
   },
+  system: {
+    summary: 'publish one event into many tenants (platform operators: events:system)',
+    help: `herald system publish (--tenants a,b | --all) --title <text> --token <operator jwt>
+               [--to-role r] [--to-tenant] [--type system.notice] [--body text] [--priority low|normal|high|urgent]
+               [--url /path] [--data '{"k":1}'] [--ttl seconds] [--json '<whole body>'] [--idempotency-key k]
+               [--server ${DEFAULT_URL}]
+
+Publishes the event as its own in each tenant listed (--tenants, at most 10,000) or in every tenant the service
+knows (--all): each gets its own copy, with its own id, which names no other tenant. All tenants or none. The
+audience defaults to the whole tenant (--to-tenant); --to-role narrows it to role holders in every tenant. The
+token needs the events:system scope (herald token ... --scope events:system). The token may also come from
+HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer: {tenants, createdAt, events:
+[{tenant, id}]}; exit 1 when the server refuses.`,
+    run: async (args) => {
+      const [action, ...rest] = args
+      if (action !== 'publish') throw new UsageError(action ? `unknown action "${action}": publish` : 'publish?')
+      const { values } = parse(rest, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        json: { type: 'string' },
+        tenants: { type: 'string' },
+        all: { type: 'boolean' },
+        title: { type: 'string' },
+        type: { type: 'string' },
+        body: { type: 'string' },
+        priority: { type: 'string' },
+        url: { type: 'string' },
+        data: { type: 'string' },
+        ttl: { type: 'string' },
+        'to-role': { type: 'string' },
+        'to-tenant': { type: 'boolean' },
+        'idempotency-key': { type: 'string' },
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      if (values.all && values.tenants !== undefined) throw new UsageError('give --tenants or --all, not both')
+      const tenants = values.all ? '*' : commaList(values.tenants)
+      let body: unknown
+      if (values.json !== undefined) {
+        const whole = parseJson(values.json, '--json') as object
+        body = values.all || values.tenants !== undefined ? { ...whole, tenants } : whole
+      } else {
+        if (!values.all && !tenants.length) throw new UsageError('--tenants a,b or --all is required')
+        if (!values.title) throw new UsageError('--title is required (or give the whole body with --json)')
+        const roles = commaList(values['to-role'])
+        body = {
+          tenants,
+          type: values.type ?? 'system.notice',
+          title: values.title,
+          to: { ...(roles.length ? { roles } : {}), tenant: Boolean(values['to-tenant']) || !roles.length },
+          ...(values.body !== undefined ? { body: values.body } : {}),
+          ...(values.priority !== undefined ? { priority: values.priority } : {}),
+          ...(values.url !== undefined ? { url: values.url } : {}),
+          ...(values.data !== undefined ? { data: parseJson(values.data, '--data') } : {}),
+          ...(values.ttl !== undefined ? { ttl: Number(values.ttl) } : {}),
+        }
+      }
+      const url = new URL('/v1/system/events', serverUrl(values.server))
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/json',
+          ...(values['idempotency-key'] ? { 'idempotency-key': values['idempotency-key'] } : {}),
+        },
+        body: JSON.stringify(body),
+      }).catch((err: unknown) => {
+        throw new Error(
+          `cannot reach ${url.origin} (${reason(err)}); is the server running? Set --server or HERALD_URL.`,
+        )
+      })
+      const text = await res.text()
+      if (!res.ok) {
+        console.error(`system publish failed: HTTP ${res.status} ${text}`)
+        return EXIT.failed
+      }
+      console.log(text)
+      return EXIT.ok
+    },
+  },
   topics: {
     summary: 'the topics a user follows; a topic’s members (admin)',
     help: `herald topics list --token <jwt> [--server ${DEFAULT_URL}]
@@ -433,6 +542,11 @@ when the server refuses (400 names the field at fault).`,
     help: DIRECTORY_HELP,
     run: (args) => runDirectory(args, { usageError: (message) => new UsageError(message), serverUrl, callService }),
   },
+  types: {
+    summary: 'the tenant’s event types: list; put (admin) a type from a JSON file; remove',
+    help: TYPES_HELP,
+    run: (args) => runTypes(args, { usageError: (message) => new UsageError(message), serverUrl, callService }),
+  },
   webhooks: {
     summary: 'the tenant’s webhook endpoints (admin): list, add, remove, enable, deliveries',
     help: `herald webhooks list --token <admin jwt> [--server ${DEFAULT_URL}]
@@ -494,6 +608,82 @@ Prints the server's JSON answer; exit 1 when the server refuses (400 names the f
         return EXIT.failed
       }
       console.log(res.status === 204 ? JSON.stringify({ id: target, state: 'removed' }) : text)
+      return EXIT.ok
+    },
+  },
+  stats: {
+    summary: 'the tenant’s statistics per day and event type, and who is online now (admin)',
+    help: `herald stats [--from 2025-03-01] [--to 2025-03-08] [--type grades.posted] --token <admin jwt> [--server ${DEFAULT_URL}]
+
+One JSON line per UTC day and event type ({day, type, published, deliveredOnStreams, pushed, pushFailures, acked,
+read, medianTimeToReadS}), then a line {now: {openStreams, onlineUsers}}. --from and --to are a date or an ISO
+date-time; by default the last 7 days, at most 92. For a token with the admin scope. The token may also come from
+HERALD_TOKEN and the server from HERALD_URL. Exit 1 when the server refuses (400 names the field at fault).`,
+    run: async (args) => {
+      const { values } = parse(args, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        from: { type: 'string' },
+        to: { type: 'string' },
+        type: { type: 'string' },
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      const url = new URL('/v1/stats', serverUrl(values.server))
+      for (const name of ['from', 'to', 'type'] as const) {
+        if (values[name] !== undefined) url.searchParams.set(name, values[name])
+      }
+      const res = await callService('GET', url, token)
+      const text = await res.text()
+      if (!res.ok) {
+        console.error(`stats failed: HTTP ${res.status} ${text}`)
+        return EXIT.failed
+      }
+      const stats = JSON.parse(text) as { days: unknown[]; now: unknown }
+      for (const day of stats.days) console.log(JSON.stringify(day))
+      console.log(JSON.stringify({ now: stats.now }))
+      return EXIT.ok
+    },
+  },
+  audit: {
+    summary: 'the tenant’s stream connections: who, from where, when and why they closed (admin)',
+    help: `herald audit connections [--user id] [--from 2025-03-01] [--to 2025-03-08] --token <admin jwt> [--server ${DEFAULT_URL}]
+
+One JSON line per stream connection, newest first, every page of them ({id, user, instance, openedAt, closedAt,
+closeReason, userAgent, clientIp}). --from and --to are a date or an ISO date-time. Kept AUDIT_RETENTION_DAYS.
+For a token with the admin scope. The token may also come from HERALD_TOKEN and the server from HERALD_URL.
+Exit 1 when the server refuses (400 names the field at fault).`,
+    run: async (args) => {
+      const [action, ...rest] = args
+      if (action !== 'connections')
+        throw new UsageError(action ? `unknown action "${action}": connections` : 'connections?')
+      const { values } = parse(rest, {
+        token: { type: 'string' },
+        server: { type: 'string' },
+        user: { type: 'string' },
+        from: { type: 'string' },
+        to: { type: 'string' },
+      })
+      const token = values.token ?? process.env.HERALD_TOKEN
+      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+      let cursor: string | null = null
+      do {
+        const url = new URL('/v1/audit/connections', serverUrl(values.server))
+        for (const name of ['user', 'from', 'to'] as const) {
+          if (values[name] !== undefined) url.searchParams.set(name, values[name])
+        }
+        url.searchParams.set('limit', '1000')
+        if (cursor) url.searchParams.set('cursor', cursor)
+        const res = await callService('GET', url, token)
+        const text = await res.text()
+        if (!res.ok) {
+          console.error(`audit failed: HTTP ${res.status} ${text}`)
+          return EXIT.failed
+        }
+        const page = JSON.parse(text) as { connections: unknown[]; next: string | null }
+        for (const c of page.connections) console.log(JSON.stringify(c))
+        cursor = page.next
+      } while (cursor)
       return EXIT.ok
     },
   },
@@ -591,7 +781,11 @@ The server also does this every PRUNE_INTERVAL_S. Prints what it deleted as JSON
       parse(args, {})
       const { prune } = await import('./events/retention.ts')
       await withMigratedDatabase('prune', async (database, config) => {
-        console.log(JSON.stringify({ pruned: await prune(database, config.events.retentionDays) }))
+        console.log(
+          JSON.stringify({
+            pruned: await prune(database, config.events.retentionDays, config.events.auditRetentionDays),
+          }),
+        )
       })
       return EXIT.ok
     },

@@ -11,7 +11,8 @@ export async function registerCors(app: FastifyInstance, origins: string[]) {
     origin: (origin, done) => done(null, allowed(origins, origin)),
     // Every method a route takes (PUT and PATCH too: preferences, topics, the directory, edits).
     methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
-    allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'],
+    // x-herald-tenant: the tenant a call acts in, of those the token covers (auth.ts).
+    allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id', 'x-herald-tenant'],
     // A 429's or 503's wait, which the browser client reads (`retryAfter`).
     exposedHeaders: ['retry-after'],
     maxAge: 600,

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import fastifySwagger, { type SwaggerTransform } from '@fastify/swagger'
+import fastifySwagger, { type SwaggerTransform, type SwaggerTransformObject } from '@fastify/swagger'
 import fastifySwaggerUi from '@fastify/swagger-ui'
 import type { FastifyInstance, FastifySchema, RouteOptions } from 'fastify'
 import { jsonSchemaTransform } from 'fastify-type-provider-zod'
@@ -24,6 +24,33 @@ const PACKAGE: { version: string; license: string } = JSON.parse(
  */
 const SERVERS = [{ url: '/', description: 'This service (the one serving this document)' }]
 
+/** `X-Herald-Tenant` (auth.ts), which every operation that takes a token takes: shared, as a component. */
+const TENANT_HEADER_PARAMETER = {
+  name: 'X-Herald-Tenant',
+  in: 'header',
+  required: false,
+  schema: { type: 'string', minLength: 1, maxLength: 200 },
+  description:
+    'The tenant the call acts in: the token’s `tenant` (the default), or one its `tenants` claim covers, with the ' +
+    'roles it gives there. Any other tenant is a 403.',
+} as const
+
+/** Every operation that takes a token refers to the shared X-Herald-Tenant parameter (public ones say `security: []`). */
+const withTenantHeader: SwaggerTransformObject = (document) => {
+  if (!('openapiObject' in document)) return document.swaggerObject
+  const { openapiObject } = document
+  type Operation = { security?: unknown[]; parameters?: unknown[] }
+  for (const path of Object.values(openapiObject.paths ?? {}) as Array<Record<string, Operation>>) {
+    for (const [method, op] of Object.entries(path)) {
+      if (!HTTP_METHODS.has(method) || op.security?.length === 0) continue
+      op.parameters = [...(op.parameters ?? []), { $ref: '#/components/parameters/TenantHeader' }]
+    }
+  }
+  return openapiObject
+}
+
+const HTTP_METHODS = new Set(['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'])
+
 /** A reply a route documents: a zod schema (JSON), or one zod schema per media type with a description. */
 type DocumentedReply = z.ZodType | { description: string; content: Record<string, { schema: z.ZodType }> }
 
@@ -43,7 +70,8 @@ export async function registerDocs(app: FastifyInstance) {
         license: { name: PACKAGE.license, identifier: PACKAGE.license },
         description:
           'Real-time notifications for multi-tenant apps: SSE streams with gapless resume, REST acks, Web Push fallback. ' +
-          'Every error is `application/problem+json` (RFC 9457).',
+          'Every error is `application/problem+json` (RFC 9457). A call acts in its token’s `tenant`, or in another ' +
+          'tenant its `tenants` claim covers, named by the `X-Herald-Tenant` header (a director of several schools).',
       },
       servers: SERVERS,
       tags: [
@@ -61,9 +89,22 @@ export async function registerDocs(app: FastifyInstance) {
             'The user directory: who exists in a tenant, with their roles and topics (tenants’ backends, `admin`).',
         },
         {
+          name: 'event-types',
+          description:
+            'A tenant’s event types: defaults, inbox and push switches, and title and body templates per locale.',
+        },
+        {
           name: 'webhooks',
           description:
             'Webhook endpoints a tenant’s admins register: signed deliveries of events, receipts and presence.',
+        },
+        {
+          name: 'admin',
+          description: 'For a tenant’s admins: the connection audit and statistics (the /admin page reads them live).',
+        },
+        {
+          name: 'system',
+          description: 'For the platform’s operators (`events:system`): one event into many tenants.',
         },
         { name: 'operations', description: 'Health, readiness and metrics.' },
         { name: 'demo', description: 'The demo page’s sign-in; only while the service uses a secret it generated.' },
@@ -77,7 +118,8 @@ export async function registerDocs(app: FastifyInstance) {
             description:
               'A JWT minted by your application backend (HS256, RS256 or ES256): `sub`, `tenant`, `exp` (at most ' +
               'JWT_MAX_TTL_S after `iat`, or after now without `iat`), and optionally `roles`, `topics`, `scope` ' +
-              '(`events:publish`, `events:broadcast`, `admin`), `iat`, `nbf`. Clocks may differ by 30 s.',
+              '(`events:publish`, `events:broadcast`, `admin`), `tenants` (every tenant the user works in, with ' +
+              'their roles there: `{"school-b": ["director"]}`; at most 100), `iat`, `nbf`. Clocks may differ by 30 s.',
           },
           accessTokenQuery: {
             type: 'apiKey',
@@ -94,6 +136,7 @@ export async function registerDocs(app: FastifyInstance) {
             description: 'GET /v1/stream only: a single-use ticket from POST /v1/stream/tickets, valid for 30 s.',
           },
         },
+        parameters: { TenantHeader: TENANT_HEADER_PARAMETER },
         // A JSON Schema 2020-12 is an OpenAPI 3.1 schema; zod's type for it is only wider than openapi-types'.
         schemas: {
           Problem: z.toJSONSchema(problemSchema, { target: 'draft-2020-12', io: 'output' }) as Record<string, unknown>,
@@ -103,6 +146,7 @@ export async function registerDocs(app: FastifyInstance) {
       security: [{ bearerAuth: [] }],
     },
     transform,
+    transformObject: withTenantHeader,
   })
   // The service's own Content-Security-Policy (app.ts) covers the UI, hence no staticCSP. Swagger UI's plain
   // layout: the standalone one's top bar draws its logo with a `<style>` element, which that policy refuses,
@@ -187,6 +231,15 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
     database: true,
     errors: publishErrors('the single-event route'),
   },
+  'POST /v1/system/events': {
+    operationId: 'publishSystemEvent',
+    database: true,
+    errors: {
+      403: 'The token lacks `events:system` (a tenant’s `admin` or `events:broadcast` is not enough).',
+      409: 'The Idempotency-Key’s first request is still in flight: retry once it is answered.',
+      422: 'The Idempotency-Key was used for another request (another publish route counts): a new request needs a new key.',
+    },
+  },
   'GET /v1/events': { operationId: 'listEvents', database: true },
   'GET /v1/events/unread-count': { operationId: 'getUnreadCount', database: true },
   'GET /v1/events/{id}': {
@@ -231,6 +284,13 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
   'PUT /v1/me/preferences': { operationId: 'setMyPreferences', database: true },
   'GET /v1/tenant/preferences': { operationId: 'getTenantPreferences', database: true, errors: { 403: notAdmin } },
   'PUT /v1/tenant/preferences': { operationId: 'setTenantPreferences', database: true, errors: { 403: notAdmin } },
+  'GET /v1/event-types': { operationId: 'listEventTypes', database: true },
+  'PUT /v1/event-types/{type}': { operationId: 'putEventType', database: true, errors: { 403: notAdmin } },
+  'DELETE /v1/event-types/{type}': {
+    operationId: 'deleteEventType',
+    database: true,
+    errors: { 403: notAdmin, 404: 'No event type of this name is registered in the caller’s tenant.' },
+  },
   'PUT /v1/directory/users/{id}': { operationId: 'putDirectoryUser', database: true, errors: { 403: notAdmin } },
   'GET /v1/directory/users/{id}': {
     operationId: 'getDirectoryUser',
@@ -340,6 +400,9 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
     database: true,
     errors: { 403: notAdmin, 404: noWebhook },
   },
+  'GET /v1/audit/connections': { operationId: 'listStreamConnections', database: true, errors: { 403: notAdmin } },
+  'GET /v1/stats': { operationId: 'getStats', database: true, errors: { 403: notAdmin } },
+  'GET /admin': { operationId: 'getAdminPage', database: false },
   'GET /health': { operationId: 'getHealth', database: false },
   'GET /ready': { operationId: 'getReadiness', database: true },
   'GET /metrics': {

@@ -15,6 +15,8 @@ interface StoredCaller {
   tenant: string
   roles: string[]
   topics: string[]
+  /** Caller.tenants, as [tenant, roles] pairs. */
+  tenants?: Array<[string, string[]]>
   scopes: string[]
   exp?: number
 }
@@ -44,6 +46,7 @@ async function issueStreamTicket(database: Database, caller: Caller): Promise<st
     tenant: caller.tenant,
     roles: [...caller.roles],
     topics: [...caller.topics],
+    tenants: caller.tenants && [...caller.tenants].map(([tenant, roles]) => [tenant, [...roles]]),
     scopes: [...caller.scopes],
     exp: caller.exp,
   }
@@ -64,5 +67,13 @@ async function redeemStreamTicket(database: Database, ticket: string): Promise<C
     .returning({ caller: streamTickets.caller, expiresAt: streamTickets.expiresAt })
   if (!row || row.expiresAt.getTime() <= Date.now()) return undefined
   const c = JSON.parse(row.caller) as StoredCaller
-  return { userId: c.userId, tenant: c.tenant, roles: c.roles, topics: c.topics, scopes: new Set(c.scopes), exp: c.exp }
+  return {
+    userId: c.userId,
+    tenant: c.tenant,
+    roles: c.roles,
+    tenants: c.tenants && new Map(c.tenants),
+    topics: c.topics,
+    scopes: new Set(c.scopes),
+    exp: c.exp,
+  }
 }

@@ -11,6 +11,8 @@ export interface TokenClaims {
   tenant: string
   roles?: string[]
   topics?: string[]
+  /** Every tenant the user works in, with their roles there (a director of several schools); `tenant` is the current one. */
+  tenants?: Record<string, string[]>
   /** Space-separated: events:publish events:broadcast admin */
   scope?: string
 }

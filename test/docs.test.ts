@@ -17,6 +17,9 @@ const TAGS = new Set([
   'topics',
   'preferences',
   'directory',
+  'event-types',
+  'system',
+  'admin',
   'webhooks',
   'operations',
   'demo',
@@ -58,6 +61,8 @@ const errorStatuses = (op: Json): number[] =>
 
 /** Whether an operation takes the bearer token: every one but those that say `security: []`. */
 const needsToken = (op: Json) => op.security === undefined || op.security.length > 0
+/** Every operation that takes a token takes X-Herald-Tenant too (test/directors.test.ts). */
+const TENANT_HEADER_REF = { $ref: '#/components/parameters/TenantHeader' }
 
 describe('OpenAPI document (SPEC 8)', () => {
   let t: TestApp
@@ -139,10 +144,12 @@ describe('OpenAPI document (SPEC 8)', () => {
         'badge',
         'ttl',
         'escalate',
+        'store',
         'deliverAt',
       ].sort(),
     )
-    expect(body.required.sort()).toEqual(['title', 'to', 'type'])
+    // A registered type may render the title and give the defaults (docs/event-types.md).
+    expect(body.required.sort()).toEqual(['to', 'type'])
     const p = body.properties
     expect(p.type).toMatchObject({ type: 'string', maxLength: 100, pattern: expect.any(String) })
     expect(new RegExp(p.type.pattern).test('grade.updated')).toBe(true)
@@ -151,7 +158,8 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(p.title).toMatchObject({ type: 'string', minLength: 1, maxLength: 200 })
     expect(nonNull(p.body)).toMatchObject({ type: 'string', maxLength: 2000 })
     expect(p.data.description).toMatch(/16384 bytes/)
-    expect(p.priority).toMatchObject({ enum: ['low', 'normal', 'high', 'urgent'], default: 'normal' })
+    expect(p.priority).toMatchObject({ enum: ['low', 'normal', 'high', 'urgent'] })
+    expect(p.priority.description).toMatch(/registered type’s default, else `normal`/)
     expect(nonNull(p.url)).toMatchObject({ type: 'string', maxLength: 2048 })
     expect(nonNull(p.collapseKey)).toMatchObject({ type: 'string', minLength: 1, maxLength: 64 })
     const actions = nonNull(p.actions)
@@ -164,7 +172,8 @@ describe('OpenAPI document (SPEC 8)', () => {
     for (const picture of ['icon', 'image', 'badge']) {
       expect(nonNull(p[picture]), picture).toMatchObject({ type: 'string', maxLength: 2048 })
     }
-    expect(p.ttl).toMatchObject({ type: 'integer', minimum: 60, maximum: 2_592_000, default: 604_800 })
+    expect(p.ttl).toMatchObject({ type: 'integer', minimum: 60, maximum: 2_592_000 })
+    expect(p.ttl.description).toMatch(/registered type’s default, else 604800/)
     expect(p.deliverAt).toMatchObject({ type: 'string', format: 'date-time' })
     expect(p.deliverAt.description).toMatch(/RFC 3339.*30 days/)
     const batchBody = operation('POST', '/v1/events/batch').requestBody.content['application/json'].schema
@@ -183,6 +192,7 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(query.find((x: Json) => x.name === 'limit').schema).toMatchObject({ maximum: 500, default: 50 })
     expect(operation('GET', '/v1/events/{id}').parameters).toEqual([
       expect.objectContaining({ in: 'path', name: 'id', required: true }),
+      TENANT_HEADER_REF,
     ])
     const subscription = operation('POST', '/v1/push/subscriptions').requestBody.content['application/json'].schema
     expect(subscription.required.sort()).toEqual(['endpoint', 'keys'])
@@ -191,7 +201,10 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(bulkRead.anyOf.map((s: Json) => Object.keys(s.properties))).toEqual([['ids'], ['upTo']])
     // An edit takes the four fields it may change, by a publish's rules, and nothing else.
     const edit = operation('PATCH', '/v1/events/{id}')
-    expect(edit.parameters).toEqual([expect.objectContaining({ in: 'path', name: 'id', required: true })])
+    expect(edit.parameters).toEqual([
+      expect.objectContaining({ in: 'path', name: 'id', required: true }),
+      TENANT_HEADER_REF,
+    ])
     const editBody = edit.requestBody.content['application/json'].schema
     expect(Object.keys(editBody.properties).sort()).toEqual(['body', 'data', 'title', 'url'])
     expect(editBody.required ?? []).toEqual([])
@@ -202,6 +215,7 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(editBody.properties.data.description).toMatch(/16384 bytes/)
     expect(operation('DELETE', '/v1/events/{id}').parameters).toEqual([
       expect.objectContaining({ in: 'path', name: 'id', required: true }),
+      TENANT_HEADER_REF,
     ])
   })
 
@@ -241,8 +255,13 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(json('POST', '/v1/events', '201').required.sort()).toEqual(['createdAt', 'id'])
     expect(json('POST', '/v1/events', '200').required.sort()).toEqual(['createdAt', 'id'])
     expect(json('POST', '/v1/events/batch', '201').properties.ids.type).toBe('array')
+    // 202: a scheduled publish (deliverAt), or live-only events sent (store: false).
     for (const path of ['/v1/events', '/v1/events/batch']) {
-      expect(json('POST', path, '202').required.sort(), path).toEqual(['deliverAt', 'scheduledId'])
+      const accepted = json('POST', path, '202').anyOf as Array<{ required: string[] }>
+      expect(
+        accepted.map((reply) => reply.required.sort()),
+        path,
+      ).toEqual([['deliverAt', 'scheduledId'], ['live']])
     }
     expect(Object.keys(json('GET', '/v1/scheduled', '200').properties).sort()).toEqual(['next', 'scheduled'])
     expect(Object.keys(json('GET', '/v1/scheduled/{id}', '200').properties)).toEqual(
@@ -253,6 +272,7 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(Object.keys(json('GET', '/v1/events/{id}', '200').properties)).toEqual(
       expect.arrayContaining([
         'id',
+        'tenant',
         'type',
         'title',
         'data',

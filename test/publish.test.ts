@@ -9,10 +9,11 @@ import { SseClient } from './helpers/sse.ts'
 
 /**
  * The fields of an event as every client sees it (SPEC section 3), and nothing else; `revision` (issue 18: how
- * many times it was edited) is one more.
+ * many times it was edited) is one more, and `tenant` (issue 20: one stream carries a director's several schools).
  */
 const EVENT_FIELDS = [
   'id',
+  'tenant',
   'type',
   'title',
   'body',
@@ -171,6 +172,7 @@ describeEachBackend('publish', (backend) => {
     expect(res.status, res.text).toBe(201)
     const expected = {
       id: res.body.id,
+      tenant: 't1',
       type: 'grade.updated',
       title: 'New grade',
       body: 'Maths: 18/20',

@@ -176,7 +176,9 @@ describeEachBackend('the wire format: JavaScript and SQL build the same bytes', 
     const editRows = rows.filter((r) => r.kind === 'update')
     for (const [i, row] of editRows.entries()) {
       const eventId = changedIds[TRICKY_EDITS[i].index]
-      expect(logFrame(row).startsWith(`id: ${row.id}\nevent: update\ndata: {"id":"${eventId}","type":`)).toBe(true)
+      expect(
+        logFrame(row).startsWith(`id: ${row.id}\nevent: update\ndata: {"id":"${eventId}","tenant":"t1","type":`),
+      ).toBe(true)
       expect(JSON.parse(logFrame(row).split('\ndata: ')[1])).toMatchObject({ id: String(eventId), revision: 1 })
     }
     expect(JSON.parse(logFrame(editRows[0]).split('\ndata: ')[1]).title).toBe('✓ é\u2028 "edited" \\ 😀')

@@ -1,19 +1,23 @@
 // The typed client for application backends (`herald/client`): publish (now or later), edit and recall events,
-// follow and cancel scheduled publishes, read delivery status, manage topic members and the user directory, mint
-// tokens and stream tickets. Its request and reply types are the service's own zod schemas (type-only imports:
+// follow and cancel scheduled publishes, read delivery status, manage topic members, the user directory and event
+// types, mint tokens and stream tickets. Its request and reply types are the service's own zod schemas (type-only imports:
 // nothing of the server is loaded), so they cannot drift from what the service validates and documents; a test
 // holds each method to its OpenAPI operation.
 import type { z } from 'zod'
 import type { DirectoryListQuery, directoryBatchSchema, directoryUserFields } from '../directory/model.ts'
+import type { eventTypeRegistrationSchema } from '../event-types/model.ts'
 import type { batchSchema, eventEditFields, newEventSchema } from '../events/model.ts'
 import type { tenantSettingsSchema, userSettingsSchema } from '../events/preference-rules.ts'
 import type { problemSchema } from '../problems.ts'
+import type { connectionPage } from '../routes/audit.ts'
 import type { directoryBatchReply, directoryPage, directoryUserReply } from '../routes/directory.ts'
+import type { eventTypeReply } from '../routes/event-types.ts'
 import type { tenantPreferencesReply, userPreferencesReply } from '../routes/preferences.ts'
 import type {
   batchPublished,
   deliveryStatusReply,
   eventSchema,
+  liveSent,
   nudgeReply,
   published,
   recipientsQuery,
@@ -25,6 +29,8 @@ import type {
   topicMemberList,
   topicMembersChanged,
 } from '../routes/schemas.ts'
+import type { statsReply } from '../routes/stats.ts'
+import type { systemEventBody, systemPublished } from '../routes/system.ts'
 import type { createdWebhook, deliveryPage, webhookList, webhookSchema } from '../routes/webhooks.ts'
 import { mintToken as mint, type TokenClaims } from '../tokens.ts'
 import type { newWebhookSchema } from '../webhooks/model.ts'
@@ -38,6 +44,12 @@ export type Published = z.output<typeof published> & {
   /** True when an Idempotency-Key matched an earlier publish. */ replayed: boolean
 }
 export type BatchPublished = z.output<typeof batchPublished> & { replayed: boolean }
+/** A platform broadcast (`publishSystem`): `tenants` (a list, or `'*'` for every tenant) and the event. */
+export type SystemEvent = z.input<typeof systemEventBody>
+/** A platform broadcast published: how many tenants, and each tenant's own event id. */
+export type SystemPublished = z.output<typeof systemPublished> & { replayed: boolean }
+/** A live-only publish (`publishLive`, `store: false`): sent to the open streams, nothing stored. */
+export type LiveSent = z.output<typeof liveSent>
 /** A publish accepted for later (`deliverAt`): the same again for a retry with its Idempotency-Key. */
 export type Scheduled = z.output<typeof scheduledReply>
 export type ScheduledPage = z.output<typeof scheduledPage>
@@ -68,6 +80,18 @@ export type CreatedWebhook = z.output<typeof createdWebhook>
 /** A page of an endpoint's deliveries, newest first (`next`: pass as `cursor`). */
 export type WebhookDeliveryPage = z.output<typeof deliveryPage>
 export type { WebhookType }
+/** A page of the tenant's audited stream connections, newest first (`next`: pass as `cursor`). */
+export type ConnectionPage = z.output<typeof connectionPage>
+/** `GET /v1/audit/connections`'s filters: `from` and `to` are a date (`2025-03-01`) or an ISO date-time. */
+export interface ConnectionQuery {
+  user?: string
+  from?: string
+  to?: string
+  cursor?: string
+  limit?: number
+}
+/** The tenant's statistics per UTC day and event type, and who is online now. */
+export type Stats = z.output<typeof statsReply>
 /** A user as `PUT /v1/directory/users/{id}` takes them (whole: what is left out is cleared). */
 export type DirectoryUserInput = z.input<typeof directoryUserFields>
 /** A user of the directory as the service holds them. */
@@ -76,6 +100,10 @@ export type DirectoryUser = z.output<typeof directoryUserReply>
 export type DirectoryBatchOperation = z.input<typeof directoryBatchSchema>['operations'][number]
 export type DirectoryBatchResult = z.output<typeof directoryBatchReply>
 export type DirectoryPage = z.output<typeof directoryPage>
+/** An event type as `PUT /v1/event-types/{type}` takes it (whole: what is left out is cleared or defaulted). */
+export type EventTypeInput = z.input<typeof eventTypeRegistrationSchema>
+/** A registered event type as the service answers it. */
+export type EventType = z.output<typeof eventTypeReply>
 /** What `listDirectoryUsers` narrows by, and where it starts (`cursor`: a page's `next`). */
 export type DirectoryQuery = Partial<Pick<DirectoryListQuery, 'role' | 'topic' | 'cursor' | 'limit'>>
 export type { TokenClaims }
@@ -87,6 +115,11 @@ export interface HeraldServerClientOptions {
   token: string | (() => string | Promise<string>)
   /** Defaults to the global fetch. */
   fetch?: typeof fetch
+  /**
+   * The tenant calls act in, sent as `X-Herald-Tenant`: one the token's `tenants` claim covers (a director of
+   * several schools). Defaults to the token's `tenant`. For one call, `client.inTenant(tenant).publish(...)`.
+   */
+  tenant?: string
 }
 
 /** The service answered with a problem (RFC 9457): its fields, and Retry-After in seconds where given. */
@@ -125,6 +158,7 @@ export class HeraldError extends Error {
 export const CLIENT_OPERATIONS = {
   publish: { method: 'POST', path: '/v1/events', operationId: 'publishEvent' },
   publishBatch: { method: 'POST', path: '/v1/events/batch', operationId: 'publishEvents' },
+  publishSystem: { method: 'POST', path: '/v1/system/events', operationId: 'publishSystemEvent' },
   status: { method: 'GET', path: '/v1/events/{id}/status', operationId: 'getEventStatus' },
   recipients: { method: 'GET', path: '/v1/events/{id}/recipients', operationId: 'getEventRecipients' },
   nudge: { method: 'POST', path: '/v1/events/{id}/nudge', operationId: 'nudgeEvent' },
@@ -146,15 +180,28 @@ export const CLIENT_OPERATIONS = {
   deleteWebhook: { method: 'DELETE', path: '/v1/webhooks/{id}', operationId: 'deleteWebhook' },
   enableWebhook: { method: 'POST', path: '/v1/webhooks/{id}/enable', operationId: 'enableWebhook' },
   webhookDeliveries: { method: 'GET', path: '/v1/webhooks/{id}/deliveries', operationId: 'listWebhookDeliveries' },
+  listEventTypes: { method: 'GET', path: '/v1/event-types', operationId: 'listEventTypes' },
+  putEventType: { method: 'PUT', path: '/v1/event-types/{type}', operationId: 'putEventType' },
+  deleteEventType: { method: 'DELETE', path: '/v1/event-types/{type}', operationId: 'deleteEventType' },
   putDirectoryUser: { method: 'PUT', path: '/v1/directory/users/{id}', operationId: 'putDirectoryUser' },
   getDirectoryUser: { method: 'GET', path: '/v1/directory/users/{id}', operationId: 'getDirectoryUser' },
   deleteDirectoryUser: { method: 'DELETE', path: '/v1/directory/users/{id}', operationId: 'deleteDirectoryUser' },
   directoryBatch: { method: 'POST', path: '/v1/directory/users/batch', operationId: 'batchDirectoryUsers' },
   listDirectoryUsers: { method: 'GET', path: '/v1/directory/users', operationId: 'listDirectoryUsers' },
+  auditConnections: { method: 'GET', path: '/v1/audit/connections', operationId: 'listStreamConnections' },
+  stats: { method: 'GET', path: '/v1/stats', operationId: 'getStats' },
 } as const
 
 const pathOf = (template: string, params: Record<string, string> = {}) =>
   template.replace(/\{(\w+)\}/g, (_, name: string) => encodeURIComponent(params[name]))
+
+/** A path with the query parameters that are set. */
+function withQuery(path: string, query: Record<string, string | number | undefined>): string {
+  const params = new URLSearchParams()
+  for (const [name, value] of Object.entries(query)) if (value !== undefined) params.set(name, String(value))
+  const search = params.toString()
+  return search ? `${path}?${search}` : path
+}
 
 export function createHeraldServerClient(options: HeraldServerClientOptions) {
   const doFetch = options.fetch ?? fetch
@@ -171,6 +218,8 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
       headers: {
         authorization: `Bearer ${init.token ?? (await tokenOf())}`,
         ...(init.body === undefined ? {} : { 'content-type': 'application/json' }),
+        // The client's tenant is its own token's: a user's token passed for one call acts in that user's tenant.
+        ...(options.tenant && init.token === undefined ? { 'x-herald-tenant': options.tenant } : {}),
         ...init.headers,
       },
       body: init.body === undefined ? undefined : JSON.stringify(init.body),
@@ -230,9 +279,36 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
     return 'scheduledId' in body ? body : { ...body, replayed: status === 200 }
   }
 
-  return {
+  /**
+   * `POST /v1/events` (operation `publishEvent`) with `store: false`: a live-only update (progress, a counter),
+   * sent to the matching open streams as `event: live` and never stored, listed, pushed or replayed. Answers
+   * `{ live: true }` once every instance has it. No `deliverAt` or `escalate`; an Idempotency-Key would be ignored.
+   */
+  async function publishLive(event: Omit<NewEvent, 'store' | 'escalate'>): Promise<LiveSent> {
+    const op = CLIENT_OPERATIONS.publish
+    const { body } = await call<LiveSent>(op.method, op.path, { body: { ...event, store: false } })
+    return body
+  }
+
+  /**
+   * `POST /v1/system/events` (operation `publishSystemEvent`), for the platform's operators (a token with
+   * `events:system`): the event published as its own in each tenant listed, or in every tenant with
+   * `tenants: '*'`, all or none. Answers with each tenant's event id.
+   */
+  async function publishSystem(event: SystemEvent, opts: PublishOptions = {}): Promise<SystemPublished> {
+    const op = CLIENT_OPERATIONS.publishSystem
+    const { status, body } = await call<z.output<typeof systemPublished>>(op.method, op.path, {
+      body: event,
+      headers: keyHeader(opts.idempotencyKey),
+    })
+    return { ...body, replayed: status === 200 }
+  }
+
+  const client = {
     publish,
     publishBatch,
+    publishSystem,
+    publishLive,
 
     /** `GET /v1/scheduled` (operation `listScheduledPublishes`): pending scheduled publishes, a page at a time. */
     async listScheduled(query: { after?: string; limit?: number } = {}): Promise<ScheduledPage> {
@@ -408,6 +484,29 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
       return (await call<DirectoryPage>(op.method, search ? `${op.path}?${search}` : op.path)).body
     },
 
+    /** The tenant's event types (docs/event-types.md): defaults, switches and templates a publish of each gets. */
+    eventTypes: {
+      /** `GET /v1/event-types` (operation `listEventTypes`): any token of the tenant. */
+      async list(): Promise<EventType[]> {
+        const op = CLIENT_OPERATIONS.listEventTypes
+        return (await call<{ eventTypes: EventType[] }>(op.method, op.path)).body.eventTypes
+      },
+      /**
+       * `PUT /v1/event-types/{type}` (operation `putEventType`, `admin` scope): registers or replaces the type
+       * whole; `created` tells which. A bad field or template is a HeraldError with status 400 naming it.
+       */
+      async put(type: string, registration: EventTypeInput): Promise<EventType & { created: boolean }> {
+        const op = CLIENT_OPERATIONS.putEventType
+        const { status, body } = await call<EventType>(op.method, pathOf(op.path, { type }), { body: registration })
+        return { ...body, created: status === 201 }
+      },
+      /** `DELETE /v1/event-types/{type}` (operation `deleteEventType`, `admin`): a HeraldError with status 404 if absent. */
+      async remove(type: string): Promise<void> {
+        const op = CLIENT_OPERATIONS.deleteEventType
+        await call<undefined>(op.method, pathOf(op.path, { type }))
+      },
+    },
+
     /**
      * `POST /v1/webhooks` (operation `createWebhook`, `admin` scope): registers an endpoint for the event types
      * given. Keep the returned `secret` (shown only now) to verify deliveries with a Standard Webhooks library. A
@@ -453,6 +552,28 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
       return (await call<WebhookDeliveryPage>(op.method, search ? `${path}?${search}` : path)).body
     },
 
+    /** The connection audit (`admin` scope). */
+    audit: {
+      /**
+       * `GET /v1/audit/connections` (operation `listStreamConnections`): the tenant's stream connections, newest
+       * first, `limit` at a time; `cursor` is a page's `next`. A bad `from`, `to` or `cursor` is a HeraldError with
+       * status 400 naming it.
+       */
+      async connections(query: ConnectionQuery = {}): Promise<ConnectionPage> {
+        const op = CLIENT_OPERATIONS.auditConnections
+        return (await call<ConnectionPage>(op.method, withQuery(op.path, { ...query }))).body
+      },
+    },
+
+    /**
+     * `GET /v1/stats` (operation `getStats`, `admin` scope): per UTC day and event type over [from, to) (the last
+     * 7 days by default, at most 92), what became of the tenant's events; and its open streams and online users now.
+     */
+    async stats(query: { from?: string; to?: string; type?: string } = {}): Promise<Stats> {
+      const op = CLIENT_OPERATIONS.stats
+      return (await call<Stats>(op.method, withQuery(op.path, query))).body
+    },
+
     /**
      * `POST /v1/stream/tickets` (operation `createStreamTicket`) with a user's token: a single-use ticket that
      * opens that user's stream within 30 s, for a page that should not hold the JWT in a URL.
@@ -462,6 +583,10 @@ export function createHeraldServerClient(options: HeraldServerClientOptions) {
       return (await call<StreamTicket>(op.method, op.path, { token: userToken })).body
     },
   }
+  return Object.assign(client, {
+    /** The same client acting in `tenant` (`X-Herald-Tenant`), one its token's `tenants` claim covers. */
+    inTenant: (tenant: string): typeof client => createHeraldServerClient({ ...options, tenant }),
+  })
 }
 
 export type HeraldServerClient = ReturnType<typeof createHeraldServerClient>

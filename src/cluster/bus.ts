@@ -13,6 +13,13 @@ const SUBSCRIPTIONS_CHANNEL = 'herald_subscriptions'
 const PREFERENCES_CHANNEL = 'herald_preferences'
 const NUDGES_CHANNEL = 'herald_nudges'
 const ROLL_CALLS_CHANNEL = 'herald_roll_calls'
+/** Live-only events (events/live.ts): their JSON, or the id of a `live_events` row holding a larger one. */
+const LIVE_CHANNEL = 'herald_live'
+/** A NOTIFY payload stops at 8,000 bytes: live events' text up to this (with the sender's id) rides in it. */
+const LIVE_NOTIFY_PAYLOAD_BYTES = 7_900
+/** Rows of `live_events` are read within moments of their NOTIFY; older than this they are pruned. */
+const LIVE_ROWS_KEPT = '1 minute'
+const LIVE_PRUNE_INTERVAL_MS = 30_000
 /** NOTIFY payloads stop at 8,000 bytes: receipts naming many ids go out in chunks of this many. */
 const RECEIPT_IDS_PER_NOTICE = 200
 /** Bytes of subscription changes per notification, under NOTIFY's 8,000 with room for the envelope. */
@@ -72,7 +79,8 @@ export interface BusHandlers {
 
 /**
  * What instances tell each other, through PostgreSQL LISTEN/NOTIFY (no broker to run). A notification
- * carries only a wake-up, never an event: instances read events from the table, in order, in batches.
+ * carries only a wake-up, never a stored event: instances read events from the table, in order, in batches.
+ * Live-only events, which are never stored, are the exception: they ride the bus itself (sendLive).
  * On PGlite (one process) there is nobody to tell, and every call is a no-op.
  */
 export class ClusterBus {
@@ -81,6 +89,10 @@ export class ClusterBus {
   private readonly preferenceListeners: Array<(message: PreferencesMessage) => void> = []
   private readonly nudgeListeners: Array<(message: NudgeMessage) => void> = []
   private readonly rollCallListeners: Array<(message: RollCallMessage) => void> = []
+  private readonly liveListeners: Array<(text: string) => void> = []
+  /** Live messages from other instances, handed on in the order they came (a larger one is read from its table). */
+  private liveChain: Promise<void> = Promise.resolve()
+  private livePruning: NodeJS.Timeout | undefined
 
   constructor(
     private readonly database: Database,
@@ -104,6 +116,11 @@ export class ClusterBus {
 
   onRollCall(listener: (message: RollCallMessage) => void) {
     this.rollCallListeners.push(listener)
+  }
+
+  /** Live events from another instance (a JSON array's text, events/live.ts), in the order they were sent. */
+  onLive(listener: (text: string) => void) {
+    this.liveListeners.push(listener)
   }
 
   private wake() {
@@ -168,7 +185,11 @@ export class ClusterBus {
       })
     const nudges = await relay(NUDGES_CHANNEL, this.nudgeListeners)
     const rollCalls = await relay(ROLL_CALLS_CHANNEL, this.rollCallListeners)
+    const live = await pg.listen(LIVE_CHANNEL, (payload) => this.receiveLive(payload))
+    this.livePruning = setInterval(() => void this.pruneLive(), LIVE_PRUNE_INTERVAL_MS)
+    this.livePruning.unref()
     this.unlisten = [
+      live.unlisten,
       nudges.unlisten,
       rollCalls.unlisten,
       events.unlisten,
@@ -251,12 +272,75 @@ export class ClusterBus {
     void this.notify(EVICTIONS_CHANNEL, JSON.stringify(message))
   }
 
+  /** True when there are other instances to tell (PostgreSQL); on PGlite, one process, there are none. */
+  get clustered(): boolean {
+    return this.database.pg !== undefined
+  }
+
+  /** Live events' text up to this many bytes rides in the NOTIFY itself; larger text goes by `live_events`. */
+  get liveNotifyBytes(): number {
+    return LIVE_NOTIFY_PAYLOAD_BYTES - Buffer.byteLength(this.instanceId) - 1
+  }
+
+  /**
+   * Sends live events' text (events/live.ts) to the other instances: in the NOTIFY, or, over liveNotifyBytes,
+   * stored in `live_events` with the NOTIFY naming its row, in one statement (the NOTIFY goes out with the
+   * row's commit). The sender delivered them to its own streams already: it skips its own messages. Best effort,
+   * as receipts: resolves once sent or failed (logged), never rejects.
+   */
+  async sendLive(text: string): Promise<void> {
+    const pg = this.database.pg
+    if (!pg) return
+    try {
+      if (Buffer.byteLength(text) <= this.liveNotifyBytes) {
+        await pg.notify(LIVE_CHANNEL, `${this.instanceId} ${text}`)
+        return
+      }
+      await this.database.query(sql`with stored as (insert into live_events (payload) values (${text}) returning id)
+        select pg_notify(${LIVE_CHANNEL}, ${this.instanceId}::text || ' #' || id) from stored`)
+    } catch (err) {
+      this.log.warn({ err }, 'sending live events to the other instances failed')
+    }
+  }
+
+  private receiveLive(payload: string) {
+    const space = payload.indexOf(' ')
+    if (space < 0 || payload.slice(0, space) === this.instanceId) return
+    const rest = payload.slice(space + 1)
+    const hand = (text: string | undefined) => {
+      if (text !== undefined) for (const listener of this.liveListeners) listener(text)
+    }
+    this.liveChain = this.liveChain
+      .then(async () => hand(rest.startsWith('#') ? await this.storedLive(rest.slice(1)) : rest))
+      .catch((err) => this.log.warn({ err }, 'receiving live events from another instance failed'))
+  }
+
+  /** The text of a `live_events` row (undefined once pruned: its events are a minute old, and dropped). */
+  private async storedLive(id: string): Promise<string | undefined> {
+    if (!/^[0-9]{1,19}$/.test(id)) return undefined
+    const rows = await this.database.query<{ payload: string }>(
+      sql`select payload from live_events where id = ${id}::bigint`,
+    )
+    return rows[0]?.payload
+  }
+
+  private async pruneLive() {
+    try {
+      await this.database.query(
+        sql`delete from live_events where created_at < now() - interval '${sql.raw(LIVE_ROWS_KEPT)}'`,
+      )
+    } catch (err) {
+      this.log.warn({ err }, 'pruning live events failed; retrying at the next turn')
+    }
+  }
+
   /** Sends a notification; resolves when it is sent or failed (logged), never rejects. */
   private notify(channel: string, payload: string) {
     return this.database.pg?.notify(channel, payload).catch((err) => this.log.warn({ err, channel }, 'NOTIFY failed'))
   }
 
   async stop() {
+    clearInterval(this.livePruning)
     await Promise.all(this.unlisten.map((u) => u().catch(() => {})))
   }
 }

@@ -113,8 +113,8 @@ export const idempotencyKeys = pgTable(
     /** The publisher: keys are scoped to who sent them, so one user's key never answers for another's. */
     actor: text('actor').notNull().default(''),
     key: text('key').notNull(),
-    /** 'single' or 'batch': a key reused across the two routes is a conflict, not a replay. */
-    kind: text('kind', { enum: ['single', 'batch'] }).notNull(),
+    /** 'single', 'batch' or 'system' (a platform broadcast): a key reused across routes is a conflict, not a replay. */
+    kind: text('kind', { enum: ['single', 'batch', 'system'] }).notNull(),
     /** SHA-256 of the request the key was first used with: a reuse with another request is refused (422). */
     fingerprint: text('fingerprint'),
     eventIds: bigint('event_ids', { mode: 'number' }).array().notNull().default(sql`'{}'::bigint[]`),

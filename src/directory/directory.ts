@@ -49,6 +49,18 @@ const hasTopic = (topic: string): SQL =>
 export class DirectoryService {
   constructor(private readonly database: Database) {}
 
+  /**
+   * The user's locale as the directory has it (as Intl writes it), or undefined: one primary-key lookup. What the
+   * text of events rendered per locale (event-types/) is shown in.
+   */
+  async localeOf(tenant: string, userId: string): Promise<string | undefined> {
+    const [row] = await this.database.db
+      .select({ locale: directoryUsers.locale })
+      .from(directoryUsers)
+      .where(and(eq(directoryUsers.tenant, tenant), eq(directoryUsers.userId, userId)))
+    return row?.locale ?? undefined
+  }
+
   /** One user of the caller's tenant. */
   async get(caller: Caller, id: string): Promise<DirectoryUser> {
     requireScope(caller, 'admin', 'Reading the user directory')

@@ -116,8 +116,8 @@ export async function changeEvent(
   // A recall's row carries nothing of the event but whom it went to and when it expires.
   const content =
     change.kind === 'update'
-      ? sql`c.title, c.body, c.data_json, c.url, c.actions_json, c.icon, c.image, c.badge`
-      : sql`'', null, null, null, null, null, null, null`
+      ? sql`c.title, c.body, c.data_json, c.url, c.actions_json, c.icon, c.image, c.badge, c.localized_json`
+      : sql`'', null, null, null, null, null, null, null, null`
   const [row] = await database.query<ChangedRow>(sql`
     with publish_lock as materialized (
       select pg_advisory_xact_lock_shared(${sql.raw(`${PUBLISH_LOCK.classId}, ${PUBLISH_LOCK.objId}`)})
@@ -127,8 +127,8 @@ export async function changeEvent(
         and e.expires_at > now() and ${mayChange}
       returning e.*
     ), logged as (
-      insert into events (tenant, type, title, body, data_json, url, actions_json, icon, image, badge, priority,
-        collapse_key, actor, kind, ref_id, revision, to_users, to_roles, to_topics, to_tenant, created_at, expires_at)
+      insert into events (tenant, type, title, body, data_json, url, actions_json, icon, image, badge, localized_json,
+        priority, collapse_key, actor, kind, ref_id, revision, to_users, to_roles, to_topics, to_tenant, created_at, expires_at)
       select c.tenant, c.type, ${content}, c.priority, c.collapse_key, c.actor, ${change.kind}, c.id, c.revision,
         c.to_users, c.to_roles, c.to_topics, c.to_tenant, c.created_at, c.expires_at
       from publish_lock, changed c
@@ -153,6 +153,8 @@ function editSets(change: Extract<Change, { kind: 'update' }>): SQL {
   if ('body' in edit) sets.push(sql`body = ${edit.body ?? null}`)
   if (dataJson !== undefined) sets.push(sql`data_json = ${dataJson}`)
   if ('url' in edit) sets.push(sql`url = ${edit.url ?? null}`)
+  // A new title or body is everyone's: the text its type rendered per locale (event-types/) no longer applies.
+  if (edit.title !== undefined || 'body' in edit) sets.push(sql`localized_json = null`)
   sets.push(sql`revision = e.revision + 1`)
   return sql.join(sets, sql`, `)
 }

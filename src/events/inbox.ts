@@ -2,8 +2,8 @@ import { and, asc, count, desc, eq, gt, lt, lte, type SQL, sql } from 'drizzle-o
 import type { PgColumn } from 'drizzle-orm/pg-core'
 import type { Caller } from '../auth.ts'
 import type { Database } from '../db/client.ts'
-import { events, receipts } from '../db/schema.ts'
-import { eventJson } from '../wire-format.ts'
+import { type EventRow, events, receipts } from '../db/schema.ts'
+import { eventJson, localizedRow } from '../wire-format.ts'
 import type { InAppFilter } from './preference-rules.ts'
 import { viewerOf, visibleEventTo } from './visibility.ts'
 
@@ -36,6 +36,26 @@ const myReceiptColumn = (caller: Caller, column: PgColumn) =>
 /** The event at hand is unread by the caller: no receipt, or one not read. */
 const unreadBy = (caller: Caller) => sql`${myReceiptColumn(caller, receipts.readAt)} is null`
 
+/** Not of a type registered to stay out of the inbox (event-types/): history and unread counts show these only. */
+const inInbox = eq(events.inInbox, true)
+
+/**
+ * The reader's locale (BCP 47, as Intl writes it; undefined: none), for events whose type rendered their text per
+ * locale. Asked only when a page holds such an event: most reads never look it up.
+ */
+export type LocaleOf = () => Promise<string | undefined>
+
+/** The rows' JSON texts, each event's title and body in the reader's locale where it has them. */
+async function jsonOf(rows: ReadonlyArray<ReceiptRow>, localeOf: LocaleOf | undefined): Promise<string[]> {
+  const locale = localeOf && rows.some((r) => r.e.localizedJson !== null) ? await localeOf() : undefined
+  return rows.map((r) => eventJson(localizedRow(r.e, locale), r))
+}
+interface ReceiptRow {
+  e: EventRow
+  readAt: Date | null
+  ackedAt: Date | null
+}
+
 /** An event's columns and the caller's receipt times: what eventJson needs. */
 const withReceipt = (caller: Caller) => ({
   e: events,
@@ -53,12 +73,15 @@ export async function listEvents(
   caller: Caller,
   q: ListQuery,
   inApp?: InAppFilter,
+  localeOf?: LocaleOf,
 ): Promise<string> {
   const conditions = [visibleEventTo(viewerOf(caller, inApp))]
   if (q.after !== undefined) conditions.push(gt(events.id, q.after))
   if (q.upTo !== undefined) conditions.push(lte(events.id, q.upTo))
   if (q.before !== undefined) conditions.push(lt(events.id, q.before))
   if (q.unread) conditions.push(unreadBy(caller))
+  // Events of a type kept out of the inbox are streamed only: polling (`after`), the stream's fallback, has them.
+  if (q.after === undefined) conditions.push(inInbox)
   const rows = await database.db
     .select(withReceipt(caller))
     .from(events)
@@ -72,7 +95,7 @@ export async function listEvents(
       : rows.length === q.limit && last !== undefined
         ? String(last)
         : null
-  return `{"events":[${rows.map((r) => eventJson(r.e, r)).join(',')}],"next":${next === null ? 'null' : `"${next}"`}}`
+  return `{"events":[${(await jsonOf(rows, localeOf)).join(',')}],"next":${next === null ? 'null' : `"${next}"`}}`
 }
 
 /** One visible event as JSON text, or undefined (the route answers 404: existence does not leak). */
@@ -81,12 +104,13 @@ export async function getEvent(
   caller: Caller,
   id: number,
   inApp?: InAppFilter,
+  localeOf?: LocaleOf,
 ): Promise<string | undefined> {
   const [row] = await database.db
     .select(withReceipt(caller))
     .from(events)
     .where(and(visibleEventTo(viewerOf(caller, inApp)), eq(events.id, id)))
-  return row ? eventJson(row.e, row) : undefined
+  return row ? (await jsonOf([row], localeOf))[0] : undefined
 }
 
 /** The statement unreadCount runs (tests read its plan). */
@@ -94,7 +118,7 @@ export const unreadCountQuery = (database: Database, caller: Caller, inApp?: InA
   database.db
     .select({ n: count() })
     .from(events)
-    .where(and(visibleEventTo(viewerOf(caller, inApp)), unreadBy(caller)))
+    .where(and(visibleEventTo(viewerOf(caller, inApp)), inInbox, unreadBy(caller)))
 
 export async function unreadCount(database: Database, caller: Caller, inApp?: InAppFilter): Promise<number> {
   const [row] = await unreadCountQuery(database, caller, inApp)

@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm'
 import type { Database } from '../db/client.ts'
 import { events } from '../db/schema.ts'
-import { logFrameSql } from '../wire-format.ts'
+import { logFrameSqlFor } from '../wire-format.ts'
 import { type Viewer, visibleTo } from './visibility.ts'
 
 /** Where a client resumes from: see LogReader.resumePoint. */
@@ -49,10 +49,18 @@ export class LogReader {
     return row.issued !== null && id <= Number(row.issued) ? 'gone' : 'unknown'
   }
 
-  /** The tenant's first event id in (after, upTo], or upTo + 1 if there is none. */
-  async firstIdAfter(tenant: string, after: number, upTo: number): Promise<number> {
+  /**
+   * The first event id in (after, upTo] of any of the tenants, or upTo + 1 if there is none: one look at the
+   * (tenant, id) index per tenant (a director's stream covers several).
+   */
+  async firstIdAfter(tenants: readonly string[], after: number, upTo: number): Promise<number> {
     const [row] = await this.database.query<{ first: string | number | null }>(
-      sql`select min(${events.id}) as first from ${events} where ${events.tenant} = ${tenant} and ${events.id} > ${after} and ${events.id} <= ${upTo}`,
+      sql`select min(f.first) as first from unnest(array[${sql.join(
+        tenants.map((t) => sql`${t}`),
+        sql`, `,
+      )}]::text[]) as t(tenant),
+        lateral (select min(${events.id}) as first from ${events}
+          where ${events.tenant} = t.tenant and ${events.id} > ${after} and ${events.id} <= ${upTo}) as f`,
     )
     return row.first === null ? upTo + 1 : Number(row.first)
   }
@@ -63,7 +71,7 @@ export class LogReader {
    */
   replayWindow(viewer: Viewer, from: number, to: number, limit: number): Promise<ReplayedEvent[]> {
     return this.database.query<ReplayedEvent>(sql`
-      select ${events.id} as id, ${logFrameSql} as frame
+      select ${events.id} as id, ${logFrameSqlFor(viewer.locale)} as frame
       from ${events}
       where ${visibleTo(viewer)} and ${replayable} and ${events.id} > ${from} and ${events.id} <= ${to}
       order by ${events.id} limit ${limit}`)

@@ -105,77 +105,128 @@ export const escalateSchema = z.strictObject({
     .describe('Who is reported: recipients who have not read the event (default), or not acked it.'),
 })
 
-export const newEventSchema = z
-  .object({
-    type: storableText(100).regex(
-      /^[a-z0-9]+(?:[_-][a-z0-9]+)*(?:\.[a-z0-9]+(?:[_-][a-z0-9]+)*)*$/,
-      'must be lower-case dotted words, like "grade.updated"',
+/** An event's type: what a publish names and what a type is registered as (event-types/). */
+export const eventTypeNameSchema = storableText(100).regex(
+  /^[a-z0-9]+(?:[_-][a-z0-9]+)*(?:\.[a-z0-9]+(?:[_-][a-z0-9]+)*)*$/,
+  'must be lower-case dotted words, like "grade.updated"',
+)
+
+/** Longest title and body of an event; text rendered from a type's templates is cut to these. */
+export const MAX_TITLE_CHARS = 200
+export const MAX_BODY_CHARS = 2_000
+
+/** The fields a registered type may give defaults for, each checked exactly as a publish's (event-types/model.ts). */
+export const collapseKeySchema = storableText(64).min(1)
+export const actionsSchema = z
+  .array(eventActionSchema)
+  .max(MAX_ACTIONS)
+  .describe(
+    `At most ${MAX_ACTIONS} buttons on the notification and in the inbox, in order; an empty list is none. An \`open\` action needs a URL: its own or the event’s.`,
+  )
+export const ttlSchema = z
+  .number()
+  .int()
+  .min(MIN_EVENT_TTL_S)
+  .max(MAX_EVENT_TTL_S)
+  .describe('Seconds; an expired event is not replayed, listed or pushed.')
+
+/**
+ * A publish as sent. Only `type` and `to` are required: a registered type (event-types/) fills in its defaults
+ * and renders `title` and `body` from `data` (EventTypeService.resolve), which yields a NewEvent; checks that
+ * depend on the final values (finalEventIssues) run after that.
+ */
+export const newEventSchema = z.object({
+  type: eventTypeNameSchema,
+  to: audienceSchema.describe('At least one of users, roles, topics, or tenant: true.'),
+  title: storableText(MAX_TITLE_CHARS)
+    .min(1)
+    .optional()
+    .describe('Required unless the type is registered with a title template (`/v1/event-types`).'),
+  body: storableText(MAX_BODY_CHARS)
+    .nullish()
+    .describe('Absent: rendered from the type’s body template, if it is registered with one.'),
+  // Its size is checked by publish.ts on the text it stores, not here on the parsed value: a 900 KB number
+  // parses to Infinity (JSON.stringify: "null"), and "\u0041" is 6 bytes sent for 1 byte parsed.
+  data: z
+    .unknown()
+    .optional()
+    .describe(
+      `Any JSON, at most ${MAX_DATA_BYTES} bytes as sent (whitespace outside strings not counted); stored and sent back byte for byte.`,
     ),
-    to: audienceSchema.describe('At least one of users, roles, topics, or tenant: true.'),
-    title: storableText(200).min(1),
-    body: storableText(2_000).nullish(),
-    // Its size is checked by publish.ts on the text it stores, not here on the parsed value: a 900 KB number
-    // parses to Infinity (JSON.stringify: "null"), and "\u0041" is 6 bytes sent for 1 byte parsed.
-    data: z
-      .unknown()
-      .optional()
-      .describe(
-        `Any JSON, at most ${MAX_DATA_BYTES} bytes as sent (whitespace outside strings not counted); stored and sent back byte for byte.`,
-      ),
-    priority: prioritySchema.default('normal'),
-    url: safeUrlSchema.nullish().describe('A path on this service ("/grades/42") or an https URL.'),
-    collapseKey: storableText(64).min(1).nullish(),
-    actions: z
-      .array(eventActionSchema)
-      .max(MAX_ACTIONS)
-      .nullish()
-      .describe(
-        `At most ${MAX_ACTIONS} buttons on the notification and in the inbox, in order; an empty list is none. An \`open\` action needs a URL: its own or the event’s.`,
-      ),
-    icon: imageUrlSchema.describe('A small picture shown with the notification (the app’s or the sender’s).'),
-    image: imageUrlSchema.describe(
-      'A large picture shown in the notification; some browsers (Firefox, Safari) ignore it.',
+  priority: prioritySchema.optional().describe('Default: the registered type’s default, else `normal`.'),
+  url: safeUrlSchema.nullish().describe('A path on this service ("/grades/42") or an https URL.'),
+  collapseKey: collapseKeySchema.nullish().describe('Default: the registered type’s default, else none.'),
+  actions: actionsSchema.nullish(),
+  icon: imageUrlSchema.describe('A small picture shown with the notification (the app’s or the sender’s).'),
+  image: imageUrlSchema.describe(
+    'A large picture shown in the notification; some browsers (Firefox, Safari) ignore it.',
+  ),
+  badge: imageUrlSchema.describe('A small monochrome picture for the status bar (Android); most desktops ignore it.'),
+  ttl: ttlSchema
+    .optional()
+    .describe(
+      `Seconds; an expired event is not replayed, listed or pushed. Default: the registered type’s default, else ${DEFAULT_EVENT_TTL_S} (7 days).`,
     ),
-    badge: imageUrlSchema.describe('A small monochrome picture for the status bar (Android); most desktops ignore it.'),
-    ttl: z
-      .number()
-      .int()
-      .min(MIN_EVENT_TTL_S)
-      .max(MAX_EVENT_TTL_S)
-      .default(DEFAULT_EVENT_TTL_S)
-      .describe('Seconds; an expired event is not replayed, listed or pushed.'),
-    escalate: escalateSchema
-      .nullish()
-      .describe(
-        'When `after` seconds have passed, each recipient who has still not read (or acked) the event is reported by an `event.unread` webhook, once. Cancelled when the event is recalled.',
-      ),
-  })
-  .superRefine((event, ctx) => {
-    if (event.escalate && event.escalate.after >= event.ttl) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['escalate', 'after'],
-        message: `must be shorter than the event's ttl (${event.ttl} s): an expired event is not escalated`,
-      })
+  escalate: escalateSchema
+    .nullish()
+    .describe(
+      'When `after` seconds have passed, each recipient who has still not read (or acked) the event is reported by an `event.unread` webhook, once. Cancelled when the event is recalled.',
+    ),
+  store: z
+    .boolean()
+    .default(true)
+    .describe(
+      'false: a live-only update (progress, counters), not a notification. It goes to the matching open streams on every instance as an `event: live` frame without an id, and is never stored: not in history, unread counts, pushes, webhooks or roll-calls, and not replayed on resume. Answered 202 `{"live":true}`; it cannot be scheduled (`deliverAt`) or escalated, and an Idempotency-Key is ignored.',
+    ),
+})
+
+/** A publish once its type's defaults and templates are applied (EventTypeService.resolve): what is stored. */
+export type NewEvent = Omit<EventRequest, 'title' | 'priority' | 'ttl'> & {
+  title: string
+  priority: Priority
+  ttl: number
+  /** The title and body per locale (`{"fr":{"title":..,"body":..}}`), as stored; absent: one text for all. */
+  localizedJson?: string
+  /** Only when false (a type registered so): left out of the inbox and its counts, streamed and pushed. */
+  inInbox?: false
+  /** Only when false (a type registered so): never pushed. */
+  mayPush?: false
+}
+
+/**
+ * What is wrong with an event once its defaults are applied: checks that depend on the final values (a
+ * default ttl, default actions). Paths are the event's own (`escalate.after`); the caller puts them under the body.
+ */
+export function finalEventIssues(event: NewEvent): Array<{ path: string; message: string }> {
+  const issues: Array<{ path: string; message: string }> = []
+  if (event.escalate && event.escalate.after >= event.ttl) {
+    issues.push({
+      path: 'escalate.after',
+      message: `must be shorter than the event's ttl (${event.ttl} s): an expired event is not escalated`,
+    })
+  }
+  if (event.store === false && event.escalate) {
+    issues.push({
+      path: 'escalate',
+      message: 'a live-only event (store: false) is not stored: it has no readers to escalate',
+    })
+  }
+  // An `open` button must have somewhere to go: its own url or the event's.
+  for (const [i, action] of (event.actions ?? []).entries()) {
+    if (action.action === 'open' && action.url == null && event.url == null) {
+      issues.push({ path: `actions.${i}.url`, message: 'an "open" action needs a url, its own or the event’s' })
     }
-    // An `open` button must have somewhere to go: its own url or the event's.
-    for (const [i, action] of (event.actions ?? []).entries()) {
-      if (action.action === 'open' && action.url == null && event.url == null) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['actions', i, 'url'],
-          message: 'an "open" action needs a url, its own or the event’s',
-        })
-      }
-    }
-  })
+  }
+  return issues
+}
 
 export const batchSchema = z.object({
   events: z.array(newEventSchema).min(1).max(MAX_BATCH_EVENTS),
 })
 
-export type NewEvent = z.infer<typeof newEventSchema>
-export type Priority = NewEvent['priority']
+/** A publish as sent (and validated), before its type's defaults. */
+export type EventRequest = z.infer<typeof newEventSchema>
+export type Priority = z.infer<typeof prioritySchema>
 
 /** Decimal event id as it appears in URLs, Last-Event-ID and bodies. */
 export const eventIdSchema = z.string().regex(/^(0|[1-9][0-9]{0,17})$/, 'must be a decimal event id')

@@ -2,9 +2,10 @@ import type { SQL } from 'drizzle-orm'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../config.ts'
-import { eventJson, nudgeFrame } from '../wire-format.ts'
+import { eventJson, localizedRow, nudgeFrame } from '../wire-format.ts'
 import type { ChangePushes } from './changes.ts'
 import { Escalator } from './escalation.ts'
+import { LiveEvents } from './live.ts'
 import { LogReader } from './log-reader.ts'
 import { LogTail } from './log-tail.ts'
 import { type PreferenceChange, Preferences, TENANT_DEFAULTS } from './preferences.ts'
@@ -14,6 +15,7 @@ import { schedulePruning } from './retention.ts'
 import { Scheduler } from './scheduler.ts'
 import { EventService } from './service.ts'
 import { StreamDeliveries } from './stream-deliveries.ts'
+import { SystemBroadcasts } from './system-broadcasts.ts'
 import { TopicSubscriptions } from './topic-subscriptions.ts'
 
 declare module 'fastify' {
@@ -22,6 +24,8 @@ declare module 'fastify' {
     logTail: LogTail
     logReader: LogReader
     eventService: EventService
+    /** Platform broadcasts: an operator's event published into many tenants (routes/system.ts). */
+    systemBroadcasts: SystemBroadcasts
     /** Publishes scheduled publishes (`deliverAt`) when they are due. */
     scheduler: Scheduler
     /** The topics users follow (the seeds' channels). */
@@ -30,6 +34,8 @@ declare module 'fastify' {
     preferences: Preferences
     /** Reports recipients still unread when an event's escalation is due (`event.unread` webhooks). */
     escalator: Escalator
+    /** Live-only events (`store: false`) to the matching open streams of every instance. */
+    liveEvents: LiveEvents
   }
 }
 
@@ -57,7 +63,7 @@ export interface EventsPluginOptions {
 export const eventsPlugin = fp(
   async (app: FastifyInstance, options: EventsPluginOptions) => {
     const { database, hub, bus, metrics } = app
-    const { logPollMs, retentionDays, pruneIntervalS, nudgeMinIntervalS } = options.events
+    const { logPollMs, retentionDays, auditRetentionDays, pruneIntervalS, nudgeMinIntervalS } = options.events
     const tail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, logPollMs)
     // What the streams here were sent, for the roll-call.
     const streamDeliveries = new StreamDeliveries(database, app.log)
@@ -65,7 +71,9 @@ export const eventsPlugin = fp(
     // A nudge reaches the unread recipients' streams that carry the event, here and on every other instance.
     const nudgeHere = async (tenant: string, eventId: number, users: readonly string[]) => {
       const row = users.length ? await eventRow(database, eventId) : undefined
-      if (row?.tenant === tenant && !row.recalledAt) hub.nudge(row, users, nudgeFrame(eventJson(row)))
+      if (row?.tenant === tenant && !row.recalledAt) {
+        hub.nudge(row, users, (locale) => nudgeFrame(eventJson(localizedRow(row, locale))))
+      }
     }
     bus.onNudge(({ tenant, eventId }) =>
       unreadAmong(database, tenant, eventId, hub.usersOf(tenant))
@@ -91,8 +99,13 @@ export const eventsPlugin = fp(
       applyToStreams(change).catch((err) => app.log.warn({ err }, 'applying changed preferences to streams failed')),
     )
     app.decorate('preferences', preferences)
+    // Live-only events: to the streams here at once, to the other instances' over the bus.
+    const liveEvents = new LiveEvents((events) => hub.dispatchLiveAll(events), bus, app.log)
+    bus.onLive((text) => liveEvents.receive(text))
+    app.decorate('liveEvents', liveEvents)
     const eventService = new EventService({
       database,
+      sendLive: (events) => liveEvents.sendAll(events),
       tail,
       metrics,
       planPushes: options.planPushes,
@@ -118,6 +131,7 @@ export const eventsPlugin = fp(
       onWebhooksEnqueued: () => options.onWebhooksEnqueued?.(),
     })
     app.decorate('eventService', eventService)
+    app.decorate('systemBroadcasts', new SystemBroadcasts(database, eventService))
     const scheduler = new Scheduler({
       database,
       events: eventService,
@@ -141,7 +155,7 @@ export const eventsPlugin = fp(
     )
     await tail.start()
     bus.onWake(() => tail.wake())
-    const stopPruning = schedulePruning(database, retentionDays, pruneIntervalS, app.log)
+    const stopPruning = schedulePruning(database, retentionDays, pruneIntervalS, app.log, auditRetentionDays)
     // Once every subsystem is up: a due publish wakes the push dispatcher, which must be there to hear it.
     app.addHook('onReady', async () => {
       scheduler.start()

@@ -8,7 +8,7 @@ import { ConflictError, type FieldError, InvalidFieldsError, UnprocessableError 
 import { enqueueWebhooks } from '../webhooks/outbox.ts'
 import { eventJsonSql } from '../wire-format.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
-import { MAX_DATA_BYTES, type NewEvent } from './model.ts'
+import { MAX_BATCH_EVENTS, MAX_DATA_BYTES, type NewEvent } from './model.ts'
 import { type RecipientStatement, recipientsSql } from './recipients.ts'
 import { type AcceptedEvent, deliveryTimeOf, insertScheduled, type ScheduledRef } from './scheduled.ts'
 
@@ -19,6 +19,8 @@ export interface Published {
   replayed: boolean
   /** Pushes planned in the outbox (0: no dispatcher needs waking). */
   pushes: number
+  /** Live-only events sent (`store: false`, events/live.ts): nothing was stored, and `ids` is empty. */
+  live?: number
 }
 
 /** A publish accepted for later (`deliverAt`): the scheduled item that will publish it (scheduler.ts). */
@@ -48,6 +50,11 @@ export interface ScheduleOptions extends PublishOptions {
 /** An event to insert, with who publishes it (a coalesced statement holds several publishers' events). */
 interface EventToInsert {
   caller: Caller
+  /**
+   * The tenant whose event the row is: the caller's, except in a platform broadcast (system-broadcasts.ts), whose
+   * statement inserts one row per recipient tenant, each that tenant's own.
+   */
+  tenant: string
   event: NewEvent
   /** `data` as it is stored and sent (storedData), or null when the event has none. */
   dataJson: string | null
@@ -89,7 +96,7 @@ export function createPublisher(database: Database, planPushes: PlanPushes, anno
   const accept = (caller: Caller, batch: NewEvent[], options: PublishOptions): EventToInsert[] => {
     const data = storedData(batch, options)
     for (const e of batch) assertMayAddress(caller, e.to)
-    return batch.map((event, i) => ({ caller, event, dataJson: data[i] }))
+    return batch.map((event, i) => ({ caller, tenant: caller.tenant, event, dataJson: data[i] }))
   }
 
   async function publishEvents(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
@@ -140,11 +147,76 @@ export function createPublisher(database: Database, planPushes: PlanPushes, anno
    * same statement as an immediate publish (events, push plan, NOTIFY), committed with whatever `tx` does.
    */
   async function publishAccepted(tx: Db, caller: Caller, events: AcceptedEvent[]): Promise<Published> {
-    const rows = events.map(({ event, dataJson }) => ({ caller, event, dataJson }))
+    const rows = events.map(({ event, dataJson }) => ({ caller, tenant: caller.tenant, event, dataJson }))
     return published(await database.query<InsertedRow>(statementOf(rows), tx))
   }
 
-  return { publishEvents, scheduleEvents, publishAccepted }
+  /**
+   * A platform broadcast: one event, published as its own in each of the tenants `resolve` names (one row per
+   * tenant, actor the caller), in one transaction: MAX_BATCH_EVENTS tenants a statement, so 1,000 tenants are
+   * one statement and 5,000 are five, all committed together or none. Ids follow `resolve`'s order. `named` is
+   * what the request said (a list, or "*"): an Idempotency-Key's fingerprint keeps that, so a retry of "*"
+   * replays its first answer even if tenants appeared since; `resolve` runs only when something is published.
+   * The caller's scope is the route's to check (system-broadcasts.ts); the event's `data` size is checked here.
+   */
+  async function publishInTenants(
+    caller: Caller,
+    named: readonly string[] | '*',
+    resolve: (tx: Db) => Promise<readonly string[]>,
+    event: NewEvent,
+    options: { idempotencyKey?: string; rawData?: string },
+  ): Promise<PublishedInTenants> {
+    const [dataJson] = storedData([event], { kind: 'single', rawData: [options.rawData] })
+    const key = options.idempotencyKey
+    const kind = 'system'
+    const fingerprint = createHash('sha256')
+      .update(JSON.stringify(['system', named, storedFields({ caller, tenant: '', event, dataJson })]))
+      .digest('hex')
+    return database.db.transaction(async (tx) => {
+      if (key) {
+        const earlier = await takeKey(database, tx, caller, key, kind, fingerprint)
+        if (earlier) return { ...replay(earlier), tenants: await tenantsOfEvents(database, tx, earlier.eventIds) }
+      }
+      const tenants = await resolve(tx)
+      const inserted: InsertedRow[] = []
+      for (let i = 0; i < tenants.length; i += MAX_BATCH_EVENTS) {
+        const rows = tenants.slice(i, i + MAX_BATCH_EVENTS).map((tenant) => ({ caller, tenant, event, dataJson }))
+        inserted.push(...(await database.query<InsertedRow>(statementOf(rows), tx)))
+      }
+      const result = inserted.length
+        ? published(inserted)
+        : { ids: [], createdAt: new Date(), replayed: false, pushes: 0 }
+      if (key) await tx.update(idempotencyKeys).set({ eventIds: result.ids }).where(keyIs(caller, key))
+      return { ...result, tenants: [...tenants] }
+    })
+  }
+
+  /**
+   * Live-only events (`store: false`, events/live.ts), checked exactly as a publish (sizes: 400, scopes: 403) and
+   * returned with `data` as a stored event's would be; nothing is inserted. The caller sends them.
+   */
+  function acceptLive(caller: Caller, batch: NewEvent[], options: PublishOptions): AcceptedEvent[] {
+    return accept(caller, batch, options).map(({ event, dataJson }) => ({ event, dataJson }))
+  }
+
+  return { publishEvents, scheduleEvents, publishAccepted, publishInTenants, acceptLive }
+}
+
+/** A platform broadcast published: `tenants[i]` is the tenant of event `ids[i]`. */
+export interface PublishedInTenants extends Published {
+  tenants: string[]
+}
+
+/** The tenant of each event, in the order of `ids` (a replayed platform broadcast's answer). */
+async function tenantsOfEvents(database: Database, tx: Db, ids: readonly number[]): Promise<string[]> {
+  if (!ids.length) return []
+  const rows = await database.query<{ id: string | number; tenant: string }>(
+    sql`select id, tenant from events where id in (select unnest(${`{${ids.join(',')}}`}::bigint[]))`,
+    tx,
+  )
+  const tenantOf = new Map(rows.map((r) => [Number(r.id), r.tenant]))
+  // An event pruned since (past its ttl) has no row: its tenant is no longer known.
+  return ids.map((id) => tenantOf.get(id) ?? '')
 }
 
 export type Publisher = ReturnType<typeof createPublisher>
@@ -212,7 +284,7 @@ async function takeKey(
   tx: Db,
   caller: Caller,
   key: string,
-  kind: PublishOptions['kind'],
+  kind: KeyRow['kind'],
   fingerprint: string,
 ): Promise<KeyRow | undefined> {
   await holdKey(database, tx, caller, key)
@@ -355,7 +427,7 @@ export type PlanPushes = (inserted: SQL, recipients: SQL) => SQL
  */
 function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: Announce | undefined): SQL {
   const json = JSON.stringify(
-    rows.map((row) => ({ tenant: row.caller.tenant, actor: row.caller.userId, ...storedFields(row) })),
+    rows.map((row) => ({ tenant: row.tenant, actor: row.caller.userId, ...storedFields(row) })),
   )
   // Escalations are not event columns: matched to the inserted rows by batch position (ids follow it).
   const escalations = rows.some((r) => r.event.escalate)
@@ -368,12 +440,14 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
       select pg_advisory_xact_lock_shared(${sql.raw(`${PUBLISH_LOCK.classId}, ${PUBLISH_LOCK.objId}`)})
     ), inserted as (
       insert into events (tenant, type, title, body, data_json, priority, url, collapse_key, actions_json, icon,
-        image, badge, actor, to_users, to_roles, to_topics, to_tenant, expires_at)
+        image, badge, actor, to_users, to_roles, to_topics, to_tenant, expires_at, localized_json, in_inbox, may_push)
       select e.tenant, e.type, e.title, e.body, e.data_json, e.priority, e.url, e.collapse_key, e.actions_json, e.icon,
-        e.image, e.badge, e.actor, e.to_users, e.to_roles, e.to_topics, e.to_tenant, now() + make_interval(secs => e.ttl)
+        e.image, e.badge, e.actor, e.to_users, e.to_roles, e.to_topics, e.to_tenant, now() + make_interval(secs => e.ttl),
+        e.localized_json, coalesce(e.in_inbox, true), coalesce(e.may_push, true)
       from publish_lock, rows from (json_to_recordset(${json}::json) as (tenant text, actor text, type text, title text, body text,
         data_json text, priority text, url text, collapse_key text, actions_json text, icon text, image text,
-        badge text, to_users text[], to_roles text[], to_topics text[], to_tenant boolean, ttl integer)) with ordinality as e
+        badge text, to_users text[], to_roles text[], to_topics text[], to_tenant boolean, ttl integer,
+        localized_json text, in_inbox boolean, may_push boolean)) with ordinality as e
       order by e.ordinality
       returning *
     ), recipients as materialized (${recipientsSql(sql`inserted`, recipientStatementOf(rows))}
@@ -417,10 +491,10 @@ function recipientStatementOf(rows: EventToInsert[]): RecipientStatement {
     if (event.to.topics?.length) audiences.add('topics')
     if (event.to.tenant) audiences.add('tenant')
   }
-  return { tenants: [...new Set(rows.map((r) => r.caller.tenant))], audiences }
+  return { tenants: [...new Set(rows.map((r) => r.tenant))], audiences }
 }
 
-/** The columns an event is stored with, but for its tenant and actor (the caller's). */
+/** The columns an event is stored with, but for its tenant (the row's) and actor (the caller's). */
 function storedFields({ event: e, dataJson }: EventToInsert) {
   return {
     type: e.type,
@@ -438,8 +512,20 @@ function storedFields({ event: e, dataJson }: EventToInsert) {
     ttl: e.ttl,
     // Only when given: a publish without one keeps the Idempotency-Key fingerprint it had before escalations.
     ...(e.escalate && { escalate: e.escalate }),
+    ...typeExtras(e),
   }
 }
+
+/**
+ * What the event's registered type gave it beyond the fields of a publish (event-types/): its text per locale, and
+ * its inbox and push switches when off. Only those given, as notificationExtras: an event of no type (or of a type
+ * that sets none of them) keeps the Idempotency-Key fingerprint it had before types existed.
+ */
+const typeExtras = (e: NewEvent) => ({
+  ...(e.localizedJson !== undefined && { localized_json: e.localizedJson }),
+  ...(e.inInbox === false && { in_inbox: false }),
+  ...(e.mayPush === false && { may_push: false }),
+})
 
 const dedupe = (values: string[] | undefined) => [...new Set(values ?? [])]
 

@@ -1,5 +1,7 @@
 import { sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
+import { pruneConnections } from '../audit/connections.ts'
+import { DEFAULT_AUDIT_RETENTION_DAYS } from '../config.ts'
 import type { Database } from '../db/client.ts'
 
 /** Rows deleted per statement: short transactions that never hold up publishing for long. */
@@ -12,16 +14,23 @@ export interface PruneResult {
   idempotencyKeys: number
   /** Scheduled publishes published or cancelled more than `retentionDays` ago. */
   scheduled: number
+  /** Audited stream connections opened more than `auditRetentionDays` ago. */
+  connections: number
 }
 
 /**
  * Deletes expired events (their own ttl) and events older than `retentionDays`, with their receipts and
  * push records (foreign keys cascade), idempotency keys past their 24 h window, and scheduled publishes settled
- * (published or cancelled) more than `retentionDays` ago: their events are gone by then. In batches, each its
+ * (published or cancelled) more than `retentionDays` ago: their events are gone by then; and audited stream
+ * connections opened more than `auditRetentionDays` ago. In batches, each its
  * own short transaction. A stream resuming from a pruned id then gets `reset` (stream/open-stream.ts).
  */
-export async function prune(database: Database, retentionDays: number): Promise<PruneResult> {
-  const result: PruneResult = { events: 0, idempotencyKeys: 0, scheduled: 0 }
+export async function prune(
+  database: Database,
+  retentionDays: number,
+  auditRetentionDays = DEFAULT_AUDIT_RETENTION_DAYS,
+): Promise<PruneResult> {
+  const result: PruneResult = { events: 0, idempotencyKeys: 0, scheduled: 0, connections: 0 }
   for (;;) {
     const rows = await database.query<{ id: unknown }>(sql`
       delete from events where id in (
@@ -52,18 +61,26 @@ export async function prune(database: Database, retentionDays: number): Promise<
     result.scheduled += rows.length
     if (rows.length < PRUNE_BATCH) break
   }
+  result.connections = await pruneConnections(database, auditRetentionDays)
   return result
 }
 
 /** Runs `prune` every `intervalS` seconds; failures are logged and retried at the next turn. */
-export function schedulePruning(database: Database, retentionDays: number, intervalS: number, log: FastifyBaseLogger) {
+export function schedulePruning(
+  database: Database,
+  retentionDays: number,
+  intervalS: number,
+  log: FastifyBaseLogger,
+  auditRetentionDays = DEFAULT_AUDIT_RETENTION_DAYS,
+) {
   let running = false
   const timer = setInterval(async () => {
     if (running) return
     running = true
     try {
-      const pruned = await prune(database, retentionDays)
-      if (pruned.events || pruned.idempotencyKeys || pruned.scheduled) log.info({ pruned }, 'pruned expired events')
+      const pruned = await prune(database, retentionDays, auditRetentionDays)
+      if (pruned.events || pruned.idempotencyKeys || pruned.scheduled || pruned.connections)
+        log.info({ pruned }, 'pruned expired events')
     } catch (err) {
       log.warn({ err }, 'pruning failed; retrying at the next turn')
     } finally {

@@ -2,11 +2,12 @@ import type { SQL } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
 import type { Metrics } from '../metrics.ts'
-import { ConflictError, NotFoundError, TooSoonError } from '../service-errors.ts'
+import { ConflictError, InvalidFieldsError, NotFoundError, TooSoonError } from '../service-errors.ts'
 import { cursorOfUser, userOfCursor } from '../user-cursor.ts'
 import { eventJson } from '../wire-format.ts'
 import { type Change, type ChangePushes, changeEvent, editedData } from './changes.ts'
-import { getEvent, type ListQuery, listEvents, unreadCount } from './inbox.ts'
+import { getEvent, type ListQuery, type LocaleOf, listEvents, unreadCount } from './inbox.ts'
+import { type LiveEvent, liveEventOf } from './live.ts'
 import type { LogTail } from './log-tail.ts'
 import type { EventEdit, NewEvent, Priority } from './model.ts'
 import type { InAppFilter } from './preference-rules.ts'
@@ -15,6 +16,7 @@ import {
   createPublisher,
   type PlanPushes,
   type Published,
+  type PublishedInTenants,
   type Publisher,
   type PublishOptions,
   type Scheduled,
@@ -68,6 +70,8 @@ export interface EventServiceDeps {
   onWebhooksEnqueued: () => void
   /** The events the user's preferences leave out of their reads (`inApp: false`; preferences.ts); none: undefined. */
   inAppOf: (caller: Caller) => Promise<InAppFilter | undefined>
+  /** Live-only events to the matching open streams of every instance (LiveEvents.sendAll, live.ts). */
+  sendLive: (events: readonly LiveEvent[]) => Promise<void>
 }
 
 /** What `POST /v1/events/read` marks: some events, or everything up to one. */
@@ -84,8 +88,12 @@ export class EventService {
     this.publisher = createPublisher(deps.database, deps.planPushes, deps.announce)
   }
 
-  /** Stores the events (all or none) and their planned pushes; their delivery starts once this returns. */
+  /**
+   * Stores the events (all or none) and their planned pushes; their delivery starts once this returns. Live-only
+   * events (`store: false`) are sent instead, never stored (sendLive).
+   */
   async publish(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
+    if (batch.some((e) => e.store === false)) return this.sendLive(caller, batch, options)
     const done = this.deps.metrics.publishSeconds.startTimer() // a refused publish is not a latency
     const result = await this.publisher.publishEvents(caller, batch, options)
     done()
@@ -110,8 +118,59 @@ export class EventService {
     for (const [priority, n] of byPriority) metrics.eventsPublished.inc({ priority }, n)
   }
 
+  /**
+   * A platform broadcast (system-broadcasts.ts): the event as its own in each tenant `resolve` names, in one
+   * transaction; followed up as any publish (the log tail and push dispatcher woken, each copy counted).
+   */
+  async publishInTenants(
+    caller: Caller,
+    named: readonly string[] | '*',
+    resolve: (tx: Db) => Promise<readonly string[]>,
+    event: NewEvent,
+    options: { idempotencyKey?: string; rawData?: string },
+  ): Promise<PublishedInTenants> {
+    const done = this.deps.metrics.publishSeconds.startTimer()
+    const result = await this.publisher.publishInTenants(caller, named, resolve, event, options)
+    done()
+    // Each tenant's copy counts as a publish of its own.
+    const copies = result.ids.map(() => event)
+    if (!result.replayed && copies.length) this.followUp(result, copies)
+    return result
+  }
+
+  /**
+   * Live-only events (`store: false`): checked as a publish is (fields, sizes, scopes), then sent to the matching
+   * open streams of every instance, and nothing more: no row, recipients, pushes or webhooks. A batch is all live
+   * or all stored (a 400 names each event that is not). An Idempotency-Key is ignored: with nothing stored, a
+   * retry has nothing to be matched against, and sends again. Resolves once every instance has been told.
+   */
+  private async sendLive(caller: Caller, batch: NewEvent[], options: PublishOptions): Promise<Published> {
+    const stored = batch.flatMap((e, i) => (e.store === false ? [] : [i]))
+    if (stored.length) {
+      throw new InvalidFieldsError(
+        stored.map((i) => ({
+          path: `body.events.${i}.store`,
+          message:
+            'a batch is all live-only (store: false) or all stored: send live-only events in a batch of their own',
+        })),
+      )
+    }
+    const at = new Date()
+    const accepted = this.publisher.acceptLive(caller, batch, options)
+    await this.deps.sendLive(accepted.map(({ event, dataJson }) => liveEventOf(caller, event, dataJson, at)))
+    return { ids: [], createdAt: at, replayed: false, pushes: 0, live: accepted.length }
+  }
+
   /** Accepts the events for publishing at `options.deliverAt`, checked as a publish is (fields, sizes, scopes). */
   schedule(caller: Caller, batch: NewEvent[], options: ScheduleOptions): Promise<Scheduled> {
+    if (batch.some((e) => e.store === false)) {
+      throw new InvalidFieldsError([
+        {
+          path: 'body.deliverAt',
+          message: 'a live-only event (store: false) cannot be scheduled: it goes to the streams open when it is sent',
+        },
+      ])
+    }
     return this.publisher.scheduleEvents(caller, batch, options)
   }
 
@@ -151,18 +210,18 @@ export class EventService {
   }
 
   /** The caller's events as JSON text (see listEvents). */
-  async list(caller: Caller, query: Omit<ListQuery, 'upTo'>): Promise<string> {
+  async list(caller: Caller, query: Omit<ListQuery, 'upTo'>, localeOf?: LocaleOf): Promise<string> {
     const { database, tail } = this.deps
     const inApp = await this.deps.inAppOf(caller)
-    if (query.after === undefined) return listEvents(database, caller, query, inApp)
+    if (query.after === undefined) return listEvents(database, caller, query, inApp, localeOf)
     // A poller must not step over an event whose transaction is still open: read up to the settled watermark.
     await tail.sync()
-    return listEvents(database, caller, { ...query, upTo: tail.cursor }, inApp)
+    return listEvents(database, caller, { ...query, upTo: tail.cursor }, inApp, localeOf)
   }
 
   /** One of the caller's events as JSON text. */
-  async get(caller: Caller, id: number): Promise<string> {
-    const json = await getEvent(this.deps.database, caller, id, await this.deps.inAppOf(caller))
+  async get(caller: Caller, id: number, localeOf?: LocaleOf): Promise<string> {
+    const json = await getEvent(this.deps.database, caller, id, await this.deps.inAppOf(caller), localeOf)
     if (json === undefined) throw noEvent(id)
     return json
   }

@@ -16,6 +16,13 @@ export interface Viewer {
   withSubscriptions?: boolean
   /** The viewer's preferences leave these events out (`inApp: false`): stored, but not theirs to see. */
   inApp?: InAppFilter
+  /** The viewer's locale (BCP 47, as Intl writes it): the title and body replays show (wire-format.ts localizedRow). */
+  locale?: string
+  /**
+   * Other tenants the viewer's token covers (a stream of a director of several schools), with their roles in
+   * each: there they see what is sent to the tenant, to them, or to those roles (topics are the current tenant's).
+   */
+  otherTenants?: ReadonlyMap<string, readonly string[]>
 }
 
 /**
@@ -69,12 +76,14 @@ export function visibleTo(viewer: Viewer): SQL {
           and ts.topic = any(${events.toTopics})))`,
     )
   }
-  return and(
-    eq(events.tenant, viewer.tenant),
-    gt(events.expiresAt, sql`now()`),
-    or(...audiences),
-    viewer.inApp?.shownSql(),
-  ) as SQL
+  const inTenant = and(eq(events.tenant, viewer.tenant), or(...audiences), viewer.inApp?.shownSql()) as SQL
+  // One clause per tenant, ORed: a replay across a director's schools reads them in one pass, in id order.
+  const elsewhere = [...(viewer.otherTenants ?? [])].map(([tenant, roles]) => {
+    const seen = [sql`${events.toTenant}`, sql`${events.toUsers} && ${textArray([viewer.userId])}`]
+    if (roles.length) seen.push(sql`${events.toRoles} && ${textArray(roles)}`)
+    return and(eq(events.tenant, tenant), or(...seen)) as SQL
+  })
+  return and(gt(events.expiresAt, sql`now()`), elsewhere.length ? or(inTenant, ...elsewhere) : inTenant) as SQL
 }
 
 /**

@@ -2,6 +2,7 @@ import { and, eq, inArray, isNotNull, type SQL, sql } from 'drizzle-orm'
 import type { Database } from '../db/client.ts'
 import { type EventRow, events, instances, pushDeliveries, pushSubscriptions, receipts } from '../db/schema.ts'
 import { enqueueWebhooks } from '../webhooks/outbox.ts'
+import { localizedRow } from '../wire-format.ts'
 
 // The push outbox's SQL, as the dispatcher (dispatcher.ts) runs it: claiming due pushes, loading what they need,
 // recording their outcomes, handing claims back. No scheduling here: when and how much is the dispatcher's call.
@@ -128,7 +129,8 @@ export class PushClaims {
   }
 
   /**
-   * Loads what the claimed rows need in four queries (five with pushes of edits or recalls), and says of each
+   * Loads what the claimed rows need in four queries (one more with pushes of edits or recalls, and one more with
+   * events whose text is per locale: their users' directory locales), and says of each
    * whether it is still to send: not if its event expired or its device was removed (failed), or if it was
    * acked, streamed or recalled meanwhile (skipped).
    */
@@ -161,11 +163,18 @@ export class PushClaims {
     const eventsById = new Map(eventRows.map((e) => [e.id, e]))
     const subsById = new Map(subRows.map((s) => [s.id, s]))
     const ackedKeys = new Set(acked.map((a) => `${a.tenant}\u0000${a.userId}\u0000${a.eventId}`))
+    // Events whose type rendered their text per locale go in each recipient's directory locale (event-types/).
+    const eventOf = (c: ClaimedPush) => {
+      const row = eventsById.get(c.eventId)
+      return row?.refId == null ? row : eventsById.get(row.refId)
+    }
+    const locales = await this.localesOf(claimed.filter((c) => eventOf(c)?.localizedJson != null))
     const readKeys = new Set(acked.flatMap((a) => (a.readAt ? [`${a.tenant}\u0000${a.userId}\u0000${a.eventId}`] : [])))
 
     return claimed.map((c): LoadedPush => {
       const row = eventsById.get(c.eventId)
-      const event = row?.refId == null ? row : eventsById.get(row.refId)
+      const stored = eventOf(c)
+      const event = stored && localizedRow(stored, locales.get(`${c.tenant}\u0000${c.userId}`))
       const sub = c.subscriptionId === null ? undefined : subsById.get(c.subscriptionId)
       if (!row || !event) return { state: 'failed', claimed: c, error: 'event expired' }
       if (!sub) return { state: 'failed', claimed: c, error: 'subscription removed' }
@@ -186,6 +195,18 @@ export class PushClaims {
       if (wasStreamed(c, event)) return { state: 'skipped', claimed: c, why: 'delivered on an open stream' }
       return { state: 'send', claimed: c, event, sub }
     })
+  }
+
+  /** The directory locales of the pushes' users (none asked: no query), keyed by tenant and user. */
+  private async localesOf(pushes: readonly ClaimedPush[]): Promise<Map<string, string>> {
+    if (!pushes.length) return new Map()
+    const users = JSON.stringify(pushes.map((c) => ({ tenant: c.tenant, user_id: c.userId })))
+    const rows = await this.database.query<{ tenant: string; user_id: string; locale: string }>(sql`
+      select d.tenant, d.user_id, d.locale from directory_users d
+      join (select distinct * from json_to_recordset(${users}::json) as u(tenant text, user_id text)) u
+        on u.tenant = d.tenant and u.user_id = d.user_id
+      where d.locale is not null`)
+    return new Map(rows.map((r) => [`${r.tenant}\u0000${r.user_id}`, r.locale]))
   }
 
   /**

@@ -31,7 +31,7 @@ const preferences = pushPreferencesSql({
  * id, tenant, type, priority and audience), as part of the publish statement, so a committed event always has
  * its pushes planned (and a rolled-back one never does). Returns the event id of each push planned. One row per
  * (event, device), by the push rule of SPEC 6:
- *   low: none. urgent: every device, now.
+ *   low: none, nor for an event of a type registered not to push (`may_push` false). urgent: every device, now.
  *   normal: devices of users with no open stream on a live instance, now. Users with open streams get a
  *     held-back row (`present_on`), checked after `presenceTtlS`: sent only if every instance that claimed
  *     their presence was in fact already dead (see PushDispatcher).
@@ -72,7 +72,7 @@ export function planPushes(inserted: SQL, recipients: SQL, policy: PushPolicy): 
       join ${inserted} e on e.id = recipient.event_id
       join push_subscriptions s on s.id = recipient.sub_id
       ${preferences.joins}
-      where e.priority <> 'low'
+      where e.priority <> 'low' and e.may_push
         and (s.expiration_time is null or s.expiration_time > now())
         and ${preferences.mayPush}
     ) planned
@@ -133,7 +133,7 @@ export function planNudgePushes(eventId: number, users: string): SQL {
     join push_subscriptions s on s.tenant = e.tenant
       and s.user_id in (select json_array_elements_text(${users}::json))
     ${preferences.joins}
-    where e.id = ${eventId}
+    where e.id = ${eventId} and e.may_push
       and (s.expiration_time is null or s.expiration_time > now())
       and ${preferences.mayPush}
     returning id`

@@ -11,6 +11,14 @@ const signInBody = z.object({
   tenant: z.string().trim().min(1).max(100).default('demo'),
   roles: z.array(z.string().trim().min(1).max(100)).max(20).default([]),
   topics: z.array(z.string().trim().min(1).max(200)).max(20).default([]),
+  directorOf: z
+    .array(z.string().trim().min(1).max(100))
+    .max(20)
+    .default([])
+    .describe(
+      'Other tenants the user is a director of: the token’s `tenants` claim, with the role `director` in each.',
+    ),
+  admin: z.boolean().default(false).describe('Adds the `admin` scope (the /admin page signs in with it).'),
 })
 
 export interface DemoOptions {
@@ -45,10 +53,22 @@ export async function demoRoutes(fastify: FastifyInstance, options: DemoOptions)
       config: { rateLimit: app.limits.perIp },
     },
     async (request) => {
-      const { sub, tenant, roles, topics } = request.body
+      const { sub, tenant, roles, topics, admin, directorOf } = request.body
+      const others = directorOf.filter((t) => t !== tenant)
+      // Every tenant the user works in: the current one with its `roles`, the others as their director.
+      const tenants = others.length
+        ? Object.fromEntries([[tenant, roles], ...others.map((t) => [t, ['director']])])
+        : undefined
       const token = mintToken(
         secret,
-        { sub, tenant, roles, topics, scope: 'events:publish events:broadcast' },
+        {
+          sub,
+          tenant,
+          roles,
+          topics,
+          ...(tenants && { tenants }),
+          scope: `events:publish events:broadcast${admin ? ' admin' : ''}`,
+        },
         DEMO_TOKEN_TTL_S,
       )
       return { token, expiresIn: DEMO_TOKEN_TTL_S }

@@ -1,6 +1,8 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
+import { z } from 'zod'
 import { documentedReplies } from '../docs.ts'
+import { preferredLocale } from '../event-types/locale.ts'
 import { parseEventId } from '../events/model.ts'
 import { rawDataOfBatch, rawDataOfEvent } from '../events/raw-json.ts'
 import { deliverAtOf } from '../events/scheduled.ts'
@@ -16,6 +18,7 @@ import {
   idParams,
   listedEvent,
   listQuery,
+  liveSent,
   noContent,
   nudgeReply,
   publishBody,
@@ -27,6 +30,9 @@ import {
   scheduledReply,
   unreadCountReply,
 } from './schemas.ts'
+
+/** The answer to a live-only publish: nothing was stored, so there is no id to give. */
+const LIVE_SENT = { live: true } as const
 
 /** The event routes: HTTP over EventService (events/service.ts). */
 export async function eventRoutes(fastify: FastifyInstance) {
@@ -40,17 +46,21 @@ export async function eventRoutes(fastify: FastifyInstance) {
         summary: 'Publish an event, now or at `deliverAt`',
         description:
           'Needs `events:publish` for users and topics, `events:broadcast` for roles and the tenant. With ' +
-          '`deliverAt`, the event is checked now and published then (202).',
+          '`deliverAt`, the event is checked now and published then (202). With `store: false` (or a type ' +
+          'registered live-only), it is a live-only update: sent to the matching open streams as `event: live` ' +
+          'and never stored (202 `{"live":true}`).',
         tags: ['events'],
         body: publishBody,
         headers: idempotencyHeaders,
-        response: { 200: replayedPublish, 201: published, 202: scheduledReply },
+        response: { 200: replayedPublish, 201: published, 202: z.union([scheduledReply, liveSent]) },
       },
       onRequest: app.authenticate,
       config: { rateLimit: app.limits.publish },
     },
     async (request, reply) => {
-      const { deliverAt, ...event } = request.body
+      const { deliverAt, ...sent } = request.body
+      // The type's defaults and templates, then the checks on the final values (event-types/service.ts).
+      const [event] = await app.eventTypes.resolve(request.caller.tenant, [sent], 'single')
       const options = {
         idempotencyKey: request.headers['idempotency-key'],
         kind: 'single' as const,
@@ -64,6 +74,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         return reply.code(202).send(scheduledAnswer(scheduled))
       }
       const result = await events.publish(request.caller, [event], options)
+      if (result.live !== undefined) return reply.code(202).send(LIVE_SENT)
       return reply
         .code(result.replayed ? 200 : 201)
         .send({ id: String(result.ids[0]), createdAt: result.createdAt.toISOString() })
@@ -75,17 +86,21 @@ export async function eventRoutes(fastify: FastifyInstance) {
     {
       schema: {
         summary: 'Publish up to 1,000 events, all or nothing, now or at `deliverAt`',
-        description: 'With `deliverAt`, the events are checked now and published together then (202).',
+        description:
+          'With `deliverAt`, the events are checked now and published together then (202). With `store: false` on ' +
+          'every event, they are live-only updates, sent to the open streams and never stored (202 `{"live":true}`); ' +
+          'a batch cannot mix live-only and stored events.',
         tags: ['events'],
         body: batchBody,
         headers: idempotencyHeaders,
-        response: { 200: replayedBatch, 201: batchPublished, 202: scheduledReply },
+        response: { 200: replayedBatch, 201: batchPublished, 202: z.union([scheduledReply, liveSent]) },
       },
       onRequest: app.authenticate,
       config: { rateLimit: app.limits.publish },
     },
     async (request, reply) => {
-      const { deliverAt, events: batch } = request.body
+      const { deliverAt, events: sent } = request.body
+      const batch = await app.eventTypes.resolve(request.caller.tenant, sent, 'batch')
       const options = {
         idempotencyKey: request.headers['idempotency-key'],
         kind: 'batch' as const,
@@ -99,6 +114,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
         return reply.code(202).send(scheduledAnswer(scheduled))
       }
       const result = await events.publish(request.caller, batch, options)
+      if (result.live !== undefined) return reply.code(202).send(LIVE_SENT)
       return reply.code(result.replayed ? 200 : 201).send({ ids: result.ids.map(String) })
     },
   )
@@ -117,12 +133,16 @@ export async function eventRoutes(fastify: FastifyInstance) {
     { schema: listSchema, config: listConfig, onRequest: app.authenticate },
     async (request, reply) => {
       const { query } = request
-      const json = await events.list(request.caller, {
-        after: query.after === undefined ? undefined : parseEventId(query.after),
-        before: query.before === undefined ? undefined : parseEventId(query.before),
-        limit: query.limit,
-        unread: query.unread === 'true',
-      })
+      const json = await events.list(
+        request.caller,
+        {
+          after: query.after === undefined ? undefined : parseEventId(query.after),
+          before: query.before === undefined ? undefined : parseEventId(query.before),
+          limit: query.limit,
+          unread: query.unread === 'true',
+        },
+        readerLocale(app, request),
+      )
       return reply.type('application/json').send(json)
     },
   )
@@ -142,7 +162,7 @@ export async function eventRoutes(fastify: FastifyInstance) {
     '/v1/events/:id',
     { schema: getSchema, config: getConfig, onRequest: app.authenticate },
     async (request, reply) => {
-      const json = await events.get(request.caller, parseEventId(request.params.id))
+      const json = await events.get(request.caller, parseEventId(request.params.id), readerLocale(app, request))
       return reply.type('application/json').send(json)
     },
   )
@@ -292,6 +312,14 @@ export async function eventRoutes(fastify: FastifyInstance) {
     async (request) => events.nudge(request.caller, parseEventId(request.params.id)),
   )
 }
+
+/**
+ * The reader's locale, for events whose type rendered their text per locale: the directory's, else the request's
+ * Accept-Language. Looked up only when a reply holds such an event (LocaleOf).
+ */
+const readerLocale = (app: FastifyInstance, request: FastifyRequest) => async () =>
+  (await app.directory.localeOf(request.caller.tenant, request.caller.userId)) ??
+  preferredLocale(request.headers['accept-language'])
 
 /** The 202 of a publish accepted for later. */
 const scheduledAnswer = (s: { scheduledId: number; deliverAt: Date }) => ({

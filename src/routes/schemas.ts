@@ -109,6 +109,9 @@ export const replayedBatch = batchPublished.describe(
 /** The event as every client sees it (stream, history, push payload). The audience is never shown. */
 export const eventSchema = z.object({
   id: eventIdSchema,
+  tenant: z
+    .string()
+    .describe('The event’s tenant: a stream carries the events of every tenant its token covers (`tenants` claim).'),
   type: z.string(),
   title: z.string(),
   body: z.string().nullable(),
@@ -305,6 +308,13 @@ export const batchBody = batchSchema.extend({
     .max(MAX_BATCH_EVENTS),
   deliverAt: deliverAtSchema.optional(),
 })
+
+/** `POST /v1/events` and `/batch` with `store: false`: sent to the open streams, nothing stored. */
+export const liveSent = z
+  .object({ live: z.literal(true) })
+  .describe(
+    'Live-only (`store: false`): sent to the matching open streams on every instance as `event: live`, without an id; not stored, listed, counted, pushed or replayed.',
+  )
 
 export const scheduledIdSchema = z.string().regex(/^(0|[1-9][0-9]{0,17})$/, 'must be a decimal scheduled id')
 export const scheduledIdParams = z.object({ id: scheduledIdSchema })

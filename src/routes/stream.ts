@@ -1,9 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { topicAllowed } from '../auth.ts'
+import { ADMIN_TOPIC } from '../audit/overview.ts'
+import { topicAllowed, topicMatches } from '../auth.ts'
 import { commaList } from '../config.ts'
 import { documentedReplies } from '../docs.ts'
+import { preferredLocale } from '../event-types/locale.ts'
 import { eventIdSchema, parseEventId } from '../events/model.ts'
 import { DATABASE_DOWN_RETRY_AFTER_S, HttpProblem } from '../problems.ts'
 import { openStream, type StreamDeps } from '../stream/open-stream.ts'
@@ -43,6 +45,7 @@ export async function streamRoutes(
     tail: app.logTail,
     presence: app.presence,
     metrics: app.metrics,
+    audit: app.connectionAudit,
   }
 
   /** A stream opens with a single-use ticket (`?ticket=`), or with the JWT as every route takes it. */
@@ -98,7 +101,8 @@ export async function streamRoutes(
         description:
           'The token goes in `Authorization: Bearer`; EventSource, which cannot set headers, passes a single-use ' +
           '`?ticket=` (POST /v1/stream/tickets), or the JWT itself as `?access_token=`. ' +
-          'A topic the token does not allow is a 403 before the stream opens.',
+          'A topic the token does not allow is a 403 before the stream opens. A token with a `tenants` claim gets ' +
+          'the events of every tenant it covers on this one stream, each with its `tenant`, in id order.',
         tags: ['stream'],
         querystring: streamQuery,
         headers: streamHeaders,
@@ -132,7 +136,16 @@ export async function streamRoutes(
       const topics = [...new Set(commaList(request.query.topics))]
       if (topics.length > MAX_STREAM_TOPICS)
         throw new HttpProblem('badRequest', `At most ${MAX_STREAM_TOPICS} topics per stream.`)
-      const refused = topics.filter((t) => !topicAllowed(caller.topics, t))
+      // The admin overview's topic is the service's own: any admin of the tenant may follow it, no one else, not
+      // even through a pattern (`*`) their topics claim allows.
+      const isAdmin = caller.scopes.has('admin')
+      const adminOnly = isAdmin ? [] : topics.filter((t) => topicMatches(t, ADMIN_TOPIC))
+      if (adminOnly.length)
+        throw new HttpProblem(
+          'forbidden',
+          `Only a token with the "admin" scope may follow ${ADMIN_TOPIC} (asked for: ${adminOnly.join(', ')}).`,
+        )
+      const refused = topics.filter((t) => !(isAdmin && t === ADMIN_TOPIC) && !topicAllowed(caller.topics, t))
       if (refused.length)
         throw new HttpProblem('forbidden', `Your token does not allow the topics: ${refused.join(', ')}.`)
 
@@ -149,11 +162,16 @@ export async function streamRoutes(
       // the user's preferences leave out of their streams (`inApp: false`) is neither streamed nor replayed.
       // Both are read at once: on PostgreSQL that is one round trip of waiting, not two.
       const followsSubscriptions = topics.length === 0
-      const [followed, inApp] = await Promise.all([
+      const [followed, inApp, inDirectory] = await Promise.all([
         followsSubscriptions ? app.topicSubscriptions.topicsFor(caller) : topics,
         app.preferences.inAppFilterOf(caller.tenant, caller.userId),
+        // The text of events rendered per locale (event-types/): one primary-key lookup, read alongside.
+        app.directory.localeOf(caller.tenant, caller.userId),
       ])
-      await openStream(streamDeps, request, reply, caller, followed, lastEventId, followsSubscriptions, inApp)
+      // A subscription to the admin topic (an admin may subscribe anyone to any topic) counts for admins only.
+      const allowed = isAdmin ? followed : followed.filter((t) => !topicMatches(t, ADMIN_TOPIC))
+      const locale = inDirectory ?? preferredLocale(request.headers['accept-language'])
+      await openStream(streamDeps, request, reply, caller, allowed, lastEventId, followsSubscriptions, inApp, locale)
     },
   )
 }

@@ -21,6 +21,7 @@ export interface DeliveryLog {
 let nextConnectionId = 1
 const NONE: ReadonlySet<string> = new Set()
 const NO_PREFIXES: readonly string[] = []
+const NO_TENANTS: ReadonlyMap<string, ReadonlySet<string>> = new Map()
 
 /**
  * One open SSE stream, in one of three states:
@@ -45,6 +46,16 @@ export class StreamConnection {
   followsSubscriptions = false
   /** What the user's preferences leave out (`inApp: false`), live and in replays; undefined: nothing. */
   inApp: InAppFilter | undefined = undefined
+  /**
+   * The user's locale (BCP 47, as Intl writes it), set when the stream opens: events whose type rendered their text
+   * per locale are sent in it, live and replayed; undefined: the fallback text.
+   */
+  locale: string | undefined = undefined
+  /**
+   * The other tenants the token covers (a director of several schools), with the user's roles in each: the hub
+   * indexes the stream there too, by user and those roles. Set before the hub adds the stream, never after.
+   */
+  otherTenants: ReadonlyMap<string, ReadonlySet<string>> = NO_TENANTS
   /** Highest event id written or queued. */
   lastQueuedId = 0
   /** Told of each event written or queued here, live or replayed (StreamHub sets it). */
@@ -117,7 +128,27 @@ export class StreamConnection {
       roles: [...this.roles],
       topicPatterns: this.topics,
       inApp: this.inApp,
+      locale: this.locale,
+      otherTenants: new Map([...this.otherTenants].map(([tenant, roles]) => [tenant, [...roles]])),
     }
+  }
+
+  /** Every tenant the stream carries: its own first, then the others its token covers. */
+  get tenants(): string[] {
+    return [this.tenant, ...this.otherTenants.keys()]
+  }
+
+  /** The user's roles in `tenant`, one the stream carries. */
+  rolesIn(tenant: string): ReadonlySet<string> {
+    return tenant === this.tenant ? this.roles : (this.otherTenants.get(tenant) ?? NONE)
+  }
+
+  /**
+   * True when the user's preferences leave the event out of this stream. They are the current tenant's, so they
+   * apply to its events only.
+   */
+  hides(e: Parameters<InAppFilter['hides']>[0] & { tenant: string }): boolean {
+    return this.inApp !== undefined && e.tenant === this.tenant && this.inApp.hides(e)
   }
 
   /** The topics and `prefix*` patterns the stream follows now. */
@@ -176,6 +207,18 @@ export class StreamConnection {
     this.send(frames)
     this.deliveries.inc(count)
     if (this.written() > this.bufferLimit) this.fallBehind()
+  }
+
+  /**
+   * A live-only event's frame (no id): written now, also while replaying (it moves no Last-Event-ID, so it cannot
+   * disturb the replay's order). Dropped, not buffered, for a stream that is behind or holds more than its buffer
+   * limit unread: a live update is not a notification, and the next one supersedes it. Returns whether it was written.
+   */
+  writeLive(frame: Frame): boolean {
+    if (this.closed || !this.started || this.state === 'behind' || this.sinkLength() > this.bufferLimit) return false
+    this.send(frame)
+    this.written()
+    return true
   }
 
   /** Frames without an id (receipts, heartbeats, reset): written now, in any state. */

@@ -1,13 +1,49 @@
 import type { UserOverLimit } from '../cluster/presence.ts'
 import type { EventRow } from '../db/schema.ts'
+import type { LiveEvent } from '../events/live.ts'
 import type { InAppFilter } from '../events/preference-rules.ts'
 import type { ReceiptNotice, RollCallNotice } from '../events/receipts.ts'
 import type { Metrics } from '../metrics.ts'
-import { Frame, HEARTBEAT_FRAME, logFrame, receiptFrame, rollCallFrame } from '../wire-format.ts'
+import {
+  Frame,
+  HEARTBEAT_FRAME,
+  type LocalizedText,
+  liveFrame,
+  localeKeyOf,
+  logFrame,
+  receiptFrame,
+  rollCallFrame,
+} from '../wire-format.ts'
 import type { DeliveryLog, StreamConnection } from './connection.ts'
 
 /** A row of the log as its frame: an event (`notification`), an edit of one (`update`) or a recall (`delete`). */
 const eventFrame = (e: EventRow) => new Frame(logFrame(e))
+
+/**
+ * The frame of a row for each stream: one frame for all, or, for an event whose type rendered its text per locale
+ * (`localizedJson`), one per locale the streams at hand use, each built once (a small Map for this dispatch).
+ */
+function framesOf(e: EventRow): (c: StreamConnection) => Frame {
+  const fallback = eventFrame(e)
+  if (e.localizedJson === null) return () => fallback
+  const localized = JSON.parse(e.localizedJson) as Record<string, LocalizedText>
+  const byLocale = new Map<string, Frame>()
+  return (c) => {
+    const key = localeKeyOf(localized, c.locale)
+    if (key === undefined) return fallback
+    let frame = byLocale.get(key)
+    if (!frame) byLocale.set(key, (frame = eventFrame({ ...e, ...localized[key] })))
+    return frame
+  }
+}
+
+/** A live-only event as the user's in-app preferences judge it. */
+const ruledLive = (e: LiveEvent) => ({
+  tenant: e.tenant,
+  type: e.type,
+  priority: e.priority ?? 'normal',
+  toTopics: e.toTopics,
+})
 
 /** Broadcasts that come together are joined into one write per stream up to about this many characters. */
 const MAX_JOINED_LENGTH = 16_384
@@ -58,6 +94,8 @@ function removeFrom<K>(map: Map<K, Streams>, key: K, c: StreamConnection) {
 /** The per-instance registry of open streams and the fan-out of live events to them. */
 export class StreamHub {
   private readonly tenants = new Map<string, TenantStreams>()
+  /** Every open stream, once: a director's stream is in the index of each tenant it carries. */
+  private readonly streams = new Set<StreamConnection>()
   private heartbeat: NodeJS.Timeout
   private expirySweep: NodeJS.Timeout
   /** Set by closeAll: streams still opening when shutdown began are ended as soon as they register. */
@@ -86,11 +124,20 @@ export class StreamHub {
     if (!t) this.tenants.set(c.tenant, (t = new TenantStreams()))
     if (this.countIn(t, c.userId) >= this.maxPerUser) this.evictOldest(c.tenant, c.userId, 1)
     c.deliveryLog = this.deliveryLog
+    this.streams.add(c)
     t.all.add(c)
     addTo(t.byUser, c.userId, c)
     for (const role of c.roles) addTo(t.byRole, role, c)
     for (const topic of c.exactTopics) addTo(t.byTopic, topic, c)
     if (c.topicPrefixes.length) t.withPrefixes.add(c)
+    // The other tenants its token covers: by user and the roles there (topics are the current tenant's only).
+    for (const [tenant, roles] of c.otherTenants) {
+      let other = this.tenants.get(tenant)
+      if (!other) this.tenants.set(tenant, (other = new TenantStreams()))
+      other.all.add(c)
+      addTo(other.byUser, c.userId, c)
+      for (const role of roles) addTo(other.byRole, role, c)
+    }
     this.size++
     this.metrics.openStreams.inc()
     this.metrics.streamsOpened.inc()
@@ -99,13 +146,18 @@ export class StreamHub {
   }
 
   private remove(c: StreamConnection): void {
-    const t = this.tenants.get(c.tenant)
-    if (!t?.all.delete(c)) return
-    removeFrom(t.byUser, c.userId, c)
-    for (const role of c.roles) removeFrom(t.byRole, role, c)
-    for (const topic of c.exactTopics) removeFrom(t.byTopic, topic, c)
-    t.withPrefixes.delete(c)
-    if (t.all.size === 0) this.tenants.delete(c.tenant)
+    if (!this.streams.delete(c)) return
+    for (const tenant of c.tenants) {
+      const t = this.tenants.get(tenant)
+      if (!t?.all.delete(c)) continue
+      removeFrom(t.byUser, c.userId, c)
+      for (const role of c.rolesIn(tenant)) removeFrom(t.byRole, role, c)
+      if (tenant === c.tenant) {
+        for (const topic of c.exactTopics) removeFrom(t.byTopic, topic, c)
+        t.withPrefixes.delete(c)
+      }
+      if (t.all.size === 0) this.tenants.delete(tenant)
+    }
     this.size--
     this.metrics.openStreams.dec()
     if (c.closeReason) this.metrics.streamsClosed.inc({ reason: c.closeReason })
@@ -121,7 +173,7 @@ export class StreamHub {
       const e = rows[i]
       const t = this.tenants.get(e.tenant)
       if (!t || e.recalledAt) continue
-      if (e.toTenant) {
+      if (e.toTenant && e.localizedJson === null) {
         // Broadcasts to one tenant that come together (a burst) go to each stream in one write, up to a size
         // that keeps a slow reader's share of memory where a single event would put it.
         const run = [{ id: e.id, frame: eventFrame(e), row: e }]
@@ -129,6 +181,7 @@ export class StreamHub {
         while (
           length < MAX_JOINED_LENGTH &&
           rows[i + 1]?.toTenant &&
+          rows[i + 1].localizedJson === null &&
           rows[i + 1].tenant === e.tenant &&
           !rows[i + 1].recalledAt
         ) {
@@ -139,16 +192,20 @@ export class StreamHub {
         const joined = run.length === 1 ? run[0].frame : new Frame(run.map((r) => r.frame.text).join(''))
         for (const c of t.all) {
           // A stream whose user turned some of these off (preferences, `inApp: false`) gets the others one by one.
-          const filter = c.inApp
-          if (filter && run.some((r) => filter.hides(r.row))) {
-            for (const r of run) if (!filter.hides(r.row)) c.deliver(r.id, r.frame)
+          if (c.inApp && run.some((r) => c.hides(r.row))) {
+            for (const r of run) if (!c.hides(r.row)) c.deliver(r.id, r.frame)
           } else c.deliverAll(run, joined)
         }
         continue
       }
-      const frame = eventFrame(e)
+      const frameFor = framesOf(e)
       const send = (c: StreamConnection) => {
-        if (!c.inApp?.hides(e)) c.deliver(e.id, frame)
+        if (!c.hides(e)) c.deliver(e.id, frameFor(c))
+      }
+      // A broadcast whose text is per locale: one by one (a stream's locale picks its frame), never joined.
+      if (e.toTenant) {
+        for (const c of t.all) send(c)
+        continue
       }
       // A stream named twice (as user and by role, say) gets the event once: deliver() skips repeated ids.
       for (const user of e.toUsers) for (const c of streamsIn(t.byUser.get(user))) send(c)
@@ -159,6 +216,66 @@ export class StreamHub {
   }
 
   /**
+   * A live-only event (`store: false`, events/live.ts) to this instance's streams that match it by the rules of
+   * dispatch (users, roles, topics and patterns, the tenant; the user's in-app preferences), its frame built once.
+   * It has no id: a stream named twice (as user and by role, say) is written once by a set of this dispatch's
+   * streams, and one that is behind or full drops it (StreamConnection.writeLive).
+   */
+  dispatchLive(e: LiveEvent): void {
+    this.dispatchLiveAll([e])
+  }
+
+  /**
+   * Several live-only events, in order (those sent together here, or a bus message from another instance). As in
+   * dispatch, tenant broadcasts that come together go to each stream in one write (a burst of them cost a write
+   * per event per stream, twice the CPU per delivery of stored broadcasts, which the log tail joins).
+   */
+  dispatchLiveAll(events: readonly LiveEvent[]): void {
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]
+      if (!e.toTenant) {
+        this.dispatchLiveTo(e)
+        continue
+      }
+      const run = [e]
+      let length = e.json.length
+      while (length < MAX_JOINED_LENGTH && events[i + 1]?.toTenant && events[i + 1].tenant === e.tenant) {
+        run.push(events[++i])
+        length += events[i].json.length
+      }
+      const t = this.tenants.get(e.tenant)
+      if (!t) continue
+      const frames = run.map((r) => new Frame(liveFrame(r.json)))
+      const joined = frames.length === 1 ? frames[0] : new Frame(frames.map((f) => f.text).join(''))
+      const ruled = run.map(ruledLive)
+      for (const c of t.all) {
+        // A stream whose user turned some of these off (preferences, `inApp: false`) gets the others one by one.
+        if (c.inApp && ruled.some((r) => c.hides(r))) {
+          for (const [k, r] of ruled.entries()) if (!c.hides(r)) c.writeLive(frames[k])
+        } else c.writeLive(joined)
+      }
+    }
+  }
+
+  /** A live-only event to named users, roles and topics (dispatchLive). */
+  private dispatchLiveTo(e: LiveEvent): void {
+    const t = this.tenants.get(e.tenant)
+    if (!t) return
+    const frame = new Frame(liveFrame(e.json))
+    const ruled = ruledLive(e)
+    const written = new Set<StreamConnection>()
+    const send = (c: StreamConnection) => {
+      if (written.has(c)) return
+      written.add(c)
+      if (!c.hides(ruled)) c.writeLive(frame)
+    }
+    for (const user of e.toUsers) for (const c of streamsIn(t.byUser.get(user))) send(c)
+    for (const role of e.toRoles) for (const c of streamsIn(t.byRole.get(role))) send(c)
+    for (const topic of e.toTopics) for (const c of streamsIn(t.byTopic.get(topic))) send(c)
+    if (e.toTopics.length) for (const c of t.withPrefixes) if (c.followsAnyTopic(e.toTopics)) send(c)
+  }
+
+  /**
    * The user's topic subscriptions changed: their streams that follow their subscriptions (opened without
    * `?topics=`) follow the change from now on. Streams opened with `?topics=` keep the topics they asked for.
    */
@@ -166,7 +283,8 @@ export class StreamHub {
     const t = this.tenants.get(tenant)
     if (!t) return
     for (const c of streamsIn(t.byUser.get(userId))) {
-      if (!c.followsSubscriptions || !c.setFollows(topic, subscribed)) continue
+      // A director's stream of another current tenant is indexed here too: its topics are that tenant's.
+      if (c.tenant !== tenant || !c.followsSubscriptions || !c.setFollows(topic, subscribed)) continue
       if (subscribed) addTo(t.byTopic, topic, c)
       else removeFrom(t.byTopic, topic, c)
     }
@@ -177,12 +295,19 @@ export class StreamHub {
    * next event on, live and in any replay after.
    */
   setInAppFilter(tenant: string, userId: string, filter: InAppFilter | undefined): void {
-    for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.inApp = filter
+    for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) if (c.tenant === tenant) c.inApp = filter
   }
 
   /** The users of a tenant with open streams here. */
   usersOf(tenant: string): string[] {
     return [...(this.tenants.get(tenant)?.byUser.keys() ?? [])]
+  }
+
+  /** The tenants with an open stream here that follows `topic` by name (the admin overview's topic). */
+  tenantsFollowing(topic: string): string[] {
+    const tenants: string[] = []
+    for (const [tenant, t] of this.tenants) if (t.byTopic.has(topic)) tenants.push(tenant)
+    return tenants
   }
 
   /** An ack or read of the user's to every open stream of theirs here. */
@@ -199,19 +324,28 @@ export class StreamHub {
 
   /**
    * A nudge about the event `e` to the open streams here of `users`: only to streams that carry the event (the
-   * same rule as dispatch), so a nudge shows no one an event their token does not let them see.
+   * same rule as dispatch), so a nudge shows no one an event their token does not let them see. `frameFor` builds
+   * the frame in a locale (an event whose type rendered its text per locale), once per locale used.
    */
-  nudge(e: EventRow, users: readonly string[], frame: string): void {
+  nudge(e: EventRow, users: readonly string[], frameFor: (locale: string | undefined) => string): void {
     const t = this.tenants.get(e.tenant)
     if (!t) return
+    const frames = new Map<string | undefined, string>()
+    const frameOf = (c: StreamConnection) => {
+      const locale = e.localizedJson === null ? undefined : c.locale
+      let frame = frames.get(locale)
+      if (frame === undefined) frames.set(locale, (frame = frameFor(locale)))
+      return frame
+    }
     for (const user of users) {
       for (const c of streamsIn(t.byUser.get(user))) {
+        const roles = c.rolesIn(e.tenant)
         const carries =
           e.toTenant ||
           e.toUsers.includes(c.userId) ||
-          e.toRoles.some((role) => c.roles.has(role)) ||
-          (e.toTopics.length > 0 && c.followsAnyTopic(e.toTopics))
-        if (carries && !c.inApp?.hides(e)) c.write(frame)
+          e.toRoles.some((role) => roles.has(role)) ||
+          (e.toTopics.length > 0 && c.tenant === e.tenant && c.followsAnyTopic(e.toTopics))
+        if (carries && !c.hides(e)) c.write(frameOf(c))
       }
     }
   }
@@ -219,7 +353,7 @@ export class StreamHub {
   /** Bytes held for all open streams, not yet taken by their sockets. */
   bufferedBytes(): number {
     let total = 0
-    for (const t of this.tenants.values()) for (const c of t.all) total += c.bufferedBytes
+    for (const c of this.streams) total += c.bufferedBytes
     return total
   }
 
@@ -284,12 +418,12 @@ export class StreamHub {
   private closeExpired() {
     const now = Date.now()
     const expired: StreamConnection[] = []
-    for (const t of this.tenants.values()) for (const c of t.all) if (c.expiresAt <= now) expired.push(c)
+    for (const c of this.streams) if (c.expiresAt <= now) expired.push(c)
     for (const c of expired) c.close('expired')
   }
 
   private broadcastAll(frame: Frame) {
-    for (const t of this.tenants.values()) for (const c of t.all) c.write(frame)
+    for (const c of this.streams) c.write(frame)
   }
 
   /** Ends every stream (shutdown); clients reconnect elsewhere and resume. Returns the streams it ended. */
@@ -297,7 +431,7 @@ export class StreamHub {
     this.shuttingDown = true
     clearInterval(this.heartbeat)
     clearInterval(this.expirySweep)
-    const ended = [...this.tenants.values()].flatMap((t) => [...t.all])
+    const ended = [...this.streams]
     for (const c of ended) c.close('shutdown')
     return ended
   }

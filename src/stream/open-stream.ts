@@ -35,6 +35,15 @@ export interface StreamDeps {
   slowReaderTimeoutMs: number
   /** Extra response headers (CORS): Fastify hooks do not run after hijack. */
   headers?: (request: FastifyRequest) => Record<string, string>
+  /** The connection audit (audit/connections.ts): told of each stream that opens and of its close. */
+  audit?: StreamAudit
+}
+
+/** Records streams as they open and close, without making them wait (audit/connections.ts ConnectionAudit). */
+export interface StreamAudit {
+  /** Returns the connection's audit id, for `close`. */
+  open(c: { tenant: string; userId: string; userAgent: string | undefined; clientIp: string | undefined }): string
+  close(id: string, reason: string): void
 }
 
 /**
@@ -54,18 +63,25 @@ export async function openStream(
   followsSubscriptions = false,
   /** What the user's preferences leave out (`inApp: false`); the hub keeps it current as they change. */
   inApp?: InAppFilter,
+  /** The user's locale (the directory's, else Accept-Language): the text of events rendered per locale. */
+  locale?: string,
 ): Promise<void> {
   const { reader, hub, tail, presence, metrics } = deps
-  // Present before the stream opens: a push decided after this moment knows the user is online.
+  // The stream carries every tenant the token covers (a director of several schools), each with its roles.
+  const otherTenants = new Map<string, ReadonlySet<string>>()
+  for (const [tenant, roles] of caller.tenants ?? [])
+    if (tenant !== caller.tenant) otherTenants.set(tenant, new Set(roles))
+  const tenants = [caller.tenant, ...otherTenants.keys()]
+  // Present (in each of them) before the stream opens: a push decided after this moment knows the user is online.
   // (If the database is down this throws, and the client gets a 503 instead of a stream.)
-  await presence.enter(caller.tenant, caller.userId)
+  await enterAll(presence, tenants, caller.userId)
   // Live only means: after everything committed before this request, which the tail may not have read yet
   // (a publish answers 201 before the tail wakes). Catch it up before the response starts, so nothing
   // published after the client saw the stream open counts as "before".
   if (lastEventId === undefined) await tail.sync()
   // The client may have left during those awaits, before anything listened for it: stop here.
   if (reply.raw.destroyed || request.raw.socket?.destroyed) {
-    presence.leave(caller.tenant, caller.userId)
+    for (const tenant of tenants) presence.leave(tenant, caller.userId)
     return
   }
   const conn = new StreamConnection(
@@ -80,7 +96,11 @@ export async function openStream(
   )
   conn.followsSubscriptions = followsSubscriptions
   conn.inApp = inApp
-  conn.onClose((c) => presence.leave(c.tenant, c.userId))
+  conn.locale = locale
+  if (otherTenants.size) conn.otherTenants = otherTenants
+  conn.onClose((c) => {
+    for (const tenant of c.tenants) presence.leave(tenant, c.userId)
+  })
   // Registered before the response starts: from this instant live events above the watermark queue.
   conn.lastQueuedId = Math.max(lastEventId ?? 0, tail.cursor)
   hub.add(conn)
@@ -97,6 +117,18 @@ export async function openStream(
   conn.start(retryFrame(RETRY_MS))
   shedRequestState(reply.raw)
   conn.closeAt(caller.exp)
+  // Who, from where (request.ip follows TRUST_PROXY), and later when and why it closed: held, written each second.
+  const audit = deps.audit
+  if (audit) {
+    const auditId = audit.open({
+      tenant: caller.tenant,
+      userId: caller.userId,
+      userAgent: request.headers['user-agent'],
+      clientIp: request.ip,
+    })
+    conn.onClose((c) => audit.close(auditId, c.closeReason ?? 'error'))
+    if (conn.closed) audit.close(auditId, conn.closeReason ?? 'error')
+  }
 
   // What the stream's closures keep for its whole life, shared in one context: deps, the app's logger and the
   // request id. None may use `request`, `reply` or `caller` (nor the request's own child logger): each is
@@ -160,6 +192,18 @@ async function catchUp(deps: StreamDeps, conn: StreamConnection, log: FastifyBas
   }
 }
 
+/** Counts the user present in each tenant; if that cannot be written for one, in none (and throws). */
+async function enterAll(presence: Presence, tenants: readonly string[], userId: string): Promise<void> {
+  if (tenants.length === 1) return presence.enter(tenants[0], userId)
+  const entered = await Promise.allSettled(tenants.map((tenant) => presence.enter(tenant, userId)))
+  const failed = entered.find((r) => r.status === 'rejected')
+  if (!failed) return
+  tenants.forEach((tenant, i) => {
+    if (entered[i].status === 'fulfilled') presence.leave(tenant, userId)
+  })
+  throw failed.reason
+}
+
 /** Writes the response head through better-sse; resolves once it is out (better-sse writes it a tick later). */
 function sendHead(res: ServerResponse, headers: Record<string, string>): Promise<void> {
   const session = new Session(new SseResponseConnection(res, headers), {
@@ -198,9 +242,9 @@ async function replay(reader: LogReader, conn: StreamConnection, after: number, 
   // from there, so the wider windows already in flight behind it are dropped (their reads abandoned) and
   // reading goes on from its last event in narrow windows again.
   let width = REPLAY_PAGE
-  // Windows start at the tenant's first event after `after` (one look at the (tenant, id) index): a stream
-  // resuming from far back does not walk, window by window, through other tenants' ids first.
-  let end = Math.max(after, (await reader.firstIdAfter(conn.tenant, after, upTo)) - 1)
+  // Windows start at the first event after `after` of the stream's tenants (one look at the (tenant, id) index
+  // each): a stream resuming from far back does not walk, window by window, through other tenants' ids first.
+  let end = Math.max(after, (await reader.firstIdAfter(conn.tenants, after, upTo)) - 1)
   let ahead: ReplayWindow[] = []
   const readAhead = () => {
     while (ahead.length < REPLAY_READ_AHEAD && end < upTo) {
