@@ -152,27 +152,7 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
           ...later,
         }
       }
-      const url = new URL('/v1/events', serverUrl(values.server))
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${token}`,
-          'content-type': 'application/json',
-          ...(values['idempotency-key'] ? { 'idempotency-key': values['idempotency-key'] } : {}),
-        },
-        body: JSON.stringify(body),
-      }).catch((err: unknown) => {
-        throw new Error(
-          `cannot reach ${url.origin} (${reason(err)}); is the server running? Set --server or HERALD_URL.`,
-        )
-      })
-      const text = await res.text()
-      if (!res.ok) {
-        console.error(`publish failed: HTTP ${res.status} ${text}`)
-        return EXIT.failed
-      }
-      console.log(text)
-      return EXIT.ok
+      return postPublish(values.server, '/v1/events', token, body, values['idempotency-key'], 'publish')
     },
   },
   edit: {
@@ -418,27 +398,7 @@ HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer: {t
           ...(values.ttl !== undefined ? { ttl: Number(values.ttl) } : {}),
         }
       }
-      const url = new URL('/v1/system/events', serverUrl(values.server))
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${token}`,
-          'content-type': 'application/json',
-          ...(values['idempotency-key'] ? { 'idempotency-key': values['idempotency-key'] } : {}),
-        },
-        body: JSON.stringify(body),
-      }).catch((err: unknown) => {
-        throw new Error(
-          `cannot reach ${url.origin} (${reason(err)}); is the server running? Set --server or HERALD_URL.`,
-        )
-      })
-      const text = await res.text()
-      if (!res.ok) {
-        console.error(`system publish failed: HTTP ${res.status} ${text}`)
-        return EXIT.failed
-      }
-      console.log(text)
-      return EXIT.ok
+      return postPublish(values.server, '/v1/system/events', token, body, values['idempotency-key'], 'system publish')
     },
   },
   topics: {
@@ -878,6 +838,36 @@ function parseJson(text: string, flag: string): unknown {
   } catch {
     throw new UsageError(`${flag} is not valid JSON`)
   }
+}
+
+/** POSTs a publish body (an event, or a platform broadcast) and prints the answer; a refusal exits 1 with it. */
+async function postPublish(
+  server: string | undefined,
+  path: string,
+  token: string,
+  body: unknown,
+  idempotencyKey: string | undefined,
+  what: string,
+): Promise<number> {
+  const url = new URL(path, serverUrl(server))
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${token}`,
+      'content-type': 'application/json',
+      ...(idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
+    },
+    body: JSON.stringify(body),
+  }).catch((err: unknown) => {
+    throw new Error(`cannot reach ${url.origin} (${reason(err)}); is the server running? Set --server or HERALD_URL.`)
+  })
+  const text = await res.text()
+  if (!res.ok) {
+    console.error(`${what} failed: HTTP ${res.status} ${text}`)
+    return EXIT.failed
+  }
+  console.log(text)
+  return EXIT.ok
 }
 
 /** Why a fetch failed, from its cause: `ECONNREFUSED 127.0.0.1:3000`, not undici's bare "fetch failed". */
