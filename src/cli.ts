@@ -854,6 +854,7 @@ async function postPublish(
     method: 'POST',
     headers: {
       authorization: `Bearer ${token}`,
+      ...actingTenant(),
       'content-type': 'application/json',
       ...(idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
     },
@@ -884,7 +885,6 @@ function safeJson(text: string): unknown {
   }
 }
 
-/** A request to the service with a user's token; a server that cannot be reached is an error naming it. */
 /** `--escalate 900` or `--escalate 900:acked` as the body's `escalate`. */
 function escalateFlag(value: string): { after: number; unless: string } {
   const m = /^([0-9]{1,9})(?::(read|acked))?$/.exec(value)
@@ -892,17 +892,29 @@ function escalateFlag(value: string): { after: number; unless: string } {
   return { after: Number(m[1]), unless: m[2] ?? 'read' }
 }
 
+/** A request to the service with a user's token; a server that cannot be reached is an error naming it. HERALD_TENANT, when set,
+ * names the tenant to act in (a token covering several: X-Herald-Tenant). */
 function callService(method: string, url: URL, token: string, body?: unknown): Promise<Response> {
   return fetch(url, {
     method,
     headers: {
       authorization: `Bearer ${token}`,
+      ...actingTenant(),
       ...(body === undefined ? {} : { 'content-type': 'application/json' }),
     },
     body: body === undefined ? undefined : JSON.stringify(body),
   }).catch((err: unknown) => {
     throw new Error(`cannot reach ${url.origin} (${reason(err)}); is the server running? Set --server or HERALD_URL.`)
   })
+}
+
+/**
+ * X-Herald-Tenant from HERALD_TENANT: a token covering several tenants (a director of several schools) acts in
+ * that one; unset, in the token's own tenant.
+ */
+function actingTenant(): Record<string, string> {
+  const tenant = process.env.HERALD_TENANT?.trim()
+  return tenant ? { 'x-herald-tenant': tenant } : {}
 }
 
 function serverUrl(flag: string | undefined): string {
@@ -920,7 +932,8 @@ ${Object.entries(commands)
   .map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`)
   .join('\n')}
 
-Run \`herald <command> --help\` for a command's options.`
+Run \`herald <command> --help\` for a command's options. HERALD_URL and HERALD_TOKEN stand in for --server and
+--token; HERALD_TENANT names the tenant to act in, for a token that covers several (X-Herald-Tenant).`
 }
 
 export async function runCli(argv: string[]): Promise<number> {

@@ -208,6 +208,24 @@ describeEachBackend('directors across schools', (backend) => {
     }
   })
 
+  it('the CLI acts in the school HERALD_TENANT names, and is refused one the token does not cover', async () => {
+    const s = schools()
+    const director = s.token({ scope: PUBLISHER })
+    const teacherB = unique('teacher')
+    const args = ['publish', '--server', t.url, '--token', director, '--to-user', teacherB, '--title', 'From the CLI']
+    const inB = await runToEnd('src/cli.ts', args, { HERALD_TENANT: s.b })
+    expect(inB.code, inB.stderr).toBe(0)
+    const { id } = JSON.parse(inB.stdout) as { id: string }
+    const listed = await t
+      .http()
+      .get('/v1/events')
+      .set(auth(t.token({ sub: teacherB, tenant: s.b })))
+    expect(listed.body.events.map((e: Json) => [e.id, e.tenant, e.title])).toEqual([[id, s.b, 'From the CLI']])
+    const inC = await runToEnd('src/cli.ts', args, { HERALD_TENANT: s.c })
+    expect(inC.code).toBe(1)
+    expect(inC.stderr).toMatch(/HTTP 403 .*X-Herald-Tenant/)
+  })
+
   it('a tenant the token does not cover is 403 naming the header; a token without `tenants` behaves as before', async () => {
     const s = schools()
     const refused = expectProblem(
