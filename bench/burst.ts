@@ -49,6 +49,11 @@ export interface BurstOptions {
   expectedFor: (accepted: number[]) => number
   /** Publishes in flight at once (default PUBLISH_CONCURRENCY); 1: each waits for the one before to be answered. */
   concurrency?: number
+  /**
+   * Paced (open loop): the i-th publish is sent at `i × intervalMs` after the start whatever the answers, so
+   * `concurrency` is ignored. Each latency still counts from the publish's own send time (the `t` in its data).
+   */
+  intervalMs?: number
 }
 
 export async function burst(o: BurstOptions): Promise<BurstFigures> {
@@ -58,18 +63,28 @@ export async function burst(o: BurstOptions): Promise<BurstFigures> {
   let next = 0
   const cpuBefore = { server: o.serverCpuMs(), generator: o.generator.cpuMs() }
   const started = nowMs()
-  await Promise.all(
-    Array.from({ length: o.concurrency ?? PUBLISH_CONCURRENCY }, async () => {
-      while (next < o.events) {
-        const i = next++
-        const r = await o.publish(i)
-        if (o.accepted(r.status)) {
-          publishLatency.push(r.ms)
-          accepted.push(i)
-        } else publishErrors++
-      }
-    }),
-  )
+  const one = async (i: number) => {
+    const r = await o.publish(i)
+    if (o.accepted(r.status)) {
+      publishLatency.push(r.ms)
+      accepted.push(i)
+    } else publishErrors++
+  }
+  if (o.intervalMs !== undefined) {
+    const sent: Array<Promise<void>> = []
+    for (let i = 0; i < o.events; i++) {
+      const wait = started + i * o.intervalMs - nowMs()
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+      sent.push(one(i))
+    }
+    await Promise.all(sent)
+  } else {
+    await Promise.all(
+      Array.from({ length: o.concurrency ?? PUBLISH_CONCURRENCY }, async () => {
+        while (next < o.events) await one(next++)
+      }),
+    )
+  }
   const expected = o.expectedFor(accepted)
   await o.generator.waitFor((p) => p.unique >= expected, STALL_MS)
   const report = await o.generator.report(true)

@@ -136,6 +136,31 @@ export class StreamGenerator {
     }
   }
 
+  /** Drops every stream's socket (scenario 14); how many were open. */
+  async disconnect(): Promise<number> {
+    return sum(await Promise.all(this.workers.map((w) => w.call<number>('disconnect'))))
+  }
+
+  /**
+   * Every dropped stream reconnects at once, each with the id of the last event it got as Last-Event-ID (at most
+   * `concurrency` connects in flight per generator process). `firstRequestMs`: the first request sent, any process.
+   */
+  async reconnect(
+    concurrency: number,
+  ): Promise<{ reconnected: number; failed: number; failures: Record<string, number>; firstRequestMs: number }> {
+    type R = { reconnected: number; failed: number; failures: Record<string, number>; firstRequestMs: number }
+    const all = await Promise.all(this.workers.map((w) => w.call<R>('reconnect', { concurrency })))
+    const failures: Record<string, number> = {}
+    for (const r of all) for (const [k, v] of Object.entries(r.failures)) failures[k] = (failures[k] ?? 0) + v
+    const firsts = all.map((r) => r.firstRequestMs).filter((t) => t > 0)
+    return {
+      reconnected: sum(all.map((r) => r.reconnected)),
+      failed: sum(all.map((r) => r.failed)),
+      failures,
+      firstRequestMs: firsts.length ? Math.min(...firsts) : 0,
+    }
+  }
+
   /** CPU time the worker processes have used so far, ms. */
   cpuMs(): number {
     return sum(this.workers.map((w) => cpuMsOf(w.pid)))

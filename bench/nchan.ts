@@ -13,8 +13,12 @@ const NCHAN_MODULE = '/usr/lib/nginx/modules/ngx_nchan_module.so'
 const START_TIMEOUT_MS = 10_000
 const STOP_GRACE_MS = 5_000
 
-/** `1` (against the service's single process) or `auto` (one worker per CPU). */
-export type NchanWorkers = '1' | 'auto'
+/** nginx `worker_processes`: a count (`1` against the service's single process, `2`, ...) or `auto` (one per CPU). */
+export type NchanWorkers = string
+
+/** How the table and the logs name Nchan's worker setting. */
+export const nchanWorkersLabel = (workers: NchanWorkers) =>
+  workers === 'auto' ? 'auto workers' : `${workers} worker${workers === '1' ? '' : 's'}`
 
 /** Why Nchan cannot run here, or undefined when it can. */
 export function nchanMissing(): string | undefined {
@@ -87,7 +91,7 @@ export async function startNchan(workers: NchanWorkers, scope: Scope): Promise<R
   const all = () => [proc.pid!, ...workersOf(proc.pid!)]
   const sum = (f: (pid: number) => number) => all().reduce((n, pid) => n + f(pid), 0)
   return {
-    name: `nchan (${workers === '1' ? '1 worker' : 'auto workers'})`,
+    name: `nchan (${nchanWorkersLabel(workers)})`,
     host: '127.0.0.1',
     port,
     pid: proc.pid!,

@@ -1,5 +1,5 @@
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -51,6 +51,45 @@ export function cpuMsOf(pid: number): number {
   }
 }
 
+/**
+ * A process and all its descendants (node:cluster workers, say), from /proc/<pid>/task/<tid>/children: a child
+ * started by any thread counts. Just the pid when /proc says nothing more (or once it is gone).
+ */
+export function processTree(pid: number): number[] {
+  const out = [pid]
+  for (let i = 0; i < out.length; i++) {
+    let tasks: string[] = []
+    try {
+      tasks = readdirSync(`/proc/${out[i]}/task`)
+    } catch {
+      continue
+    }
+    for (const tid of tasks) {
+      try {
+        for (const child of readFileSync(`/proc/${out[i]}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) {
+          if (child && !out.includes(Number(child))) out.push(Number(child))
+        }
+      } catch {
+        // The thread ended meanwhile.
+      }
+    }
+  }
+  return out
+}
+
+/** CPU time (user + system, ms) of a process and its descendants now alive, added up; NaN once the root is gone. */
+export function treeCpuMsOf(pid: number): number {
+  const tree = processTree(pid)
+  const root = cpuMsOf(pid)
+  return tree.slice(1).reduce((n, p) => n + (cpuMsOf(p) || 0), root)
+}
+
+/** Resident memory of a process and its descendants now alive, KiB, added up; NaN once the root is gone. */
+export function treeRssKiBOf(pid: number): number {
+  const tree = processTree(pid)
+  return tree.slice(1).reduce((n, p) => n + (rssKiBOf(p) || 0), rssKiBOf(pid))
+}
+
 /** The open-files limits of a process started here, as a shell reports them. */
 export function fileLimits(): { soft: number; hard: number } {
   const out = spawnSync('sh', ['-c', 'ulimit -Sn; ulimit -Hn'], { encoding: 'utf8' }).stdout.trim().split('\n')
@@ -69,7 +108,7 @@ export interface RunningServer {
   rssMiB(): number
   /** Resident memory now, in KiB (from /proc; for nginx, master and workers added up). */
   rssKiB(): number
-  /** CPU time used so far, ms. */
+  /** CPU time used so far, ms (the process and its descendants alive now: cluster workers count). */
   cpuMs(): number
   /** SIGTERM, then SIGKILL if it has not exited within the grace period. */
   stop(graceMs?: number): Promise<void>
@@ -134,9 +173,10 @@ export async function startServer(
     port: Number(url.port),
     pid,
     storage: line.match(/[(;] ?(embedded PGlite|PostgreSQL)/)?.[1],
-    rssMiB: () => Math.round(rssKiBOf(pid) / 1024),
-    rssKiB: () => rssKiBOf(pid),
-    cpuMs: () => cpuMsOf(pid),
+    // The whole process tree: with WORKERS > 1 the service is a primary and its node:cluster workers.
+    rssMiB: () => Math.round(treeRssKiBOf(pid) / 1024),
+    rssKiB: () => treeRssKiBOf(pid),
+    cpuMs: () => treeCpuMsOf(pid),
     stop: (graceMs = STOP_GRACE_MS) => stopChild(proc, graceMs),
   }
 }

@@ -16,6 +16,7 @@ import { preferences } from './scenarios/preferences.ts'
 import { publishThroughput } from './scenarios/publish.ts'
 import { pushThroughput } from './scenarios/push.ts'
 import { recipientsCost } from './scenarios/recipients.ts'
+import { reconnectStorm } from './scenarios/reconnect-storm.ts'
 import { replay } from './scenarios/replay.ts'
 import { startupMemory } from './scenarios/startup-memory.ts'
 import { statsCost } from './scenarios/stats.ts'
@@ -26,6 +27,12 @@ import { referenceLabel } from './targets.ts'
 const SCENARIO_LIMIT_MS = 150_000
 /** Scenarios measuring three servers one after the other (ours, raw Node, Nchan) at 10,000 streams or more. */
 const THREE_SERVER_LIMIT_MS = 180_000
+/** Scenario 1: three servers at 10,000 streams, each with 3 rounds of a burst and a one-in-flight phase. */
+const FANOUT_10K_LIMIT_MS = 300_000
+/** Scenario 2: three servers, 5 rounds of two phases each, then a paced phase of 10 s each. */
+const FANOUT_1K_LIMIT_MS = 240_000
+/** Scenario 14: two servers at two sizes (1,000 and 10,000 streams), 3 storms each. */
+const RECONNECT_STORM_LIMIT_MS = 300_000
 /** Scenario 8 builds the service and starts it up to nine times, PGlite's first starts running initdb. */
 const STARTUP_MEMORY_LIMIT_MS = 360_000
 /** Scenario 9 registers 10,000 devices and stores 10,000 users' preferences through the API around its phases. */
@@ -54,9 +61,11 @@ const SCENARIOS: Scenario[] = [
         'fanout-10k',
         ctx,
         scope,
-        ctx.quick ? { streams: 1_000, events: 20, rounds: 2 } : { streams: 10_000, events: 50, rounds: 3 },
+        ctx.quick
+          ? { streams: 1_000, events: 20, steady: 5, rounds: 2 }
+          : { streams: 10_000, events: 50, steady: 10, rounds: 3 },
       ),
-    limitMs: THREE_SERVER_LIMIT_MS,
+    limitMs: FANOUT_10K_LIMIT_MS,
   },
   {
     id: '2',
@@ -66,8 +75,11 @@ const SCENARIOS: Scenario[] = [
         'fanout-1k',
         ctx,
         scope,
-        ctx.quick ? { streams: 200, events: 20, rounds: 2 } : { streams: 1_000, events: 100, rounds: 5 },
+        ctx.quick
+          ? { streams: 200, events: 20, steady: 5, rounds: 2, paced: { ratePerSec: 20, durationMs: 2_000 } }
+          : { streams: 1_000, events: 100, steady: 20, rounds: 5, paced: { ratePerSec: 20, durationMs: 10_000 } },
       ),
+    limitMs: FANOUT_1K_LIMIT_MS,
   },
   { id: '3', name: 'idle', run: idle, limitMs: THREE_SERVER_LIMIT_MS },
   { id: '3s', name: 'idle-scaleout', run: idleScaleout },
@@ -93,6 +105,19 @@ const SCENARIOS: Scenario[] = [
     limitMs: LIVE_LIMIT_MS,
   },
   { id: '13', name: 'stats', run: statsCost, limitMs: STATS_LIMIT_MS },
+  {
+    id: '14',
+    name: 'reconnect-storm',
+    run: (ctx, scope) =>
+      reconnectStorm(
+        ctx,
+        scope,
+        ctx.quick
+          ? { streams: [200, 1_000], missed: 20, rounds: 2, reconnectConcurrency: 500 }
+          : { streams: [1_000, 10_000], missed: 20, rounds: 3, reconnectConcurrency: 500 },
+      ),
+    limitMs: RECONNECT_STORM_LIMIT_MS,
+  },
 ]
 
 const { values } = parseArgs({
@@ -102,20 +127,24 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'boolean', default: false },
     'no-nchan': { type: 'boolean', default: false },
     'nchan-workers': { type: 'string', default: '1' },
+    workers: { type: 'string', default: '1' },
     'push-concurrency': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 })
 
 if (values.help) {
-  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8,9,10,11] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|auto]
+  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8,9,10,11,12,13,14] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|2|auto] [--workers N]
   --only           scenarios to run, by number or name: 1 fanout-10k, 2 fanout-1k, 3 idle (and 3s idle-scaleout),
                    4 publish, 5 replay, 6 push, 7 targeted, 8 startup-memory, 9 preferences,
-                   10 recipients, 11 directory, 12 live, 13 stats (PostgreSQL only; BENCH_STATS_EVENTS=n for another size)
+                   10 recipients, 11 directory, 12 live, 13 stats (PostgreSQL only; BENCH_STATS_EVENTS=n for another size),
+                   14 reconnect-storm
   --quick          small sizes and short durations: checks the harness, measures nothing
   --cpu-prof       write a V8 CPU profile of the service under test (one per scenario) to a temp directory
   --no-nchan       leave out the nginx + Nchan reference (scenarios 1, 2, 3)
-  --nchan-workers  nginx worker_processes for Nchan: 1 (default, against our one process) or auto (one per CPU)
+  --nchan-workers  nginx worker_processes for Nchan: 1 (default, against our one process), a count (2), or auto (one per CPU)
+  --workers N      WORKERS=N for the service under test (default 1; above 1 needs DATABASE_URL: node:cluster, one
+                   port); its CPU and RSS are the primary's and the workers' added up
   --push-concurrency N  scenario 6 with PUSH_CONCURRENCY=N (a diagnostic; default: the service's own default)
 DATABASE_URL set: the service runs on that PostgreSQL database; unset: embedded PGlite in a temp directory.
 idle-scaleout (3 instances on one database) runs only with DATABASE_URL.`)
@@ -128,7 +157,10 @@ async function main() {
   const limits = fileLimits()
   const profileDir = values['cpu-prof'] ? mkdtempSync(join(tmpdir(), 'herald-bench-prof-')) : undefined
   const nchanWorkers = values['nchan-workers']
-  if (nchanWorkers !== '1' && nchanWorkers !== 'auto') throw new Error('--nchan-workers is 1 or auto')
+  if (nchanWorkers !== 'auto' && !/^[1-9]\d*$/.test(nchanWorkers)) throw new Error('--nchan-workers is a count or auto')
+  const serviceWorkers = values.workers
+  if (!/^[1-9]\d*$/.test(serviceWorkers)) throw new Error('--workers is a count (1, 2, ...)')
+  if (serviceWorkers !== '1' && !process.env.DATABASE_URL) throw new Error('--workers above 1 needs DATABASE_URL')
   const ctx: BenchContext = {
     backend: process.env.DATABASE_URL ? 'postgres' : 'pglite',
     secret: randomBytes(48).toString('base64url'),
@@ -138,6 +170,7 @@ async function main() {
     serviceNodeFlags: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
     nchanMissing: values['no-nchan'] ? '--no-nchan' : nchanMissing(),
     nchanWorkers: nchanWorkers as NchanWorkers,
+    serviceWorkers,
     pushConcurrency: values['push-concurrency'] ? Number(values['push-concurrency']) : undefined,
     log,
   }
@@ -149,6 +182,7 @@ async function main() {
   log(
     `herald bench: node ${process.version}, ${cpus().length} CPUs, open files soft ${limits.soft} hard ${limits.hard}` +
       ` (${ctx.streamsPerWorker} streams per generator process), backend ${ctx.backend}` +
+      `, service WORKERS=${ctx.serviceWorkers}` +
       (ctx.quick ? ', QUICK (not a measurement)' : '') +
       (ctx.nchanMissing ? `; nchan: not measured (${ctx.nchanMissing})` : `; nchan: ${ctx.nchanWorkers} worker(s)`),
   )
@@ -156,7 +190,7 @@ async function main() {
   const machine = { node: process.version, cpus: cpus().length, openFiles: limits }
   const rows: Row[] = []
   for (const scenario of chosen) {
-    const result = await withinLimit(scenario, ctx, machine)
+    const result = await withinLimit(scenario, ctx, { ...machine, serviceWorkers: Number(ctx.serviceWorkers) })
     console.log(JSON.stringify(result.line))
     rows.push(...result.rows)
   }
@@ -215,7 +249,8 @@ function table(rows: Row[], ctx: BenchContext): string {
         : v
   // Nchan's columns only when some scenario measured it.
   const withNchan = rows.some((r) => r.length > 5)
-  const header = ['scenario', 'figure', `herald (${ctx.backend})`, 'raw node', 'ratio']
+  const workers = ctx.serviceWorkers === '1' ? '' : `, ${ctx.serviceWorkers} workers`
+  const header = ['scenario', 'figure', `herald (${ctx.backend}${workers})`, 'raw node', 'ratio']
   if (withNchan) header.push(referenceLabel('nchan', ctx.nchanWorkers), 'ratio')
   const cells = [header, ...rows.map((r) => header.map((_, i) => show(r[i])))]
   const widths = header.map((_, i) => Math.max(...cells.map((c) => c[i].length)))

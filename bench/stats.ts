@@ -46,3 +46,31 @@ export class Samples {
     return this.data.slice(0, this.length)
   }
 }
+
+/** Median and range of one figure over rounds. */
+export interface Spread {
+  median: number | null
+  min: number | null
+  max: number | null
+  samples: number[]
+}
+
+/** Median (the upper one of an even count), min and max of `samples`, leaving out the missing ones. */
+export function spreadOf(samples: Array<number | null | undefined>): Spread {
+  const present = samples.filter((v): v is number => typeof v === 'number' && Number.isFinite(v))
+  const sorted = [...present].sort((a, b) => a - b)
+  if (sorted.length === 0) return { median: null, min: null, max: null, samples: present }
+  return {
+    median: sorted[Math.floor(sorted.length / 2)],
+    min: sorted[0],
+    max: sorted[sorted.length - 1],
+    samples: present,
+  }
+}
+
+/** `median (min–max)`, for a table cell. */
+export function showSpread(s: Spread, digits = 1): string | null {
+  if (s.median === null || s.min === null || s.max === null) return null
+  const f = (v: number) => v.toLocaleString('en-US', { maximumFractionDigits: digits })
+  return `${f(s.median)} (${f(s.min)}–${f(s.max)})`
+}

@@ -73,6 +73,10 @@ interface Stream {
   addressed: Uint8Array | undefined
   /** Highest event id received so far. */
   lastId: number
+  /** The id of the last event frame received, as sent (warm-up events too): a reconnect sends it as Last-Event-ID. */
+  lastIdText: string | undefined
+  /** Its index in the pool (its user). */
+  index: number
   warmed: boolean
   open: boolean
 }
@@ -89,6 +93,8 @@ const DEFAULT_OPEN_TIMEOUT_MS = 30_000
  */
 export class StreamPool {
   private readonly streams: Stream[] = []
+  /** Every stream opened, by index, whether open now or dropped by `disconnect`. */
+  private readonly byIndex: Stream[] = []
   /** Per event id, the parsed bench data: every stream gets the same frame, so parse it once. */
   private readonly dataById = new Map<string, BenchData | null>()
   private latencies = new Samples()
@@ -138,12 +144,14 @@ export class StreamPool {
     }
   }
 
-  private openOne(i: number): Promise<void> {
-    const { host, port, localAddresses, lastEventId } = this.options
+  private openOne(i: number, existing?: Stream, onFirstRequest?: () => void): Promise<void> {
+    const { host, port, localAddresses } = this.options
+    const lastEventId = existing ? existing.lastIdText : this.options.lastEventId
     const headers: Record<string, string> = { accept: 'text/event-stream' }
     const token = this.options.tokenFor(i)
     if (token !== undefined) headers.authorization = `Bearer ${token}`
     if (lastEventId !== undefined) headers['last-event-id'] = lastEventId
+    onFirstRequest?.()
     return new Promise((resolve) => {
       let settled = false
       const fail = (why: string) => {
@@ -166,17 +174,21 @@ export class StreamPool {
       const timer = setTimeout(() => fail('timeout'), this.options.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS)
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (!settled) fail(err.code ?? err.message)
-        else if (stream.open) this.ended(stream)
+        else if (stream.open && stream.req === req) this.ended(stream)
       })
-      const stream: Stream = {
+      const stream: Stream = existing ?? {
         req,
         rest: '',
         seen: new Uint8Array(this.options.events),
         addressed: this.options.addressedTo?.(i),
         lastId: 0,
+        lastIdText: undefined,
+        index: i,
         warmed: false,
         open: false,
       }
+      stream.req = req
+      stream.rest = ''
       req.on('response', (res) => {
         if (res.statusCode !== 200) {
           res.resume()
@@ -185,12 +197,16 @@ export class StreamPool {
         settled = true
         clearTimeout(timer)
         stream.open = true
-        this.streams.push(stream)
-        this.counts.opened++
+        if (!existing) {
+          this.streams.push(stream)
+          this.byIndex[i] = stream
+          this.counts.opened++
+        }
         res.setEncoding('utf8')
         res.on('data', (chunk: string) => this.onData(stream, chunk))
-        res.on('end', () => this.ended(stream))
-        res.on('error', () => this.ended(stream))
+        // A socket dropped by `disconnect` may report its end after the stream reconnected: not this one's.
+        res.on('end', () => stream.req === req && this.ended(stream))
+        res.on('error', () => stream.req === req && this.ended(stream))
         resolve()
       })
       req.end()
@@ -221,6 +237,7 @@ export class StreamPool {
 
   private onEvent(s: Stream, text: string, start: number, end: number, t: number) {
     const id = text.slice(start + 4, text.indexOf('\n', start))
+    s.lastIdText = id
     let data = this.dataById.get(id)
     if (data === undefined) {
       data = parseBenchData(text, start, end)
@@ -294,6 +311,48 @@ export class StreamPool {
       this.latencies = new Samples()
     }
     return report
+  }
+
+  /**
+   * Drops every stream's socket, as a network cut would, keeping what each has seen and its last event id
+   * (scenario 14): `reconnect` opens them again with it. A dropped stream does not count as closed early.
+   */
+  disconnect(): number {
+    let dropped = 0
+    for (const s of this.streams) {
+      if (!s.open) continue
+      s.open = false
+      s.req.destroy()
+      dropped++
+    }
+    return dropped
+  }
+
+  /**
+   * Opens every stream `disconnect` dropped again, at once (at most `concurrency` connects in flight), each with
+   * `Last-Event-ID: <the id of the last event it received>`. `firstRequestMs`: when the first request went out.
+   */
+  async reconnect(
+    concurrency: number,
+  ): Promise<{ reconnected: number; failed: number; failures: Record<string, number>; firstRequestMs: number }> {
+    const dropped = this.streams.filter((s) => !s.open)
+    const failedBefore = this.counts.openFailed
+    const failures: Record<string, number> = {}
+    const before = { ...this.failures }
+    let firstRequestMs = 0
+    let next = 0
+    const opener = async () => {
+      while (next < dropped.length) {
+        const s = dropped[next++]
+        await this.openOne(s.index, s, () => {
+          if (firstRequestMs === 0) firstRequestMs = nowMs()
+        })
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(concurrency, dropped.length) }, opener))
+    for (const [k, v] of Object.entries(this.failures)) if (v !== (before[k] ?? 0)) failures[k] = v - (before[k] ?? 0)
+    const failed = this.counts.openFailed - failedBefore
+    return { reconnected: dropped.length - failed, failed, failures, firstRequestMs }
   }
 
   /** Drops every socket; nothing counts as closed early from here on. */

@@ -21,6 +21,8 @@ export interface WorkerOpen extends Omit<PoolOptions, 'tokenFor' | 'pathFor' | '
 export type WorkerRequest =
   | { seq: number; cmd: 'open'; options: WorkerOpen }
   | { seq: number; cmd: 'report'; newRound?: boolean }
+  | { seq: number; cmd: 'reconnect'; concurrency: number }
+  | { seq: number; cmd: 'disconnect' }
   | { seq: number; cmd: 'progress' | 'close' }
 
 /** Tokens outlive any scenario by far. */
@@ -64,6 +66,12 @@ process.on('message', async (m: WorkerRequest) => {
       reply(await pool.open())
       break
     }
+    case 'disconnect':
+      reply(pool?.disconnect())
+      break
+    case 'reconnect':
+      reply(await pool?.reconnect(m.concurrency))
+      break
     case 'progress':
       reply(pool?.progress())
       break

@@ -1,6 +1,6 @@
 // The servers a scenario measures in the same way: the service, the raw-Node reference, nginx + Nchan.
 // Each says how a stream subscribes to a tenant's broadcasts and how a broadcast is published to it.
-import { type NchanWorkers, startNchan } from './nchan.ts'
+import { type NchanWorkers, nchanWorkersLabel, startNchan } from './nchan.ts'
 import type { RunningServer } from './processes.ts'
 import { type BenchContext, type Scope, startReference, startService } from './scenarios/common.ts'
 
@@ -86,8 +86,4 @@ export async function startTarget(kind: TargetKind, ctx: BenchContext, scope: Sc
 
 /** Column titles of the references. */
 export const referenceLabel = (kind: TargetKind, nchanWorkers: NchanWorkers) =>
-  kind === 'rawNode'
-    ? 'raw node'
-    : kind === 'nchan'
-      ? `nchan (${nchanWorkers === '1' ? '1 worker' : 'auto'})`
-      : 'herald'
+  kind === 'rawNode' ? 'raw node' : kind === 'nchan' ? `nchan (${nchanWorkersLabel(nchanWorkers)})` : 'herald'

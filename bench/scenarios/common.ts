@@ -22,6 +22,8 @@ export interface BenchContext {
   /** Why nginx + Nchan is not measured (not installed, or --no-nchan); undefined: it is. */
   nchanMissing: string | undefined
   nchanWorkers: NchanWorkers
+  /** WORKERS for the service under test (`--workers`, default 1): node:cluster workers behind one port. */
+  serviceWorkers: string
   /** Scenario 6: PUSH_CONCURRENCY for the service (a diagnostic); undefined: the service's default. */
   pushConcurrency: number | undefined
   log: (message: string) => void
@@ -90,8 +92,8 @@ export async function startService(ctx: BenchContext, scope: Scope, env: Record<
       RATE_LIMIT_IP_PER_MIN: UNTHROTTLED,
       RATE_LIMIT_AUTH_FAILURES_PER_MIN: UNTHROTTLED,
       MAX_STREAMS: '100000',
-      // One process per instance (WORKERS defaults to one per core on PostgreSQL): each scenario says how many.
-      WORKERS: '1',
+      // One process per instance unless `--workers N` (WORKERS defaults to one per core on PostgreSQL).
+      WORKERS: ctx.serviceWorkers,
       ...env,
     },
     ctx.serviceNodeFlags,

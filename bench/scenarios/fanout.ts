@@ -1,14 +1,16 @@
 import { type BurstFigures, burst, PUBLISH_CONCURRENCY, STALL_MS } from '../burst.ts'
 import { StreamGenerator } from '../generator.ts'
-import { nowMs, ratio, round } from '../stats.ts'
+import { nowMs, ratio, round, type Spread, showSpread, spreadOf } from '../stats.ts'
 import type { BenchData } from '../stream-pool.ts'
 import { referenceLabel, startTarget, type Target, type TargetKind } from '../targets.ts'
 import { type BenchContext, freshTenant, type Row, type ScenarioResult, type Scope, tenantPublisher } from './common.ts'
 
 /** Opening streams stops after this (per server), so a slow server cannot eat the scenario's whole time limit. */
 const OPEN_PHASE_MS = 60_000
-/** No new round starts after this much time in rounds (per server); at least one always runs. */
-const ROUNDS_BUDGET_MS = 30_000
+/** No new round starts after this much time in rounds (per server); at least MIN_ROUNDS always run. */
+const ROUNDS_BUDGET_MS = 45_000
+/** Rounds that run whatever the budget (or all of them, when fewer are asked for): medians and ranges need them. */
+const MIN_ROUNDS = 3
 /** Between rounds: the last round's stragglers and timers settle. */
 const ROUND_PAUSE_MS = 500
 
@@ -18,6 +20,44 @@ export interface FanoutSizes {
   events: number
   /** Bursts measured on the same streams; the median one is reported, so one disturbed burst does not decide. */
   rounds: number
+  /** Tenant broadcasts per round sent one in flight at a time (each after the previous one was answered). */
+  steady: number
+  /** After the rounds: broadcasts at a fixed rate for a fixed time (open loop), once per server. */
+  paced?: { ratePerSec: number; durationMs: number }
+}
+
+/** One phase's figures over the rounds: median and range of each. */
+export interface PhaseSpread {
+  deliveriesPerSec: Spread
+  latencyP50Ms: Spread
+  latencyP99Ms: Spread
+  /** Publish request sent to answered (201; Nchan 201/202). */
+  publishAnswerP50Ms: Spread
+  publishAnswerP99Ms: Spread
+  serverCpuUsPerDelivery: Spread
+  serverCpuPct: Spread
+  generatorCpuPct: Spread
+  lost: number
+  duplicated: number
+  outOfOrder: number
+  publishErrors: number
+}
+
+function phaseSpread(rounds: BurstFigures[]): PhaseSpread {
+  return {
+    deliveriesPerSec: spreadOf(rounds.map((b) => b.deliveriesPerSec)),
+    latencyP50Ms: spreadOf(rounds.map((b) => b.latencyMs?.p50)),
+    latencyP99Ms: spreadOf(rounds.map((b) => b.latencyMs?.p99)),
+    publishAnswerP50Ms: spreadOf(rounds.map((b) => b.publishLatencyMs?.p50)),
+    publishAnswerP99Ms: spreadOf(rounds.map((b) => b.publishLatencyMs?.p99)),
+    serverCpuUsPerDelivery: spreadOf(rounds.map((b) => b.serverCpuUsPerDelivery)),
+    serverCpuPct: spreadOf(rounds.map((b) => b.serverCpuPct)),
+    generatorCpuPct: spreadOf(rounds.map((b) => b.generatorCpuPct)),
+    lost: rounds.reduce((n, b) => n + b.lost, 0),
+    duplicated: rounds.reduce((n, b) => n + b.duplicated, 0),
+    outOfOrder: rounds.reduce((n, b) => n + b.outOfOrder, 0),
+    publishErrors: rounds.reduce((n, b) => n + b.publishErrors, 0),
+  }
 }
 
 export interface FanoutFigures extends BurstFigures {
@@ -38,6 +78,10 @@ export interface FanoutFigures extends BurstFigures {
   closedEarly: number
   /** Rounds run; the burst figures above are the median round's (by deliveries per second). */
   rounds: number
+  /** Each phase over the rounds (median and range): bursts of 8 in flight, and one in flight at a time. */
+  phases: { burst: PhaseSpread; oneInFlight: PhaseSpread }
+  /** The paced phase (one run), when the scenario has one. */
+  paced: (BurstFigures & { ratePerSec: number; durationSec: number }) | undefined
   perRound: Array<
     Pick<BurstFigures, 'deliveriesPerSec' | 'serverCpuUsPerDelivery' | 'lost' | 'duplicated'> & {
       latencyP50: number | undefined
@@ -83,18 +127,75 @@ export async function fanout(
     compared('server CPU ms / stream opened', (f) => f.serverCpuMsPerStreamOpened),
     compared('server RSS MiB, idle', (f) => f.serverRssMiBIdle),
     compared('server RSS MiB, streams open', (f) => f.serverRssMiB),
-    compared('rounds (median shown)', (f) => f.rounds, false),
-    compared('deliveries /s', (f) => f.deliveriesPerSec),
-    compared('latency p50 ms', (f) => f.latencyMs?.p50),
-    compared('latency p95 ms', (f) => f.latencyMs?.p95),
-    compared('latency p99 ms', (f) => f.latencyMs?.p99),
-    compared('latency max ms', (f) => f.latencyMs?.max),
-    compared('server CPU µs / delivery', (f) => f.serverCpuUsPerDelivery),
-    both('server / generator CPU %', (f) => `${f.serverCpuPct} / ${f.generatorCpuPct}`),
-    both('lost / duplicated', (f) => `${f.lost} / ${f.duplicated}`),
+    compared('rounds', (f) => f.rounds, false),
   ]
+  // Each phase's figures as `median (min–max)` over the rounds; the ratio is of the medians.
+  const spreadRow = (label: string, pick: (f: FanoutFigures) => Spread, digits = 1): Row => {
+    const row: Row = [
+      name,
+      label,
+      showSpread(pick(ours), digits),
+      showSpread(pick(rawNode), digits),
+      ratio(pick(ours).median, pick(rawNode).median),
+    ]
+    if (nchan) row.push(showSpread(pick(nchan), digits), ratio(pick(ours).median, pick(nchan).median))
+    return row
+  }
+  for (const [phase, title] of [
+    ['burst', `burst (${sizes.events} broadcasts, 8 in flight)`],
+    ['oneInFlight', `one in flight (${sizes.steady} broadcasts)`],
+  ] as const) {
+    const p = (f: FanoutFigures) => f.phases[phase]
+    rows.push(
+      spreadRow(`${title}: deliveries /s`, (f) => p(f).deliveriesPerSec, 0),
+      spreadRow(`${title}: latency p50 ms`, (f) => p(f).latencyP50Ms),
+      spreadRow(`${title}: latency p99 ms`, (f) => p(f).latencyP99Ms),
+      spreadRow(`${title}: publish answer p50 ms`, (f) => p(f).publishAnswerP50Ms, 2),
+      spreadRow(`${title}: publish answer p99 ms`, (f) => p(f).publishAnswerP99Ms, 2),
+      spreadRow(`${title}: server CPU µs / delivery`, (f) => p(f).serverCpuUsPerDelivery, 2),
+      both(
+        `${title}: server / generator CPU % (medians)`,
+        (f) => `${p(f).serverCpuPct.median} / ${p(f).generatorCpuPct.median}`,
+      ),
+      both(
+        `${title}: lost / duplicated / out of order`,
+        (f) => `${p(f).lost} / ${p(f).duplicated} / ${p(f).outOfOrder}`,
+      ),
+    )
+  }
+  if (sizes.paced) {
+    const title = `paced ${sizes.paced.ratePerSec}/s × ${sizes.paced.durationMs / 1000} s`
+    rows.push(
+      compared(`${title}: latency p50 ms`, (f) => f.paced?.latencyMs?.p50),
+      compared(`${title}: latency p99 ms`, (f) => f.paced?.latencyMs?.p99),
+      compared(`${title}: latency max ms`, (f) => f.paced?.latencyMs?.max),
+      compared(`${title}: publish answer p99 ms`, (f) => f.paced?.publishLatencyMs?.p99),
+      compared(`${title}: server CPU µs / delivery`, (f) => f.paced?.serverCpuUsPerDelivery),
+      both(`${title}: lost / duplicated / out of order`, (f) =>
+        f.paced ? `${f.paced.lost} / ${f.paced.duplicated} / ${f.paced.outOfOrder}` : '-',
+      ),
+    )
+  }
+  rows.push(both('all phases: lost / duplicated', (f) => `${f.lost} / ${f.duplicated}`))
   // Ours divided by the reference's: below 1 is slower for rates, above 1 is slower for latencies and costs.
+  const phaseRatios = (a: PhaseSpread, b: PhaseSpread) => ({
+    deliveriesPerSec: ratio(a.deliveriesPerSec.median, b.deliveriesPerSec.median),
+    latencyP50: ratio(a.latencyP50Ms.median, b.latencyP50Ms.median),
+    latencyP99: ratio(a.latencyP99Ms.median, b.latencyP99Ms.median),
+    publishAnswerP50: ratio(a.publishAnswerP50Ms.median, b.publishAnswerP50Ms.median),
+    publishAnswerP99: ratio(a.publishAnswerP99Ms.median, b.publishAnswerP99Ms.median),
+    serverCpuPerDelivery: ratio(a.serverCpuUsPerDelivery.median, b.serverCpuUsPerDelivery.median),
+  })
   const ratiosTo = (ref: FanoutFigures) => ({
+    burst: phaseRatios(ours.phases.burst, ref.phases.burst),
+    oneInFlight: phaseRatios(ours.phases.oneInFlight, ref.phases.oneInFlight),
+    paced: ours.paced
+      ? {
+          latencyP50: ratio(ours.paced.latencyMs?.p50, ref.paced?.latencyMs?.p50),
+          latencyP99: ratio(ours.paced.latencyMs?.p99, ref.paced?.latencyMs?.p99),
+          serverCpuPerDelivery: ratio(ours.paced.serverCpuUsPerDelivery, ref.paced?.serverCpuUsPerDelivery),
+        }
+      : null,
     deliveriesPerSec: ratio(ours.deliveriesPerSec, ref.deliveriesPerSec),
     latencyP50: ratio(ours.latencyMs?.p50, ref.latencyMs?.p50),
     latencyP99: ratio(ours.latencyMs?.p99, ref.latencyMs?.p99),
@@ -109,6 +210,10 @@ export async function fanout(
       backend: ctx.backend,
       streams: ours.streams,
       events: ours.events,
+      sizes,
+      serviceWorkers: Number(ctx.serviceWorkers),
+      phases: ours.phases,
+      paced: ours.paced,
       deliveriesPerSec: ours.deliveriesPerSec,
       latencyMs: ours.latencyMs,
       lost: ours.lost,
@@ -136,6 +241,8 @@ async function measure(
 ): Promise<FanoutFigures> {
   const { server } = target
   const tenant = freshTenant(name)
+  const perRound = sizes.events + sizes.steady
+  const pacedEvents = sizes.paced ? Math.round((sizes.paced.ratePerSec * sizes.paced.durationMs) / 1000) : 0
   // The publisher's connections first: a server near its open-file limit stalls new connections.
   const publisher = await tenantPublisher(ctx, scope, server, tenant, PUBLISH_CONCURRENCY)
   scope.check()
@@ -147,7 +254,7 @@ async function measure(
     port: server.port,
     streams: sizes.streams,
     // Every round's events are numbered apart, so a straggler from one round is never counted in the next.
-    events: sizes.events * sizes.rounds,
+    events: perRound * sizes.rounds + pacedEvents,
     secret: ctx.secret,
     tenant,
     userPrefix: 'u',
@@ -185,25 +292,43 @@ async function measure(
     await generator.report(true)
 
     const bursts: BurstFigures[] = []
+    const steady: BurstFigures[] = []
     const roundsStarted = nowMs()
-    for (let r = 0; r < sizes.rounds && (r === 0 || nowMs() - roundsStarted < ROUNDS_BUDGET_MS); r++) {
-      scope.check()
-      await new Promise((resolve) => setTimeout(resolve, ROUND_PAUSE_MS))
-      bursts.push(
-        await burst({
-          serverCpuMs: () => server.cpuMs(),
-          generator,
-          events: sizes.events,
-          publish: (i) => broadcast(r * sizes.events + i),
-          accepted: target.accepted,
-          expectedFor: (accepted) => opened.opened * accepted.length,
-        }),
-      )
-      const b = bursts[bursts.length - 1]
+    const phase = (events: number, first: number, extra: Partial<Parameters<typeof burst>[0]>) =>
+      burst({
+        serverCpuMs: () => server.cpuMs(),
+        generator,
+        events,
+        publish: (i) => broadcast(first + i),
+        accepted: target.accepted,
+        expectedFor: (accepted) => opened.opened * accepted.length,
+        ...extra,
+      })
+    const logPhase = (what: string, b: BurstFigures) =>
       ctx.log(
-        `  ${server.name} round ${r + 1}: ${b.deliveriesPerSec} deliveries/s, p99 ${b.latencyMs?.p99} ms, ` +
+        `  ${server.name} ${what}: ${b.deliveriesPerSec} deliveries/s, p50 ${b.latencyMs?.p50} ms, p99 ` +
+          `${b.latencyMs?.p99} ms, publish answer p50 ${b.publishLatencyMs?.p50} ms, ` +
           `${b.serverCpuUsPerDelivery} µs server CPU per delivery, lost ${b.lost}`,
       )
+    for (let r = 0; r < sizes.rounds && (r < MIN_ROUNDS || nowMs() - roundsStarted < ROUNDS_BUDGET_MS); r++) {
+      scope.check()
+      await new Promise((resolve) => setTimeout(resolve, ROUND_PAUSE_MS))
+      const b = await phase(sizes.events, r * perRound, {})
+      bursts.push(b)
+      logPhase(`round ${r + 1} burst`, b)
+      scope.check()
+      await new Promise((resolve) => setTimeout(resolve, ROUND_PAUSE_MS))
+      const s1 = await phase(sizes.steady, r * perRound + sizes.events, { concurrency: 1 })
+      steady.push(s1)
+      logPhase(`round ${r + 1} one in flight`, s1)
+    }
+    let paced: FanoutFigures['paced']
+    if (sizes.paced) {
+      scope.check()
+      await new Promise((resolve) => setTimeout(resolve, ROUND_PAUSE_MS))
+      const p = await phase(pacedEvents, perRound * sizes.rounds, { intervalMs: 1000 / sizes.paced.ratePerSec })
+      paced = { ...p, ratePerSec: sizes.paced.ratePerSec, durationSec: sizes.paced.durationMs / 1000 }
+      logPhase(`paced ${sizes.paced.ratePerSec}/s`, p)
     }
     const median = [...bursts].sort((a, b) => a.deliveriesPerSec - b.deliveriesPerSec)[Math.floor(bursts.length / 2)]
     const closedEarly = (await generator.report()).closedEarly
@@ -219,11 +344,13 @@ async function measure(
       serverRssMiB,
       closedEarly,
       ...median,
-      // Losses and duplicates of every round count, not only the median one's.
-      lost: bursts.reduce((n, b) => n + b.lost, 0),
-      duplicated: bursts.reduce((n, b) => n + b.duplicated, 0),
-      outOfOrder: bursts.reduce((n, b) => n + b.outOfOrder, 0),
+      // Losses and duplicates of every round and phase count, not only the median burst's.
+      lost: [...bursts, ...steady, ...(paced ? [paced] : [])].reduce((n, b) => n + b.lost, 0),
+      duplicated: [...bursts, ...steady, ...(paced ? [paced] : [])].reduce((n, b) => n + b.duplicated, 0),
+      outOfOrder: [...bursts, ...steady, ...(paced ? [paced] : [])].reduce((n, b) => n + b.outOfOrder, 0),
       rounds: bursts.length,
+      phases: { burst: phaseSpread(bursts), oneInFlight: phaseSpread(steady) },
+      paced,
       perRound: bursts.map((b) => ({
         deliveriesPerSec: b.deliveriesPerSec,
         latencyP50: b.latencyMs?.p50,
