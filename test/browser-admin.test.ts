@@ -101,6 +101,9 @@ describeBrowser('the /admin page', () => {
     const faults: string[] = await cspViolations(page)
     page.on('pageerror', (err) => faults.push(`uncaught: ${err.message}`))
     await page.goto(`${t.url}/admin`)
+    // The page shows its sign-in form once it has read /demo/config (sign-in is on here); only then switch to the
+    // token form, or the page's own decision, landing later, hides it again (seen once in CI).
+    await page.waitForSelector('#signin-form', { state: 'visible', timeout: SEE_MS })
     // Sign-in here always asks for admin; a token pasted from elsewhere may lack it.
     await page.evaluate(`{
       document.getElementById('signin-form').hidden = true
