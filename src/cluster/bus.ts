@@ -118,7 +118,7 @@ export class ClusterBus {
     this.rollCallListeners.push(listener)
   }
 
-  /** Live events from another instance (a JSON array's text, events/live.ts), in the order they were sent. */
+  /** Live events from every instance, this one's too (a JSON array's text, events/live.ts), in the bus's order. */
   onLive(listener: (text: string) => void) {
     this.liveListeners.push(listener)
   }
@@ -283,10 +283,10 @@ export class ClusterBus {
   }
 
   /**
-   * Sends live events' text (events/live.ts) to the other instances: in the NOTIFY, or, over liveNotifyBytes,
-   * stored in `live_events` with the NOTIFY naming its row, in one statement (the NOTIFY goes out with the
-   * row's commit). The sender delivered them to its own streams already: it skips its own messages. Best effort,
-   * as receipts: resolves once sent or failed (logged), never rejects.
+   * Sends live events' text (events/live.ts) to every instance, this one included: in the NOTIFY, or, over
+   * liveNotifyBytes, stored in `live_events` with the NOTIFY naming its row, in one statement (the NOTIFY goes out
+   * with the row's commit). The sender too delivers them as they come back, so every instance delivers them in
+   * the bus's one order. Best effort, as receipts: resolves once sent or failed (logged), never rejects.
    */
   async sendLive(text: string): Promise<void> {
     const pg = this.database.pg
@@ -304,8 +304,9 @@ export class ClusterBus {
   }
 
   private receiveLive(payload: string) {
+    // `<sender's instance id> <text>` or `<sender's instance id> #<live_events id>`.
     const space = payload.indexOf(' ')
-    if (space < 0 || payload.slice(0, space) === this.instanceId) return
+    if (space < 0) return
     const rest = payload.slice(space + 1)
     const hand = (text: string | undefined) => {
       if (text !== undefined) for (const listener of this.liveListeners) listener(text)

@@ -66,10 +66,13 @@ export interface LiveBus {
 }
 
 /**
- * Delivers live events on every instance: to this instance's streams at once (`here`, the hub's dispatchLive),
- * and to the others' over the bus. One bus message is in flight at a time, so other instances get live events in
- * the order they were sent here; those sent meanwhile ride together in the next message (as many as fit in one
- * NOTIFY), so a burst costs a few NOTIFYs, not one each.
+ * Delivers live events on every instance. On PostgreSQL every instance, this one included, hands them to its
+ * streams as they come back on the bus: NOTIFYs reach every listener in one order (their commits'), so all
+ * instances show live events in the same order, and a publisher that waits for each answer sees them in the order
+ * it sent them, whichever instances it sent them to (delivered here at once, a later event sent to another
+ * instance could overtake an earlier one still on its way here: seen in CI). One bus message is in flight at a
+ * time; those sent meanwhile ride together in the next (as many as fit in one NOTIFY), so a burst costs a few
+ * NOTIFYs, not one each. On PGlite (one process) they go to this instance's streams directly (`here`).
  */
 export class LiveEvents {
   private readonly queue: Array<{ text: string; bytes: number; sent: () => void }> = []
@@ -84,15 +87,18 @@ export class LiveEvents {
     private readonly log: FastifyBaseLogger,
   ) {}
 
-  /** To the matching open streams of every instance. Resolves once the other instances have been told. */
+  /** To the matching open streams of every instance. Resolves once every instance has been told. */
   send(e: LiveEvent): Promise<void> {
     return this.sendAll([e])
   }
 
   /** Several, in order. */
   sendAll(events: readonly LiveEvent[]): Promise<void> {
-    this.deliverHere(events)
-    if (!this.bus.clustered || !events.length) return Promise.resolve()
+    if (!events.length) return Promise.resolve()
+    if (!this.bus.clustered) {
+      this.deliverHere(events)
+      return Promise.resolve()
+    }
     const sent = events.map(
       (e) =>
         new Promise<void>((resolve) => {
@@ -119,7 +125,7 @@ export class LiveEvents {
     this.local.push(...events)
   }
 
-  /** A bus message from another instance (a JSON array of live events): to this instance's streams. */
+  /** A bus message (a JSON array of live events, from any instance, this one included): to this instance's streams. */
   receive(text: string): void {
     let events: unknown
     try {
