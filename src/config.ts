@@ -52,6 +52,8 @@ export const DEFAULT_BODY_LIMIT = 1024 * 1024
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 /** A safety net under the in-process wake-up: re-read the log this often even if nobody woke us. */
 export const DEFAULT_LOG_POLL_MS = 1_000
+/** Events kept in memory for replays (events/recent-log.ts): a minute of 150 publishes a second. */
+export const DEFAULT_REPLAY_MEMORY_EVENTS = 10_000
 /**
  * The browser vendors' push services, on port 443: Chrome and Opera (FCM, and the legacy GCM host), Firefox,
  * Safari, Edge. The only hosts pushes go to by default; no wildcard over all of googleapis.com.
@@ -273,6 +275,10 @@ const VARIABLES = {
     intFrom(10, 60_000).default(DEFAULT_LOG_POLL_MS),
     'the live tail re-reads the log at least this often, even without a wake-up',
   ),
+  REPLAY_MEMORY_EVENTS: variable(
+    intFrom(0, 1_000_000).default(DEFAULT_REPLAY_MEMORY_EVENTS),
+    'the newest events each instance keeps in memory (for 15 minutes at most): a stream resuming from one of them is replayed without reading the database; `0` reads it for every replay',
+  ),
   PRESENCE_TTL_S: variable(
     intFrom(3, 3_600).default(DEFAULT_PRESENCE_TTL_S),
     'an instance that stopped heart-beating stops counting its streams as online after this',
@@ -424,6 +430,8 @@ export interface Config {
     nudgeMinIntervalS: number
     /** A publish of a type not registered in its tenant is refused (event-types/). */
     strictTypes: boolean
+    /** The newest events kept in memory for replays (events/recent-log.ts); 0: none. Unset: the default. */
+    replayMemoryEvents?: number
   }
   cluster: {
     presenceTtlS: number
@@ -554,6 +562,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       pruneIntervalS: e.PRUNE_INTERVAL_S,
       nudgeMinIntervalS: e.NUDGE_MIN_INTERVAL_S,
       strictTypes: e.TENANT_STRICT_TYPES,
+      replayMemoryEvents: e.REPLAY_MEMORY_EVENTS,
     },
     cluster: { presenceTtlS: e.PRESENCE_TTL_S },
     push: {

@@ -238,7 +238,16 @@ describeEachBackend('stream', (backend) => {
       })
     })
 
+    // These tests age and prune rows in the database behind the service's back: its memory of the newest rows
+    // (REPLAY_MEMORY_EVENTS, which ages them by their own expiry: recent-log.test.ts) is off, so the database decides.
     describe('reset', () => {
+      let t: TestApp
+      beforeAll(async () => {
+        t = await startApp(backend, { config: { REPLAY_MEMORY_EVENTS: 0 } })
+      })
+      afterAll(() => t.close())
+      const open = streams(() => t)
+
       it('sends reset, then what is kept, when the resume point has expired', async () => {
         const tenant = unique('reset')
         const user = unique('resetter')

@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm'
 import type { Database } from '../db/client.ts'
 import { events } from '../db/schema.ts'
 import { logFrameSqlFor } from '../wire-format.ts'
+import type { RecentLog } from './recent-log.ts'
 import { type Viewer, visibleTo } from './visibility.ts'
 
 /** Where a client resumes from: see LogReader.resumePoint. */
@@ -28,7 +29,11 @@ export interface ReplayedEvent {
 
 /** The reads of the event log that streams make: where a resume starts, and the replayed events' frames. */
 export class LogReader {
-  constructor(private readonly database: Database) {}
+  constructor(
+    private readonly database: Database,
+    /** The newest rows, in memory (the log tail keeps them): replays and resume points among them read nothing. */
+    readonly recent?: RecentLog,
+  ) {}
 
   /**
    * Where a client resumes from: `kept` (the event is still in the log), `gone` (expired or pruned: events
@@ -39,6 +44,8 @@ export class LogReader {
    */
   async resumePoint(id: number): Promise<ResumePoint> {
     if (id === 0) return 'kept'
+    const known = this.recent?.resumePoint(id)
+    if (known) return known
     const [row] = await this.database.db
       .select({
         kept: sql<boolean>`exists (select 1 from ${events} where ${events.id} = ${id} and ${events.expiresAt} > now())`,

@@ -3,6 +3,7 @@ import { sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/client.ts'
 import type { EventRow } from '../db/schema.ts'
+import type { RecentLog } from './recent-log.ts'
 
 /** Rows read per query; a burst of publishes costs one query per this many events. */
 const PAGE_SIZE = 1_000
@@ -82,6 +83,8 @@ export class LogTail {
     private readonly deliver: (rows: EventRow[]) => void,
     private readonly log: FastifyBaseLogger,
     private readonly pollMs: number,
+    /** Kept as the tail's copy of the newest rows: replays of resumes among them read no database. */
+    readonly recent?: RecentLog,
   ) {}
 
   /** Sets the cursor at the end of the log once every publish in flight right now has finished. */
@@ -95,6 +98,7 @@ export class LogTail {
     }
     this.cursor = Number(first.max ?? 0)
     this.settledUpTo = this.cursor
+    this.recent?.reset(this.cursor)
     this.pollTimer = setInterval(() => this.wake(), this.pollMs)
     this.pollTimer.unref()
   }
@@ -164,6 +168,7 @@ export class LogTail {
     }
     if (ready.length) {
       this.cursor = ready[ready.length - 1].id
+      this.recent?.append(ready)
       this.deliver(ready)
     }
     if (this.pendingGap && this.pendingGap.upTo <= this.cursor) this.pendingGap = undefined

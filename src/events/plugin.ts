@@ -1,7 +1,7 @@
 import type { SQL } from 'drizzle-orm'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Config } from '../config.ts'
+import { type Config, DEFAULT_REPLAY_MEMORY_EVENTS } from '../config.ts'
 import { eventJson, localizedRow, nudgeFrame } from '../wire-format.ts'
 import type { ChangePushes } from './changes.ts'
 import { Escalator } from './escalation.ts'
@@ -10,6 +10,7 @@ import { LogReader } from './log-reader.ts'
 import { LogTail } from './log-tail.ts'
 import { type PreferenceChange, Preferences, TENANT_DEFAULTS } from './preferences.ts'
 import type { PlanPushes } from './publish.ts'
+import { RecentLog } from './recent-log.ts'
 import { eventRow, unreadAmong } from './recipients.ts'
 import { schedulePruning } from './retention.ts'
 import { Scheduler } from './scheduler.ts'
@@ -39,6 +40,10 @@ declare module 'fastify' {
   }
 }
 
+/** The recent log's other limits: about 32 MB of rows at most, and a resume within 15 minutes. */
+const REPLAY_MEMORY_CHARS = 16_000_000
+const REPLAY_MEMORY_AGE_MS = 15 * 60_000
+
 export interface EventsPluginOptions {
   events: Config['events']
   /** Plans a publish's pushes (push/outbox.ts), in the publish statement. */
@@ -64,7 +69,12 @@ export const eventsPlugin = fp(
   async (app: FastifyInstance, options: EventsPluginOptions) => {
     const { database, hub, bus, metrics } = app
     const { logPollMs, retentionDays, auditRetentionDays, pruneIntervalS, nudgeMinIntervalS } = options.events
-    const tail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, logPollMs)
+    const recent = new RecentLog({
+      rows: options.events.replayMemoryEvents ?? DEFAULT_REPLAY_MEMORY_EVENTS,
+      chars: REPLAY_MEMORY_CHARS,
+      ageMs: REPLAY_MEMORY_AGE_MS,
+    })
+    const tail = new LogTail(database, (rows) => hub.dispatch(rows), app.log, logPollMs, recent)
     // What the streams here were sent, for the roll-call.
     const streamDeliveries = new StreamDeliveries(database, app.log)
     hub.deliveryLog = streamDeliveries
@@ -82,7 +92,7 @@ export const eventsPlugin = fp(
     )
     bus.onRollCall(({ tenant, userId, notice }) => hub.sendRollCall(tenant, userId, notice))
     app.decorate('logTail', tail)
-    app.decorate('logReader', new LogReader(database))
+    app.decorate('logReader', new LogReader(database, recent))
     // A change of preferences reaches the user's open streams here (before its request is answered) and, through
     // the bus, on every other instance; a change of a tenant's defaults, every stream of the tenant.
     const applyToStreams = async ({ tenant, userId }: PreferenceChange) => {

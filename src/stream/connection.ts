@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { topicMatches } from '../auth.ts'
+import type { EventRow } from '../db/schema.ts'
 import type { InAppFilter } from '../events/preference-rules.ts'
 import type { Viewer } from '../events/visibility.ts'
 import { chunkOf, evictedFrame, type Frame, HEARTBEAT_FRAME } from '../wire-format.ts'
@@ -164,6 +165,20 @@ export class StreamConnection {
     else topics.delete(topic)
     this.exactTopics = topics.size ? topics : NONE
     return true
+  }
+
+  /**
+   * True when the stream carries the event by its audience (stream/hub.ts dispatch indexes the same rule; the
+   * database's is events/visibility.ts visibleTo): one of the stream's tenants, and sent to that tenant, to the
+   * user, to one of their roles there, or to a topic the stream follows (topics are the current tenant's only).
+   * The user's preferences (`hides`) are checked apart.
+   */
+  carries(e: Pick<EventRow, 'tenant' | 'toTenant' | 'toUsers' | 'toRoles' | 'toTopics'>): boolean {
+    if (e.tenant !== this.tenant && !this.otherTenants.has(e.tenant)) return false
+    if (e.toTenant || e.toUsers.includes(this.userId)) return true
+    const roles = this.rolesIn(e.tenant)
+    if (roles.size && e.toRoles.some((role) => roles.has(role))) return true
+    return e.toTopics.length > 0 && e.tenant === this.tenant && this.followsAnyTopic(e.toTopics)
   }
 
   /** True when the stream subscribed to a topic matching one of `topics`. */

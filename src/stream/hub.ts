@@ -339,13 +339,7 @@ export class StreamHub {
     }
     for (const user of users) {
       for (const c of streamsIn(t.byUser.get(user))) {
-        const roles = c.rolesIn(e.tenant)
-        const carries =
-          e.toTenant ||
-          e.toUsers.includes(c.userId) ||
-          e.toRoles.some((role) => roles.has(role)) ||
-          (e.toTopics.length > 0 && c.tenant === e.tenant && c.followsAnyTopic(e.toTopics))
-        if (carries && !c.hides(e)) c.write(frameOf(c))
+        if (c.carries(e) && !c.hides(e)) c.write(frameOf(c))
       }
     }
   }

@@ -6,6 +6,7 @@ import type { Presence } from '../cluster/presence.ts'
 import type { LogReader, ReplayedEvent } from '../events/log-reader.ts'
 import type { LogTail } from '../events/log-tail.ts'
 import type { InAppFilter } from '../events/preference-rules.ts'
+import type { RecentRow } from '../events/recent-log.ts'
 import type { Metrics } from '../metrics.ts'
 import { RESET_FRAME, retryFrame } from '../wire-format.ts'
 import { StreamConnection } from './connection.ts'
@@ -227,6 +228,9 @@ interface ReplayWindow {
  * are held. The database builds each frame.
  */
 async function replay(reader: LogReader, conn: StreamConnection, after: number, upTo: number): Promise<number> {
+  // Resumes from a recent event (most of them: a reconnect) are served from the rows the tail keeps in memory.
+  const held = reader.recent?.between(after, upTo)
+  if (held) return replayHeld(conn, held)
   const viewer = conn.viewer
   /** The first REPLAY_PAGE visible events in (from, to]. */
   const read = (from: number, to: number): ReplayWindow => {
@@ -281,5 +285,31 @@ async function replay(reader: LogReader, conn: StreamConnection, after: number, 
     if (conn.deliveryLog) for (const r of rows) conn.deliveryLog.delivered(conn.userId, Number(r.id))
     written += rows.length
   }
+  return written
+}
+
+/**
+ * replay, from rows held in memory (events/recent-log.ts): those the stream carries (the hub's rule of live
+ * dispatch) and its user's preferences show, their frames shared by every stream that replays them.
+ */
+async function replayHeld(conn: StreamConnection, rows: readonly RecentRow[]): Promise<number> {
+  let slice = ''
+  let ids: number[] = []
+  let written = 0
+  const flush = async () => {
+    await conn.writeReplay(slice)
+    if (conn.deliveryLog && !conn.closed) for (const id of ids) conn.deliveryLog.delivered(conn.userId, id)
+    written += ids.length
+    slice = ''
+    ids = []
+  }
+  for (const r of rows) {
+    if (conn.closed) break
+    if (!conn.carries(r.row) || conn.hides(r.row)) continue
+    slice += r.frame(conn.locale)
+    ids.push(r.row.id)
+    if (slice.length >= REPLAY_SLICE_CHARS) await flush()
+  }
+  if (slice) await flush()
   return written
 }

@@ -1,0 +1,75 @@
+/** A user of a tenant: what most batched reads are keyed by. */
+export interface UserRef {
+  tenant: string
+  userId: string
+}
+
+/** A user's key in maps of users of several tenants. */
+export const userKey = (tenant: string, userId: string) => `${tenant}\u0000${userId}`
+export const keyOfUser = (u: UserRef) => userKey(u.tenant, u.userId)
+
+/** The users as one JSON parameter, for `json_to_recordset(...) as w(tenant text, user_id text)`. */
+export const usersJson = (users: readonly UserRef[]) =>
+  JSON.stringify(users.map((u) => ({ tenant: u.tenant, user_id: u.userId })))
+
+type Waiter<V> = { resolve: (value: V) => void; reject: (err: unknown) => void }
+
+/** Keys per query at most. */
+const MAX_BATCH = 1_000
+
+/**
+ * Reads of one key each, asked for together, made as one query for all their keys (the stream opens of a
+ * reconnect storm, thousands a second, read their users' subscriptions, preferences and locale this way). One
+ * query runs at a time: keys asked for while it runs wait for it and go together in the next, so the busier
+ * the service, the larger the batches, and a quiet one reads each key at once. A key asked for twice is read once.
+ */
+export class BatchedReads<K, V> {
+  private queued = new Map<string, { key: K; waiters: Waiter<V>[] }>()
+  private running = false
+
+  constructor(
+    private readonly keyOf: (key: K) => string,
+    /** The values of these keys, by keyOf; a key left out has the value `missing`. */
+    private readonly readMany: (keys: K[]) => Promise<Map<string, V>>,
+    private readonly missing: V,
+  ) {}
+
+  read(key: K): Promise<V> {
+    return new Promise<V>((resolve, reject) => {
+      // The first of a turn: the others of this turn (a burst of requests parsed together) join it.
+      if (this.queued.size === 0 && !this.running) setImmediate(() => this.flush())
+      const k = this.keyOf(key)
+      const queued = this.queued.get(k)
+      if (queued) queued.waiters.push({ resolve, reject })
+      else this.queued.set(k, { key, waiters: [{ resolve, reject }] })
+    })
+  }
+
+  private flush() {
+    if (this.running || this.queued.size === 0) return
+    const all = [...this.queued]
+    this.queued = new Map()
+    this.running = true
+    const reads: Promise<void>[] = []
+    for (let i = 0; i < all.length; i += MAX_BATCH) {
+      const batch = all.slice(i, i + MAX_BATCH)
+      reads.push(
+        this.readMany(batch.map(([, q]) => q.key)).then(
+          (found) => {
+            for (const [k, q] of batch) {
+              const value = found.has(k) ? (found.get(k) as V) : this.missing
+              for (const w of q.waiters) w.resolve(value)
+            }
+          },
+          (err) => {
+            for (const [, q] of batch) for (const w of q.waiters) w.reject(err)
+          },
+        ),
+      )
+    }
+    void Promise.all(reads).then(() => {
+      this.running = false
+      this.flush()
+    })
+  }
+}
