@@ -185,6 +185,15 @@ export async function buildApp(config: Config, database: Database, options: AppO
       bufferedStreamBytes: () => app.hub.bufferedBytes(),
     }),
   )
+  // Each answered request, by route pattern (a stream's reply is taken over by the stream: never "answered").
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url
+    if (route === undefined) return // no route matched: a 404, not worth a series per path
+    app.metrics.requestSeconds.observe(
+      { method: request.method, route, status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    )
+  })
   app.decorate('streamTickets', new StreamTickets(database))
   // The subsystems, in dependency order (see above for what that means on shutdown).
   await app.register(databasePlugin, { database })

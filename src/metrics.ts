@@ -97,6 +97,13 @@ export function createMetrics(sources: MetricsSources) {
       this.set(sources.bufferedStreamBytes())
     },
   })
+  const requestSeconds = new Histogram({
+    name: 'herald_http_request_duration_seconds',
+    help: 'Time from a request read to its answer sent, in seconds, by method, route (its pattern) and status code; streams are not counted (they last).',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: PUBLISH_SECONDS_BUCKETS,
+    registers,
+  })
   const publishSeconds = new Histogram({
     name: 'herald_publish_duration_seconds',
     help: 'Time to store a publish request (single or batch) and its planned pushes, in seconds.',
@@ -106,6 +113,7 @@ export function createMetrics(sources: MetricsSources) {
 
   return {
     registry,
+    requestSeconds,
     openStreams,
     streamsOpened,
     streamsClosed,

@@ -25,6 +25,17 @@ class Exposition {
   value(name: string, labels: Labels = {}): number {
     return this.samples.get(sampleKey(name, labels)) ?? 0
   }
+
+  /** The label sets of a metric's samples. */
+  labelsOf(name: string): Labels[] {
+    return [...this.samples.keys()]
+      .filter((key) => key.startsWith(`${name}{`))
+      .map((key) =>
+        Object.fromEntries(
+          [...key.slice(name.length).matchAll(/(\w+)=("(?:[^"\\]|\\.)*")/g)].map(([, k, v]) => [k, JSON.parse(v)]),
+        ),
+      )
+  }
 }
 
 const sampleKey = (name: string, labels: Labels) =>
@@ -186,6 +197,7 @@ describeEachBackend('Metrics', (backend) => {
       herald_pending_pushes: 'gauge',
       herald_stream_buffered_bytes: 'gauge',
       herald_publish_duration_seconds: 'histogram',
+      herald_http_request_duration_seconds: 'histogram',
     })
     expect(m.families.get('nodejs_eventloop_lag_seconds')?.type).toBe('gauge')
     // Known label values are exported from the start, at 0.
@@ -240,6 +252,29 @@ describeEachBackend('Metrics', (backend) => {
     expect(after.value('herald_publish_duration_seconds_sum')).toBeGreaterThan(
       before.value('herald_publish_duration_seconds_sum'),
     )
+    // The requests' own times, by route pattern and status: one single publish, one batch.
+    const answered = (route: string) =>
+      after.value('herald_http_request_duration_seconds_count', { method: 'POST', route, status: '201' }) -
+      before.value('herald_http_request_duration_seconds_count', { method: 'POST', route, status: '201' })
+    expect({ single: answered('/v1/events'), batch: answered('/v1/events/batch') }).toEqual({ single: 1, batch: 1 })
+  })
+
+  it('request times are by route pattern, not by path, and leave streams out', async () => {
+    const ten = newTenant()
+    const stream = await openStream(ten.user('dana'))
+    const id = await ten.publish({ to: { users: ['dana'] } })
+    await stream.waitForNotifications(1)
+    await t
+      .http()
+      .post(`/v1/events/${id}/read`)
+      .set('authorization', `Bearer ${ten.user('dana')}`)
+      .expect(204)
+    stream.close()
+    const m = await scrape()
+    const routes = new Set(m.labelsOf('herald_http_request_duration_seconds_count').map((labels) => labels.route))
+    expect(routes).toContain('/v1/events/:id/read')
+    expect([...routes].filter((r) => r.includes(id))).toEqual([])
+    expect(routes).not.toContain('/v1/stream')
   })
 
   it('a live event counts one delivery per stream it reached', async () => {
