@@ -120,8 +120,8 @@ const START_TIMEOUT_MS = 60_000
 const STOP_GRACE_MS = 12_000
 
 /**
- * Runs a TypeScript entry point as `node --import tsx <entry>` (as the tests do: node itself, so signals reach
- * it) and waits for its "listening on http://host:port" line.
+ * Runs an entry point with node itself (so signals reach it): a TypeScript one as `node --import tsx <entry>` (as the
+ * tests do), a built one (dist/) as it is; and waits for its "listening on http://host:port" line.
  */
 export async function startServer(
   name: string,
@@ -130,7 +130,7 @@ export async function startServer(
   nodeFlags: string[] = [],
 ): Promise<RunningServer> {
   const proc = track(
-    spawn(process.execPath, [...nodeFlags, '--import', 'tsx', entry], {
+    spawn(process.execPath, [...nodeFlags, ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []), entry], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,5 +1,6 @@
 // `npm run bench`: runs the load scenarios against the service and a raw-Node reference, prints one JSON line
 // per scenario on stdout, then a table. Progress goes to stderr. See bench/README.md.
+import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
@@ -154,6 +155,8 @@ idle-scaleout (3 instances on one database) runs only with DATABASE_URL.`)
 const log = (message: string) => process.stderr.write(`${message}\n`)
 
 async function main() {
+  // The service runs as `npm start` runs it, from dist/: built from the sources as they are now.
+  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' })
   const limits = fileLimits()
   const profileDir = values['cpu-prof'] ? mkdtempSync(join(tmpdir(), 'herald-bench-prof-')) : undefined
   const nchanWorkers = values['nchan-workers']

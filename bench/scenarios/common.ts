@@ -81,7 +81,8 @@ export async function startService(ctx: BenchContext, scope: Scope, env: Record<
   scope.defer(() => rmSync(dataDir, { recursive: true, force: true }))
   const server = await startServer(
     'service',
-    'src/server.ts',
+    // As `npm start` runs it: built to JavaScript (bench/run.ts builds it first), no TypeScript loader in memory.
+    'dist/server.js',
     {
       PORT: '0',
       HOST: '127.0.0.1',

@@ -1,5 +1,6 @@
 import { type BurstFigures, burst, PUBLISH_CONCURRENCY, STALL_MS } from '../burst.ts'
 import { StreamGenerator } from '../generator.ts'
+import { type PublishSplit, publishTimings, splitOf } from '../service-timings.ts'
 import { nowMs, ratio, round, type Spread, showSpread, spreadOf } from '../stats.ts'
 import type { BenchData } from '../stream-pool.ts'
 import { referenceLabel, startTarget, type Target, type TargetKind } from '../targets.ts'
@@ -80,6 +81,8 @@ export interface FanoutFigures extends BurstFigures {
   rounds: number
   /** Each phase over the rounds (median and range): bursts of 8 in flight, and one in flight at a time. */
   phases: { burst: PhaseSpread; oneInFlight: PhaseSpread }
+  /** The service's own mean time per publish in each round (herald only, from its /metrics). */
+  publishSplits?: { burst: Array<PublishSplit | undefined>; oneInFlight: Array<PublishSplit | undefined> }
   /** The paced phase (one run), when the scenario has one. */
   paced: (BurstFigures & { ratePerSec: number; durationSec: number }) | undefined
   perRound: Array<
@@ -291,11 +294,18 @@ async function measure(
     }
     await generator.report(true)
 
-    const bursts: BurstFigures[] = []
-    const steady: BurstFigures[] = []
+    const bursts: Array<BurstFigures & { publishSplit?: PublishSplit }> = []
+    const steady: Array<BurstFigures & { publishSplit?: PublishSplit }> = []
     const roundsStarted = nowMs()
-    const phase = (events: number, first: number, extra: Partial<Parameters<typeof burst>[0]>) =>
-      burst({
+    // The service says how long its publishes took inside it (its /metrics): the rest of an answer is waiting.
+    const timings = () => (target.kind === 'herald' ? publishTimings(server.host, server.port) : undefined)
+    const phase = async (
+      events: number,
+      first: number,
+      extra: Partial<Parameters<typeof burst>[0]>,
+    ): Promise<BurstFigures & { publishSplit?: PublishSplit }> => {
+      const before = await timings()
+      const b = await burst({
         serverCpuMs: () => server.cpuMs(),
         generator,
         events,
@@ -304,11 +314,17 @@ async function measure(
         expectedFor: (accepted) => opened.opened * accepted.length,
         ...extra,
       })
-    const logPhase = (what: string, b: BurstFigures) =>
+      const after = await timings()
+      return before && after ? { ...b, publishSplit: splitOf(before, after) } : b
+    }
+    const logPhase = (what: string, b: BurstFigures & { publishSplit?: PublishSplit }) =>
       ctx.log(
         `  ${server.name} ${what}: ${b.deliveriesPerSec} deliveries/s, p50 ${b.latencyMs?.p50} ms, p99 ` +
-          `${b.latencyMs?.p99} ms, publish answer p50 ${b.publishLatencyMs?.p50} ms, ` +
-          `${b.serverCpuUsPerDelivery} µs server CPU per delivery, lost ${b.lost}`,
+          `${b.latencyMs?.p99} ms, publish answer p50 ${b.publishLatencyMs?.p50} ms` +
+          (b.publishSplit
+            ? ` (inside the service ${b.publishSplit.serviceMs} ms on average, ${b.publishSplit.statementMs} ms of it the transaction)`
+            : '') +
+          `, ${b.serverCpuUsPerDelivery} µs server CPU per delivery, lost ${b.lost}`,
       )
     for (let r = 0; r < sizes.rounds && (r < MIN_ROUNDS || nowMs() - roundsStarted < ROUNDS_BUDGET_MS); r++) {
       scope.check()
@@ -350,6 +366,8 @@ async function measure(
       outOfOrder: [...bursts, ...steady, ...(paced ? [paced] : [])].reduce((n, b) => n + b.outOfOrder, 0),
       rounds: bursts.length,
       phases: { burst: phaseSpread(bursts), oneInFlight: phaseSpread(steady) },
+      // The service's own mean time per publish (request read to answer sent; the transaction), per round.
+      publishSplits: { burst: bursts.map((b) => b.publishSplit), oneInFlight: steady.map((b) => b.publishSplit) },
       paced,
       perRound: bursts.map((b) => ({
         deliveriesPerSec: b.deliveriesPerSec,
