@@ -16,6 +16,7 @@ import { schedulePruning } from './retention.ts'
 import { Scheduler } from './scheduler.ts'
 import { EventService } from './service.ts'
 import { StreamDeliveries } from './stream-deliveries.ts'
+import { StreamProfiles } from './stream-profiles.ts'
 import { SystemBroadcasts } from './system-broadcasts.ts'
 import { TopicSubscriptions } from './topic-subscriptions.ts'
 
@@ -33,6 +34,8 @@ declare module 'fastify' {
     topicSubscriptions: TopicSubscriptions
     /** Users' notification preferences and their tenants' defaults. */
     preferences: Preferences
+    /** What an opening stream reads of its user (subscriptions, preferences, locale), batched across opens. */
+    streamProfiles: StreamProfiles
     /** Reports recipients still unread when an event's escalation is due (`event.unread` webhooks). */
     escalator: Escalator
     /** Live-only events (`store: false`) to the matching open streams of every instance. */
@@ -109,6 +112,7 @@ export const eventsPlugin = fp(
       applyToStreams(change).catch((err) => app.log.warn({ err }, 'applying changed preferences to streams failed')),
     )
     app.decorate('preferences', preferences)
+    app.decorate('streamProfiles', new StreamProfiles(database))
     // Live-only events: to the streams here at once, to the other instances' over the bus.
     const liveEvents = new LiveEvents((events) => hub.dispatchLiveAll(events), bus, app.log)
     bus.onLive((text) => liveEvents.receive(text))

@@ -68,16 +68,6 @@ export class TopicSubscriptions {
     [],
   )
 
-  /**
-   * The topics a stream follows when it names none: the user's subscriptions that count for this token, those an
-   * admin made and those of the user's own that its `topics` claim still allows (as pushes count them).
-   */
-  async topicsFor(caller: Caller): Promise<string[]> {
-    return (await this.of(caller.tenant, caller.userId))
-      .filter((s) => s.addedBy === 'admin' || topicAllowed(caller.topics, s.topic))
-      .map((s) => s.topic)
-  }
-
   /** Subscribes the caller to `topic`, which their token's `topics` claim must allow. Idempotent. */
   async subscribe(caller: Caller, topic: string): Promise<void> {
     if (!topicAllowed(caller.topics, topic)) {

@@ -7,6 +7,7 @@ import { commaList } from '../config.ts'
 import { documentedReplies } from '../docs.ts'
 import { preferredLocale } from '../event-types/locale.ts'
 import { eventIdSchema, parseEventId } from '../events/model.ts'
+import { followedTopics } from '../events/stream-profiles.ts'
 import { DATABASE_DOWN_RETRY_AFTER_S, HttpProblem } from '../problems.ts'
 import { openStream, type StreamDeps } from '../stream/open-stream.ts'
 import { STREAM_TICKET_TTL_S } from '../stream-tickets.ts'
@@ -158,20 +159,27 @@ export async function streamRoutes(
         }
         lastEventId = parseEventId(raw)
       }
-      // Without `?topics=`, the stream follows the user's topic subscriptions, and their changes, live. And what
-      // the user's preferences leave out of their streams (`inApp: false`) is neither streamed nor replayed.
-      // Both are read at once: on PostgreSQL that is one round trip of waiting, not two.
+      // Without `?topics=`, the stream follows the user's topic subscriptions, and their changes, live. What the
+      // user's preferences leave out of their streams (`inApp: false`) is neither streamed nor replayed. Events
+      // rendered per locale (event-types/) come in the directory's locale, else the browser's. One read for all
+      // three, shared with the streams opening at the same time.
       const followsSubscriptions = topics.length === 0
-      const [followed, inApp, inDirectory] = await Promise.all([
-        followsSubscriptions ? app.topicSubscriptions.topicsFor(caller) : topics,
-        app.preferences.inAppFilterOf(caller.tenant, caller.userId),
-        // The text of events rendered per locale (event-types/): one primary-key lookup, read alongside.
-        app.directory.localeOf(caller.tenant, caller.userId),
-      ])
+      const profile = await app.streamProfiles.of(caller.tenant, caller.userId)
+      const followed = followsSubscriptions ? followedTopics(caller, profile.subscriptions) : topics
       // A subscription to the admin topic (an admin may subscribe anyone to any topic) counts for admins only.
       const allowed = isAdmin ? followed : followed.filter((t) => !topicMatches(t, ADMIN_TOPIC))
-      const locale = inDirectory ?? preferredLocale(request.headers['accept-language'])
-      await openStream(streamDeps, request, reply, caller, allowed, lastEventId, followsSubscriptions, inApp, locale)
+      const locale = profile.locale ?? preferredLocale(request.headers['accept-language'])
+      await openStream(
+        streamDeps,
+        request,
+        reply,
+        caller,
+        allowed,
+        lastEventId,
+        followsSubscriptions,
+        profile.inApp,
+        locale,
+      )
     },
   )
 }
