@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { type NchanWorkers, nchanMissing } from './nchan.ts'
 import { fileLimits, killChildren } from './processes.ts'
+import { bigLog } from './scenarios/big-log.ts'
 import { type BenchContext, type Row, type ScenarioResult, Scope } from './scenarios/common.ts'
 import { directoryImport } from './scenarios/directory.ts'
 import { fanout } from './scenarios/fanout.ts'
@@ -40,6 +41,8 @@ const STARTUP_MEMORY_LIMIT_MS = 360_000
 const PREFERENCES_LIMIT_MS = 300_000
 /** Scenario 13 fills a database with 10 million events in bulk (minutes on two cores) before it measures. */
 const STATS_LIMIT_MS = 1_800_000
+/** Scenario 15 fills a database with 10 million events in bulk, as 13 does, then measures an empty log and it. */
+const BIG_LOG_LIMIT_MS = 1_800_000
 /** Scenario 12 opens 10,000 streams, then runs 12 measured phases on them (stored and live, 3 rounds). */
 const LIVE_LIMIT_MS = 300_000
 /** Sockets per load-generator process: under the 20,000 open-file limit with room for everything else. */
@@ -119,6 +122,7 @@ const SCENARIOS: Scenario[] = [
       ),
     limitMs: RECONNECT_STORM_LIMIT_MS,
   },
+  { id: '15', name: 'big-log', run: bigLog, limitMs: BIG_LOG_LIMIT_MS },
 ]
 
 const { values } = parseArgs({
@@ -135,11 +139,11 @@ const { values } = parseArgs({
 })
 
 if (values.help) {
-  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8,9,10,11,12,13,14] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|2|auto] [--workers N]
+  console.log(`npm run bench [-- --only 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15] [--quick] [--cpu-prof] [--no-nchan] [--nchan-workers 1|2|auto] [--workers N]
   --only           scenarios to run, by number or name: 1 fanout-10k, 2 fanout-1k, 3 idle (and 3s idle-scaleout),
                    4 publish, 5 replay, 6 push, 7 targeted, 8 startup-memory, 9 preferences,
                    10 recipients, 11 directory, 12 live, 13 stats (PostgreSQL only; BENCH_STATS_EVENTS=n for another size),
-                   14 reconnect-storm
+                   14 reconnect-storm, 15 big-log (PostgreSQL only; BENCH_BIG_LOG_EVENTS=n for another size)
   --quick          small sizes and short durations: checks the harness, measures nothing
   --cpu-prof       write a V8 CPU profile of the service under test (one per scenario) to a temp directory
   --no-nchan       leave out the nginx + Nchan reference (scenarios 1, 2, 3)
