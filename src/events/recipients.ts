@@ -57,11 +57,13 @@ export function recipientsSql(inserted: SQL, statement: RecipientStatement): SQL
     )
   }
   if (audiences.has('tenant')) {
+    // `union all`: the union of the parts below removes repeats once, for all of them (a second pass over a
+    // tenant of 10,000 was a fifth of a broadcast's statement).
     parts.push(sql`select e.id, e.tenant, known.user_id
     from ${inserted} e cross join lateral (
       select user_id from directory_users where tenant = e.tenant
-      union select user_id from user_claims where tenant = e.tenant
-      union select user_id from push_subscriptions where tenant = e.tenant
+      union all select user_id from user_claims where tenant = e.tenant
+      union all select user_id from push_subscriptions where tenant = e.tenant
     ) known
     where e.to_tenant`)
   }
