@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 import { cspViolations, describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
 
-// Security headers (@fastify/helmet) on every kind of response, the docs switch, and the Content-Security-Policy
+// Security headers (helmet) on every kind of response, the docs switch, and the Content-Security-Policy
 // as Chromium applies it to the demo page and the docs. Headers do not depend on the database: PGlite is enough.
 
 /** The policy's directives, by name. */
