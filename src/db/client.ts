@@ -2,13 +2,11 @@ import { join } from 'node:path'
 import type { PGlite } from '@electric-sql/pglite'
 import { type SQL, sql } from 'drizzle-orm'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
-import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
 import { ConfigError, DEFAULT_DB_POOL_SIZE } from '../config.ts'
 import { lockDataDir } from './data-lock.ts'
 import { innermostError } from './errors.ts'
-import { createDatabaseInChild, createPglite } from './pglite-setup.ts'
 import * as schema from './schema.ts'
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>
@@ -63,6 +61,11 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       close: () => pg.end({ timeout: 5 }),
     }
   }
+  // Loaded only for the embedded database: a service on PostgreSQL never holds PGlite's code.
+  const [{ createDatabaseInChild, createPglite }, { drizzle: drizzlePglite }] = await Promise.all([
+    import('./pglite-setup.ts'),
+    import('drizzle-orm/pglite'),
+  ])
   const dir = options.pgliteDir ?? 'memory://'
   const inMemory = dir.startsWith('memory://')
   const role = options.role ?? 'herald'

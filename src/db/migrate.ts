@@ -1,6 +1,5 @@
 import { fileURLToPath } from 'node:url'
 import { sql } from 'drizzle-orm'
-import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
 import type { Database } from './client.ts'
 
@@ -11,6 +10,7 @@ const MIGRATION_LOCK_KEY = 727_140_001
 /** Applies drizzle-kit's migrations from `drizzle/`. Safe to run from several instances at once. */
 export async function runMigrations(database: Database): Promise<void> {
   if (database.kind === 'pglite') {
+    const { migrate: migratePglite } = await import('drizzle-orm/pglite/migrator')
     // biome-ignore lint/suspicious/noExplicitAny: the migrator wants the concrete driver type
     await migratePglite(database.db as any, { migrationsFolder: MIGRATIONS_FOLDER })
     return
