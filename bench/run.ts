@@ -130,6 +130,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     quick: { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
+    'service-node-flags': { type: 'string' },
     'no-nchan': { type: 'boolean', default: false },
     'nchan-workers': { type: 'string', default: '1' },
     workers: { type: 'string', default: '1' },
@@ -146,6 +147,7 @@ if (values.help) {
                    14 reconnect-storm, 15 big-log (PostgreSQL only; BENCH_BIG_LOG_EVENTS=n for another size)
   --quick          small sizes and short durations: checks the harness, measures nothing
   --cpu-prof       write a V8 CPU profile of the service under test (one per scenario) to a temp directory
+  --service-node-flags "F ..."  node flags for the service under test (a diagnostic: --max-semi-space-size=4, say)
   --no-nchan       leave out the nginx + Nchan reference (scenarios 1, 2, 3)
   --nchan-workers  nginx worker_processes for Nchan: 1 (default, against our one process), a count (2), or auto (one per CPU)
   --workers N      WORKERS=N for the service under test (default 1; above 1 needs DATABASE_URL: node:cluster, one
@@ -174,7 +176,10 @@ async function main() {
     // Node raises its soft limit to the hard one at start, so the hard limit is what a worker gets.
     streamsPerWorker: Math.min(MAX_STREAMS_PER_WORKER, limits.hard - 1_000),
     quick: values.quick,
-    serviceNodeFlags: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+    serviceNodeFlags: [
+      ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+      ...(values['service-node-flags']?.split(' ').filter(Boolean) ?? []),
+    ],
     nchanMissing: values['no-nchan'] ? '--no-nchan' : nchanMissing(),
     nchanWorkers: nchanWorkers as NchanWorkers,
     serviceWorkers,
