@@ -147,7 +147,7 @@ if (values.help) {
                    14 reconnect-storm, 15 big-log (PostgreSQL only; BENCH_BIG_LOG_EVENTS=n for another size)
   --quick          small sizes and short durations: checks the harness, measures nothing
   --cpu-prof       write a V8 CPU profile of the service under test (one per scenario) to a temp directory
-  --service-node-flags "F ..."  node flags for the service under test (a diagnostic: --max-semi-space-size=4, say)
+  --service-node-flags="F ..."  node flags for the service under test (a diagnostic: --service-node-flags=--max-semi-space-size=4)
   --no-nchan       leave out the nginx + Nchan reference (scenarios 1, 2, 3)
   --nchan-workers  nginx worker_processes for Nchan: 1 (default, against our one process), a count (2), or auto (one per CPU)
   --workers N      WORKERS=N for the service under test (default 1; above 1 needs DATABASE_URL: node:cluster, one
