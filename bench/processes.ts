@@ -1,5 +1,6 @@
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -113,6 +114,17 @@ export interface RunningServer {
   /** SIGTERM, then SIGKILL if it has not exited within the grace period. */
   stop(graceMs?: number): Promise<void>
 }
+
+/**
+ * The node flags `npm start` runs the service with (package.json's start script: `node <flags> dist/server.js`), so
+ * that the bench measures the service as users run it.
+ */
+export const START_FLAGS: readonly string[] = (() => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }
+  const m = /\bnode((?:\s+--\S+)*)\s+dist\/server\.js/.exec(pkg.scripts.start)
+  if (!m) throw new Error(`package.json's start script does not run node dist/server.js: ${pkg.scripts.start}`)
+  return m[1].split(/\s+/).filter(Boolean)
+})()
 
 /** Long enough for PGlite to create its files and migrate on a busy machine. */
 const START_TIMEOUT_MS = 60_000

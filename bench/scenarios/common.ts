@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { mintToken } from '../../src/tokens.ts'
 import type { NchanWorkers } from '../nchan.ts'
-import { type RunningServer, startServer } from '../processes.ts'
+import { type RunningServer, START_FLAGS, startServer } from '../processes.ts'
 import { Publisher } from '../publisher.ts'
 
 export type Backend = 'pglite' | 'postgres'
@@ -97,7 +97,7 @@ export async function startService(ctx: BenchContext, scope: Scope, env: Record<
       WORKERS: ctx.serviceWorkers,
       ...env,
     },
-    ctx.serviceNodeFlags,
+    [...START_FLAGS, ...ctx.serviceNodeFlags],
   )
   scope.defer(() => server.stop())
   const expected = ctx.backend === 'postgres' ? 'PostgreSQL' : 'embedded PGlite'

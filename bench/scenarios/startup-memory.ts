@@ -2,7 +2,7 @@ import { type ChildProcess, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ROOT, spawnTracked, stopChild } from '../processes.ts'
+import { ROOT, START_FLAGS, spawnTracked, stopChild } from '../processes.ts'
 import { round } from '../stats.ts'
 import type { BenchContext, Row, ScenarioResult, Scope } from './common.ts'
 
@@ -70,7 +70,7 @@ function listening(proc: ChildProcess): Promise<string> {
 async function measureStart(scope: Scope, dataDir: string, databaseUrl: string, storage: string): Promise<Start> {
   scope.check()
   const started = Date.now()
-  const proc = spawnTracked(process.execPath, [ENTRY], {
+  const proc = spawnTracked(process.execPath, [...START_FLAGS, ENTRY], {
     DATA_DIR: dataDir,
     PORT: '0',
     HOST: '127.0.0.1',
