@@ -1,0 +1,110 @@
+import { setImmediate as nextTurn } from 'node:timers/promises'
+import type { SQL } from 'drizzle-orm'
+import { PgDialect } from 'drizzle-orm/pg-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { BatchedReads } from '../src/db/batched-reads.ts'
+import { startApp, type TestApp } from './helpers/app.ts'
+import { describeEachBackend } from './helpers/backends.ts'
+import { live, publish, streams, unique, waitForId } from './helpers/stream-fixtures.ts'
+
+// Reads of one key each made together share a query (db/batched-reads.ts): what keeps a reconnect storm, thousands
+// of stream opens a second, from costing the database a query per stream for its users' profiles.
+
+/** A BatchedReads over a fake store that records each call of readMany. */
+function recorded(store: Record<string, number>, fail?: () => Error | undefined) {
+  const calls: string[][] = []
+  let release: (() => void) | undefined
+  const reads = new BatchedReads<string, number>(
+    (key) => key,
+    async (keys) => {
+      calls.push([...keys])
+      if (release === undefined) await new Promise<void>((resolve) => (release = resolve))
+      const err = fail?.()
+      if (err) throw err
+      return new Map(keys.filter((k) => k in store).map((k) => [k, store[k]]))
+    },
+    -1,
+  )
+  return {
+    reads,
+    calls,
+    /** Lets every read (the one waiting and those after) answer. */
+    answer: () => {
+      const r = release
+      release = () => {}
+      r?.()
+    },
+  }
+}
+
+describe('BatchedReads', () => {
+  it('reads asked for in one turn are one read of their distinct keys; each caller gets its own value', async () => {
+    const { reads, calls, answer } = recorded({ a: 1, b: 2 })
+    const asked = [reads.read('a'), reads.read('b'), reads.read('a'), reads.read('nobody')]
+    await nextTurn()
+    answer()
+    expect(await Promise.all(asked)).toEqual([1, 2, 1, -1])
+    expect(calls).toEqual([['a', 'b', 'nobody']])
+  })
+
+  it('one read at a time: keys asked for while one runs go together in the next', async () => {
+    const { reads, calls, answer } = recorded({ a: 1, b: 2, c: 3, d: 4 })
+    const first = reads.read('a')
+    await nextTurn()
+    expect(calls).toEqual([['a']])
+    const later = [reads.read('b'), reads.read('c')]
+    await nextTurn()
+    const last = reads.read('d')
+    await nextTurn()
+    expect(calls).toEqual([['a']]) // still waiting on the first
+    answer()
+    expect(await first).toBe(1)
+    expect(await Promise.all([...later, last])).toEqual([2, 3, 4])
+    expect(calls).toEqual([['a'], ['b', 'c', 'd']])
+  })
+
+  it('a failed read fails its callers only; the next batch reads again', async () => {
+    let failing = true
+    const { reads, calls, answer } = recorded({ a: 1, b: 2 }, () => (failing ? new Error('database down') : undefined))
+    const failed = reads.read('a')
+    await nextTurn()
+    answer()
+    await expect(failed).rejects.toThrow('database down')
+    failing = false
+    expect(await reads.read('b')).toBe(2)
+    expect(calls).toEqual([['a'], ['b']])
+  })
+})
+
+describeEachBackend('stream opens share their profile reads', (backend) => {
+  let t: TestApp
+  const statements: string[] = []
+  const dialect = new PgDialect()
+  beforeAll(async () => {
+    t = await startApp(backend)
+    // Every statement the service runs, as text.
+    const query = t.database.query.bind(t.database)
+    t.database.query = (statement: SQL, ...rest) => {
+      statements.push(dialect.sqlToQuery(statement).sql)
+      return query(statement, ...rest)
+    }
+  })
+  afterAll(() => t.close())
+  const open = streams(() => t)
+
+  it('40 streams opening at once read their 40 users’ subscriptions, preferences and locale in a few statements', async () => {
+    const tenant = unique('storm')
+    const users = Array.from({ length: 40 }, (_, i) => `user-${i}`)
+    statements.length = 0
+    const opened = await Promise.all(users.map((sub) => open({ sub, tenant }).then(live)))
+    const profileReads = statements.filter((s) => s.includes('from topic_subscriptions s where s.tenant = w.tenant'))
+    expect(profileReads.length).toBeGreaterThanOrEqual(1)
+    // PGlite runs each statement on the event loop itself, so the requests are read one by one between them: the
+    // sharing is PostgreSQL's (where a storm's opens wait on round trips together).
+    // At most one statement per two streams (one a stream was the way before; typically 2-5 here).
+    expect(profileReads.length).toBeLessThanOrEqual(backend === 'postgres' ? users.length / 2 : users.length)
+    // And each stream is what it should be: live, with what is published to it.
+    const id = await publish(t, tenant, { to: { tenant: true } })
+    await Promise.all(opened.map((s) => waitForId(s, id)))
+  })
+})
