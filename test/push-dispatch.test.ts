@@ -42,6 +42,13 @@ const HEALTH_LATE_MS = 50
  * thread 34-95 % of the answers were late, from the push threads 0-12 %.
  */
 const MOST_LATE_SHARE = 0.25
+/**
+ * On PGlite every statement runs on the service's own thread (the database is WebAssembly in the process), so the
+ * outbox's bookkeeping of 900 pushes takes the event loop too: alone 7-9 % late, but 36 % once in a CI run with the
+ * other suites on the same two cores (median 15 ms). Pushes on the main thread were 34-95 % late with a median far
+ * above HEALTH_LATE_MS: what this still catches, with the median.
+ */
+const MOST_LATE_SHARE_PGLITE = 0.5
 /** A small dispatcher, to see its bound at the push service. */
 const SMALL_CONCURRENCY = 4
 /** The push service answers this late in the concurrency test, so that pushes sent at once overlap there. */
@@ -160,8 +167,11 @@ function pollHealth(url: string): { stop: () => Promise<number[]> } {
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]
 
-/** Expects at most MOST_LATE_SHARE of the /health answers later than HEALTH_LATE_MS; logs them either way. */
-function expectResponsive(times: number[], during: string) {
+/**
+ * Expects at most `mostLate` of the /health answers later than HEALTH_LATE_MS, and their median within it; logs
+ * them either way.
+ */
+function expectResponsive(times: number[], during: string, mostLate = MOST_LATE_SHARE) {
   const sorted = [...times].sort((a, b) => a - b)
   const late = sorted.filter((t) => t > HEALTH_LATE_MS).length
   const summary =
@@ -171,7 +181,8 @@ function expectResponsive(times: number[], during: string) {
   console.log(`[push-dispatch] ${summary}`)
   // Answers to judge by: a send that starved the event loop would have taken many polls.
   expect(times.length, summary).toBeGreaterThanOrEqual(5)
-  expect(late / times.length, summary).toBeLessThanOrEqual(MOST_LATE_SHARE)
+  expect(late / times.length, summary).toBeLessThanOrEqual(mostLate)
+  expect(percentile(sorted, 0.5), summary).toBeLessThanOrEqual(HEALTH_LATE_MS)
 }
 
 describeEachBackend('Web Push dispatch', (backend) => {
@@ -260,7 +271,11 @@ describeEachBackend('Web Push dispatch', (backend) => {
       for (const id of ids) {
         await expect.poll(() => status(id)).toMatchObject({ push: { sent: MANY_DEVICES, failed: 0, pending: 0 } })
       }
-      expectResponsive(times, `${ROUNDS} broadcasts to ${MANY_DEVICES} devices [${backend}]`)
+      expectResponsive(
+        times,
+        `${ROUNDS} broadcasts to ${MANY_DEVICES} devices [${backend}]`,
+        backend === 'pglite' ? MOST_LATE_SHARE_PGLITE : MOST_LATE_SHARE,
+      )
     })
   })
 
