@@ -1,6 +1,5 @@
 import { and, asc, eq, getTableColumns, gt, type SQL, sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
-import { BatchedReads, keyOfUser, type UserRef, userKey, usersJson } from '../db/batched-reads.ts'
 import type { Database } from '../db/client.ts'
 import { directoryUsers } from '../db/schema.ts'
 import { topicPatternMatches } from '../events/visibility.ts'
@@ -51,24 +50,16 @@ export class DirectoryService {
   constructor(private readonly database: Database) {}
 
   /**
-   * The user's locale as the directory has it (as Intl writes it), or undefined: what the text of events rendered
-   * per locale (event-types/) is shown in. Asked for together (streams opening at once), one query for all.
+   * The user's locale as the directory has it (as Intl writes it), or undefined: one primary-key lookup. What the
+   * text of events rendered per locale (event-types/) is shown in.
    */
-  localeOf(tenant: string, userId: string): Promise<string | undefined> {
-    return this.localeReads.read({ tenant, userId })
+  async localeOf(tenant: string, userId: string): Promise<string | undefined> {
+    const [row] = await this.database.db
+      .select({ locale: directoryUsers.locale })
+      .from(directoryUsers)
+      .where(and(eq(directoryUsers.tenant, tenant), eq(directoryUsers.userId, userId)))
+    return row?.locale ?? undefined
   }
-
-  private readonly localeReads = new BatchedReads<UserRef, string | undefined>(
-    keyOfUser,
-    async (users) => {
-      const rows = await this.database.query<{ tenant: string; user_id: string; locale: string }>(sql`
-        select d.tenant, d.user_id, d.locale from directory_users d
-        where d.locale is not null and (d.tenant, d.user_id) in (
-          select w.tenant, w.user_id from json_to_recordset(${usersJson(users)}::json) as w(tenant text, user_id text))`)
-      return new Map(rows.map((r) => [userKey(r.tenant, r.user_id), r.locale]))
-    },
-    undefined,
-  )
 
   /** One user of the caller's tenant. */
   async get(caller: Caller, id: string): Promise<DirectoryUser> {

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
-import { BatchedReads, keyOfUser, type UserRef, userKey } from '../db/batched-reads.ts'
+import { userKey } from '../db/batched-reads.ts'
 import type { Database } from '../db/client.ts'
 import {
   type EffectivePreferences,
@@ -90,22 +90,10 @@ export class Preferences {
     return new Map([...all].map(([u, p]) => [u, inAppFilterOf(p)]))
   }
 
-  /**
-   * One user's in-app filter: what their reads and streams leave out (undefined: nothing). Asked for together
-   * (streams opening at once), one query for all.
-   */
-  inAppFilterOf(tenant: string, userId: string): Promise<InAppFilter | undefined> {
-    return this.inAppFilterReads.read({ tenant, userId })
+  /** One user's in-app filter: what their reads and streams leave out (undefined: nothing). */
+  async inAppFilterOf(tenant: string, userId: string): Promise<InAppFilter | undefined> {
+    return (await this.inAppFilters(tenant, [userId])).get(userId)
   }
-
-  private readonly inAppFilterReads = new BatchedReads<UserRef, InAppFilter | undefined>(
-    keyOfUser,
-    async (users) => {
-      const all = await effectivePreferencesOf(this.database, users)
-      return new Map([...all].map(([key, p]) => [key, inAppFilterOf(p)]))
-    },
-    undefined,
-  )
 
   private async read(tenant: string, userId: string): Promise<Stored<UserSettings | TenantSettings> | undefined> {
     const [row] = await this.database.query<{ settings: string; updated_at: Date | string }>(sql`

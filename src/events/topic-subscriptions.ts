@@ -1,6 +1,5 @@
 import { and, eq, inArray, sql } from 'drizzle-orm'
 import { type Caller, requireScope, topicAllowed } from '../auth.ts'
-import { BatchedReads, keyOfUser, type UserRef, userKey, usersJson } from '../db/batched-reads.ts'
 import type { Database } from '../db/client.ts'
 import { topicSubscriptions } from '../db/schema.ts'
 import { NotAllowedError } from '../service-errors.ts'
@@ -37,36 +36,18 @@ export class TopicSubscriptions {
     private readonly onChange: (changes: SubscriptionChange[]) => void,
   ) {}
 
-  /** The user's subscriptions, oldest first. Asked for together (streams opening at once), one query for all. */
-  of(tenant: string, userId: string): Promise<readonly Subscription[]> {
-    return this.subscriptionReads.read({ tenant, userId })
+  /** The user's subscriptions, oldest first. */
+  async of(tenant: string, userId: string): Promise<Subscription[]> {
+    return this.database.db
+      .select({
+        topic: topicSubscriptions.topic,
+        addedBy: topicSubscriptions.addedBy,
+        createdAt: topicSubscriptions.createdAt,
+      })
+      .from(topicSubscriptions)
+      .where(and(eq(topicSubscriptions.tenant, tenant), eq(topicSubscriptions.userId, userId)))
+      .orderBy(topicSubscriptions.createdAt, topicSubscriptions.topic)
   }
-
-  private readonly subscriptionReads = new BatchedReads<UserRef, readonly Subscription[]>(
-    keyOfUser,
-    async (users) => {
-      const rows = await this.database.query<{
-        tenant: string
-        user_id: string
-        topic: string
-        added_by: Subscription['addedBy']
-        created_at: Date | string
-      }>(sql`
-        select s.tenant, s.user_id, s.topic, s.added_by, s.created_at from topic_subscriptions s
-        where (s.tenant, s.user_id) in (
-          select w.tenant, w.user_id from json_to_recordset(${usersJson(users)}::json) as w(tenant text, user_id text))
-        order by s.created_at, s.topic`)
-      const byUser = new Map<string, Subscription[]>()
-      for (const r of rows) {
-        const key = userKey(r.tenant, r.user_id)
-        let list = byUser.get(key)
-        if (!list) byUser.set(key, (list = []))
-        list.push({ topic: r.topic, addedBy: r.added_by, createdAt: new Date(r.created_at) })
-      }
-      return byUser
-    },
-    [],
-  )
 
   /** Subscribes the caller to `topic`, which their token's `topics` claim must allow. Idempotent. */
   async subscribe(caller: Caller, topic: string): Promise<void> {
