@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util'
 import { createParser } from 'eventsource-parser'
 import { type Config, ConfigError, commaList, loadConfig, withDevSecret } from './config.ts'
 import type { Database } from './db/client.ts'
-import { DIRECTORY_HELP, runDirectory } from './directory/cli.ts'
+import { type CliKit, DIRECTORY_HELP, runDirectory } from './directory/cli.ts'
 import { runTypes, TYPES_HELP } from './event-types/cli.ts'
 import { DEFAULT_TOKEN_TTL_S, mintToken } from './tokens.ts'
 
@@ -96,9 +96,7 @@ open opens its url (or the event's --url) and marks read. URLs are paths on the 
 listed, pushed or replayed; the server answers {"live":true}. Not with --deliver-at or --escalate.
 The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer.`,
     run: async (args) => {
-      const { values, lists } = parse(args, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const { values, lists, token, endpoint } = authedCommand(args, {
         json: { type: 'string' },
         title: { type: 'string' },
         type: { type: 'string' },
@@ -119,8 +117,6 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
         escalate: { type: 'string' },
         live: { type: 'boolean' },
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
       const later = {
         ...(values['deliver-at'] === undefined ? {} : { deliverAt: deliverAtFlag(values['deliver-at']) }),
         ...(values.live ? { store: false } : {}),
@@ -152,7 +148,7 @@ The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints
           ...later,
         }
       }
-      return postPublish(values.server, '/v1/events', token, body, values['idempotency-key'], 'publish')
+      return postPublish(endpoint('/v1/events'), token, body, values['idempotency-key'], 'publish')
     },
   },
   edit: {
@@ -170,17 +166,13 @@ recalled).`,
       if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
         throw new UsageError('edit needs the event id (a number), as in: herald edit 42 --title "New title"')
       }
-      const { values } = parse(rest, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const { values, token, endpoint } = authedCommand(rest, {
         title: { type: 'string' },
         body: { type: 'string' },
         url: { type: 'string' },
         data: { type: 'string' },
         clear: { type: 'string' },
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
       const cleared = commaList(values.clear)
       const unknown = cleared.filter((field) => !['body', 'url', 'data'].includes(field))
       if (unknown.length) throw new UsageError(`--clear takes body, url and data, not ${unknown.join(', ')}`)
@@ -194,7 +186,7 @@ recalled).`,
       if (!Object.keys(changes).length) {
         throw new UsageError('give what to change: --title, --body, --url, --data or --clear')
       }
-      const res = await callService('PATCH', new URL(`/v1/events/${id}`, serverUrl(values.server)), token, changes)
+      const res = await callService('PATCH', endpoint(`/v1/events/${id}`), token, changes)
       const text = await res.text()
       if (!res.ok) {
         console.error(`edit failed: HTTP ${res.status} ${text}`)
@@ -217,10 +209,8 @@ server refuses (404: not yours to recall, or recalled already).`,
       if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
         throw new UsageError('recall needs the event id (a number), as in: herald recall 42')
       }
-      const { values } = parse(rest, { token: { type: 'string' }, server: { type: 'string' } })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
-      const res = await callService('DELETE', new URL(`/v1/events/${id}`, serverUrl(values.server)), token)
+      const { token, endpoint } = authedCommand(rest, {})
+      const res = await callService('DELETE', endpoint(`/v1/events/${id}`), token)
       if (!res.ok) {
         console.error(`recall failed: HTTP ${res.status} ${await res.text()}`)
         return EXIT.failed
@@ -242,13 +232,9 @@ yours).`,
       if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
         throw new UsageError('recipients needs the event id (a number), as in: herald recipients 42 --state unread')
       }
-      const { values } = parse(rest, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const { values, token, endpoint } = authedCommand(rest, {
         state: { type: 'string' },
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
       const state = values.state ?? 'all'
       if (!['all', 'unread', 'read', 'acked'].includes(state)) {
         throw new UsageError(`--state takes all, unread, read or acked, not ${state}`)
@@ -256,7 +242,7 @@ yours).`,
       let cursor: string | null = null
       let totals: unknown
       do {
-        const url = new URL(`/v1/events/${id}/recipients`, serverUrl(values.server))
+        const url = endpoint(`/v1/events/${id}/recipients`)
         url.searchParams.set('state', state)
         url.searchParams.set('limit', '1000')
         if (cursor) url.searchParams.set('cursor', cursor)
@@ -288,10 +274,8 @@ event's publisher, or a token with the admin scope.`,
       if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
         throw new UsageError('nudge needs the event id (a number), as in: herald nudge 42')
       }
-      const { values } = parse(rest, { token: { type: 'string' }, server: { type: 'string' } })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
-      const res = await callService('POST', new URL(`/v1/events/${id}/nudge`, serverUrl(values.server)), token)
+      const { token, endpoint } = authedCommand(rest, {})
+      const res = await callService('POST', endpoint(`/v1/events/${id}/nudge`), token)
       const text = await res.text()
       if (!res.ok) {
         const wait = res.headers.get('retry-after')
@@ -313,22 +297,15 @@ list: the pending scheduled publishes of the token's user (an admin's: of the te
 their ids. cancel: cancels a pending one; exit 1 if it was published already (the answer names its events).
 The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer.`,
     run: async (args) => {
-      const [action, ...rest] = args
-      if (action !== 'list' && action !== 'show' && action !== 'cancel') {
-        throw new UsageError(action ? `unknown action "${action}": list, show or cancel` : 'list, show or cancel?')
-      }
+      const [action, rest] = takeAction(args, ['list', 'show', 'cancel'], 'list, show or cancel')
       const id = action === 'list' ? undefined : rest.shift()
       if (action !== 'list' && (id === undefined || !/^[0-9]{1,18}$/.test(id))) {
         throw new UsageError(`${action} needs the scheduled id (a number), as in: herald scheduled ${action} 42`)
       }
-      const { values } = parse(rest, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const { values, token, endpoint } = authedCommand(rest, {
         ...(action === 'list' ? { after: { type: 'string' as const }, limit: { type: 'string' as const } } : {}),
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
-      const url = new URL(id === undefined ? '/v1/scheduled' : `/v1/scheduled/${id}`, serverUrl(values.server))
+      const url = endpoint(id === undefined ? '/v1/scheduled' : `/v1/scheduled/${id}`)
       if (values.after !== undefined) url.searchParams.set('after', values.after)
       if (values.limit !== undefined) url.searchParams.set('limit', values.limit)
       const res = await callService(action === 'cancel' ? 'DELETE' : 'GET', url, token)
@@ -355,11 +332,8 @@ token needs the events:system scope (herald token ... --scope events:system). Th
 HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer: {tenants, createdAt, events:
 [{tenant, id}]}; exit 1 when the server refuses.`,
     run: async (args) => {
-      const [action, ...rest] = args
-      if (action !== 'publish') throw new UsageError(action ? `unknown action "${action}": publish` : 'publish?')
-      const { values } = parse(rest, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const [, rest] = takeAction(args, ['publish'])
+      const { values, token, endpoint } = authedCommand(rest, {
         json: { type: 'string' },
         tenants: { type: 'string' },
         all: { type: 'boolean' },
@@ -374,8 +348,6 @@ HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer: {t
         'to-tenant': { type: 'boolean' },
         'idempotency-key': { type: 'string' },
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
       if (values.all && values.tenants !== undefined) throw new UsageError('give --tenants or --all, not both')
       const tenants = values.all ? '*' : commaList(values.tenants)
       let body: unknown
@@ -398,7 +370,7 @@ HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer: {t
           ...(values.ttl !== undefined ? { ttl: Number(values.ttl) } : {}),
         }
       }
-      return postPublish(values.server, '/v1/system/events', token, body, values['idempotency-key'], 'system publish')
+      return postPublish(endpoint('/v1/system/events'), token, body, values['idempotency-key'], 'system publish')
     },
   },
   topics: {
@@ -415,22 +387,14 @@ A stream opened without --topics follows them, live. members, add, remove: a top
 with the admin scope (at most 1,000 users a call). The token may also come from HERALD_TOKEN and the server
 from HERALD_URL. Prints the server's JSON answer; exit 1 when the server refuses.`,
     run: async (args) => {
-      const [action, ...rest] = args
-      const actions = ['list', 'follow', 'unfollow', 'members', 'add', 'remove']
-      if (!actions.includes(action)) {
-        throw new UsageError(action ? `unknown action "${action}": ${actions.join(', ')}` : `${actions.join(', ')}?`)
-      }
+      const [action, rest] = takeAction(args, ['list', 'follow', 'unfollow', 'members', 'add', 'remove'])
       const topic = action === 'list' ? undefined : rest.shift()
       if (action !== 'list' && !topic)
         throw new UsageError(`${action} needs a topic, as in: herald topics ${action} class:7A`)
       const bulk = action === 'add' || action === 'remove'
-      const { values } = parse(rest, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const { values, token, endpoint } = authedCommand(rest, {
         ...(bulk ? { users: { type: 'string' as const } } : {}),
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
       const users = commaList(values.users)
       if (bulk && !users.length) throw new UsageError(`${action} needs --users a,b`)
       const path =
@@ -441,13 +405,8 @@ from HERALD_URL. Prints the server's JSON answer; exit 1 when the server refuses
             : `/v1/topics/${encodeURIComponent(topic)}/members`
       const method = { list: 'GET', members: 'GET', follow: 'PUT', add: 'PUT', unfollow: 'DELETE', remove: 'DELETE' }[
         action
-      ] as string
-      const res = await callService(
-        method,
-        new URL(path, serverUrl(values.server)),
-        token,
-        bulk ? { users } : undefined,
-      )
+      ]
+      const res = await callService(method, endpoint(path), token, bulk ? { users } : undefined)
       const text = await res.text()
       if (!res.ok) {
         console.error(`${action} failed: HTTP ${res.status} ${text}`)
@@ -472,21 +431,14 @@ admin scope). set replaces them whole with the JSON given, for example
 The token may also come from HERALD_TOKEN and the server from HERALD_URL. Prints the server's JSON answer; exit 1
 when the server refuses (400 names the field at fault).`,
     run: async (args) => {
-      const [action, ...rest] = args
-      if (action !== 'show' && action !== 'set' && action !== 'reset') {
-        throw new UsageError(action ? `unknown action "${action}": show, set or reset` : 'show, set or reset?')
-      }
-      const { values } = parse(rest, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const [action, rest] = takeAction(args, ['show', 'set', 'reset'], 'show, set or reset')
+      const { values, token, endpoint } = authedCommand(rest, {
         tenant: { type: 'boolean' },
         ...(action === 'set' ? { json: { type: 'string' as const } } : {}),
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
       if (action === 'set' && values.json === undefined) throw new UsageError('set needs --json with the preferences')
       const body = action === 'set' ? parseJson(values.json as string, '--json') : action === 'reset' ? {} : undefined
-      const url = new URL(values.tenant ? '/v1/tenant/preferences' : '/v1/me/preferences', serverUrl(values.server))
+      const url = endpoint(values.tenant ? '/v1/tenant/preferences' : '/v1/me/preferences')
       const res = await callService(body === undefined ? 'GET' : 'PUT', url, token, body)
       const text = await res.text()
       if (!res.ok) {
@@ -500,12 +452,12 @@ when the server refuses (400 names the field at fault).`,
   directory: {
     summary: 'the user directory (admin): import a CSV or JSONL file of users; list, get, remove',
     help: DIRECTORY_HELP,
-    run: (args) => runDirectory(args, { usageError: (message) => new UsageError(message), serverUrl, callService }),
+    run: (args) => runDirectory(args, kit),
   },
   types: {
     summary: 'the tenant’s event types: list; put (admin) a type from a JSON file; remove',
     help: TYPES_HELP,
-    run: (args) => runTypes(args, { usageError: (message) => new UsageError(message), serverUrl, callService }),
+    run: (args) => runTypes(args, kit),
   },
   webhooks: {
     summary: 'the tenant’s webhook endpoints (admin): list, add, remove, enable, deliveries',
@@ -522,11 +474,7 @@ WEBHOOK_DISABLE_AFTER_H back on; deliveries lists its recent deliveries, newest 
 For a token with the admin scope. The token may also come from HERALD_TOKEN and the server from HERALD_URL.
 Prints the server's JSON answer; exit 1 when the server refuses (400 names the field at fault).`,
     run: async (args) => {
-      const [action, ...rest] = args
-      const actions = ['list', 'add', 'remove', 'enable', 'deliveries']
-      if (!actions.includes(action)) {
-        throw new UsageError(action ? `unknown action "${action}": ${actions.join(', ')}` : `${actions.join(', ')}?`)
-      }
+      const [action, rest] = takeAction(args, ['list', 'add', 'remove', 'enable', 'deliveries'])
       const target = action === 'list' ? undefined : rest.shift()
       if (action === 'add' && !target) {
         throw new UsageError(
@@ -536,14 +484,10 @@ Prints the server's JSON answer; exit 1 when the server refuses (400 names the f
       if (action !== 'list' && action !== 'add' && (target === undefined || !/^[0-9]{1,18}$/.test(target))) {
         throw new UsageError(`${action} needs the webhook id (a number), as in: herald webhooks ${action} 3`)
       }
-      const { values } = parse(rest, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const { values, token, endpoint } = authedCommand(rest, {
         ...(action === 'add' ? { events: { type: 'string' as const }, description: { type: 'string' as const } } : {}),
         ...(action === 'deliveries' ? { cursor: { type: 'string' as const }, limit: { type: 'string' as const } } : {}),
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
       const events = commaList(values.events)
       if (action === 'add' && !events.length) throw new UsageError('add needs --events, as in: --events user.online')
       const path = {
@@ -552,11 +496,11 @@ Prints the server's JSON answer; exit 1 when the server refuses (400 names the f
         remove: `/v1/webhooks/${target}`,
         enable: `/v1/webhooks/${target}/enable`,
         deliveries: `/v1/webhooks/${target}/deliveries`,
-      }[action] as string
-      const url = new URL(path, serverUrl(values.server))
+      }[action]
+      const url = endpoint(path)
       if (values.cursor !== undefined) url.searchParams.set('cursor', values.cursor)
       if (values.limit !== undefined) url.searchParams.set('limit', values.limit)
-      const method = { list: 'GET', add: 'POST', remove: 'DELETE', enable: 'POST', deliveries: 'GET' }[action] as string
+      const method = { list: 'GET', add: 'POST', remove: 'DELETE', enable: 'POST', deliveries: 'GET' }[action]
       const body =
         action === 'add'
           ? { url: target, events, ...(values.description !== undefined ? { description: values.description } : {}) }
@@ -580,16 +524,12 @@ read, medianTimeToReadS}), then a line {now: {openStreams, onlineUsers}}. --from
 date-time; by default the last 7 days, at most 92. For a token with the admin scope. The token may also come from
 HERALD_TOKEN and the server from HERALD_URL. Exit 1 when the server refuses (400 names the field at fault).`,
     run: async (args) => {
-      const { values } = parse(args, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const { values, token, endpoint } = authedCommand(args, {
         from: { type: 'string' },
         to: { type: 'string' },
         type: { type: 'string' },
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
-      const url = new URL('/v1/stats', serverUrl(values.server))
+      const url = endpoint('/v1/stats')
       for (const name of ['from', 'to', 'type'] as const) {
         if (values[name] !== undefined) url.searchParams.set(name, values[name])
       }
@@ -614,21 +554,15 @@ closeReason, userAgent, clientIp}). --from and --to are a date or an ISO date-ti
 For a token with the admin scope. The token may also come from HERALD_TOKEN and the server from HERALD_URL.
 Exit 1 when the server refuses (400 names the field at fault).`,
     run: async (args) => {
-      const [action, ...rest] = args
-      if (action !== 'connections')
-        throw new UsageError(action ? `unknown action "${action}": connections` : 'connections?')
-      const { values } = parse(rest, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const [, rest] = takeAction(args, ['connections'])
+      const { values, token, endpoint } = authedCommand(rest, {
         user: { type: 'string' },
         from: { type: 'string' },
         to: { type: 'string' },
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
       let cursor: string | null = null
       do {
-        const url = new URL('/v1/audit/connections', serverUrl(values.server))
+        const url = endpoint('/v1/audit/connections')
         for (const name of ['user', 'from', 'to'] as const) {
           if (values[name] !== undefined) url.searchParams.set(name, values[name])
         }
@@ -654,15 +588,11 @@ Exit 1 when the server refuses (400 names the field at fault).`,
 Prints each notification, edit (update), recall (delete) and receipt as a JSON line on stdout; reconnects with
 Last-Event-ID after a drop, like a browser. Stops on Ctrl-C, or with exit code 1 when the server refuses the stream.`,
     run: async (args) => {
-      const { values } = parse(args, {
-        token: { type: 'string' },
-        server: { type: 'string' },
+      const { values, token, endpoint } = authedCommand(args, {
         topics: { type: 'string' },
         'last-event-id': { type: 'string' },
       })
-      const token = values.token ?? process.env.HERALD_TOKEN
-      if (!token) throw new UsageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
-      const url = new URL('/v1/stream', serverUrl(values.server))
+      const url = endpoint('/v1/stream')
       if (values.topics) url.searchParams.set('topics', values.topics)
       let lastEventId = values['last-event-id']
       let retryMs = 3_000
@@ -812,6 +742,58 @@ function parse(
 }
 
 /**
+ * A command that calls the service: its flags, with --token and --server besides; the token, from --token or
+ * HERALD_TOKEN (a usage error without one); and `endpoint(path)`, the path on --server or HERALD_URL.
+ */
+function authedCommand(args: string[], options: OptionKinds) {
+  const { values, lists } = parse(args, { token: { type: 'string' }, server: { type: 'string' }, ...options })
+  const token = requireToken(values.token)
+  return { values, lists, token, endpoint: (path: string) => new URL(path, serverUrl(values.server)) }
+}
+
+/** The token from --token or HERALD_TOKEN; without one, a usage error saying `missing`. */
+function requireToken(
+  flag: string | undefined,
+  missing = '--token (or HERALD_TOKEN) is required; mint one with `herald token`',
+): string {
+  const token = flag ?? process.env.HERALD_TOKEN
+  if (!token) throw new UsageError(missing)
+  return token
+}
+
+/**
+ * `herald <command> <action> ...`: the action, one of `actions` (else a usage error naming them, as `named`
+ * says), and the arguments after it.
+ */
+function takeAction<A extends string>(
+  args: string[],
+  actions: readonly A[],
+  named = actions.join(', '),
+): [action: A, rest: string[]] {
+  const [action, ...rest] = args
+  if (!(actions as readonly string[]).includes(action)) {
+    throw new UsageError(action ? `unknown action "${action}": ${named}` : `${named}?`)
+  }
+  return [action as A, rest]
+}
+
+/** What `herald directory` and `herald types` borrow of this CLI. */
+const kit: CliKit = {
+  usageError: (message) => new UsageError(message),
+  parseAction: (args, actions, options) => {
+    const [action, rest] = takeAction(args, actions)
+    try {
+      return { action, ...parseArgs({ args: rest, options, allowPositionals: true, strict: true }) }
+    } catch (err) {
+      throw new UsageError((err as Error).message)
+    }
+  },
+  requireToken,
+  serverUrl,
+  callService,
+}
+
+/**
  * `--action ack:Got it`, `--action 'open:View grade:/grades/42'`: what the button does, its title, and for
  * `open` a URL (the last `:` followed by `/` or `https://` starts it, so a title may hold colons).
  */
@@ -842,14 +824,12 @@ function parseJson(text: string, flag: string): unknown {
 
 /** POSTs a publish body (an event, or a platform broadcast) and prints the answer; a refusal exits 1 with it. */
 async function postPublish(
-  server: string | undefined,
-  path: string,
+  url: URL,
   token: string,
   body: unknown,
   idempotencyKey: string | undefined,
   what: string,
 ): Promise<number> {
-  const url = new URL(path, serverUrl(server))
   const res = await fetch(url, {
     method: 'POST',
     headers: {

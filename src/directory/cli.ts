@@ -2,16 +2,24 @@ import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { createInterface } from 'node:readline'
-import { parseArgs } from 'node:util'
+import type { ParseArgsConfig, parseArgs } from 'node:util'
 import { MAX_BATCH_OPERATIONS } from './limits.ts'
 
 // `herald directory`: the user directory from the command line (an admin token): import a CSV or JSONL file
 // through the batch route, list, get and remove users. Runs in the CLI process (cli.ts gives it its helpers); it
 // loads nothing of the server but the directory's limits.
 
-/** What cli.ts lends: its usage errors (exit 2) and how it reaches the service. */
+/** What cli.ts lends: its usage errors (exit 2), its command-line parsing and how it reaches the service. */
 export interface CliKit {
   usageError(message: string): Error
+  /** `<action> [arguments] [--flags]`: the action, one of `actions` (else a usage error), its flags and arguments. */
+  parseAction<A extends string, O extends NonNullable<ParseArgsConfig['options']>>(
+    args: string[],
+    actions: readonly A[],
+    options: O,
+  ): { action: A } & ReturnType<typeof parseArgs<{ options: O; allowPositionals: true }>>
+  /** The token from --token or HERALD_TOKEN; without one, a usage error (saying `missing`, if given). */
+  requireToken(flag: string | undefined, missing?: string): string
   serverUrl(flag: string | undefined): string
   callService(method: string, url: URL, token: string, body?: unknown): Promise<Response>
 }
@@ -250,20 +258,8 @@ async function importFile(path: string, token: string, server: string, kit: CliK
 
 /** `herald directory <action> ...`. */
 export async function runDirectory(args: string[], kit: CliKit): Promise<number> {
-  const [action, ...rest] = args
-  const actions = ['import', 'list', 'get', 'remove']
-  if (!actions.includes(action)) {
-    throw kit.usageError(action ? `unknown action "${action}": ${actions.join(', ')}` : `${actions.join(', ')}?`)
-  }
-  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>
-  try {
-    parsed = parseArgs({ args: rest, options: OPTIONS, allowPositionals: true, strict: true })
-  } catch (err) {
-    throw kit.usageError((err as Error).message)
-  }
-  const { values, positionals } = parsed
-  const token = values.token ?? process.env.HERALD_TOKEN
-  if (!token) throw kit.usageError('--token (or HERALD_TOKEN) is required: a token with the admin scope')
+  const { action, values, positionals } = kit.parseAction(args, ['import', 'list', 'get', 'remove'], OPTIONS)
+  const token = kit.requireToken(values.token, '--token (or HERALD_TOKEN) is required: a token with the admin scope')
   const server = kit.serverUrl(values.server)
   const wantsOne = action === 'list' ? 0 : 1
   if (positionals.length !== wantsOne) {

@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises'
-import { parseArgs } from 'node:util'
 import type { CliKit } from '../directory/cli.ts'
 
 // `herald types`: a tenant's event types from the command line: list them, register one from a JSON file, remove
@@ -24,19 +23,8 @@ const OPTIONS = {
 } as const
 
 export async function runTypes(args: string[], kit: CliKit): Promise<number> {
-  const [action, ...rest] = args
-  const actions = ['list', 'put', 'remove']
-  if (!actions.includes(action)) {
-    throw kit.usageError(action ? `unknown action "${action}": ${actions.join(', ')}` : `${actions.join(', ')}?`)
-  }
-  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>
-  try {
-    parsed = parseArgs({ args: rest, options: OPTIONS, allowPositionals: true, strict: true })
-  } catch (err) {
-    throw kit.usageError((err as Error).message)
-  }
-  const { values, positionals } = parsed
-  const wanted = { list: 0, put: 2, remove: 1 }[action as 'list' | 'put' | 'remove']
+  const { action, values, positionals } = kit.parseAction(args, ['list', 'put', 'remove'], OPTIONS)
+  const wanted = { list: 0, put: 2, remove: 1 }[action]
   if (positionals.length !== wanted) {
     const usage = {
       list: 'herald types list',
@@ -44,11 +32,10 @@ export async function runTypes(args: string[], kit: CliKit): Promise<number> {
       remove: 'herald types remove grade.updated',
     }
     throw kit.usageError(
-      `${action} takes ${wanted || 'no'} argument${wanted === 1 ? '' : 's'}, as in: ${usage[action as 'list']}`,
+      `${action} takes ${wanted || 'no'} argument${wanted === 1 ? '' : 's'}, as in: ${usage[action]}`,
     )
   }
-  const token = values.token ?? process.env.HERALD_TOKEN
-  if (!token) throw kit.usageError('--token (or HERALD_TOKEN) is required; mint one with `herald token`')
+  const token = kit.requireToken(values.token)
   const server = kit.serverUrl(values.server)
 
   if (action === 'list') {
