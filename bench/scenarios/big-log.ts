@@ -7,6 +7,7 @@ import { runMigrations } from '../../src/db/migrate.ts'
 import { LogReader } from '../../src/events/log-reader.ts'
 import { prune } from '../../src/events/retention.ts'
 import { mintToken } from '../../src/tokens.ts'
+import { continueIdsAfterFill, dayBlockIdSql, fillIndexSql, makeDayBlocks, withoutIndexes } from '../bulk-fill.ts'
 import { databaseCpuSince } from '../database-cpu.ts'
 import { LOCAL_ADDRESSES } from '../generator.ts'
 import { ROOT, type RunningServer } from '../processes.ts'
@@ -126,7 +127,7 @@ interface FillFigures {
   insertEventsPerSec: number
   /** Receipts, recipients, stream deliveries and push records of those events, s. */
   dependentsS: number
-  /** Indexes, the receipts' key and the foreign keys built again, s. */
+  /** Indexes and the receipts' key built again, s. */
   indexesS: number
   vacuumAnalyzeS: number
   totalS: number
@@ -134,12 +135,12 @@ interface FillFigures {
 }
 
 interface Sizes {
-  /** pg_total_relation_size('events'): heap, TOAST and indexes, MiB. */
+  /** pg_total_relation_size of the events' blocks: heap, TOAST and indexes, MiB. */
   eventsTotalMiB: number
   eventsHeapMiB: number
   eventsIndexesMiB: number
   indexesMiB: Record<string, number>
-  /** pg_total_relation_size of each table holding rows of events (foreign keys, deleted with them), MiB. */
+  /** pg_total_relation_size of each table holding rows of events (deleted with them), over its blocks, MiB. */
   dependentsMiB: Record<string, number>
 }
 
@@ -533,75 +534,70 @@ async function fillLog(ctx: BenchContext, scope: Scope, db: postgres.Sql, events
   // A bulk load's memory for the index builds (this session only).
   await db`set maintenance_work_mem = '256MB'`
   const tables = ['events', 'receipts', 'event_recipients', 'stream_deliveries', 'push_deliveries']
-  const foreignKeys = await db<{ table: string; name: string; definition: string }[]>`
-    select conrelid::regclass::text as table, conname as name, pg_get_constraintdef(oid) as definition
-    from pg_constraint where contype = 'f' and confrelid = 'events'::regclass`
-  const indexes = await db<{ indexname: string; indexdef: string }[]>`
-    select indexname, indexdef from pg_indexes
-    where schemaname = 'public' and tablename = any(${tables})
-      and indexname not in (select conname from pg_constraint)`
-  for (const k of foreignKeys) await db.unsafe(`alter table ${k.table} drop constraint ${k.name}`)
-  for (const i of indexes) await db.unsafe(`drop index ${i.indexname}`)
-  await db.unsafe('alter table receipts drop constraint receipts_tenant_user_id_event_id_pk')
-
-  for (let first = 1; first <= bulk; first += FILL_CHUNK) {
-    const last = Math.min(bulk, first + FILL_CHUNK - 1)
-    // Tenant i % TENANTS; the rest of i / TENANTS picks the audience, the user and the dependents, so that every
-    // tenant gets its share of each (i % 4 or i % 5 alone would give them to some tenants only).
+  // The log as the service writes it: a block of ids a day (src/events/log-blocks.ts), the oldest day block 0.
+  await makeDayBlocks(db, SPAN_DAYS)
+  let insertMs = 0
+  let dependentsMs = 0
+  let bulkLast = 0
+  const indexes = await withoutIndexes(db, tables, async () => {
+    for (let first = 1; first <= bulk; first += FILL_CHUNK) {
+      const last = Math.min(bulk, first + FILL_CHUNK - 1)
+      // Tenant i % TENANTS; the rest of i / TENANTS picks the audience, the user and the dependents, so that every
+      // tenant gets its share of each (i % 4 or i % 5 alone would give them to some tenants only).
+      const ageS = `${recentS} + (${bulk} - i) * ${bulkSpanS}::float8 / ${bulk}`
+      await db.unsafe(`
+        insert into events (id, tenant, type, title, body, data_json, priority, actor, to_users, to_tenant,
+          created_at, expires_at)
+        select ${dayBlockIdSql('i', ageS, SPAN_DAYS)}, 'big-' || (i % ${TENANTS}), 'bench.type-' || (i % 7),
+          'Event ' || i, 'Something that happened while you were away.', '{"t":0,"n":' || i || '}', 'normal',
+          'bench-publisher',
+          case when (i / ${TENANTS}) % ${BROADCAST_ONE_IN} = 0 then '{}'::text[]
+            else array['u' || (i / ${TENANTS}) % ${USERS}] end,
+          (i / ${TENANTS}) % ${BROADCAST_ONE_IN} = 0, t.created_at,
+          -- Past the run: these events leave by retention (RETENTION_DAYS), not by their own ttl.
+          t.created_at + interval '${SPAN_DAYS + 10} days'
+        from generate_series(${first}, ${last}) as i,
+          lateral (select ${at(ageS)} as created_at) as t`)
+      ctx.log(`big-log (big): ${last.toLocaleString()} events (${round((nowMs() - started) / 1000)} s)`)
+      scope.check()
+    }
+    const [{ bulkLastId }] = await db<{ bulkLastId: string }[]>`select max(id) as "bulkLastId" from events`
+    bulkLast = Number(bulkLastId)
+    // The measured tenant's newest: the columns of replayedEvent(n) as the publish route stores them (ttl: 7 days),
+    // in the newest block after the bulk's.
     await db.unsafe(`
-      insert into events (tenant, type, title, body, data_json, priority, actor, to_users, to_tenant, created_at,
-        expires_at)
-      select 'big-' || (i % ${TENANTS}), 'bench.type-' || (i % 7), 'Event ' || i,
-        'Something that happened while you were away.', '{"t":0,"n":' || i || '}', 'normal', 'bench-publisher',
-        case when (i / ${TENANTS}) % ${BROADCAST_ONE_IN} = 0 then '{}'::text[]
-          else array['u' || (i / ${TENANTS}) % ${USERS}] end,
-        (i / ${TENANTS}) % ${BROADCAST_ONE_IN} = 0, t.created_at,
-        -- Past the run: these events leave by retention (RETENTION_DAYS), not by their own ttl.
-        t.created_at + interval '${SPAN_DAYS + 10} days'
-      from generate_series(${first}, ${last}) as i,
-        lateral (select ${at(`${recentS} + (${bulk} - i) * ${bulkSpanS}::float8 / ${bulk}`)} as created_at) as t`)
-    ctx.log(`big-log (big): ${last.toLocaleString()} events (${round((nowMs() - started) / 1000)} s)`)
+      insert into events (id, tenant, type, title, body, data_json, priority, actor, to_tenant, created_at, expires_at)
+      select ${bulkLast + 1} + n, '${TENANT}', 'bench.big-log', 'Missed event ' || n,
+        'Something that happened while you were away.', '{"t":0,"n":' || n || '}', 'normal', 'bench-publisher', true,
+        t.created_at, t.created_at + interval '7 days'
+      from generate_series(0, ${REPLAYED - 1}) as n,
+        lateral (select ${at(`(${REPLAYED} - n) * ${recentS}::float8 / ${REPLAYED}`)} as created_at) as t`)
+    await continueIdsAfterFill(db)
+    insertMs = nowMs() - started
+    ctx.log(`big-log (big): events inserted in ${round(insertMs / 1000, 1)} s; their receipts, recipients, deliveries`)
+
+    const dependentsStarted = nowMs()
+    const i = fillIndexSql('id')
+    await db.unsafe(`
+      insert into event_recipients (event_id, tenant, user_ids)
+      select id, tenant, '{}' from events where to_tenant`)
+    await db.unsafe(`
+      insert into receipts (tenant, user_id, event_id, acked_at, read_at)
+      select tenant, 'u' || (${i} / ${TENANTS}) % ${USERS}, id, created_at + interval '1 hour', created_at + interval '1 hour'
+      from events where id <= ${bulkLast} and (${i} / ${TENANTS}) % ${READ_ONE_IN} = 0`)
+    await db.unsafe(`
+      insert into stream_deliveries (event_id, user_ids, delivered_at)
+      select id, array['u' || (${i} / ${TENANTS}) % ${USERS}], created_at + interval '1 second'
+      from events where id <= ${bulkLast} and (${i} / ${TENANTS}) % ${READ_ONE_IN} = 0`)
+    await db.unsafe(`
+      insert into push_deliveries (event_id, tenant, user_id, state, attempts, updated_at)
+      select id, tenant, 'u' || (${i} / ${TENANTS}) % ${USERS}, 'sent', 1, created_at + interval '2 seconds'
+      from events where id <= ${bulkLast} and (${i} / ${TENANTS}) % ${2 * READ_ONE_IN} = 0`)
+    dependentsMs = nowMs() - dependentsStarted
     scope.check()
-  }
-  const [{ bulkLastId }] = await db<{ bulkLastId: string }[]>`select max(id) as "bulkLastId" from events`
-  // The measured tenant's newest: the columns of replayedEvent(n) as the publish route stores them (ttl: 7 days).
-  await db.unsafe(`
-    insert into events (tenant, type, title, body, data_json, priority, actor, to_tenant, created_at, expires_at)
-    select '${TENANT}', 'bench.big-log', 'Missed event ' || n, 'Something that happened while you were away.',
-      '{"t":0,"n":' || n || '}', 'normal', 'bench-publisher', true, t.created_at, t.created_at + interval '7 days'
-    from generate_series(0, ${REPLAYED - 1}) as n,
-      lateral (select ${at(`(${REPLAYED} - n) * ${recentS}::float8 / ${REPLAYED}`)} as created_at) as t`)
-  const insertMs = nowMs() - started
-  ctx.log(`big-log (big): events inserted in ${round(insertMs / 1000, 1)} s; their receipts, recipients, deliveries`)
-
-  const dependentsStarted = nowMs()
-  const bulkLast = Number(bulkLastId)
-  await db.unsafe(`
-    insert into event_recipients (event_id, tenant, user_ids)
-    select id, tenant, '{}' from events where to_tenant`)
-  await db.unsafe(`
-    insert into receipts (tenant, user_id, event_id, acked_at, read_at)
-    select tenant, 'u' || (id / ${TENANTS}) % ${USERS}, id, created_at + interval '1 hour', created_at + interval '1 hour'
-    from events where id <= ${bulkLast} and (id / ${TENANTS}) % ${READ_ONE_IN} = 0`)
-  await db.unsafe(`
-    insert into stream_deliveries (event_id, user_ids, delivered_at)
-    select id, array['u' || (id / ${TENANTS}) % ${USERS}], created_at + interval '1 second'
-    from events where id <= ${bulkLast} and (id / ${TENANTS}) % ${READ_ONE_IN} = 0`)
-  await db.unsafe(`
-    insert into push_deliveries (event_id, tenant, user_id, state, attempts, updated_at)
-    select id, tenant, 'u' || (id / ${TENANTS}) % ${USERS}, 'sent', 1, created_at + interval '2 seconds'
-    from events where id <= ${bulkLast} and (id / ${TENANTS}) % ${2 * READ_ONE_IN} = 0`)
-  const dependentsMs = nowMs() - dependentsStarted
-  scope.check()
-
-  ctx.log(`big-log (big): building ${indexes.length} indexes, the receipts' key and ${foreignKeys.length} foreign keys`)
-  const indexesStarted = nowMs()
-  await db.unsafe(
-    'alter table receipts add constraint receipts_tenant_user_id_event_id_pk primary key (tenant, user_id, event_id)',
-  )
-  for (const i of indexes) await db.unsafe(i.indexdef)
-  for (const k of foreignKeys) await db.unsafe(`alter table ${k.table} add constraint ${k.name} ${k.definition}`)
-  const indexesMs = nowMs() - indexesStarted
+    ctx.log("big-log (big): building the indexes and the receipts' key")
+  })
+  const indexesMs = indexes.buildMs
   scope.check()
   const vacuumStarted = nowMs()
   await db.unsafe(`vacuum (analyze) ${tables.join(', ')}`)
@@ -632,15 +628,19 @@ async function fillLog(ctx: BenchContext, scope: Scope, db: postgres.Sql, events
 const MIB = 1024 * 1024
 
 async function sizesOf(db: postgres.Sql): Promise<Sizes> {
+  // The tables are partitioned (a block a day): each size is the sum over the blocks.
   const [events] = await db<{ total: string; heap: string; indexes: string }[]>`
-    select pg_total_relation_size('events') as total, pg_table_size('events') as heap,
-      pg_indexes_size('events') as indexes`
+    select sum(pg_total_relation_size(relid)) as total, sum(pg_table_size(relid)) as heap,
+      sum(pg_indexes_size(relid)) as indexes
+    from pg_partition_tree('events') where isleaf`
   const indexes = await db<{ name: string; bytes: string }[]>`
-    select indexrelid::regclass::text as name, pg_relation_size(indexrelid) as bytes
-    from pg_index where indrelid = 'events'::regclass order by 1`
+    select i.indexrelid::regclass::text as name,
+      (select sum(pg_relation_size(t.relid)) from pg_partition_tree(i.indexrelid) t) as bytes
+    from pg_index i where i.indrelid = 'events'::regclass order by 1`
   const dependents = await db<{ name: string; bytes: string }[]>`
-    select conrelid::regclass::text as name, pg_total_relation_size(conrelid) as bytes
-    from pg_constraint where contype = 'f' and confrelid = 'events'::regclass order by 1`
+    select d.name, (select sum(pg_total_relation_size(t.relid)) from pg_partition_tree(d.name::regclass) t) as bytes
+    from unnest(array['event_recipients', 'push_deliveries', 'receipts', 'stream_deliveries']) as d(name)
+    order by 1`
   const mib = (bytes: string) => round(Number(bytes) / MIB, 1)
   return {
     eventsTotalMiB: mib(events.total),
@@ -665,7 +665,8 @@ async function pruneUnderPublishing(
 ): Promise<PruneFigures> {
   const prunePlan: string[] = []
   await prune(explaining(log.database, prunePlan, false), RETENTION_DAYS)
-  plans.prune = planOf(prunePlan.slice(0, 1))
+  // The row-by-row delete's plan (the statements before it keep the blocks: they find nothing under EXPLAIN).
+  plans.prune = planOf(prunePlan.filter((plan) => plan.includes('Delete on events')).slice(0, 1))
   ctx.log(`${log.label}: plan of the prune's delete:\n${plans.prune.text}`)
 
   const publisher = await tenantPublisher(ctx, log.scope, service, OTHER_TENANT, 1)

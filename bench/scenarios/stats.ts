@@ -5,6 +5,7 @@ import { statsOf } from '../../src/audit/stats.ts'
 import { type Database, openDatabase } from '../../src/db/client.ts'
 import { runMigrations } from '../../src/db/migrate.ts'
 import { mintToken } from '../../src/tokens.ts'
+import { continueIdsAfterFill, dayBlockIdSql, fillIndexSql, makeDayBlocks, withoutIndexes } from '../bulk-fill.ts'
 import { nowMs, round } from '../stats.ts'
 import type { BenchContext, Row, ScenarioResult, Scope } from './common.ts'
 import { startService } from './common.ts'
@@ -58,49 +59,49 @@ export async function statsCost(ctx: BenchContext, scope: Scope): Promise<Scenar
   ctx.log(`stats: filling ${events.toLocaleString()} events over ${TENANTS} tenants and ${SPAN_DAYS} days`)
   const fillStarted = nowMs()
   const tables = ['events', 'receipts', 'stream_connections', 'stream_deliveries', 'push_deliveries']
-  const indexes = await db<{ indexname: string; indexdef: string }[]>`
-    select indexname, indexdef from pg_indexes
-    where schemaname = 'public' and tablename = any(${tables})
-      and indexname not in (select conname from pg_constraint)`
-  for (const i of indexes) await db.unsafe(`drop index ${i.indexname}`)
-  await db.unsafe('alter table receipts drop constraint receipts_tenant_user_id_event_id_pk')
-  for (let first = 1; first <= events; first += FILL_CHUNK) {
-    const last = Math.min(events, first + FILL_CHUNK - 1)
+  // The log as the service writes it: a block of ids a day (src/events/log-blocks.ts), the oldest day block 0.
+  await makeDayBlocks(db, SPAN_DAYS)
+  let insertedMs = 0
+  await withoutIndexes(db, tables, async () => {
+    for (let first = 1; first <= events; first += FILL_CHUNK) {
+      const last = Math.min(events, first + FILL_CHUNK - 1)
+      const ageS = `(${events} - i) * ${SPAN_DAYS * 86_400}::float8 / ${events}`
+      await db.unsafe(`
+        insert into events (id, tenant, type, title, priority, actor, to_tenant, created_at, expires_at)
+        select ${dayBlockIdSql('i', ageS, SPAN_DAYS)}, 'stats-' || (i % ${TENANTS}), 'type-' || (i % 7), 'Event ' || i,
+          'normal', 'bench', true, now() - make_interval(secs => ${ageS}), now() + interval '3650 days'
+        from generate_series(${first}, ${last}) as i`)
+      ctx.log(`stats: ${last.toLocaleString()} events (${round((nowMs() - fillStarted) / 1000)} s)`)
+      scope.check()
+    }
+    await continueIdsAfterFill(db)
+    const i = fillIndexSql('e.id')
     await db.unsafe(`
-      insert into events (tenant, type, title, priority, actor, to_tenant, created_at, expires_at)
-      select 'stats-' || (i % ${TENANTS}), 'type-' || (i % 7), 'Event ' || i, 'normal', 'bench', true,
-        now() - (${events} - i) * interval '${SPAN_DAYS} days' / ${events}, now() + interval '3650 days'
-      from generate_series(${first}, ${last}) as i`)
-    ctx.log(`stats: ${last.toLocaleString()} events (${round((nowMs() - fillStarted) / 1000)} s)`)
-    scope.check()
-  }
-  await db.unsafe(`
-    insert into receipts (tenant, user_id, event_id, acked_at, read_at)
-    select e.tenant, 'u' || r, e.id, e.created_at + (e.id % 7200) * interval '1 second',
-      e.created_at + (e.id % 7200) * interval '1 second'
-    from events e cross join generate_series(1, 3) as r
-    where (e.id / ${TENANTS}) % ${READ_ONE_IN} = 0`)
-  // Stream deliveries for the same events (one flush's row each), pushes for one in ten (one failed in ten).
-  await db.unsafe(`
-    insert into stream_deliveries (event_id, user_ids, delivered_at)
-    select id, array['u1', 'u2', 'u3'], created_at + interval '1 second' from events where (id / ${TENANTS}) % ${READ_ONE_IN} = 0`)
-  await db.unsafe(`
-    insert into push_deliveries (event_id, tenant, user_id, state, attempts, updated_at)
-    select id, tenant, 'u4', case when (id / ${TENANTS}) % 100 = 0 then 'failed' else 'sent' end, 1, created_at + interval '2 seconds'
-    from events where (id / ${TENANTS}) % 10 = 0`)
-  await db.unsafe(`
-    insert into stream_connections (id, tenant, user_id, instance_id, opened_at, closed_at, close_reason, user_agent, client_ip)
-    select 'c' || i, 'stats-' || (i % ${TENANTS}), 'u' || (i % 500), 'bench',
-      now() - (${CONNECTIONS} - i) * interval '30 days' / ${CONNECTIONS},
-      now() - (${CONNECTIONS} - i) * interval '30 days' / ${CONNECTIONS} + interval '20 minutes', 'client',
-      'Mozilla/5.0 (bench)', '203.0.113.' || (i % 250)
-    from generate_series(1, ${CONNECTIONS}) as i`)
-  const insertedMs = nowMs() - fillStarted
-  ctx.log(`stats: rows in ${round(insertedMs / 1000)} s; building ${indexes.length} indexes and the receipts key`)
-  await db.unsafe(
-    'alter table receipts add constraint receipts_tenant_user_id_event_id_pk primary key (tenant, user_id, event_id)',
-  )
-  for (const i of indexes) await db.unsafe(i.indexdef)
+      insert into receipts (tenant, user_id, event_id, acked_at, read_at)
+      select e.tenant, 'u' || r, e.id, e.created_at + (${i} % 7200) * interval '1 second',
+        e.created_at + (${i} % 7200) * interval '1 second'
+      from events e cross join generate_series(1, 3) as r
+      where (${i} / ${TENANTS}) % ${READ_ONE_IN} = 0`)
+    // Stream deliveries for the same events (one flush's row each), pushes for one in ten (one failed in ten).
+    await db.unsafe(`
+      insert into stream_deliveries (event_id, user_ids, delivered_at)
+      select e.id, array['u1', 'u2', 'u3'], e.created_at + interval '1 second' from events e
+      where (${i} / ${TENANTS}) % ${READ_ONE_IN} = 0`)
+    await db.unsafe(`
+      insert into push_deliveries (event_id, tenant, user_id, state, attempts, updated_at)
+      select e.id, e.tenant, 'u4', case when (${i} / ${TENANTS}) % 100 = 0 then 'failed' else 'sent' end, 1,
+        e.created_at + interval '2 seconds'
+      from events e where (${i} / ${TENANTS}) % 10 = 0`)
+    await db.unsafe(`
+      insert into stream_connections (id, tenant, user_id, instance_id, opened_at, closed_at, close_reason, user_agent, client_ip)
+      select 'c' || i, 'stats-' || (i % ${TENANTS}), 'u' || (i % 500), 'bench',
+        now() - (${CONNECTIONS} - i) * interval '30 days' / ${CONNECTIONS},
+        now() - (${CONNECTIONS} - i) * interval '30 days' / ${CONNECTIONS} + interval '20 minutes', 'client',
+        'Mozilla/5.0 (bench)', '203.0.113.' || (i % 250)
+      from generate_series(1, ${CONNECTIONS}) as i`)
+    insertedMs = nowMs() - fillStarted
+    ctx.log(`stats: rows in ${round(insertedMs / 1000)} s; building the indexes and the receipts key`)
+  })
   await db.unsafe('analyze events, receipts, stream_connections, stream_deliveries, push_deliveries')
   const fillMs = nowMs() - fillStarted
   const [{ receipts }] = await db<{ receipts: string }[]>`select count(*) as receipts from receipts`

@@ -7,12 +7,15 @@ export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.m
 /** Arbitrary constant: instances starting together on one PostgreSQL take turns migrating. */
 const MIGRATION_LOCK_KEY = 727_140_001
 
-/** Applies drizzle-kit's migrations from `drizzle/`. Safe to run from several instances at once. */
-export async function runMigrations(database: Database): Promise<void> {
+/**
+ * Applies drizzle-kit's migrations from `drizzle/` (tests may name another folder: an older installation's).
+ * Safe to run from several instances at once.
+ */
+export async function runMigrations(database: Database, migrationsFolder = MIGRATIONS_FOLDER): Promise<void> {
   if (database.kind === 'pglite') {
     const { migrate: migratePglite } = await import('drizzle-orm/pglite/migrator')
     // biome-ignore lint/suspicious/noExplicitAny: the migrator wants the concrete driver type
-    await migratePglite(database.db as any, { migrationsFolder: MIGRATIONS_FOLDER })
+    await migratePglite(database.db as any, { migrationsFolder })
     return
   }
   const pg = database.pg
@@ -21,7 +24,7 @@ export async function runMigrations(database: Database): Promise<void> {
   try {
     await lock`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
     // biome-ignore lint/suspicious/noExplicitAny: the migrator wants the concrete driver type
-    await migratePostgres(database.db as any, { migrationsFolder: MIGRATIONS_FOLDER })
+    await migratePostgres(database.db as any, { migrationsFolder })
   } finally {
     await lock`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`.catch(() => {})
     lock.release()

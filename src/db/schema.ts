@@ -18,6 +18,13 @@ const emptyTextArray = sql`'{}'::text[]`
 /**
  * The durable event log. Ids come from one sequence, so they increase across tenants; the live tail and
  * every resume read this table in id order.
+ *
+ * Partitioned by id into blocks of about a day (events/log-blocks.ts), and so are receipts, event_recipients
+ * and stream_deliveries: pruning drops a block whose events have all expired, with theirs, in one statement.
+ * drizzle-kit does not declare partitions: migration 0014 made the tables partitioned, and what drizzle-kit
+ * generates for them later (columns, indexes) applies to the partitioned parents as to any table. For the same
+ * reason the tables keyed by an event's id have no foreign key to it (a partition referenced by one cannot be
+ * dropped without a scan of every referencing row): prune() deletes an event's rows in them with the event.
  */
 export const events = pgTable(
   'events',
@@ -88,9 +95,7 @@ export const receipts = pgTable(
   {
     tenant: text('tenant').notNull(),
     userId: text('user_id').notNull(),
-    eventId: bigint('event_id', { mode: 'number' })
-      .notNull()
-      .references(() => events.id, { onDelete: 'cascade' }),
+    eventId: bigint('event_id', { mode: 'number' }).notNull(),
     ackedAt: timestamp('acked_at', { withTimezone: true, mode: 'date' }),
     readAt: timestamp('read_at', { withTimezone: true, mode: 'date' }),
   },
@@ -191,9 +196,7 @@ export const pushDeliveries = pgTable(
   'push_deliveries',
   {
     id: bigserial('id', { mode: 'number' }).primaryKey(),
-    eventId: bigint('event_id', { mode: 'number' })
-      .notNull()
-      .references(() => events.id, { onDelete: 'cascade' }),
+    eventId: bigint('event_id', { mode: 'number' }).notNull(),
     subscriptionId: bigint('subscription_id', { mode: 'number' }).references(() => pushSubscriptions.id, {
       onDelete: 'set null',
     }),
@@ -395,9 +398,7 @@ export const directoryUsers = pgTable(
 export const eventRecipients = pgTable(
   'event_recipients',
   {
-    eventId: bigint('event_id', { mode: 'number' })
-      .primaryKey()
-      .references(() => events.id, { onDelete: 'cascade' }),
+    eventId: bigint('event_id', { mode: 'number' }).primaryKey(),
     tenant: text('tenant').notNull(),
     userIds: text('user_ids').array().notNull(),
     /** When the last nudge went out: the next may follow NUDGE_MIN_INTERVAL_S later. */
@@ -421,9 +422,7 @@ export const eventRecipients = pgTable(
 export const streamDeliveries = pgTable(
   'stream_deliveries',
   {
-    eventId: bigint('event_id', { mode: 'number' })
-      .notNull()
-      .references(() => events.id, { onDelete: 'cascade' }),
+    eventId: bigint('event_id', { mode: 'number' }).notNull(),
     userIds: text('user_ids').array().notNull(),
     deliveredAt: timestamp('delivered_at', { withTimezone: true, mode: 'date' }).notNull(),
   },

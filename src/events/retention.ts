@@ -3,6 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { pruneConnections } from '../audit/connections.ts'
 import { DEFAULT_AUDIT_RETENTION_DAYS } from '../config.ts'
 import type { Database } from '../db/client.ts'
+import { dropExpiredBlocks, rollBlock } from './log-blocks.ts'
 
 /** Rows deleted per statement: short transactions that never hold up publishing for long. */
 const PRUNE_BATCH = 5_000
@@ -10,7 +11,10 @@ const PRUNE_BATCH = 5_000
 const IDEMPOTENCY_WINDOW = '24 hours'
 
 export interface PruneResult {
+  /** Events deleted, those of dropped blocks included. */
   events: number
+  /** Blocks of the log dropped whole (log-blocks.ts), their events expired. */
+  blocks: number
   idempotencyKeys: number
   /** Scheduled publishes published or cancelled more than `retentionDays` ago. */
   scheduled: number
@@ -19,27 +23,56 @@ export interface PruneResult {
 }
 
 /**
- * Deletes expired events (their own ttl) and events older than `retentionDays`, with their receipts and
- * push records (foreign keys cascade), idempotency keys past their 24 h window, and scheduled publishes settled
- * (published or cancelled) more than `retentionDays` ago: their events are gone by then; and audited stream
- * connections opened more than `auditRetentionDays` ago. In batches, each its
- * own short transaction. A stream resuming from a pruned id then gets `reset` (stream/open-stream.ts).
+ * Deletes expired events (their own ttl) and events older than `retentionDays`, with their receipts, recipients,
+ * stream deliveries and push records; idempotency keys past their 24 h window; scheduled publishes settled
+ * (published or cancelled) more than `retentionDays` ago (their events are gone by then); and audited stream
+ * connections opened more than `auditRetentionDays` ago. First it keeps the log's blocks in order (log-blocks.ts):
+ * ids move on to a new block once a day, and a block whose events have all expired is dropped whole, in
+ * milliseconds; the rest goes in batches, each its own short transaction. A stream resuming from a pruned id then
+ * gets `reset` (stream/open-stream.ts).
  */
 export async function prune(
   database: Database,
   retentionDays: number,
   auditRetentionDays = DEFAULT_AUDIT_RETENTION_DAYS,
+  /**
+   * Whether ids move on to a new block each day. On PostgreSQL, yes. On PGlite, no: it plans every statement
+   * afresh (PostgreSQL plans a prepared statement once), and each block adds to that; the embedded database's
+   * log stays in one block and is pruned row by row.
+   */
+  rollBlocks = database.kind === 'postgres',
 ): Promise<PruneResult> {
-  const result: PruneResult = { events: 0, idempotencyKeys: 0, scheduled: 0, connections: 0 }
+  if (rollBlocks) await rollBlock(database)
+  const dropped = await dropExpiredBlocks(database, retentionDays)
+  const result: PruneResult = {
+    events: dropped.events,
+    blocks: dropped.blocks.length,
+    idempotencyKeys: 0,
+    scheduled: 0,
+    connections: 0,
+  }
   for (;;) {
-    const rows = await database.query<{ id: unknown }>(sql`
-      delete from events where id in (
-        select id from events
-        where expires_at <= now() or created_at < now() - make_interval(days => ${retentionDays})
-        limit ${PRUNE_BATCH})
-      returning id`)
-    result.events += rows.length
-    if (rows.length < PRUNE_BATCH) break
+    // No foreign keys cascade (log-blocks.ts says why): the event's rows elsewhere go in the same statement.
+    const [gone] = await database.query<{ n: string | number }>(sql`
+      with gone as (
+        delete from events where id in (
+          select id from events
+          where expires_at <= now() or created_at < now() - make_interval(days => ${retentionDays})
+          limit ${PRUNE_BATCH})
+        returning id
+      ), receipts_gone as (
+        delete from receipts where event_id in (select id from gone)
+      ), recipients_gone as (
+        delete from event_recipients where event_id in (select id from gone)
+      ), deliveries_gone as (
+        delete from stream_deliveries where event_id in (select id from gone)
+      ), pushes_gone as (
+        delete from push_deliveries where event_id in (select id from gone)
+      )
+      select count(*) as n from gone`)
+    const n = Number(gone?.n ?? 0)
+    result.events += n
+    if (n < PRUNE_BATCH) break
   }
   for (;;) {
     const rows = await database.query<{ key: unknown }>(sql`

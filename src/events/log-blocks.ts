@@ -1,0 +1,177 @@
+import { type SQL, sql } from 'drizzle-orm'
+import type { Database } from '../db/client.ts'
+
+/**
+ * The event log is partitioned by event id into blocks of BLOCK_IDS ids: `events` and the tables keyed by an
+ * event's id each have one partition per block (`events_b0`, `receipts_b0`, ...; block 0 also holds every id
+ * below it). A block holds about a day of events: once the first event of the block being written is a day old,
+ * the id sequence jumps to the next block's start (`rollBlock`). Pruning drops a block whose events have all
+ * expired, with its receipts, recipients and deliveries, in one short statement (`dropExpiredBlocks`), instead
+ * of deleting its rows one by one.
+ *
+ * Ids still only increase; the jump is a gap the log tail settles as it settles a rolled-back publish's. With
+ * 2^32 ids a block, ids stay below 2^53 (JavaScript's exact integers) for over 5,000 years of daily blocks.
+ * The migration that made these tables partitioned is drizzle/0014_partitioned_event_log.sql.
+ */
+export const BLOCK_IDS = 2 ** 32
+
+/** The partitioned tables and the column each is partitioned by. `events` last: the others follow it. */
+export const BLOCK_TABLES = [
+  { table: 'receipts', key: 'event_id' },
+  { table: 'event_recipients', key: 'event_id' },
+  { table: 'stream_deliveries', key: 'event_id' },
+  { table: 'events', key: 'id' },
+] as const
+
+/** How old the first event of the block being written may get before ids move on to the next block. */
+export const BLOCK_SPAN = '1 day'
+
+/** Held by whoever rolls or drops blocks: one instance at a time (PUBLISH_LOCK is objId 2). */
+const BLOCKS_LOCK = { classId: 727_140, objId: 3 } as const
+
+/**
+ * A drop waits at most this long for the tables' lock (queries on `events` hold it; a publish waits behind the
+ * drop meanwhile); if it cannot have it, the block is dropped at the next pass.
+ */
+const DROP_LOCK_TIMEOUT = '200ms'
+
+/** Push records of a dropped block are deleted this many per statement first (that table is not partitioned). */
+const PUSH_DELETE_BATCH = 5_000
+
+export const blockOf = (id: number) => Math.floor(id / BLOCK_IDS)
+const partitionName = (table: string, block: number) => `${table}_b${block}`
+
+/**
+ * The statements that add block `block` to every partitioned table: each partition is made apart and then
+ * attached, which locks the parent only against other schema changes (CREATE TABLE ... PARTITION OF would lock
+ * out publishing). Attaching an empty table gives it the parent's indexes at once.
+ */
+export function blockStatements(block: number): string[] {
+  const from = block === 0 ? 'minvalue' : String(block * BLOCK_IDS)
+  const to = String((block + 1) * BLOCK_IDS)
+  return BLOCK_TABLES.flatMap(({ table }) => {
+    const partition = partitionName(table, block)
+    return [
+      `create table if not exists ${partition} (like ${table} including defaults)`,
+      `alter table ${table} attach partition ${partition} for values from (${from}) to (${to})`,
+    ]
+  })
+}
+
+/** The blocks that exist now (those of `events`), oldest first. */
+async function existingBlocks(database: Database, on?: Parameters<Database['query']>[1]): Promise<number[]> {
+  const rows = await database.query<{ name: string }>(
+    sql`select c.relname as name from pg_inherits i
+      join pg_class c on c.oid = i.inhrelid
+      where i.inhparent = 'events'::regclass`,
+    on,
+  )
+  return rows
+    .map((r) => /^events_b(\d+)$/.exec(r.name))
+    .filter((m) => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b)
+}
+
+/** The block the id sequence is in: the block the next event goes to (or the one after, right at its end). */
+async function currentBlock(database: Database, on?: Parameters<Database['query']>[1]): Promise<number> {
+  const [row] = await database.query<{ last: string | number | null }>(
+    sql`select pg_sequence_last_value(pg_get_serial_sequence('events', 'id')::regclass) as last`,
+    on,
+  )
+  return blockOf(Number(row?.last ?? 0))
+}
+
+const lockOf = (lock: { classId: number; objId: number }) =>
+  sql.raw(`pg_try_advisory_xact_lock(${lock.classId}, ${lock.objId})`)
+
+/**
+ * Keeps a block ready after the current one, and moves the id sequence on to it once the current block's
+ * first event is older than BLOCK_SPAN. Returns the block new events now go to, or null when another
+ * instance was doing this at the same moment.
+ */
+export async function rollBlock(database: Database): Promise<number | null> {
+  return database.db.transaction(async (tx) => {
+    const [lock] = await database.query<{ locked: boolean }>(sql`select ${lockOf(BLOCKS_LOCK)} as locked`, tx)
+    if (!lock?.locked) return null
+    let current = await currentBlock(database, tx)
+    const [first] = await database.query<{ old: boolean }>(
+      sql`select created_at < now() - interval '${sql.raw(BLOCK_SPAN)}' as old from events
+        where id >= ${current * BLOCK_IDS} and id < ${(current + 1) * BLOCK_IDS} order by id limit 1`,
+      tx,
+    )
+    if (first?.old) {
+      await ensureBlocks(database, current + 1, tx)
+      current += 1
+      await database.query(
+        sql`select setval(pg_get_serial_sequence('events', 'id'), ${current * BLOCK_IDS}, false)`,
+        tx,
+      )
+    }
+    await ensureBlocks(database, current + 1, tx)
+    return current
+  })
+}
+
+/** Adds every block up to `through` that is missing (none below the oldest that exists: those were dropped). */
+async function ensureBlocks(database: Database, through: number, on: Parameters<Database['query']>[1]) {
+  const have = await existingBlocks(database, on)
+  const newest = have.length ? have[have.length - 1] : -1
+  for (let block = newest + 1; block <= through; block++)
+    for (const statement of blockStatements(block)) await database.query(sql.raw(statement), on)
+}
+
+export interface DroppedBlocks {
+  blocks: number[]
+  /** The events they held. */
+  events: number
+}
+
+/**
+ * Drops every block before the current one whose events have all expired (their ttl passed, or they are older
+ * than `retentionDays`), with the partitions of the tables keyed by event id and their push records.
+ * A block that still holds one event to keep stays; pruning deletes its expired rows one by one meanwhile.
+ */
+export async function dropExpiredBlocks(database: Database, retentionDays: number): Promise<DroppedBlocks> {
+  const dropped: DroppedBlocks = { blocks: [], events: 0 }
+  const current = await currentBlock(database)
+  for (const block of await existingBlocks(database)) {
+    if (block >= current) break
+    const events = sql.raw(partitionName('events', block))
+    const [keep] = await database.query<{ one: number }>(
+      sql`select 1 as one from ${events}
+        where expires_at > now() and created_at >= now() - make_interval(days => ${retentionDays}) limit 1`,
+    )
+    if (keep) continue
+    const [{ n }] = await database.query<{ n: string | number }>(sql`select count(*) as n from ${events}`)
+    const range = sql`event_id >= ${block * BLOCK_IDS} and event_id < ${(block + 1) * BLOCK_IDS}`
+    for (;;) {
+      const deleted = await database.query<{ id: unknown }>(sql`
+        delete from push_deliveries where id in (
+          select id from push_deliveries where ${range} limit ${PUSH_DELETE_BATCH})
+        returning id`)
+      if (deleted.length < PUSH_DELETE_BATCH) break
+    }
+    const done = await database.db
+      .transaction(async (tx) => {
+        const [{ locked }] = await database.query<{ locked: boolean }>(sql`select ${lockOf(BLOCKS_LOCK)} as locked`, tx)
+        if (!locked) return false
+        await database.query(sql.raw(`set local lock_timeout = '${DROP_LOCK_TIMEOUT}'`), tx)
+        await database.query(dropStatement(block), tx)
+        return true
+      })
+      .catch((err: { code?: string }) => {
+        // 55P03: the lock was not free within DROP_LOCK_TIMEOUT; the next pass tries again.
+        if (err.code === '55P03' || (err as { cause?: { code?: string } }).cause?.code === '55P03') return false
+        throw err
+      })
+    if (!done) break
+    dropped.blocks.push(block)
+    dropped.events += Number(n)
+  }
+  return dropped
+}
+
+function dropStatement(block: number): SQL {
+  return sql.raw(`drop table ${BLOCK_TABLES.map(({ table }) => partitionName(table, block)).join(', ')}`)
+}
