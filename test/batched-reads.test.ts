@@ -1,4 +1,4 @@
-import { setImmediate as nextTurn } from 'node:timers/promises'
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import type { SQL } from 'drizzle-orm'
 import { PgDialect } from 'drizzle-orm/pg-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -80,12 +80,18 @@ describeEachBackend('stream opens share their profile reads', (backend) => {
   let t: TestApp
   const statements: string[] = []
   const dialect = new PgDialect()
+  /** A text only StreamProfiles' read of a batch of users has. */
+  const PROFILE_READ = 'from topic_subscriptions s where s.tenant = w.tenant'
   beforeAll(async () => {
     t = await startApp(backend)
-    // Every statement the service runs, as text.
+    // Every statement the service runs, as text. Each profile read takes 50 ms more, as on a busy database: the
+    // opens that arrive meanwhile must share the next read, however slowly the machine lets them arrive (under
+    // the parallel suites' load they arrive over hundreds of milliseconds, and 2 ms reads shared little).
     const query = t.database.query.bind(t.database)
-    t.database.query = (statement: SQL, ...rest) => {
-      statements.push(dialect.sqlToQuery(statement).sql)
+    t.database.query = async (statement: SQL, ...rest) => {
+      const text = dialect.sqlToQuery(statement).sql
+      statements.push(text)
+      if (text.includes(PROFILE_READ)) await sleep(50)
       return query(statement, ...rest)
     }
   })
@@ -97,7 +103,7 @@ describeEachBackend('stream opens share their profile reads', (backend) => {
     const users = Array.from({ length: 40 }, (_, i) => `user-${i}`)
     statements.length = 0
     const opened = await Promise.all(users.map((sub) => open({ sub, tenant }).then(live)))
-    const profileReads = statements.filter((s) => s.includes('from topic_subscriptions s where s.tenant = w.tenant'))
+    const profileReads = statements.filter((s) => s.includes(PROFILE_READ))
     expect(profileReads.length).toBeGreaterThanOrEqual(1)
     // PGlite runs each statement on the event loop itself, so the requests are read one by one between them: the
     // sharing is PostgreSQL's (where a storm's opens wait on round trips together).
