@@ -1,9 +1,6 @@
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
-import { afterAll, beforeAll, expect, it } from 'vitest'
-import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
-import { cspViolations, describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
-import { ROOT } from './helpers/process.ts'
+import { expect, it } from 'vitest'
+import { PUBLISHER } from './helpers/app.ts'
+import { appAndBrowser, describeBrowser, pageFaults, screenshot } from './helpers/browser.ts'
 import { SseClient } from './helpers/sse.ts'
 
 // The /admin page as a school's admin uses it: sign in (as the demo page does), see streams and users online and
@@ -12,36 +9,20 @@ import { SseClient } from './helpers/sse.ts'
 
 const TENANT = 'admin-page-school'
 const SEE_MS = 15_000
-const SCREENSHOTS = join(ROOT, 'test-output')
 
 describeBrowser('the /admin page', () => {
-  let t: TestApp
-  let browser: TestBrowser
-
-  beforeAll(async () => {
-    await mkdir(SCREENSHOTS, { recursive: true })
-    t = await startApp('pglite', { demoSignIn: true })
-    browser = await launchBrowser()
-  })
-  afterAll(async () => {
-    await browser?.close()
-    await t?.close()
-  })
+  const suite = appAndBrowser({ demoSignIn: true })
 
   for (const width of [375, 1280]) {
     it(`shows the live overview at ${width} px, and updates it after a publish`, async () => {
       const tenant = `${TENANT}-${width}` // the last minute's counts are this test's own
-      const page = await browser.context.newPage()
+      const page = await suite.browser.context.newPage()
       await page.setViewportSize({ width, height: 900 })
-      const faults: string[] = await cspViolations(page)
-      page.on('pageerror', (err) => faults.push(`uncaught: ${err.message}`))
-      page.on('console', (m) => {
-        if (m.type() === 'error') faults.push(`console: ${m.text()}`)
-      })
+      const faults = await pageFaults(page)
       // A pupil online, on a stream of their own.
-      const pupil = await SseClient.open(t.url, { token: t.token({ sub: `pupil-${width}`, tenant }) })
+      const pupil = await SseClient.open(suite.t.url, { token: suite.t.token({ sub: `pupil-${width}`, tenant }) })
 
-      await page.goto(`${t.url}/admin`)
+      await page.goto(`${suite.t.url}/admin`)
       await page.fill('#signin-form input[name=sub]', 'head')
       await page.fill('#signin-form input[name=tenant]', tenant)
       await page.click('#signin-form button[type=submit]')
@@ -52,8 +33,8 @@ describeBrowser('the /admin page', () => {
       await expect.poll(() => value('onlineUsers'), { timeout: SEE_MS }).toBe('2')
 
       const title = `Trip tomorrow (${width})`
-      const publisher = t.token({ sub: 'teacher', tenant, scope: PUBLISHER })
-      const res = await t
+      const publisher = suite.t.token({ sub: 'teacher', tenant, scope: PUBLISHER })
+      const res = await suite.t
         .http()
         .post('/v1/events')
         .set({ authorization: `Bearer ${publisher}` })
@@ -68,10 +49,10 @@ describeBrowser('the /admin page', () => {
       await expect.poll(() => value('deliveredOnStreams'), { timeout: SEE_MS }).toBe('1')
 
       // A read shows in the roll-call, and the roll-call lists who read it.
-      await t
+      await suite.t
         .http()
         .post(`/v1/events/${res.body.id}/read`)
-        .set({ authorization: `Bearer ${t.token({ sub: `pupil-${width}`, tenant })}` })
+        .set({ authorization: `Bearer ${suite.t.token({ sub: `pupil-${width}`, tenant })}` })
       await expect
         .poll(() => page.textContent('#latest-list li:first-child .event-totals'), { timeout: SEE_MS })
         .toContain('1/2 read')
@@ -89,7 +70,7 @@ describeBrowser('the /admin page', () => {
       expect(await page.textContent('#days-body')).toContain('school.trip')
 
       expect(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth')).toBe(true)
-      await page.screenshot({ path: join(SCREENSHOTS, `admin-${width}.png`), fullPage: true })
+      await screenshot(page, `admin-${width}.png`)
       expect([...new Set(faults)]).toEqual([])
       pupil.close()
       await page.close()
@@ -97,10 +78,9 @@ describeBrowser('the /admin page', () => {
   }
 
   it('tells a user without the admin scope that it needs one', async () => {
-    const page = await browser.context.newPage()
-    const faults: string[] = await cspViolations(page)
-    page.on('pageerror', (err) => faults.push(`uncaught: ${err.message}`))
-    await page.goto(`${t.url}/admin`)
+    const page = await suite.browser.context.newPage()
+    const faults = await pageFaults(page)
+    await page.goto(`${suite.t.url}/admin`)
     // The page shows its sign-in form once it has read /demo/config (sign-in is on here); only then switch to the
     // token form, or the page's own decision, landing later, hides it again (seen once in CI).
     await page.waitForSelector('#signin-form', { state: 'visible', timeout: SEE_MS })
@@ -109,7 +89,7 @@ describeBrowser('the /admin page', () => {
       document.getElementById('signin-form').hidden = true
       document.getElementById('token-form').hidden = false
     }`)
-    await page.fill('#token-form input[name=token]', t.token({ sub: 'pupil', tenant: TENANT }))
+    await page.fill('#token-form input[name=token]', suite.t.token({ sub: 'pupil', tenant: TENANT }))
     await page.click('#token-form button[type=submit]')
     await expect.poll(() => page.textContent('#signin-note'), { timeout: SEE_MS }).toContain('admin scope')
     expect(await page.isHidden('#overview')).toBe(true)

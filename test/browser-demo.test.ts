@@ -1,36 +1,19 @@
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { Page } from 'playwright-core'
-import { afterAll, beforeAll, expect, it } from 'vitest'
-import { startApp, type TestApp } from './helpers/app.ts'
-import { describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
-import { ROOT } from './helpers/process.ts'
+import { expect, it } from 'vitest'
+import { appAndBrowser, describeBrowser, screenshot } from './helpers/browser.ts'
 
 // The demo inbox as a person uses it: laid out within its cards on a laptop and a phone, and calm when the
 // server goes away (a message on the page, not an uncaught error).
 
-const SCREENSHOTS = join(ROOT, 'test-output')
-
 describeBrowser('the demo inbox page', () => {
-  let t: TestApp
-  let browser: TestBrowser
-
-  beforeAll(async () => {
-    t = await startApp('pglite', { demoSignIn: true })
-    browser = await launchBrowser()
-    await mkdir(SCREENSHOTS, { recursive: true })
-  })
-  afterAll(async () => {
-    await browser?.close()
-    await t?.close()
-  })
+  const suite = appAndBrowser({ demoSignIn: true })
 
   async function openPage(width: number) {
-    const page = await browser.context.newPage()
+    const page = await suite.browser.context.newPage()
     await page.setViewportSize({ width, height: 900 })
     const uncaught: string[] = []
     page.on('pageerror', (err) => uncaught.push(err.message))
-    await page.goto(`${t.url}/`)
+    await page.goto(`${suite.t.url}/`)
     return { page, uncaught }
   }
 
@@ -66,14 +49,14 @@ describeBrowser('the demo inbox page', () => {
     it(`at ${width} px wide, every field stays inside its card and none overlaps another`, async () => {
       const { page, uncaught } = await openPage(width)
       expect(await layoutFaults(page, '#signin-form')).toEqual([])
-      await page.screenshot({ path: join(SCREENSHOTS, `demo-signin-${width}.png`), fullPage: true })
+      await screenshot(page, `demo-signin-${width}.png`)
       await page.click('#signin-form button[type=submit]')
       await page.waitForSelector('#publish:not([hidden])')
       expect(await layoutFaults(page, '#publish-form')).toEqual([])
       expect(await layoutFaults(page, '#follow-form')).toEqual([])
       expect(await layoutFaults(page, '#rule-form')).toEqual([])
       expect(await layoutFaults(page, '#settings-form')).toEqual([])
-      await page.screenshot({ path: join(SCREENSHOTS, `demo-inbox-${width}.png`), fullPage: true })
+      await screenshot(page, `demo-inbox-${width}.png`)
       expect(uncaught).toEqual([])
       await page.close()
     })
@@ -88,7 +71,7 @@ describeBrowser('the demo inbox page', () => {
     await page.waitForSelector('#list .item button')
 
     // The server goes away: every request fails as a refused connection does.
-    await page.route(`${t.url}/**`, (route) => route.abort('connectionrefused'))
+    await page.route(`${suite.t.url}/**`, (route) => route.abort('connectionrefused'))
     await page.click('#publish-form button[type=submit]')
     await expect.poll(() => page.textContent('#publish-result')).toMatch(/^Could not/)
     expect(await page.textContent('#publish-result')).toMatch(/cannot be reached/)
@@ -120,10 +103,10 @@ describeBrowser('the demo inbox page', () => {
     await page.click('#publish-form button[type=submit]')
     await expect.poll(() => page.textContent('#publish-result')).toMatch(/^Scheduled #\d+ for /)
     const id = /#(\d+)/.exec((await page.textContent('#publish-result')) ?? '')?.[1]
-    const shown = await t
+    const shown = await suite.t
       .http()
       .get(`/v1/scheduled/${id}`)
-      .set('authorization', `Bearer ${t.token({ sub: 'alice', tenant: 'demo', scope: 'admin' })}`)
+      .set('authorization', `Bearer ${suite.t.token({ sub: 'alice', tenant: 'demo', scope: 'admin' })}`)
     expect(shown.status, shown.text).toBe(200)
     expect(shown.body).toMatchObject({ state: 'pending', actor: 'alice', events: [{ type: 'demo.message' }] })
     expect(Math.abs(Date.parse(shown.body.deliverAt) - (Date.now() + 3_600_000))).toBeLessThan(120_000)
@@ -138,9 +121,9 @@ describeBrowser('the demo inbox page', () => {
     await page.click('#signin-form button[type=submit]')
     await page.waitForSelector('#topics:not([hidden])')
     await expect.poll(() => page.textContent('#topics-note')).toBe('You follow no topics yet.')
-    const publisher = t.token({ sub: 'office', tenant: 'demo', scope: 'events:publish' })
+    const publisher = suite.t.token({ sub: 'office', tenant: 'demo', scope: 'events:publish' })
     const publishTo = async (topic: string, title: string) => {
-      const res = await t
+      const res = await suite.t
         .http()
         .post('/v1/events')
         .set('authorization', `Bearer ${publisher}`)
@@ -166,7 +149,7 @@ describeBrowser('the demo inbox page', () => {
     await page.waitForSelector('#topic-list li', { state: 'detached' })
     await publishTo('class:7A', 'Not for you any more')
     // A direct message after it: once it is shown, the topic event would have been too.
-    const res = await t
+    const res = await suite.t
       .http()
       .post('/v1/events')
       .set('authorization', `Bearer ${publisher}`)
@@ -185,10 +168,10 @@ describeBrowser('the demo inbox page', () => {
     await page.fill('#signin-form input[name=tenant]', 'settings-school')
     await page.click('#signin-form button[type=submit]')
     await page.waitForSelector('#settings:not([hidden])')
-    const publisher = t.token({ sub: 'office', tenant: 'settings-school', scope: 'events:publish' })
-    const user = t.token({ sub: 'settings-fan', tenant: 'settings-school' })
+    const publisher = suite.t.token({ sub: 'office', tenant: 'settings-school', scope: 'events:publish' })
+    const user = suite.t.token({ sub: 'settings-fan', tenant: 'settings-school' })
     const publish = async (type: string, title: string) => {
-      const res = await t
+      const res = await suite.t
         .http()
         .post('/v1/events')
         .set('authorization', `Bearer ${publisher}`)
@@ -212,7 +195,7 @@ describeBrowser('the demo inbox page', () => {
     await publish('direct', 'Marker')
     await expect.poll(() => shown('Marker'), { timeout: 10_000 }).toBe(1)
     expect(await shown('Physics: 15/20')).toBe(0)
-    const stored = await t.http().get('/v1/me/preferences').set('authorization', `Bearer ${user}`)
+    const stored = await suite.t.http().get('/v1/me/preferences').set('authorization', `Bearer ${user}`)
     expect(stored.body.rules).toEqual([{ type: 'grades.*', inApp: false, push: false }])
 
     // Quiet hours in a zone that does not exist: the page says which field, nothing is stored.
@@ -227,7 +210,7 @@ describeBrowser('the demo inbox page', () => {
     await page.selectOption('#settings-form select[name=minPriority]', 'high')
     await page.click('#settings-form button[type=submit]')
     await expect.poll(() => page.textContent('#settings-note')).toBe('Saved.')
-    const saved = await t.http().get('/v1/me/preferences').set('authorization', `Bearer ${user}`)
+    const saved = await suite.t.http().get('/v1/me/preferences').set('authorization', `Bearer ${user}`)
     expect(saved.body).toMatchObject({
       rules: [{ type: 'grades.*', inApp: false, push: false }],
       push: { enabled: true, minPriority: 'high' },

@@ -1,10 +1,7 @@
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { Page } from 'playwright-core'
-import { afterAll, beforeAll, expect, it } from 'vitest'
-import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
-import { cspViolations, describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
-import { ROOT } from './helpers/process.ts'
+import { expect, it } from 'vitest'
+import { PUBLISHER } from './helpers/app.ts'
+import { appAndBrowser, describeBrowser, pageFaults, screenshot } from './helpers/browser.ts'
 
 // A director of two schools in the demo inbox (issue 20, part 3): signed in as director of both, one stream shows
 // both schools' events, each labelled with its school; the switcher picks the school the list, the unread count,
@@ -16,28 +13,16 @@ const WEST = 'west-school'
 const DIRECTOR = 'dana'
 /** How long a browser may take to show something (two busy cores, browsers and a server). */
 const SEE_MS = 15_000
-const SCREENSHOTS = join(ROOT, 'test-output')
 
 describeBrowser('the demo inbox of a director of several schools', () => {
-  let t: TestApp
-  let browser: TestBrowser
-
-  beforeAll(async () => {
-    t = await startApp('pglite', { demoSignIn: true })
-    browser = await launchBrowser()
-    await mkdir(SCREENSHOTS, { recursive: true })
-  })
-  afterAll(async () => {
-    await browser?.close()
-    await t?.close()
-  })
+  const suite = appAndBrowser({ demoSignIn: true })
 
   /** Publishes as a publisher of `tenant`; returns the event's id. */
   async function publishIn(tenant: string, title: string, to: Record<string, unknown>): Promise<string> {
-    const res = await t
+    const res = await suite.t
       .http()
       .post('/v1/events')
-      .set('authorization', `Bearer ${t.token({ sub: `head-of-${tenant}`, tenant, scope: PUBLISHER })}`)
+      .set('authorization', `Bearer ${suite.t.token({ sub: `head-of-${tenant}`, tenant, scope: PUBLISHER })}`)
       .send({ type: 'school.news', title, to })
     expect(res.status, res.text).toBe(201)
     return res.body.id as string
@@ -45,8 +30,13 @@ describeBrowser('the demo inbox of a director of several schools', () => {
 
   /** The event as the director sees it in `tenant`, over REST. */
   async function asDirector(tenant: string, id: string) {
-    const token = t.token({ sub: DIRECTOR, tenant: NORTH, roles: ['director'], tenants: { [SOUTH]: ['director'] } })
-    const res = await t
+    const token = suite.t.token({
+      sub: DIRECTOR,
+      tenant: NORTH,
+      roles: ['director'],
+      tenants: { [SOUTH]: ['director'] },
+    })
+    const res = await suite.t
       .http()
       .get(`/v1/events/${id}`)
       .set('authorization', `Bearer ${token}`)
@@ -69,16 +59,12 @@ describeBrowser('the demo inbox of a director of several schools', () => {
   const badge = (page: Page) => page.textContent('#badge')
 
   it('streams both schools’ events labelled with their school, and the switcher moves the list, the count, publishing and reading', async () => {
-    const page = await browser.context.newPage()
+    const page = await suite.browser.context.newPage()
     await page.setViewportSize({ width: 1280, height: 900 })
-    const faults: string[] = await cspViolations(page)
-    page.on('pageerror', (err) => faults.push(`uncaught: ${err.message}`))
-    page.on('console', (message) => {
-      if (message.type() === 'error') faults.push(`console: ${message.text()}`)
-    })
+    const faults = await pageFaults(page)
     const southBefore = await publishIn(SOUTH, 'South: before sign-in', { roles: ['director'] })
 
-    await page.goto(`${t.url}/`)
+    await page.goto(`${suite.t.url}/`)
     await page.fill('#signin-form input[name=sub]', DIRECTOR)
     await page.fill('#signin-form input[name=tenant]', NORTH)
     await page.fill('#signin-form input[name=roles]', 'director')
@@ -107,7 +93,7 @@ describeBrowser('the demo inbox of a director of several schools', () => {
     ])
     expect(await item(page, south).getAttribute('class')).toContain('elsewhere')
     await expect.poll(() => badge(page), { timeout: SEE_MS }).toBe('1') // North's unread count
-    await page.screenshot({ path: join(SCREENSHOTS, 'demo-directors-north.png'), fullPage: true })
+    await screenshot(page, 'demo-directors-north.png')
 
     // Switch to South: its history in the list, its unread count.
     await page.selectOption('#tenant-select', SOUTH)
@@ -127,10 +113,10 @@ describeBrowser('the demo inbox of a director of several schools', () => {
     await page.click('#publish-form button[type=submit]')
     await expect.poll(() => page.textContent('#publish-result'), { timeout: SEE_MS }).toMatch(/^Published #\d+/)
     const published = /#(\d+)/.exec((await page.textContent('#publish-result')) ?? '')?.[1] as string
-    const pupil = await t
+    const pupil = await suite.t
       .http()
       .get(`/v1/events/${published}`)
-      .set('authorization', `Bearer ${t.token({ sub: 'pupil', tenant: SOUTH })}`)
+      .set('authorization', `Bearer ${suite.t.token({ sub: 'pupil', tenant: SOUTH })}`)
     expect(pupil.status, pupil.text).toBe(200)
     expect(pupil.body).toMatchObject({ tenant: SOUTH, actor: DIRECTOR, title: 'South: from the director' })
     await expect.poll(() => item(page, published).count(), { timeout: SEE_MS }).toBe(1)
@@ -143,7 +129,7 @@ describeBrowser('the demo inbox of a director of several schools', () => {
     expect(await item(page, northLater).locator('.tenant-label').textContent()).toBe(NORTH)
     await item(page, northLater).locator('button', { hasText: 'Mark read' }).click()
     await expect.poll(async () => (await asDirector(NORTH, northLater)).readAt, { timeout: SEE_MS }).not.toBeNull()
-    await page.screenshot({ path: join(SCREENSHOTS, 'demo-directors-south.png'), fullPage: true })
+    await screenshot(page, 'demo-directors-south.png')
 
     // Back to North: its list again.
     await page.selectOption('#tenant-select', NORTH)
@@ -153,13 +139,13 @@ describeBrowser('the demo inbox of a director of several schools', () => {
     // On a phone the switcher stays usable beside the inbox's buttons.
     await page.setViewportSize({ width: 375, height: 800 })
     expect(await page.locator('#tenant-select').isVisible()).toBe(true)
-    await page.screenshot({ path: join(SCREENSHOTS, 'demo-directors-375.png'), fullPage: false })
+    await screenshot(page, 'demo-directors-375.png', false)
     expect(faults).toEqual([])
   })
 
   it('a user of one school sees no switcher and no labels', async () => {
-    const page = await browser.context.newPage()
-    await page.goto(`${t.url}/`)
+    const page = await suite.browser.context.newPage()
+    await page.goto(`${suite.t.url}/`)
     await page.fill('#signin-form input[name=sub]', 'solo')
     await page.fill('#signin-form input[name=tenant]', NORTH)
     await page.click('#signin-form button[type=submit]')

@@ -1,26 +1,15 @@
-import { afterAll, beforeAll, expect, it } from 'vitest'
-import { startApp, type TestApp } from './helpers/app.ts'
-import { describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
+import { expect, it } from 'vitest'
+import { appAndBrowser, describeBrowser } from './helpers/browser.ts'
 
 // The demo inbox's publish form with the tenant's registered event types (docs/event-types.md): a person picks a
 // type, types only its data, and the inbox shows the title and body the type's templates rendered.
 
 describeBrowser('the demo inbox publishes a registered event type', () => {
-  let t: TestApp
-  let browser: TestBrowser
-
-  beforeAll(async () => {
-    t = await startApp('pglite', { demoSignIn: true })
-    browser = await launchBrowser()
-  })
-  afterAll(async () => {
-    await browser?.close()
-    await t?.close()
-  })
+  const suite = appAndBrowser({ demoSignIn: true })
 
   it('picks the type, sends only data, and the inbox shows the rendered text', async () => {
-    const admin = t.token({ sub: 'backend', tenant: 'types-demo', scope: 'admin' })
-    const registered = await t
+    const admin = suite.t.token({ sub: 'backend', tenant: 'types-demo', scope: 'admin' })
+    const registered = await suite.t
       .http()
       .put('/v1/event-types/grade.updated')
       .set('authorization', `Bearer ${admin}`)
@@ -31,10 +20,10 @@ describeBrowser('the demo inbox publishes a registered event type', () => {
       })
     expect(registered.status, registered.text).toBe(201)
 
-    const page = await browser.context.newPage()
+    const page = await suite.browser.context.newPage()
     const uncaught: string[] = []
     page.on('pageerror', (err) => uncaught.push(err.message))
-    await page.goto(`${t.url}/`)
+    await page.goto(`${suite.t.url}/`)
     await page.fill('#signin-form input[name=sub]', 'kim')
     await page.fill('#signin-form input[name=tenant]', 'types-demo')
     await page.click('#signin-form button[type=submit]')
@@ -55,10 +44,10 @@ describeBrowser('the demo inbox publishes a registered event type', () => {
 
     // What was stored: the type's default priority, as no priority was picked.
     const id = /#(\d+)/.exec((await page.textContent('#publish-result')) ?? '')?.[1]
-    const event = await t
+    const event = await suite.t
       .http()
       .get(`/v1/events/${id}`)
-      .set('authorization', `Bearer ${t.token({ sub: 'kim', tenant: 'types-demo' })}`)
+      .set('authorization', `Bearer ${suite.t.token({ sub: 'kim', tenant: 'types-demo' })}`)
     expect(event.body).toMatchObject({ type: 'grade.updated', title: 'Kim scored 18', priority: 'high' })
     expect(uncaught).toEqual([])
     await page.close()

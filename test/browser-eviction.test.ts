@@ -1,10 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Page } from 'playwright-core'
-import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
+import { afterEach, beforeAll, expect, it } from 'vitest'
 import type { HeraldEviction, HeraldStatus } from '../public/client.js'
 import type { StreamConnection } from '../src/stream/connection.ts'
-import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
-import { describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
+import { PUBLISHER } from './helpers/app.ts'
+import { appAndBrowser, describeBrowser } from './helpers/browser.ts'
 
 // MAX_CONNECTIONS_PER_USER as a browser lives it: more EventSources than the limit settle at the limit (the
 // evicted ones are closed by their own browser, never come back), and client.js reports its eviction and stops.
@@ -42,15 +42,13 @@ interface PageWorld {
 }
 
 describeBrowser('more streams than MAX_CONNECTIONS_PER_USER in Chromium', () => {
-  let t: TestApp
-  let browser: TestBrowser
+  const suite = appAndBrowser({ config: { MAX_CONNECTIONS_PER_USER: MAX } }, 120_000)
   const pages: Array<{ page: Page; errors: string[] }> = []
   /** Per user: streams the server opened, and how many of them it evicted. */
   const server = new Map<string, { opened: number; evicted: number }>()
 
-  beforeAll(async () => {
-    t = await startApp('pglite', { config: { MAX_CONNECTIONS_PER_USER: MAX } })
-    const hub = t.app.hub
+  beforeAll(() => {
+    const hub = suite.t.app.hub
     const add = hub.add.bind(hub)
     hub.add = (c: StreamConnection) => {
       const seen = server.get(c.userId) ?? { opened: 0, evicted: 0 }
@@ -61,8 +59,7 @@ describeBrowser('more streams than MAX_CONNECTIONS_PER_USER in Chromium', () => 
       })
       add(c)
     }
-    browser = await launchBrowser()
-  }, 120_000)
+  })
 
   afterEach(async () => {
     const open = pages.splice(0)
@@ -70,14 +67,9 @@ describeBrowser('more streams than MAX_CONNECTIONS_PER_USER in Chromium', () => 
     expect(open.flatMap((p) => p.errors)).toEqual([])
   })
 
-  afterAll(async () => {
-    await browser?.close()
-    await t?.close()
-  })
-
   /** A page of the service's origin, and the status of every stream request it makes, in order. */
   async function newPage(): Promise<{ page: Page; streamReplies: number[] }> {
-    const page = await browser.context.newPage()
+    const page = await suite.browser.context.newPage()
     const errors: string[] = []
     page.on('pageerror', (err) => errors.push(`${page.url()}: ${err.message}`))
     pages.push({ page, errors })
@@ -85,15 +77,15 @@ describeBrowser('more streams than MAX_CONNECTIONS_PER_USER in Chromium', () => 
     page.on('response', (r) => {
       if (new URL(r.url()).pathname === '/v1/stream') streamReplies.push(r.status())
     })
-    await page.goto(`${t.url}/`)
+    await page.goto(`${suite.t.url}/`)
     return { page, streamReplies }
   }
 
   async function publish(user: string): Promise<string> {
-    const res = await t
+    const res = await suite.t
       .http()
       .post('/v1/events')
-      .set('authorization', `Bearer ${t.token({ sub: 'publisher', tenant: TENANT, scope: PUBLISHER })}`)
+      .set('authorization', `Bearer ${suite.t.token({ sub: 'publisher', tenant: TENANT, scope: PUBLISHER })}`)
       .send({ type: 'test.event', title: `For ${user}`, to: { users: [user] } })
     expect(res.status, res.text).toBe(201)
     return res.body.id as string
@@ -113,7 +105,7 @@ describeBrowser('more streams than MAX_CONNECTIONS_PER_USER in Chromium', () => 
           w.sources.push(source)
         }
       },
-      { url: `/v1/stream?access_token=${t.token({ sub: user, tenant: TENANT })}`, count: 5 },
+      { url: `/v1/stream?access_token=${suite.t.token({ sub: user, tenant: TENANT })}`, count: 5 },
     )
     const readyStates = () =>
       page.evaluate(() => (globalThis as unknown as PageWorld).sources.map((s) => s.es.readyState).sort())
@@ -123,7 +115,7 @@ describeBrowser('more streams than MAX_CONNECTIONS_PER_USER in Chromium', () => 
     await sleep(2 * RETRY_MS + 500)
     expect(await readyStates()).toEqual([1, 1, 1, 2, 2])
     expect(server.get(user)).toEqual({ opened: 5, evicted: 2 })
-    expect(t.app.hub.countForUser(TENANT, user)).toBe(MAX)
+    expect(suite.t.app.hub.countForUser(TENANT, user)).toBe(MAX)
     expect(streamReplies.sort()).toEqual([200, 200, 200, 200, 200, 204, 204])
 
     const sources = () =>
@@ -150,7 +142,7 @@ describeBrowser('more streams than MAX_CONNECTIONS_PER_USER in Chromium', () => 
   it('client.js: the evicted client says so (status "evicted", onEvicted), stops, and keeps its resume point', async () => {
     const user = unique('client')
     const { page, streamReplies } = await newPage()
-    const token = t.token({ sub: user, tenant: TENANT })
+    const token = suite.t.token({ sub: user, tenant: TENANT })
     // A string, not a function: vitest would rewrite a function's dynamic import() for Node.
     const startClient = (n: number) =>
       page.evaluate(`import('/client.js').then(({ createHeraldClient }) => {
@@ -208,6 +200,6 @@ describeBrowser('more streams than MAX_CONNECTIONS_PER_USER in Chromium', () => 
     expect(await Promise.all([1, 2, 3].map(status))).toEqual(['live', 'live', 'live'])
     expect(streamReplies).toEqual([200, 200, 200, 200])
     expect(server.get(user)).toEqual({ opened: 4, evicted: 1 })
-    expect(t.app.hub.countForUser(TENANT, user)).toBe(MAX)
+    expect(suite.t.app.hub.countForUser(TENANT, user)).toBe(MAX)
   }, 60_000)
 })

@@ -1,7 +1,7 @@
 import type { BrowserContext } from 'playwright-core'
-import { afterAll, beforeAll, expect, it } from 'vitest'
-import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
-import { cspViolations, describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
+import { expect, it } from 'vitest'
+import { PUBLISHER } from './helpers/app.ts'
+import { appAndBrowser, describeBrowser, pageFaults } from './helpers/browser.ts'
 
 // Live-only events in a browser: the client's onLive (by type, '*', and its unsubscribe) over a real stream in
 // Chromium, and the demo inbox's live line (an upload's progress bar) and its "Live only" publish, none of which
@@ -11,21 +11,11 @@ const TENANT = 'live-school'
 const SEE_MS = 15_000
 
 describeBrowser('live-only events in the browser', () => {
-  let t: TestApp
-  let browser: TestBrowser
+  const suite = appAndBrowser({ demoSignIn: true })
 
-  beforeAll(async () => {
-    t = await startApp('pglite', { demoSignIn: true })
-    browser = await launchBrowser()
-  })
-  afterAll(async () => {
-    await browser?.close()
-    await t?.close()
-  })
-
-  const office = () => t.token({ sub: 'office', tenant: TENANT, scope: PUBLISHER })
+  const office = () => suite.t.token({ sub: 'office', tenant: TENANT, scope: PUBLISHER })
   const send = async (event: Record<string, unknown>) => {
-    const res = await t
+    const res = await suite.t
       .http()
       .post('/v1/events')
       .set('authorization', `Bearer ${office()}`)
@@ -36,12 +26,8 @@ describeBrowser('live-only events in the browser', () => {
 
   async function signedIn(context: BrowserContext, sub: string) {
     const page = await context.newPage()
-    const faults = await cspViolations(page)
-    page.on('pageerror', (err) => faults.push(`uncaught: ${err.message}`))
-    page.on('console', (m) => {
-      if (m.type() === 'error') faults.push(`console: ${m.text()}`)
-    })
-    await page.goto(`${t.url}/`)
+    const faults = await pageFaults(page)
+    await page.goto(`${suite.t.url}/`)
     await page.fill('#signin-form input[name=sub]', sub)
     await page.fill('#signin-form input[name=tenant]', TENANT)
     await page.click('#signin-form button[type=submit]')
@@ -51,8 +37,8 @@ describeBrowser('live-only events in the browser', () => {
   }
 
   it('onLive hands each live event to the listeners of its type and of "*", until unsubscribed; onNotification never sees them', async () => {
-    const { page, faults } = await signedIn(browser.context, 'kai')
-    const token = t.token({ sub: 'kai', tenant: TENANT }, 3600)
+    const { page, faults } = await signedIn(suite.browser.context, 'kai')
+    const token = suite.t.token({ sub: 'kai', tenant: TENANT }, 3600)
     // A string, not a function: the test runner would try to resolve the page's own import of /client.js.
     await page.evaluate(`import('/client.js').then(({ createHeraldClient }) => {
       const progress = []
@@ -82,7 +68,7 @@ describeBrowser('live-only events in the browser', () => {
   })
 
   it('the demo inbox shows the latest live update on one line, an upload as a progress bar, and keeps it out of the inbox', async () => {
-    const { page, faults } = await signedIn(browser.context, 'ada')
+    const { page, faults } = await signedIn(suite.browser.context, 'ada')
     expect(await page.isHidden('#live')).toBe(true)
     await send({
       type: 'upload.progress',

@@ -1,7 +1,13 @@
-import type { BrowserContext, CDPSession, Page, Worker } from 'playwright-core'
+import type { BrowserContext, Page, Worker } from 'playwright-core'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { startApp, type TestApp } from './helpers/app.ts'
-import { cspViolations, describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
+import {
+  appAndBrowser,
+  describeBrowser,
+  launchBrowser,
+  pageFaults,
+  serviceWorkerRegistrationId,
+  type TestBrowser,
+} from './helpers/browser.ts'
 
 // The roll-call as a teacher uses it in the demo inbox: publish to a class, watch "Who read it" fill in live,
 // remind those who have not read it (and be told to wait when it is too soon), while the unread pupil's page, in
@@ -14,19 +20,14 @@ const SEE_MS = 15_000
 const TITLE = 'Bring your permission slip'
 
 describeBrowser('the demo inbox’s roll-call and reminders', () => {
-  let t: TestApp
-  let teacherBrowser: TestBrowser
+  // The teacher's browser is the suite's; the pupils' is a second one.
+  const suite = appAndBrowser({ demoSignIn: true })
   let pupilBrowser: TestBrowser
-
   beforeAll(async () => {
-    t = await startApp('pglite', { demoSignIn: true })
-    teacherBrowser = await launchBrowser()
     pupilBrowser = await launchBrowser()
   })
   afterAll(async () => {
-    await teacherBrowser?.close()
     await pupilBrowser?.close()
-    await t?.close()
   })
 
   /**
@@ -37,14 +38,11 @@ describeBrowser('the demo inbox’s roll-call and reminders', () => {
   async function signedIn(context: BrowserContext, sub: string, width = 1280) {
     const page = await context.newPage()
     await page.setViewportSize({ width, height: 900 })
-    const faults: string[] = await cspViolations(page)
-    page.on('pageerror', (err) => faults.push(`uncaught: ${err.message}`))
-    page.on('console', (message) => {
-      if (message.type() !== 'error') return
-      const expected = /status of 429/.test(message.text()) && /\/nudge$/.test(message.location().url)
-      if (!expected) faults.push(`console: ${message.text()}`)
-    })
-    await page.goto(`${t.url}/`)
+    const faults = await pageFaults(
+      page,
+      (message) => /status of 429/.test(message.text()) && /\/nudge$/.test(message.location().url),
+    )
+    await page.goto(`${suite.t.url}/`)
     await page.fill('#signin-form input[name=sub]', sub)
     await page.fill('#signin-form input[name=tenant]', TENANT)
     await page.click('#signin-form button[type=submit]')
@@ -81,7 +79,7 @@ describeBrowser('the demo inbox’s roll-call and reminders', () => {
   it('a teacher sees who read it, live; reminds the unread pupil, whose page shows it; a second reminder waits', async () => {
     // Ann keeps her inbox open (another browser); Ben reads on his phone (the API).
     const ann = await signedIn(pupilBrowser.context, 'ann')
-    const teacher = await signedIn(teacherBrowser.context, 'teacher')
+    const teacher = await signedIn(suite.browser.context, 'teacher')
     await teacher.page.evaluate('window.notReloaded = true')
 
     const id = await publishTo(teacher.page, ['ann', 'ben'], TITLE)
@@ -99,8 +97,8 @@ describeBrowser('the demo inbox’s roll-call and reminders', () => {
     expect(await total(teacher.page, 'unread')).toBe('2')
 
     // Ben reads it: the roll-call frame updates the open roll-call at once (before its first 10 s refresh).
-    const ben = t.token({ sub: 'ben', tenant: TENANT })
-    const read = await t.http().post(`/v1/events/${id}/read`).set('authorization', `Bearer ${ben}`)
+    const ben = suite.t.token({ sub: 'ben', tenant: TENANT })
+    const read = await suite.t.http().post(`/v1/events/${id}/read`).set('authorization', `Bearer ${ben}`)
     expect(read.status, read.text).toBe(204)
     await expect.poll(() => total(teacher.page, 'read'), { timeout: 5_000 }).toBe('1')
     expect(Date.now() - opened, 'shown before the 10 s refresh could have').toBeLessThan(10_000)
@@ -157,7 +155,7 @@ describeBrowser('the demo inbox’s roll-call and reminders', () => {
   })
 
   it('on a phone: the roll-call pages with More, fits the screen, and says when a filter leaves no one', async () => {
-    const teacher = await signedIn(teacherBrowser.context, 'head-teacher', 390)
+    const teacher = await signedIn(suite.browser.context, 'head-teacher', 390)
     const pupils = Array.from({ length: 25 }, (_, i) => `pupil-${String(i + 1).padStart(2, '0')}`)
     const id = await publishTo(teacher.page, pupils, 'Sports day on Friday')
     await teacher.page.click(`#sent-list li[data-event="${id}"] button`)
@@ -183,11 +181,11 @@ describeBrowser('the demo inbox’s roll-call and reminders', () => {
   it('the service worker shows a reminder’s push again in place of the event’s notification, alerting', async () => {
     const own = await launchBrowser()
     try {
-      await own.context.grantPermissions(['notifications'], { origin: t.url })
+      await own.context.grantPermissions(['notifications'], { origin: suite.t.url })
       const page = await own.context.newPage()
-      await page.goto(`${t.url}/`)
+      await page.goto(`${suite.t.url}/`)
       const cdp = await own.context.newCDPSession(page)
-      const registrationId = serviceWorkerRegistrationId(cdp, `${t.url}/`)
+      const registrationId = serviceWorkerRegistrationId(cdp, `${suite.t.url}/`)
       await page.evaluate(`navigator.serviceWorker.register('/sw.js').then(() => navigator.serviceWorker.ready)`)
       const isOurs = (w: Worker) => new URL(w.url()).pathname === '/sw.js'
       const worker =
@@ -204,7 +202,7 @@ describeBrowser('the demo inbox’s roll-call and reminders', () => {
           list.map((n) => ({ title: n.title, tag: n.tag, renotify: n.renotify, silent: n.silent })))`)
       const push = async (payload: object) =>
         cdp.send('ServiceWorker.deliverPushMessage', {
-          origin: t.url,
+          origin: suite.t.url,
           registrationId: await registrationId,
           data: JSON.stringify(payload),
         })
@@ -238,23 +236,3 @@ describeBrowser('the demo inbox’s roll-call and reminders', () => {
     }
   })
 })
-
-/** The id DevTools gives the service worker registration of `scope`, once it is reported. */
-async function serviceWorkerRegistrationId(cdp: CDPSession, scope: string): Promise<string> {
-  const found = new Promise<string>((resolve) => {
-    cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
-      const match = registrations.find((r) => r.scopeURL === scope && !r.isDeleted)
-      if (match) resolve(match.registrationId)
-    })
-  })
-  await cdp.send('ServiceWorker.enable')
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no service worker registration for ${scope} reported`)), SEE_MS)
-  })
-  try {
-    return await Promise.race([found, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Page, Request } from 'playwright-core'
-import { afterAll, afterEach, beforeAll, expect, it, onTestFinished } from 'vitest'
+import { afterEach, expect, it, onTestFinished } from 'vitest'
 import type { HeraldClientOptions, HeraldEviction, HeraldStatus } from '../public/client.js'
-import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
-import { describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
+import { PUBLISHER } from './helpers/app.ts'
+import { appAndBrowser, describeBrowser } from './helpers/browser.ts'
 import { SseClient } from './helpers/sse.ts'
 
 // The seventh tab: over HTTP/1.1 a browser opens at most 6 connections per host, so with a stream per tab the
@@ -51,14 +51,8 @@ const status = (tab: Tab) => tab.page.evaluate(() => (globalThis as unknown as P
 const received = (tab: Tab) => tab.page.evaluate(() => (globalThis as unknown as PageWorld).herald.received)
 
 describeBrowser('tabs of one origin share one stream (client.js in Chromium, over HTTP/1.1)', () => {
-  let t: TestApp
-  let browser: TestBrowser
+  const suite = appAndBrowser({ config: { MAX_CONNECTIONS_PER_USER: MAX } }, 120_000)
   const pages: Array<{ page: Page; errors: string[] }> = []
-
-  beforeAll(async () => {
-    t = await startApp('pglite', { config: { MAX_CONNECTIONS_PER_USER: MAX } })
-    browser = await launchBrowser()
-  }, 120_000)
 
   afterEach(async () => {
     const open = pages.splice(0)
@@ -67,14 +61,9 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
     expect(open.flatMap((p) => p.errors)).toEqual([])
   })
 
-  afterAll(async () => {
-    await browser?.close()
-    await t?.close()
-  })
-
   /** A new tab of the service's origin (the demo page), recording its stream requests. */
   async function newTab(): Promise<Tab> {
-    const page = await browser.context.newPage()
+    const page = await suite.browser.context.newPage()
     // Shorter than the test's timeout: a tab that cannot load (no connection left) fails here, saying so.
     page.setDefaultTimeout(SEE_MS)
     const errors: string[] = []
@@ -87,7 +76,7 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
       if (url.pathname === '/v1/stream') tab.streams.push(url)
       if (url.pathname === '/v1/stream/tickets' && r.method() === 'POST') tab.tickets++
     })
-    await page.goto(`${t.url}/`)
+    await page.goto(`${suite.t.url}/`)
     return tab
   }
 
@@ -109,7 +98,7 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
 
   /** `count` tabs, each with a client for `user` started. */
   async function openTabs(user: string, count: number, options: Partial<HeraldClientOptions> = {}): Promise<Tab[]> {
-    const token = t.token({ sub: user, tenant: TENANT })
+    const token = suite.t.token({ sub: user, tenant: TENANT })
     const tabs: Tab[] = []
     for (let i = 0; i < count; i++) {
       const tab = await newTab()
@@ -120,16 +109,16 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
   }
 
   async function publish(user: string, title = `For ${user}`): Promise<string> {
-    const res = await t
+    const res = await suite.t
       .http()
       .post('/v1/events')
-      .set('authorization', `Bearer ${t.token({ sub: 'publisher', tenant: TENANT, scope: PUBLISHER })}`)
+      .set('authorization', `Bearer ${suite.t.token({ sub: 'publisher', tenant: TENANT, scope: PUBLISHER })}`)
       .send({ type: 'test.event', title, to: { users: [user] } })
     expect(res.status, res.text).toBe(201)
     return res.body.id as string
   }
 
-  const streamsOf = (user: string) => t.app.hub.countForUser(TENANT, user)
+  const streamsOf = (user: string) => suite.t.app.hub.countForUser(TENANT, user)
 
   async function expectAllLive(tabs: Tab[]) {
     await expect.poll(() => Promise.all(tabs.map(status)), { timeout: SEE_MS }).toEqual(tabs.map(() => 'live'))
@@ -231,8 +220,8 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
     const others = tabs.filter((tab) => tab !== leader)
     const change = async (id: string, body?: object) => {
       const path = `/v1/events/${id}`
-      const req = body ? t.http().patch(path).send(body) : t.http().delete(path)
-      const res = await req.set('authorization', `Bearer ${t.token({ sub: 'publisher', tenant: TENANT })}`)
+      const req = body ? suite.t.http().patch(path).send(body) : suite.t.http().delete(path)
+      const res = await req.set('authorization', `Bearer ${suite.t.token({ sub: 'publisher', tenant: TENANT })}`)
       expect(res.status, res.text).toBe(body ? 200 : 204)
     }
     const changes = (tab: Tab) => tab.page.evaluate(() => (globalThis as unknown as PageWorld).herald.changes)
@@ -270,8 +259,8 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
     expect(streamsOf(user)).toBe(1)
 
     // MAX newer streams of the same user (other devices): the shared one is the oldest, and goes.
-    const token = t.token({ sub: user, tenant: TENANT })
-    const devices = await Promise.all(Array.from({ length: MAX }, () => SseClient.open(t.url, { token })))
+    const token = suite.t.token({ sub: user, tenant: TENANT })
+    const devices = await Promise.all(Array.from({ length: MAX }, () => SseClient.open(suite.t.url, { token })))
     onTestFinished(() => {
       for (const d of devices) d.close()
     })
@@ -288,7 +277,7 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
 
   it('opens the stream with a single-use ticket, never the JWT; after the server drops it, a new ticket and nothing missed', async () => {
     const user = unique('ticket')
-    const token = t.token({ sub: user, tenant: TENANT })
+    const token = suite.t.token({ sub: user, tenant: TENANT })
     const tab = await newTab()
     await startClient(tab, token, { streamAuth: 'ticket' })
     await expectAllLive([tab])
@@ -296,7 +285,7 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
     await expectEveryTabReceived([tab], [a])
 
     // Ended from the server's side, as a shutdown or a proxy's timeout does.
-    const open = t.app.hub.streamsOf(TENANT, user)
+    const open = suite.t.app.hub.streamsOf(TENANT, user)
     expect(open).toHaveLength(1)
     for (const c of open) c.close('shutdown')
     const b = await publish(user, 'While away 1')
@@ -336,7 +325,7 @@ describeBrowser('tabs of one origin share one stream (client.js in Chromium, ove
 
     // A browser without Web Locks (they exist in secure contexts only, e.g. not on plain http to a host name).
     const noLocks = unique('no-locks')
-    const token = t.token({ sub: noLocks, tenant: TENANT })
+    const token = suite.t.token({ sub: noLocks, tenant: TENANT })
     const lockless: Tab[] = []
     for (let i = 0; i < 2; i++) {
       const tab = await newTab()

@@ -1,11 +1,17 @@
 import { mkdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import type { BrowserContext, CDPSession, Page, Worker } from 'playwright-core'
+import type { BrowserContext, Page, Worker } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 import type { HeraldClient, HeraldClientOptions, HeraldStatus } from '../public/client.js'
 import type { StreamConnection } from '../src/stream/connection.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
-import { cspViolations, describeBrowser, launchBrowser, type TestBrowser } from './helpers/browser.ts'
+import {
+  cspViolations,
+  describeBrowser,
+  launchBrowser,
+  serviceWorkerRegistrationId,
+  type TestBrowser,
+} from './helpers/browser.ts'
 import {
   type BrowserSubscription,
   type PushService,
@@ -868,29 +874,6 @@ describeBrowser('the browser client, demo inbox and service worker in Chromium',
     expect(statSync(SCREENSHOT).size).toBeGreaterThan(10_000)
   })
 })
-
-/**
- * The DevTools id of the service worker registration for `scope`: ServiceWorker.enable reports every
- * registration through workerRegistrationUpdated (the first id is "0").
- */
-async function serviceWorkerRegistrationId(cdp: CDPSession, scope: string): Promise<string> {
-  const found = new Promise<string>((resolve) => {
-    cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
-      const match = registrations.find((r) => r.scopeURL === scope && !r.isDeleted)
-      if (match) resolve(match.registrationId)
-    })
-  })
-  await cdp.send('ServiceWorker.enable')
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no service worker registration for ${scope} reported`)), SEE_MS)
-  })
-  try {
-    return await Promise.race([found, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 /**
  * Clicks the notification tagged `tag` in the service worker: its button `action`, or the notification itself

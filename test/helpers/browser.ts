@@ -1,9 +1,11 @@
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { type BrowserContext, chromium, type Page } from 'playwright-core'
-import { describe } from 'vitest'
+import { type BrowserContext, type CDPSession, type ConsoleMessage, chromium, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe } from 'vitest'
+import { type StartOptions, startApp, type TestApp } from './app.ts'
+import { ROOT } from './process.ts'
 
 /** The system's Chromium (Debian's package). Tests never download a browser. */
 export const CHROMIUM_PATH = '/usr/bin/chromium'
@@ -70,6 +72,29 @@ export async function launchBrowser(): Promise<TestBrowser> {
   }
 }
 
+/** A browser suite's app (PGlite) and browser: `t` and `browser` are set once its beforeAll hooks have run. */
+export interface AppAndBrowser {
+  t: TestApp
+  browser: TestBrowser
+}
+
+/**
+ * Starts the app (`startApp('pglite', options)`) and a browser before the suite's tests, and closes both after
+ * them. Call it in the suite's body; read `t` and `browser` in its tests and hooks.
+ */
+export function appAndBrowser(options: StartOptions = {}, hookTimeoutMs?: number): AppAndBrowser {
+  const suite = {} as AppAndBrowser
+  beforeAll(async () => {
+    suite.t = await startApp('pglite', options)
+    suite.browser = await launchBrowser()
+  }, hookTimeoutMs)
+  afterAll(async () => {
+    await suite.browser?.close()
+    await suite.t?.close()
+  })
+  return suite
+}
+
 /**
  * Collects the Content-Security-Policy violations of a page, as Chromium reports them on the console and as
  * the page sees them (`securitypolicyviolation`). Call before the page loads anything.
@@ -84,4 +109,48 @@ export async function cspViolations(page: Page): Promise<string[]> {
       console.error('Content Security Policy violation: ' + e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline')))
   `)
   return violations
+}
+
+/**
+ * Everything that goes wrong on a page: its Content-Security-Policy violations (cspViolations), uncaught errors
+ * (`uncaught: ...`) and console errors (`console: ...`), but those `expected` accepts. Call before the page loads
+ * anything.
+ */
+export async function pageFaults(page: Page, expected?: (message: ConsoleMessage) => boolean): Promise<string[]> {
+  const faults = await cspViolations(page)
+  page.on('pageerror', (err) => faults.push(`uncaught: ${err.message}`))
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !expected?.(message)) faults.push(`console: ${message.text()}`)
+  })
+  return faults
+}
+
+/** Saves a screenshot of `page` as test-output/`name`, to look at after the run. */
+export async function screenshot(page: Page, name: string, fullPage = true): Promise<void> {
+  const folder = join(ROOT, 'test-output')
+  await mkdir(folder, { recursive: true })
+  await page.screenshot({ path: join(folder, name), fullPage })
+}
+
+/**
+ * The DevTools id of the service worker registration for `scope`: ServiceWorker.enable reports every
+ * registration through workerRegistrationUpdated (the first id is "0"). Rejects after `timeoutMs`.
+ */
+export async function serviceWorkerRegistrationId(cdp: CDPSession, scope: string, timeoutMs = 15_000): Promise<string> {
+  const found = new Promise<string>((resolve) => {
+    cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
+      const match = registrations.find((r) => r.scopeURL === scope && !r.isDeleted)
+      if (match) resolve(match.registrationId)
+    })
+  })
+  await cdp.send('ServiceWorker.enable')
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no service worker registration for ${scope} reported`)), timeoutMs)
+  })
+  try {
+    return await Promise.race([found, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
 }
