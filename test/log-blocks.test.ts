@@ -153,6 +153,14 @@ describeEachBackend('the event log in blocks', (backend) => {
     // b's receipt stays with it.
     expect(await count(t.database, `receipts where event_id = ${b}`)).toBe(1)
   })
+  it('rolls and drops in one pass, before the new block has an event: the next event starts it', async () => {
+    // Everything so far has expired, and the block being written (2) is a day old.
+    await t.database.query(sql`update events set expires_at = now() - interval '1 second'`)
+    await ageCurrentBlock(2)
+    expect(await prune(t.database, 30, 30, true)).toMatchObject({ blocks: 2 })
+    expect(await partitionsOf(t.database, 'events')).toEqual(['events_b3', 'events_b4'])
+    expect(Number(await publish('d'))).toBe(3 * BLOCK_IDS)
+  })
 })
 
 describe('an installation from before the log was in blocks', () => {

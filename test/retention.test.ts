@@ -34,8 +34,9 @@ describeEachBackend('retention', (backend) => {
     )
 
   it('prunes expired and too-old events with their receipts, keeps the rest, and a resume from before gets reset', async () => {
-    const expired = await publish('expired', { ttl: 60 })
+    // The oldest first, as a log is: on PostgreSQL the prune rolls its day-old block (log-blocks.ts).
     const old = await publish('old')
+    const expired = await publish('expired', { ttl: 60 })
     const kept = await publish('kept')
     await t.http().post(`/v1/events/${expired}/read`).set('authorization', `Bearer ${kim()}`).expect(204)
     await t.http().post(`/v1/events/${kept}/read`).set('authorization', `Bearer ${kim()}`).expect(204)
@@ -59,7 +60,13 @@ describeEachBackend('retention', (backend) => {
     stream.close()
 
     // A second run finds nothing more to do.
-    expect(await prune(t.database, 30)).toEqual({ events: 0, blocks: 0, idempotencyKeys: 0, scheduled: 0, connections: 0 })
+    expect(await prune(t.database, 30)).toEqual({
+      events: 0,
+      blocks: 0,
+      idempotencyKeys: 0,
+      scheduled: 0,
+      connections: 0,
+    })
   })
 
   it('forgets idempotency keys after their 24 hours, and only those', async () => {
@@ -87,7 +94,9 @@ it('herald prune runs once from the command line and says what it deleted', asyn
   try {
     const { code, stdout } = await runToEnd('src/cli.ts', ['prune'], { DATA_DIR: dataDir, DATABASE_URL: '' })
     expect(code).toBe(0)
-    expect(JSON.parse(stdout)).toEqual({ pruned: { events: 0, blocks: 0, idempotencyKeys: 0, scheduled: 0, connections: 0 } })
+    expect(JSON.parse(stdout)).toEqual({
+      pruned: { events: 0, blocks: 0, idempotencyKeys: 0, scheduled: 0, connections: 0 },
+    })
     expect((await runToEnd('src/cli.ts', ['prune', '--now'], { DATA_DIR: dataDir })).code).toBe(2)
   } finally {
     rmSync(dataDir, { recursive: true, force: true })

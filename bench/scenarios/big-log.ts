@@ -628,7 +628,8 @@ async function fillLog(ctx: BenchContext, scope: Scope, db: postgres.Sql, events
 const MIB = 1024 * 1024
 
 async function sizesOf(db: postgres.Sql): Promise<Sizes> {
-  // The tables are partitioned (a block a day): each size is the sum over the blocks.
+  // The tables are partitioned (a block a day): each size is the sum over the blocks (push_deliveries is not:
+  // pg_partition_tree has nothing to say of it).
   const [events] = await db<{ total: string; heap: string; indexes: string }[]>`
     select sum(pg_total_relation_size(relid)) as total, sum(pg_table_size(relid)) as heap,
       sum(pg_indexes_size(relid)) as indexes
@@ -638,7 +639,8 @@ async function sizesOf(db: postgres.Sql): Promise<Sizes> {
       (select sum(pg_relation_size(t.relid)) from pg_partition_tree(i.indexrelid) t) as bytes
     from pg_index i where i.indrelid = 'events'::regclass order by 1`
   const dependents = await db<{ name: string; bytes: string }[]>`
-    select d.name, (select sum(pg_total_relation_size(t.relid)) from pg_partition_tree(d.name::regclass) t) as bytes
+    select d.name, coalesce((select sum(pg_total_relation_size(t.relid)) from pg_partition_tree(d.name::regclass) t),
+      pg_total_relation_size(d.name::regclass)) as bytes
     from unnest(array['event_recipients', 'push_deliveries', 'receipts', 'stream_deliveries']) as d(name)
     order by 1`
   const mib = (bytes: string) => round(Number(bytes) / MIB, 1)

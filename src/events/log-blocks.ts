@@ -73,13 +73,16 @@ async function existingBlocks(database: Database, on?: Parameters<Database['quer
     .sort((a, b) => a - b)
 }
 
-/** The block the id sequence is in: the block the next event goes to (or the one after, right at its end). */
+/**
+ * The block the next event goes to. pg_sequence_last_value is the last id given (null before the first), and a
+ * roll sets it to the id before its block's start, so the next is the start.
+ */
 async function currentBlock(database: Database, on?: Parameters<Database['query']>[1]): Promise<number> {
   const [row] = await database.query<{ last: string | number | null }>(
     sql`select pg_sequence_last_value(pg_get_serial_sequence('events', 'id')::regclass) as last`,
     on,
   )
-  return blockOf(Number(row?.last ?? 0))
+  return blockOf(Number(row?.last ?? 0) + 1)
 }
 
 const lockOf = (lock: { classId: number; objId: number }) =>
@@ -103,10 +106,7 @@ export async function rollBlock(database: Database): Promise<number | null> {
     if (first?.old) {
       await ensureBlocks(database, current + 1, tx)
       current += 1
-      await database.query(
-        sql`select setval(pg_get_serial_sequence('events', 'id'), ${current * BLOCK_IDS}, false)`,
-        tx,
-      )
+      await database.query(sql`select setval(pg_get_serial_sequence('events', 'id'), ${current * BLOCK_IDS - 1})`, tx)
     }
     await ensureBlocks(database, current + 1, tx)
     return current
@@ -174,4 +174,23 @@ export async function dropExpiredBlocks(database: Database, retentionDays: numbe
 
 function dropStatement(block: number): SQL {
   return sql.raw(`drop table ${BLOCK_TABLES.map(({ table }) => partitionName(table, block)).join(', ')}`)
+}
+
+/**
+ * Ids below this may be of events older than `retentionDays`: the start of the oldest block whose first event
+ * is newer (the row-by-row prune looks for old events there only, through the primary key, not in every block).
+ * An event a few seconds older than the first of a block after it (created_at is when its transaction began)
+ * leaves with its block, a day later at most. Only for a log whose blocks roll daily: the block being written
+ * holds nothing older than a day then.
+ */
+export async function retentionBoundary(database: Database, retentionDays: number): Promise<number> {
+  const blocks = await existingBlocks(database)
+  for (const block of blocks) {
+    const [first] = await database.query<{ old: boolean }>(
+      sql`select created_at < now() - make_interval(days => ${retentionDays}) as old
+        from ${sql.raw(partitionName('events', block))} order by id limit 1`,
+    )
+    if (first && !first.old) return block * BLOCK_IDS
+  }
+  return ((blocks.at(-1) ?? 0) + 1) * BLOCK_IDS
 }

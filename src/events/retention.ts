@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { pruneConnections } from '../audit/connections.ts'
 import { DEFAULT_AUDIT_RETENTION_DAYS } from '../config.ts'
 import type { Database } from '../db/client.ts'
-import { dropExpiredBlocks, rollBlock } from './log-blocks.ts'
+import { dropExpiredBlocks, retentionBoundary, rollBlock } from './log-blocks.ts'
 
 /** Rows deleted per statement: short transactions that never hold up publishing for long. */
 const PRUNE_BATCH = 5_000
@@ -51,13 +51,17 @@ export async function prune(
     scheduled: 0,
     connections: 0,
   }
+  // Old events are looked for below this id only (in the whole log when it is one block); the expired ones are
+  // found through their index.
+  const oldBelow = rollBlocks ? await retentionBoundary(database, retentionDays) : Number.MAX_SAFE_INTEGER
   for (;;) {
     // No foreign keys cascade (log-blocks.ts says why): the event's rows elsewhere go in the same statement.
     const [gone] = await database.query<{ n: string | number }>(sql`
       with gone as (
         delete from events where id in (
           select id from events
-          where expires_at <= now() or created_at < now() - make_interval(days => ${retentionDays})
+          where expires_at <= now()
+            or (id < ${oldBelow} and created_at < now() - make_interval(days => ${retentionDays}))
           limit ${PRUNE_BATCH})
         returning id
       ), receipts_gone as (
