@@ -141,6 +141,39 @@ export function localeKeyOf(localized: Readonly<Record<string, LocalizedText>>, 
   return Object.hasOwn(localized, language) ? language : undefined
 }
 
+/**
+ * A log row's frames, `make` of each frame's text: one for every reader, or, for an event whose type rendered its
+ * text per locale, one per locale asked for; each built once, when first asked for. Live dispatch and replays
+ * from memory share a row's frames through this.
+ */
+export class RowFrames<F> {
+  private fallback: F | undefined
+  private localized: Record<string, LocalizedText> | undefined
+  private byLocale: Map<string, F> | undefined
+
+  constructor(
+    readonly row: EventRow,
+    private readonly make: (text: string) => F,
+  ) {}
+
+  of(locale: string | undefined): F {
+    const row = this.row
+    if (row.localizedJson !== null && locale !== undefined) {
+      this.localized ??= JSON.parse(row.localizedJson) as Record<string, LocalizedText>
+      const key = localeKeyOf(this.localized, locale)
+      if (key !== undefined) {
+        this.byLocale ??= new Map()
+        let frame = this.byLocale.get(key)
+        if (frame === undefined)
+          this.byLocale.set(key, (frame = this.make(logFrame({ ...row, ...this.localized[key] }))))
+        return frame
+      }
+    }
+    this.fallback ??= this.make(logFrame(row))
+    return this.fallback
+  }
+}
+
 /** The row as a reader in `locale` sees it: its title and body in that locale when its type rendered them. */
 export function localizedRow<T extends Pick<EventRow, 'title' | 'body' | 'localizedJson'>>(
   row: T,

@@ -1,13 +1,11 @@
 import type { EventRow } from '../db/schema.ts'
-import { type LocalizedText, localeKeyOf, logFrame } from '../wire-format.ts'
+import { RowFrames } from '../wire-format.ts'
 
 /** A row the recent log holds, with its frames, built the first time a replay needs them and then kept. */
 interface Held {
   row: EventRow
-  frame: string | undefined
-  /** An event whose type rendered its text per locale: its frame per locale key, as replays asked for them. */
-  byLocale: Map<string, string> | undefined
-  localized: Record<string, LocalizedText> | undefined
+  /** Its frame, per locale for an event whose type rendered its text per locale, as replays asked for them. */
+  frames: RowFrames<string>
 }
 
 /** The limits of what the recent log holds: the newest rows, at most this many, this many frame characters, this old. */
@@ -56,7 +54,7 @@ export class RecentLog {
     for (const row of rows) {
       // An edit or a recall: the rows held before it may no longer be what a replay would show.
       if (row.kind !== 'event') this.reset(row.id - 1)
-      this.held.push({ row, frame: undefined, byLocale: undefined, localized: undefined })
+      this.held.push({ row, frames: new RowFrames(row, (text) => text) })
       this.chars += sizeOf(row)
       this.to = row.id
     }
@@ -144,19 +142,7 @@ export class RecentRow {
   }
 
   frame(locale: string | undefined): string {
-    const h = this.held
-    if (h.row.localizedJson !== null && locale !== undefined) {
-      h.localized ??= JSON.parse(h.row.localizedJson) as Record<string, LocalizedText>
-      const key = localeKeyOf(h.localized, locale)
-      if (key !== undefined) {
-        h.byLocale ??= new Map()
-        let frame = h.byLocale.get(key)
-        if (frame === undefined) h.byLocale.set(key, (frame = logFrame({ ...h.row, ...h.localized[key] })))
-        return frame
-      }
-    }
-    h.frame ??= logFrame(h.row)
-    return h.frame
+    return this.held.frames.of(locale)
   }
 }
 

@@ -4,38 +4,11 @@ import type { LiveEvent } from '../events/live.ts'
 import type { InAppFilter } from '../events/preference-rules.ts'
 import type { ReceiptNotice, RollCallNotice } from '../events/receipts.ts'
 import type { Metrics } from '../metrics.ts'
-import {
-  Frame,
-  HEARTBEAT_FRAME,
-  type LocalizedText,
-  liveFrame,
-  localeKeyOf,
-  logFrame,
-  receiptFrame,
-  rollCallFrame,
-} from '../wire-format.ts'
+import { Frame, HEARTBEAT_FRAME, liveFrame, logFrame, RowFrames, receiptFrame, rollCallFrame } from '../wire-format.ts'
 import type { DeliveryLog, StreamConnection } from './connection.ts'
 
 /** A row of the log as its frame: an event (`notification`), an edit of one (`update`) or a recall (`delete`). */
 const eventFrame = (e: EventRow) => new Frame(logFrame(e))
-
-/**
- * The frame of a row for each stream: one frame for all, or, for an event whose type rendered its text per locale
- * (`localizedJson`), one per locale the streams at hand use, each built once (a small Map for this dispatch).
- */
-function framesOf(e: EventRow): (c: StreamConnection) => Frame {
-  const fallback = eventFrame(e)
-  if (e.localizedJson === null) return () => fallback
-  const localized = JSON.parse(e.localizedJson) as Record<string, LocalizedText>
-  const byLocale = new Map<string, Frame>()
-  return (c) => {
-    const key = localeKeyOf(localized, c.locale)
-    if (key === undefined) return fallback
-    let frame = byLocale.get(key)
-    if (!frame) byLocale.set(key, (frame = eventFrame({ ...e, ...localized[key] })))
-    return frame
-  }
-}
 
 /** A live-only event as the user's in-app preferences judge it. */
 const ruledLive = (e: LiveEvent) => ({
@@ -198,9 +171,10 @@ export class StreamHub {
         }
         continue
       }
-      const frameFor = framesOf(e)
+      // The row's frame in each stream's locale (one for all when its text is not per locale), each built once.
+      const frames = new RowFrames(e, (text) => new Frame(text))
       const send = (c: StreamConnection) => {
-        if (!c.hides(e)) c.deliver(e.id, frameFor(c))
+        if (!c.hides(e)) c.deliver(e.id, frames.of(c.locale))
       }
       // A broadcast whose text is per locale: one by one (a stream's locale picks its frame), never joined.
       if (e.toTenant) {
