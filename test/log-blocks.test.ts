@@ -161,6 +161,14 @@ describeEachBackend('the event log in blocks', (backend) => {
     expect(await partitionsOf(t.database, 'events')).toEqual(['events_b3', 'events_b4'])
     expect(Number(await publish('d'))).toBe(3 * BLOCK_IDS)
   })
+
+  it('drops a block whose events are older than RETENTION_DAYS, though their ttl has not passed', async () => {
+    await t.database.query(
+      sql`update events set created_at = created_at - interval '31 days' where id >= ${3 * BLOCK_IDS}`,
+    )
+    expect(await prune(t.database, 30, 30, true)).toMatchObject({ blocks: 1, events: 1 })
+    expect(await partitionsOf(t.database, 'events')).toEqual(['events_b4', 'events_b5'])
+  })
 })
 
 describe('an installation from before the log was in blocks', () => {

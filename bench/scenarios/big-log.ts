@@ -4,8 +4,9 @@ import { type SQL, sql } from 'drizzle-orm'
 import postgres from 'postgres'
 import { type Database, openDatabase } from '../../src/db/client.ts'
 import { runMigrations } from '../../src/db/migrate.ts'
+import { retentionBoundary } from '../../src/events/log-blocks.ts'
 import { LogReader } from '../../src/events/log-reader.ts'
-import { prune } from '../../src/events/retention.ts'
+import { expiredEventsBatch, prune } from '../../src/events/retention.ts'
 import { mintToken } from '../../src/tokens.ts'
 import { continueIdsAfterFill, dayBlockIdSql, fillIndexSql, makeDayBlocks, withoutIndexes } from '../bulk-fill.ts'
 import { databaseCpuSince } from '../database-cpu.ts'
@@ -665,10 +666,12 @@ async function pruneUnderPublishing(
   service: RunningServer,
   plans: LogFigures['plans'],
 ): Promise<PruneFigures> {
+  // The plan of the row-by-row delete's first batch, where it looks for old events as the prune will.
   const prunePlan: string[] = []
-  await prune(explaining(log.database, prunePlan, false), RETENTION_DAYS)
-  // The row-by-row delete's plan (the statements before it keep the blocks: they find nothing under EXPLAIN).
-  plans.prune = planOf(prunePlan.filter((plan) => plan.includes('Delete on events')).slice(0, 1))
+  await explaining(log.database, prunePlan, false).query(
+    expiredEventsBatch(RETENTION_DAYS, await retentionBoundary(log.database, RETENTION_DAYS)),
+  )
+  plans.prune = planOf(prunePlan)
   ctx.log(`${log.label}: plan of the prune's delete:\n${plans.prune.text}`)
 
   const publisher = await tenantPublisher(ctx, log.scope, service, OTHER_TENANT, 1)

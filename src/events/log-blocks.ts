@@ -35,6 +35,13 @@ const BLOCKS_LOCK = { classId: 727_140, objId: 3 } as const
  */
 const DROP_LOCK_TIMEOUT = '200ms'
 
+/**
+ * An event's created_at is when its transaction began, so one with a lower id may be newer than the block's last
+ * by the length of a publish transaction (seconds): a block whose last event is older than the cutoff by this
+ * much holds nothing newer.
+ */
+const CREATED_AT_SLACK = '1 minute'
+
 /** Push records of a dropped block are deleted this many per statement first (that table is not partitioned). */
 const PUSH_DELETE_BATCH = 5_000
 
@@ -138,11 +145,7 @@ export async function dropExpiredBlocks(database: Database, retentionDays: numbe
   for (const block of await existingBlocks(database)) {
     if (block >= current) break
     const events = sql.raw(partitionName('events', block))
-    const [keep] = await database.query<{ one: number }>(
-      sql`select 1 as one from ${events}
-        where expires_at > now() and created_at >= now() - make_interval(days => ${retentionDays}) limit 1`,
-    )
-    if (keep) continue
+    if (!(await allExpired(database, events, retentionDays))) continue
     const [{ n }] = await database.query<{ n: string | number }>(sql`select count(*) as n from ${events}`)
     const range = sql`event_id >= ${block * BLOCK_IDS} and event_id < ${(block + 1) * BLOCK_IDS}`
     for (;;) {
@@ -170,6 +173,25 @@ export async function dropExpiredBlocks(database: Database, retentionDays: numbe
     dropped.events += Number(n)
   }
   return dropped
+}
+
+/**
+ * Whether every event of a block has expired or is older than `retentionDays`. Two index lookups answer most
+ * blocks: the latest expiry has passed, or the newest event (by id) is older than the cutoff by more than
+ * CREATED_AT_SLACK; otherwise the block's unexpired events are looked at one by one.
+ */
+async function allExpired(database: Database, events: SQL, retentionDays: number): Promise<boolean> {
+  const cutoff = sql`now() - make_interval(days => ${retentionDays})`
+  const [bounds] = await database.query<{ expired: boolean | null; old: boolean | null }>(sql`
+    select (select max(expires_at) <= now() from ${events}) as expired,
+      (select created_at < ${cutoff} - interval '${sql.raw(CREATED_AT_SLACK)}' from ${events} order by id desc limit 1) as old`)
+  if (bounds === undefined) return false
+  // An empty block (both null) goes too.
+  if (bounds.expired !== false || bounds.old === true) return true
+  const [keep] = await database.query<{ one: number }>(
+    sql`select 1 as one from ${events} where expires_at > now() and created_at >= ${cutoff} limit 1`,
+  )
+  return keep === undefined
 }
 
 function dropStatement(block: number): SQL {

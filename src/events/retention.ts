@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import { pruneConnections } from '../audit/connections.ts'
 import { DEFAULT_AUDIT_RETENTION_DAYS } from '../config.ts'
@@ -55,25 +55,7 @@ export async function prune(
   // found through their index.
   const oldBelow = rollBlocks ? await retentionBoundary(database, retentionDays) : Number.MAX_SAFE_INTEGER
   for (;;) {
-    // No foreign keys cascade (log-blocks.ts says why): the event's rows elsewhere go in the same statement.
-    const [gone] = await database.query<{ n: string | number }>(sql`
-      with gone as (
-        delete from events where id in (
-          select id from events
-          where expires_at <= now()
-            or (id < ${oldBelow} and created_at < now() - make_interval(days => ${retentionDays}))
-          limit ${PRUNE_BATCH})
-        returning id
-      ), receipts_gone as (
-        delete from receipts where event_id in (select id from gone)
-      ), recipients_gone as (
-        delete from event_recipients where event_id in (select id from gone)
-      ), deliveries_gone as (
-        delete from stream_deliveries where event_id in (select id from gone)
-      ), pushes_gone as (
-        delete from push_deliveries where event_id in (select id from gone)
-      )
-      select count(*) as n from gone`)
+    const [gone] = await database.query<{ n: string | number }>(expiredEventsBatch(retentionDays, oldBelow))
     const n = Number(gone?.n ?? 0)
     result.events += n
     if (n < PRUNE_BATCH) break
@@ -126,4 +108,30 @@ export function schedulePruning(
   }, intervalS * 1000)
   timer.unref()
   return () => clearInterval(timer)
+}
+
+/**
+ * The statement of one batch of the row-by-row prune: up to PRUNE_BATCH events expired (their ttl) or older than
+ * `retentionDays` (looked for below `oldBelow` only), deleted with their rows in the tables keyed by event id
+ * (no foreign keys cascade: log-blocks.ts says why). Answers how many.
+ */
+export function expiredEventsBatch(retentionDays: number, oldBelow: number): SQL {
+  return sql`
+    with gone as (
+      delete from events where id in (
+        select id from events
+        where expires_at <= now()
+          or (id < ${oldBelow} and created_at < now() - make_interval(days => ${retentionDays}))
+        limit ${PRUNE_BATCH})
+      returning id
+    ), receipts_gone as (
+      delete from receipts where event_id in (select id from gone)
+    ), recipients_gone as (
+      delete from event_recipients where event_id in (select id from gone)
+    ), deliveries_gone as (
+      delete from stream_deliveries where event_id in (select id from gone)
+    ), pushes_gone as (
+      delete from push_deliveries where event_id in (select id from gone)
+    )
+    select count(*) as n from gone`
 }
