@@ -4,7 +4,7 @@ import { type SQL, sql } from 'drizzle-orm'
 import postgres from 'postgres'
 import { type Database, openDatabase } from '../../src/db/client.ts'
 import { runMigrations } from '../../src/db/migrate.ts'
-import { retentionBoundary } from '../../src/events/log-blocks.ts'
+import { BLOCK_IDS, existingBlocks, retentionBoundary } from '../../src/events/log-blocks.ts'
 import { LogReader } from '../../src/events/log-reader.ts'
 import { expiredEventsBatch, prune } from '../../src/events/retention.ts'
 import { mintToken } from '../../src/tokens.ts'
@@ -666,10 +666,12 @@ async function pruneUnderPublishing(
   service: RunningServer,
   plans: LogFigures['plans'],
 ): Promise<PruneFigures> {
-  // The plan of the row-by-row delete's first batch, where it looks for old events as the prune will.
+  // The plan of the row-by-row delete's first batch in the oldest block, where it looks for old events.
   const prunePlan: string[] = []
+  const [oldest] = await existingBlocks(log.database)
+  const oldBelow = await retentionBoundary(log.database, RETENTION_DAYS)
   await explaining(log.database, prunePlan, false).query(
-    expiredEventsBatch(RETENTION_DAYS, await retentionBoundary(log.database, RETENTION_DAYS)),
+    expiredEventsBatch(RETENTION_DAYS, oldest, oldest * BLOCK_IDS < oldBelow),
   )
   plans.prune = planOf(prunePlan)
   ctx.log(`${log.label}: plan of the prune's delete:\n${plans.prune.text}`)

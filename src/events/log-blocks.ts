@@ -66,7 +66,7 @@ export function blockStatements(block: number): string[] {
 }
 
 /** The blocks that exist now (those of `events`), oldest first. */
-async function existingBlocks(database: Database, on?: Parameters<Database['query']>[1]): Promise<number[]> {
+export async function existingBlocks(database: Database, on?: Parameters<Database['query']>[1]): Promise<number[]> {
   const rows = await database.query<{ name: string }>(
     sql`select c.relname as name from pg_inherits i
       join pg_class c on c.oid = i.inhrelid

@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { pruneConnections } from '../audit/connections.ts'
 import { DEFAULT_AUDIT_RETENTION_DAYS } from '../config.ts'
 import type { Database } from '../db/client.ts'
-import { dropExpiredBlocks, retentionBoundary, rollBlock } from './log-blocks.ts'
+import { BLOCK_IDS, dropExpiredBlocks, existingBlocks, retentionBoundary, rollBlock } from './log-blocks.ts'
 
 /** Rows deleted per statement: short transactions that never hold up publishing for long. */
 const PRUNE_BATCH = 5_000
@@ -51,14 +51,17 @@ export async function prune(
     scheduled: 0,
     connections: 0,
   }
-  // Old events are looked for below this id only (in the whole log when it is one block); the expired ones are
-  // found through their index.
+  // Block by block, so that each statement reads one block through its indexes: expired events by their expiry,
+  // and events older than retentionDays in the blocks below the boundary only (in the whole log when it is one block).
   const oldBelow = rollBlocks ? await retentionBoundary(database, retentionDays) : Number.MAX_SAFE_INTEGER
-  for (;;) {
-    const [gone] = await database.query<{ n: string | number }>(expiredEventsBatch(retentionDays, oldBelow))
-    const n = Number(gone?.n ?? 0)
-    result.events += n
-    if (n < PRUNE_BATCH) break
+  for (const block of await existingBlocks(database)) {
+    for (;;) {
+      const batch = expiredEventsBatch(retentionDays, block, block * BLOCK_IDS < oldBelow)
+      const [gone] = await database.query<{ n: string | number }>(batch)
+      const n = Number(gone?.n ?? 0)
+      result.events += n
+      if (n < PRUNE_BATCH) break
+    }
   }
   for (;;) {
     const rows = await database.query<{ key: unknown }>(sql`
@@ -111,25 +114,27 @@ export function schedulePruning(
 }
 
 /**
- * The statement of one batch of the row-by-row prune: up to PRUNE_BATCH events expired (their ttl) or older than
- * `retentionDays` (looked for below `oldBelow` only), deleted with their rows in the tables keyed by event id
- * (no foreign keys cascade: log-blocks.ts says why). Answers how many.
+ * The statement of one batch of the row-by-row prune in one block of the log: up to PRUNE_BATCH of its events
+ * that expired (their ttl) or, with `old`, are older than `retentionDays`, deleted with their rows in the tables
+ * keyed by event id (no foreign keys cascade: log-blocks.ts says why). Answers how many.
  */
-export function expiredEventsBatch(retentionDays: number, oldBelow: number): SQL {
+export function expiredEventsBatch(retentionDays: number, block: number, old: boolean): SQL {
+  const inBlock = (column: string) =>
+    sql`${sql.raw(column)} >= ${block * BLOCK_IDS} and ${sql.raw(column)} < ${(block + 1) * BLOCK_IDS}`
+  const expired = old
+    ? sql`(expires_at <= now() or created_at < now() - make_interval(days => ${retentionDays}))`
+    : sql`expires_at <= now()`
   return sql`
     with gone as (
-      delete from events where id in (
-        select id from events
-        where expires_at <= now()
-          or (id < ${oldBelow} and created_at < now() - make_interval(days => ${retentionDays}))
-        limit ${PRUNE_BATCH})
+      delete from events where ${inBlock('id')} and id in (
+        select id from events where ${inBlock('id')} and ${expired} limit ${PRUNE_BATCH})
       returning id
     ), receipts_gone as (
-      delete from receipts where event_id in (select id from gone)
+      delete from receipts where ${inBlock('event_id')} and event_id in (select id from gone)
     ), recipients_gone as (
-      delete from event_recipients where event_id in (select id from gone)
+      delete from event_recipients where ${inBlock('event_id')} and event_id in (select id from gone)
     ), deliveries_gone as (
-      delete from stream_deliveries where event_id in (select id from gone)
+      delete from stream_deliveries where ${inBlock('event_id')} and event_id in (select id from gone)
     ), pushes_gone as (
       delete from push_deliveries where event_id in (select id from gone)
     )
