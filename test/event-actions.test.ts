@@ -343,6 +343,7 @@ describe('the push payload cut to fit 4 KiB (push/payload.ts)', () => {
     localizedJson: null,
     inInbox: true,
     mayPush: true,
+    superseded: false,
     createdAt: new Date('2026-12-05T10:00:00.000Z'),
     expiresAt: new Date('2026-12-12T10:00:00.000Z'),
     ...fields,

@@ -175,7 +175,7 @@ describe('an installation from before the log was in blocks', () => {
   for (const backend of ['pglite', 'postgres'] as BackendName[]) {
     const skip = backend === 'postgres' && !process.env.TEST_DATABASE_URL
     it.skipIf(skip)(
-      `keeps its events, receipts and ids when it upgrades [${backend}]`,
+      `keeps its events, receipts and ids when it upgrades, its obsolete edits marked [${backend}]`,
       async () => {
         // The migrations as they stood before 0014, in a folder of their own.
         const older = mkdtempSync(join(tmpdir(), 'herald-migrations-'))
@@ -193,14 +193,27 @@ describe('an installation from before the log was in blocks', () => {
           await database.query(
             sql`insert into receipts (tenant, user_id, event_id, read_at) values ('t1', 'kim', 2, now())`,
           )
+          // Event 1 edited twice: the log holds both edits (ids 4 and 5); the first is obsolete.
+          await database.query(sql`update events set revision = 2 where id = 1`)
+          await database.query(sql`insert into events (tenant, type, title, priority, actor, expires_at, kind, ref_id,
+            revision) select 't1', 'x.y', 'edit ' || r, 'normal', 'school', now() + interval '1 day', 'update', 1, r
+            from generate_series(1, 2) as r`)
 
           await runMigrations(database)
           expect(await partitionsOf(database, 'events')).toEqual(['events_b0'])
-          expect(await count(database, 'events_b0')).toBe(3)
+          expect(await count(database, 'events_b0')).toBe(5)
+          // Migration 0015 marks the obsolete edit, which replays leave out.
+          const edits = await database.query<{ revision: number; superseded: boolean }>(
+            sql`select revision, superseded from events where kind = 'update' order by id`,
+          )
+          expect(edits).toEqual([
+            { revision: 1, superseded: true },
+            { revision: 2, superseded: false },
+          ])
           expect(await count(database, 'receipts_b0 where event_id = 2')).toBe(1)
           const [next] = await database.query<{ id: string | number }>(sql`insert into events (tenant, type, title,
           priority, actor, expires_at) values ('t1', 'x.y', 'new', 'normal', 'school', now()) returning id`)
-          expect(Number(next.id)).toBe(4)
+          expect(Number(next.id)).toBe(6)
           // The indexes were attached, not built twice: block 0 has each of the parent's, once.
           const indexes = await database.query<{ name: string }>(
             sql`select indexrelid::regclass::text as name from pg_index where indrelid = 'events_b0'::regclass order by 1`,

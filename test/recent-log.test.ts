@@ -651,6 +651,7 @@ describe('RecentLog', () => {
     localizedJson: null,
     inInbox: true,
     mayPush: true,
+    superseded: false,
     createdAt: new Date(NOW),
     expiresAt: new Date(NOW + HOUR),
     ...over,

@@ -59,6 +59,11 @@ export const events = pgTable(
     revision: integer('revision').notNull().default(0),
     /** On events: when it was recalled; a recalled event is gone from history, reads and counts. */
     recalledAt: timestamp('recalled_at', { withTimezone: true, mode: 'date' }),
+    /**
+     * On `update` rows: a later edit or a recall of the same event made this edit obsolete, so replays leave it
+     * out (the client ends at the event's current version). Set by the edit or recall that supersedes it.
+     */
+    superseded: boolean('superseded').notNull().default(false),
     toUsers: text('to_users').array().notNull().default(emptyTextArray),
     toRoles: text('to_roles').array().notNull().default(emptyTextArray),
     toTopics: text('to_topics').array().notNull().default(emptyTextArray),

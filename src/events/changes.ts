@@ -126,6 +126,10 @@ export async function changeEvent(
       where e.id = ${id} and e.tenant = ${caller.tenant} and e.kind = 'event' and e.recalled_at is null
         and e.expires_at > now() and ${mayChange}
       returning e.*
+    ), superseded as (
+      -- The event's earlier edits are obsolete now (the statement sees the log as it was: not this change's row).
+      update events u set superseded = true
+      where u.ref_id = ${id} and u.kind = 'update' and not u.superseded and exists (select 1 from changed)
     ), logged as (
       insert into events (tenant, type, title, body, data_json, url, actions_json, icon, image, badge, localized_json,
         priority, collapse_key, actor, kind, ref_id, revision, to_users, to_roles, to_topics, to_tenant, created_at, expires_at)

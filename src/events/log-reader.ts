@@ -11,15 +11,13 @@ export type ResumePoint = 'kept' | 'gone' | 'unknown'
 /**
  * The rows of the log a replay sends: events as they stand (a recalled one is left out: its recall follows),
  * recalls, and the edits that made an event what it is now. An edit that a later one superseded, or of an
- * event since recalled, is left out: the client ends at the event's current version without passing through
- * older ones.
+ * event since recalled, is left out (`superseded`, set by that edit or recall): the client ends at the event's
+ * current version without passing through older ones.
  */
 const replayable = sql`(
   (${events.kind} = 'event' and ${events.recalledAt} is null)
   or ${events.kind} = 'delete'
-  or (${events.kind} = 'update' and exists (
-    select 1 from ${events} as edited
-    where edited.id = ${events.refId} and edited.revision = ${events.revision} and edited.recalled_at is null)))`
+  or (${events.kind} = 'update' and not ${events.superseded}))`
 
 /** A row of a replay: its id and its SSE frame, built by the database. */
 export interface ReplayedEvent {

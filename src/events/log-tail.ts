@@ -52,6 +52,7 @@ export interface TailRow {
   localized_json: string | null
   in_inbox: boolean
   may_push: boolean
+  superseded: boolean
   created_at: Date | string
   expires_at: Date | string
 }
@@ -231,6 +232,7 @@ export function eventRowOf(r: TailRow): EventRow {
     localizedJson: r.localized_json,
     inInbox: r.in_inbox,
     mayPush: r.may_push,
+    superseded: r.superseded,
     createdAt: asDate(r.created_at),
     expiresAt: asDate(r.expires_at),
   }
