@@ -54,7 +54,7 @@ export async function prune(
   // Block by block, so that each statement reads one block through its indexes: expired events by their expiry,
   // and events older than retentionDays in the blocks below the boundary only (in the whole log when it is one block).
   const oldBelow = rollBlocks ? await retentionBoundary(database, retentionDays) : Number.MAX_SAFE_INTEGER
-  for (const block of await existingBlocks(database)) {
+  for (const block of await blocksToPrune(database, oldBelow)) {
     for (;;) {
       const batch = expiredEventsBatch(retentionDays, block, block * BLOCK_IDS < oldBelow)
       const [gone] = await database.query<{ n: string | number }>(batch)
@@ -111,6 +111,22 @@ export function schedulePruning(
   }, intervalS * 1000)
   timer.unref()
   return () => clearInterval(timer)
+}
+
+/**
+ * The blocks that may hold something to prune row by row: those below `oldBelow` (old events are looked for
+ * there), and those with an expired event, found in one statement (one look at each block's expiry index)
+ * rather than one a block.
+ */
+async function blocksToPrune(database: Database, oldBelow: number): Promise<number[]> {
+  const blocks = await existingBlocks(database)
+  if (blocks.length === 0) return []
+  const rows = await database.query<{ block: string | number }>(sql`
+    select b.block from unnest(${`{${blocks.join(',')}}`}::bigint[]) as b(block)
+    where b.block * ${BLOCK_IDS} < ${oldBelow} or exists (
+      select 1 from events
+      where id >= b.block * ${BLOCK_IDS} and id < (b.block + 1) * ${BLOCK_IDS} and expires_at <= now())`)
+  return rows.map((r) => Number(r.block))
 }
 
 /**
