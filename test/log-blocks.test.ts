@@ -122,7 +122,11 @@ describeEachBackend('the event log in blocks', (backend) => {
     expect(await count(t.database, `event_recipients where event_id = ${a}`)).toBe(1)
     await t.database.query(sql`update events set expires_at = now() - interval '1 second' where id < ${BLOCK_IDS}`)
 
-    expect(await prune(t.database, 30, 30, true)).toMatchObject({ blocks: 1, events: 2 })
+    // Two instances prune at once (WORKERS, or several services): the block goes once, neither fails. (Its two
+    // events may be counted by both: one drops the block while the other deletes its expired rows.)
+    const [one, other] = await Promise.all([prune(t.database, 30, 30, true), prune(t.database, 30, 30, true)])
+    expect(one.blocks + other.blocks).toBe(1)
+    expect(one.events + other.events).toBeGreaterThanOrEqual(2)
     for (const table of tables) expect(await partitionsOf(t.database, table)).toEqual([`${table}_b1`, `${table}_b2`])
     expect(await count(t.database, `push_deliveries where event_id = ${a}`)).toBe(0)
     expect(await count(t.database, `receipts where event_id = ${b}`)).toBe(1)

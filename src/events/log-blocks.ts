@@ -101,23 +101,31 @@ const lockOf = (lock: { classId: number; objId: number }) =>
  * instance was doing this at the same moment.
  */
 export async function rollBlock(database: Database): Promise<number | null> {
-  return database.db.transaction(async (tx) => {
+  const plan = await database.db.transaction(async (tx) => {
     const [lock] = await database.query<{ locked: boolean }>(sql`select ${lockOf(BLOCKS_LOCK)} as locked`, tx)
     if (!lock?.locked) return null
-    let current = await currentBlock(database, tx)
+    const current = await currentBlock(database, tx)
     const [first] = await database.query<{ old: boolean }>(
       sql`select created_at < now() - interval '${sql.raw(BLOCK_SPAN)}' as old from events
         where id >= ${current * BLOCK_IDS} and id < ${(current + 1) * BLOCK_IDS} order by id limit 1`,
       tx,
     )
-    if (first?.old) {
-      await ensureBlocks(database, current + 1, tx)
-      current += 1
-      await database.query(sql`select setval(pg_get_serial_sequence('events', 'id'), ${current * BLOCK_IDS - 1})`, tx)
-    }
-    await ensureBlocks(database, current + 1, tx)
-    return current
+    const next = first?.old ? current + 1 : current
+    // The blocks are committed before the sequence points into them: an insert must always find its block.
+    await ensureBlocks(database, next + 1, tx)
+    return next
   })
+  if (plan === null) return null
+  // Under the lock (another instance may be here too), and forward only: ids handed out are never handed again.
+  await database.db.transaction(async (tx) => {
+    await database.query(sql.raw(`select pg_advisory_xact_lock(${BLOCKS_LOCK.classId}, ${BLOCKS_LOCK.objId})`), tx)
+    await database.query(
+      sql`select setval(pg_get_serial_sequence('events', 'id'), ${plan * BLOCK_IDS - 1})
+        where coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'id')::regclass), 0) < ${plan * BLOCK_IDS - 1}`,
+      tx,
+    )
+  })
+  return plan
 }
 
 /** Adds every block up to `through` that is missing (none below the oldest that exists: those were dropped). */
@@ -144,35 +152,50 @@ export async function dropExpiredBlocks(database: Database, retentionDays: numbe
   const current = await currentBlock(database)
   for (const block of await existingBlocks(database)) {
     if (block >= current) break
-    const events = sql.raw(partitionName('events', block))
-    if (!(await allExpired(database, events, retentionDays))) continue
-    const [{ n }] = await database.query<{ n: string | number }>(sql`select count(*) as n from ${events}`)
-    const range = sql`event_id >= ${block * BLOCK_IDS} and event_id < ${(block + 1) * BLOCK_IDS}`
-    for (;;) {
-      const deleted = await database.query<{ id: unknown }>(sql`
-        delete from push_deliveries where id in (
-          select id from push_deliveries where ${range} limit ${PUSH_DELETE_BATCH})
-        returning id`)
-      if (deleted.length < PUSH_DELETE_BATCH) break
-    }
-    const done = await database.db
-      .transaction(async (tx) => {
-        const [{ locked }] = await database.query<{ locked: boolean }>(sql`select ${lockOf(BLOCKS_LOCK)} as locked`, tx)
-        if (!locked) return false
-        await database.query(sql.raw(`set local lock_timeout = '${DROP_LOCK_TIMEOUT}'`), tx)
-        await database.query(dropStatement(block), tx)
-        return true
-      })
-      .catch((err: { code?: string }) => {
-        // 55P03: the lock was not free within DROP_LOCK_TIMEOUT; the next pass tries again.
-        if (err.code === '55P03' || (err as { cause?: { code?: string } }).cause?.code === '55P03') return false
-        throw err
-      })
-    if (!done) break
+    const outcome = await dropIfExpired(database, block, retentionDays).catch((err) => {
+      // Another instance dropped it meanwhile (42P01: no such table); 55P03: the lock was not free within
+      // DROP_LOCK_TIMEOUT. Either way, the next pass looks again.
+      if (codeOf(err) === '42P01') return 'kept' as const
+      if (codeOf(err) === '55P03') return 'busy' as const
+      throw err
+    })
+    if (outcome === 'busy') break
+    if (outcome === 'kept') continue
     dropped.blocks.push(block)
-    dropped.events += Number(n)
+    dropped.events += outcome.events
   }
   return dropped
+}
+
+const codeOf = (err: unknown) => {
+  const e = err as { code?: string; cause?: { code?: string } }
+  return e.code ?? e.cause?.code
+}
+
+/** Drops `block` if its events have all expired; what it held, or why not. */
+async function dropIfExpired(
+  database: Database,
+  block: number,
+  retentionDays: number,
+): Promise<{ events: number } | 'kept' | 'busy'> {
+  const events = sql.raw(partitionName('events', block))
+  if (!(await allExpired(database, events, retentionDays))) return 'kept'
+  const [{ n }] = await database.query<{ n: string | number }>(sql`select count(*) as n from ${events}`)
+  const range = sql`event_id >= ${block * BLOCK_IDS} and event_id < ${(block + 1) * BLOCK_IDS}`
+  for (;;) {
+    const deleted = await database.query<{ id: unknown }>(sql`
+      delete from push_deliveries where id in (
+        select id from push_deliveries where ${range} limit ${PUSH_DELETE_BATCH})
+      returning id`)
+    if (deleted.length < PUSH_DELETE_BATCH) break
+  }
+  return database.db.transaction(async (tx) => {
+    const [lock] = await database.query<{ locked: boolean }>(sql`select ${lockOf(BLOCKS_LOCK)} as locked`, tx)
+    if (!lock?.locked) return 'busy'
+    await database.query(sql.raw(`set local lock_timeout = '${DROP_LOCK_TIMEOUT}'`), tx)
+    await database.query(dropStatement(block), tx)
+    return { events: Number(n) }
+  })
 }
 
 /**
