@@ -162,10 +162,7 @@ the admin scope. The token may also come from HERALD_TOKEN and the server from H
 it now stands (its revision counts the edits); exit 1 when the server refuses (404: not yours to edit, or
 recalled).`,
     run: async (args) => {
-      const [id, ...rest] = args
-      if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
-        throw new UsageError('edit needs the event id (a number), as in: herald edit 42 --title "New title"')
-      }
+      const [id, ...rest] = eventIdFirst(args, 'edit 42 --title "New title"')
       const { values, token, endpoint } = authedCommand(rest, {
         title: { type: 'string' },
         body: { type: 'string' },
@@ -205,10 +202,7 @@ cancelled and a device it was pushed to is told to close its notification. For t
 with the admin scope. The token may also come from HERALD_TOKEN and the server from HERALD_URL. Exit 1 when the
 server refuses (404: not yours to recall, or recalled already).`,
     run: async (args) => {
-      const [id, ...rest] = args
-      if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
-        throw new UsageError('recall needs the event id (a number), as in: herald recall 42')
-      }
+      const [id, ...rest] = eventIdFirst(args, 'recall 42')
       const { token, endpoint } = authedCommand(rest, {})
       const res = await callService('DELETE', endpoint(`/v1/events/${id}`), token)
       if (!res.ok) {
@@ -228,10 +222,7 @@ every page of them, then a line with the totals. For the event's publisher, or a
 token may also come from HERALD_TOKEN and the server from HERALD_URL. Exit 1 when the server refuses (404: not
 yours).`,
     run: async (args) => {
-      const [id, ...rest] = args
-      if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
-        throw new UsageError('recipients needs the event id (a number), as in: herald recipients 42 --state unread')
-      }
+      const [id, ...rest] = eventIdFirst(args, 'recipients 42 --state unread')
       const { values, token, endpoint } = authedCommand(rest, {
         state: { type: 'string' },
       })
@@ -270,10 +261,7 @@ Pushes the event again to the devices of its recipients who have not read it and
 NUDGE_MIN_INTERVAL_S per event: sooner, exit 1 with the server's 429, which says how long to wait. For the
 event's publisher, or a token with the admin scope.`,
     run: async (args) => {
-      const [id, ...rest] = args
-      if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
-        throw new UsageError('nudge needs the event id (a number), as in: herald nudge 42')
-      }
+      const [id, ...rest] = eventIdFirst(args, 'nudge 42')
       const { token, endpoint } = authedCommand(rest, {})
       const res = await callService('POST', endpoint(`/v1/events/${id}/nudge`), token)
       const text = await res.text()
@@ -739,6 +727,18 @@ function parse(
     else values[name] = value as string | undefined
   }
   return { values, lists }
+}
+
+/**
+ * `<id> ...rest` of a command about one event; when the id is missing or not one, a usage error that shows
+ * `example` (the command as a user types it: `recall 42`).
+ */
+function eventIdFirst(args: string[], example: string): [string, ...string[]] {
+  const [id, ...rest] = args
+  if (id === undefined || !/^[0-9]{1,18}$/.test(id)) {
+    throw new UsageError(`${example.split(' ')[0]} needs the event id (a number), as in: herald ${example}`)
+  }
+  return [id, ...rest]
 }
 
 /**

@@ -46,6 +46,19 @@ describe('the CLI, run as a user runs it', () => {
     expect(unknown.stderr).toMatch(/unknown command "frobnicate"/)
   })
 
+  it.each([
+    ['edit', 'herald edit 42 --title "New title"'],
+    ['recall', 'herald recall 42'],
+    ['recipients', 'herald recipients 42 --state unread'],
+    ['nudge', 'herald nudge 42'],
+  ])('%s without an event id, or with one that is not a number, exits 2 and shows how', async (command, example) => {
+    for (const args of [[command], [command, 'latest']]) {
+      const { code, stderr } = await cli(args)
+      expect(code).toBe(2)
+      expect(stderr).toContain(`${command} needs the event id (a number), as in: ${example}`)
+    }
+  })
+
   it.each(['token', 'publish', 'edit', 'recall', 'scheduled', 'preferences', 'tail', 'vapid', 'migrate', 'prune'])(
     '%s --help explains its options',
     async (command) => {

@@ -3,9 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { MAX_USER_AGENT } from '../audit/connections.ts'
 import { INSTANT_FORMAT } from '../audit/period.ts'
-
-/** ISO 8601 in UTC, as `Date.toISOString()` writes it. */
-const timestamp = z.string().meta({ format: 'date-time' })
+import { timestamp } from './schemas.ts'
 
 const DEFAULT_PAGE = 100
 const MAX_PAGE = 1_000

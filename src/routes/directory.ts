@@ -11,7 +11,7 @@ import {
 } from '../directory/model.ts'
 import { nameSchema } from '../events/model.ts'
 import { topicPatternSchema } from '../events/preference-rules.ts'
-import { noContent } from './schemas.ts'
+import { noContent, timestamp } from './schemas.ts'
 
 /** The batch route's body limit, when BODY_LIMIT is lower: 5,000 users with names, topics and zones fit. */
 export const DIRECTORY_BATCH_BODY_LIMIT = 8 * 1024 * 1024
@@ -41,8 +41,6 @@ export const directoryBatchBody = directoryBatchSchema.meta({
     },
   ],
 })
-
-const timestamp = z.string().meta({ format: 'date-time' })
 
 export const directoryUserReply = z
   .object({

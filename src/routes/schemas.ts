@@ -92,7 +92,7 @@ export const streamHeaders = z.object({
 // document theirs (see docs.ts `documentedReplies`).
 
 /** ISO 8601 in UTC, as `Date.toISOString()` writes it (z.iso.datetime() would put its long regex in the docs). */
-const timestamp = z.string().meta({ format: 'date-time' })
+export const timestamp = z.string().meta({ format: 'date-time' })
 
 export const published = z
   .object({ id: eventIdSchema, createdAt: timestamp })

@@ -3,9 +3,8 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { INSTANT_FORMAT } from '../audit/period.ts'
 import { DEFAULT_STATS_DAYS, MAX_STATS_DAYS } from '../audit/stats.ts'
+import { timestamp } from './schemas.ts'
 
-/** ISO 8601 in UTC, as `Date.toISOString()` writes it. */
-const timestamp = z.string().meta({ format: 'date-time' })
 const count = z.number().int().min(0)
 
 export const statsQuery = z.object({

@@ -3,10 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { DEFAULT_DELIVERIES_PAGE, MAX_DELIVERIES_PAGE, newWebhookSchema, webhookIdSchema } from '../webhooks/model.ts'
 import { WEBHOOK_TYPES } from '../webhooks/outbox.ts'
-import { noContent } from './schemas.ts'
-
-/** ISO 8601 in UTC, as `Date.toISOString()` writes it. */
-const timestamp = z.string().meta({ format: 'date-time' })
+import { noContent, timestamp } from './schemas.ts'
 
 export const webhookParams = z.object({ id: webhookIdSchema })
 
