@@ -12,6 +12,7 @@ import {
   type BackendName,
   createPostgresDatabase,
   describeEachBackend,
+  describePostgres,
   dropPostgresDatabase,
 } from './helpers/backends.ts'
 import { SseClient } from './helpers/sse.ts'
@@ -172,6 +173,61 @@ describeEachBackend('the event log in blocks', (backend) => {
     )
     expect(await prune(t.database, 30, 30, true)).toMatchObject({ blocks: 1, events: 1 })
     expect(await partitionsOf(t.database, 'events')).toEqual(['events_b4', 'events_b5'])
+  })
+})
+
+describePostgres('a block a long query is reading when the prune would drop it', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await startApp('postgres', { config: { REPLAY_MEMORY_EVENTS: 0 } })
+  })
+  afterAll(() => t.close())
+
+  it('is tried for a moment a few times without holding publishing up, and dropped once the query is done', async () => {
+    const publish = async () => {
+      const started = Date.now()
+      const res = await t
+        .http()
+        .post('/v1/events')
+        .set('authorization', `Bearer ${t.token({ sub: 'school', scope: PUBLISHER })}`)
+        .send({ type: 'x.y', to: { tenant: true }, title: 'now' })
+      expect(res.status).toBe(201)
+      return Date.now() - started
+    }
+    await publish()
+    await t.database.query(sql`update events set created_at = created_at - interval '25 hours'`)
+    await prune(t.database, 30)
+    await t.database.query(sql`update events set expires_at = now() - interval '1 second' where id < ${BLOCK_IDS}`)
+
+    // A long read of block 0 (statistics over a month, say) holds it while the prune runs.
+    const pg = t.database.pg
+    if (!pg) throw new Error('no PostgreSQL client')
+    const reader = await pg.reserve()
+    try {
+      await reader`begin`
+      await reader`select count(*) from events_b0`
+      let pruning = true
+      const waits: number[] = []
+      const publishing = (async () => {
+        while (pruning) waits.push(await publish())
+      })()
+      const started = Date.now()
+      const result = await prune(t.database, 30)
+      const pruneMs = Date.now() - started
+      pruning = false
+      await publishing
+      expect(result.blocks).toBe(0)
+      expect(await partitionsOf(t.database, 'events')).toContain('events_b0')
+      // Three tries of 50 ms, 500 ms apart; a publish waits behind one try at most, never for the reader.
+      expect(pruneMs).toBeGreaterThanOrEqual(1_000)
+      expect(waits.length).toBeGreaterThan(0)
+      expect(Math.max(...waits)).toBeLessThan(500)
+    } finally {
+      await reader`rollback`
+      reader.release()
+    }
+    expect(await prune(t.database, 30)).toMatchObject({ blocks: 1 })
+    expect(await partitionsOf(t.database, 'events')).not.toContain('events_b0')
   })
 })
 

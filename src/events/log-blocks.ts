@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { type SQL, sql } from 'drizzle-orm'
 import type { Database } from '../db/client.ts'
 
@@ -30,10 +31,12 @@ export const BLOCK_SPAN = '1 day'
 const BLOCKS_LOCK = { classId: 727_140, objId: 3 } as const
 
 /**
- * A drop waits at most this long for the tables' lock (queries on `events` hold it; a publish waits behind the
- * drop meanwhile); if it cannot have it, the block is dropped at the next pass.
+ * A drop waits at most this long for the tables' lock (queries on `events` hold it, and a publish waits behind the
+ * drop meanwhile), DROP_ATTEMPTS times DROP_RETRY_MS apart; if it never has it, the next pass tries again.
  */
-const DROP_LOCK_TIMEOUT = '200ms'
+const DROP_LOCK_TIMEOUT = '50ms'
+const DROP_ATTEMPTS = 3
+const DROP_RETRY_MS = 500
 
 /**
  * An event's created_at is when its transaction began, so one with a lower id may be newer than the block's last
@@ -153,7 +156,7 @@ export async function dropExpiredBlocks(database: Database, retentionDays: numbe
   for (const block of await existingBlocks(database)) {
     if (block >= current) break
     const outcome = await dropIfExpired(database, block, retentionDays).catch((err) => {
-      // Another instance dropped it meanwhile (42P01: no such table); 55P03: the lock was not free within
+      // Another instance dropped it meanwhile (42P01: no such table); 55P03: the lock was never free within
       // DROP_LOCK_TIMEOUT. Either way, the next pass looks again.
       if (codeOf(err) === '42P01') return 'kept' as const
       if (codeOf(err) === '55P03') return 'busy' as const
@@ -189,13 +192,20 @@ async function dropIfExpired(
       returning id`)
     if (deleted.length < PUSH_DELETE_BATCH) break
   }
-  return database.db.transaction(async (tx) => {
-    const [lock] = await database.query<{ locked: boolean }>(sql`select ${lockOf(BLOCKS_LOCK)} as locked`, tx)
-    if (!lock?.locked) return 'busy'
-    await database.query(sql.raw(`set local lock_timeout = '${DROP_LOCK_TIMEOUT}'`), tx)
-    await database.query(dropStatement(block), tx)
-    return { events: Number(n) }
-  })
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await database.db.transaction(async (tx) => {
+        const [lock] = await database.query<{ locked: boolean }>(sql`select ${lockOf(BLOCKS_LOCK)} as locked`, tx)
+        if (!lock?.locked) return 'busy' as const
+        await database.query(sql.raw(`set local lock_timeout = '${DROP_LOCK_TIMEOUT}'`), tx)
+        await database.query(dropStatement(block), tx)
+        return { events: Number(n) }
+      })
+    } catch (err) {
+      if (codeOf(err) !== '55P03' || attempt === DROP_ATTEMPTS) throw err
+      await sleep(DROP_RETRY_MS)
+    }
+  }
 }
 
 /**
@@ -231,9 +241,10 @@ function dropStatement(block: number): SQL {
 export async function retentionBoundary(database: Database, retentionDays: number): Promise<number> {
   const blocks = await existingBlocks(database)
   for (const block of blocks) {
+    // Through the parent, by the block's ids: a block another instance has just dropped reads as empty.
     const [first] = await database.query<{ old: boolean }>(
-      sql`select created_at < now() - make_interval(days => ${retentionDays}) as old
-        from ${sql.raw(partitionName('events', block))} order by id limit 1`,
+      sql`select created_at < now() - make_interval(days => ${retentionDays}) as old from events
+        where id >= ${block * BLOCK_IDS} and id < ${(block + 1) * BLOCK_IDS} order by id limit 1`,
     )
     if (first && !first.old) return block * BLOCK_IDS
   }
