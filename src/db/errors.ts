@@ -42,3 +42,13 @@ export function innermostError(err: unknown): unknown {
   for (const e of causeChain(err)) if (e && typeof e === 'object') innermost = e
   return innermost
 }
+
+/** The SQLSTATE PostgreSQL answered with (`55P03`: lock not available), under drizzle's wrapper; else undefined. */
+export function sqlStateOf(err: unknown): string | undefined {
+  for (const e of causeChain(err)) {
+    if (!e || typeof e !== 'object') return undefined
+    const code = codeOf(e)
+    if (/^[0-9A-Z]{5}$/.test(code)) return code
+  }
+  return undefined
+}

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type SQL, sql } from 'drizzle-orm'
 import type { Database } from '../db/client.ts'
+import { sqlStateOf } from '../db/errors.ts'
 
 /**
  * The event log is partitioned by event id into blocks of BLOCK_IDS ids: `events` and the tables keyed by an
@@ -51,6 +52,34 @@ const PUSH_DELETE_BATCH = 5_000
 export const blockOf = (id: number) => Math.floor(id / BLOCK_IDS)
 const partitionName = (table: string, block: number) => `${table}_b${block}`
 
+/** SQL: `column` (an event id) is in block `block`. */
+export const inBlock = (column: SQL, block: number) =>
+  sql`${column} >= ${block * BLOCK_IDS} and ${column} < ${(block + 1) * BLOCK_IDS}`
+
+/** Whether the first event of `block` is older than `age` (SQL, an interval); undefined for an empty block. */
+async function firstEventOlderThan(
+  database: Database,
+  block: number,
+  age: SQL,
+  on?: Parameters<Database['query']>[1],
+): Promise<boolean | undefined> {
+  // Through the parent, by the block's ids: a block another instance has just dropped reads as empty.
+  const [first] = await database.query<{ old: boolean }>(
+    sql`select created_at < now() - ${age} as old from events where ${inBlock(sql`id`, block)} order by id limit 1`,
+    on,
+  )
+  return first?.old
+}
+
+/** Takes BLOCKS_LOCK for the transaction `tx` if it is free. */
+async function tryBlocksLock(database: Database, tx: Parameters<Database['query']>[1]): Promise<boolean> {
+  const [lock] = await database.query<{ locked: boolean }>(
+    sql.raw(`select pg_try_advisory_xact_lock(${BLOCKS_LOCK.classId}, ${BLOCKS_LOCK.objId}) as locked`),
+    tx,
+  )
+  return lock?.locked === true
+}
+
 /**
  * The statements that add block `block` to every partitioned table: each partition is made apart and then
  * attached, which locks the parent only against other schema changes (CREATE TABLE ... PARTITION OF would lock
@@ -95,9 +124,6 @@ async function currentBlock(database: Database, on?: Parameters<Database['query'
   return blockOf(Number(row?.last ?? 0) + 1)
 }
 
-const lockOf = (lock: { classId: number; objId: number }) =>
-  sql.raw(`pg_try_advisory_xact_lock(${lock.classId}, ${lock.objId})`)
-
 /**
  * Keeps a block ready after the current one, and moves the id sequence on to it once the current block's
  * first event is older than BLOCK_SPAN. Returns the block new events now go to, or null when another
@@ -105,15 +131,10 @@ const lockOf = (lock: { classId: number; objId: number }) =>
  */
 export async function rollBlock(database: Database): Promise<number | null> {
   const plan = await database.db.transaction(async (tx) => {
-    const [lock] = await database.query<{ locked: boolean }>(sql`select ${lockOf(BLOCKS_LOCK)} as locked`, tx)
-    if (!lock?.locked) return null
+    if (!(await tryBlocksLock(database, tx))) return null
     const current = await currentBlock(database, tx)
-    const [first] = await database.query<{ old: boolean }>(
-      sql`select created_at < now() - interval '${sql.raw(BLOCK_SPAN)}' as old from events
-        where id >= ${current * BLOCK_IDS} and id < ${(current + 1) * BLOCK_IDS} order by id limit 1`,
-      tx,
-    )
-    const next = first?.old ? current + 1 : current
+    const old = await firstEventOlderThan(database, current, sql.raw(`interval '${BLOCK_SPAN}'`), tx)
+    const next = old ? current + 1 : current
     // The blocks are committed before the sequence points into them: an insert must always find its block.
     await ensureBlocks(database, next + 1, tx)
     return next
@@ -158,8 +179,8 @@ export async function dropExpiredBlocks(database: Database, retentionDays: numbe
     const outcome = await dropIfExpired(database, block, retentionDays).catch((err) => {
       // Another instance dropped it meanwhile (42P01: no such table); 55P03: the lock was never free within
       // DROP_LOCK_TIMEOUT. Either way, the next pass looks again.
-      if (codeOf(err) === '42P01') return 'kept' as const
-      if (codeOf(err) === '55P03') return 'busy' as const
+      if (sqlStateOf(err) === '42P01') return 'kept' as const
+      if (sqlStateOf(err) === '55P03') return 'busy' as const
       throw err
     })
     if (outcome === 'busy') break
@@ -168,11 +189,6 @@ export async function dropExpiredBlocks(database: Database, retentionDays: numbe
     dropped.events += outcome.events
   }
   return dropped
-}
-
-const codeOf = (err: unknown) => {
-  const e = err as { code?: string; cause?: { code?: string } }
-  return e.code ?? e.cause?.code
 }
 
 /** Drops `block` if its events have all expired; what it held, or why not. */
@@ -184,25 +200,23 @@ async function dropIfExpired(
   const events = sql.raw(partitionName('events', block))
   if (!(await allExpired(database, events, retentionDays))) return 'kept'
   const [{ n }] = await database.query<{ n: string | number }>(sql`select count(*) as n from ${events}`)
-  const range = sql`event_id >= ${block * BLOCK_IDS} and event_id < ${(block + 1) * BLOCK_IDS}`
   for (;;) {
     const deleted = await database.query<{ id: unknown }>(sql`
       delete from push_deliveries where id in (
-        select id from push_deliveries where ${range} limit ${PUSH_DELETE_BATCH})
+        select id from push_deliveries where ${inBlock(sql`event_id`, block)} limit ${PUSH_DELETE_BATCH})
       returning id`)
     if (deleted.length < PUSH_DELETE_BATCH) break
   }
   for (let attempt = 1; ; attempt++) {
     try {
       return await database.db.transaction(async (tx) => {
-        const [lock] = await database.query<{ locked: boolean }>(sql`select ${lockOf(BLOCKS_LOCK)} as locked`, tx)
-        if (!lock?.locked) return 'busy' as const
+        if (!(await tryBlocksLock(database, tx))) return 'busy' as const
         await database.query(sql.raw(`set local lock_timeout = '${DROP_LOCK_TIMEOUT}'`), tx)
         await database.query(dropStatement(block), tx)
         return { events: Number(n) }
       })
     } catch (err) {
-      if (codeOf(err) !== '55P03' || attempt === DROP_ATTEMPTS) throw err
+      if (sqlStateOf(err) !== '55P03' || attempt === DROP_ATTEMPTS) throw err
       await sleep(DROP_RETRY_MS)
     }
   }
@@ -241,12 +255,8 @@ function dropStatement(block: number): SQL {
 export async function retentionBoundary(database: Database, retentionDays: number): Promise<number> {
   const blocks = await existingBlocks(database)
   for (const block of blocks) {
-    // Through the parent, by the block's ids: a block another instance has just dropped reads as empty.
-    const [first] = await database.query<{ old: boolean }>(
-      sql`select created_at < now() - make_interval(days => ${retentionDays}) as old from events
-        where id >= ${block * BLOCK_IDS} and id < ${(block + 1) * BLOCK_IDS} order by id limit 1`,
-    )
-    if (first && !first.old) return block * BLOCK_IDS
+    const old = await firstEventOlderThan(database, block, sql`make_interval(days => ${retentionDays})`)
+    if (old === false) return block * BLOCK_IDS
   }
   return ((blocks.at(-1) ?? 0) + 1) * BLOCK_IDS
 }

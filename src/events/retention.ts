@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { pruneConnections } from '../audit/connections.ts'
 import { DEFAULT_AUDIT_RETENTION_DAYS } from '../config.ts'
 import type { Database } from '../db/client.ts'
-import { BLOCK_IDS, dropExpiredBlocks, existingBlocks, retentionBoundary, rollBlock } from './log-blocks.ts'
+import { BLOCK_IDS, dropExpiredBlocks, existingBlocks, inBlock, retentionBoundary, rollBlock } from './log-blocks.ts'
 
 /** Rows deleted per statement: short transactions that never hold up publishing for long. */
 const PRUNE_BATCH = 5_000
@@ -135,22 +135,20 @@ async function blocksToPrune(database: Database, oldBelow: number): Promise<numb
  * keyed by event id (no foreign keys cascade: log-blocks.ts says why). Answers how many.
  */
 export function expiredEventsBatch(retentionDays: number, block: number, old: boolean): SQL {
-  const inBlock = (column: string) =>
-    sql`${sql.raw(column)} >= ${block * BLOCK_IDS} and ${sql.raw(column)} < ${(block + 1) * BLOCK_IDS}`
   const expired = old
     ? sql`(expires_at <= now() or created_at < now() - make_interval(days => ${retentionDays}))`
     : sql`expires_at <= now()`
   return sql`
     with gone as (
-      delete from events where ${inBlock('id')} and id in (
-        select id from events where ${inBlock('id')} and ${expired} limit ${PRUNE_BATCH})
+      delete from events where ${inBlock(sql`id`, block)} and id in (
+        select id from events where ${inBlock(sql`id`, block)} and ${expired} limit ${PRUNE_BATCH})
       returning id
     ), receipts_gone as (
-      delete from receipts where ${inBlock('event_id')} and event_id in (select id from gone)
+      delete from receipts where ${inBlock(sql`event_id`, block)} and event_id in (select id from gone)
     ), recipients_gone as (
-      delete from event_recipients where ${inBlock('event_id')} and event_id in (select id from gone)
+      delete from event_recipients where ${inBlock(sql`event_id`, block)} and event_id in (select id from gone)
     ), deliveries_gone as (
-      delete from stream_deliveries where ${inBlock('event_id')} and event_id in (select id from gone)
+      delete from stream_deliveries where ${inBlock(sql`event_id`, block)} and event_id in (select id from gone)
     ), pushes_gone as (
       delete from push_deliveries where event_id in (select id from gone)
     )
