@@ -1,8 +1,7 @@
-import { sql } from 'drizzle-orm'
 import type { Response } from 'supertest'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
-import { describeEachBackend } from './helpers/backends.ts'
+import { describeEachBackend, refusePoisonEvents } from './helpers/backends.ts'
 import { SseClient } from './helpers/sse.ts'
 
 // SPEC section 3 (publishing) and 7 (errors).
@@ -534,16 +533,8 @@ describeEachBackend('publish', (backend) => {
   })
 
   it('an event the database refuses fails alone: the single publishes sent with it are stored and answered 201', async () => {
-    // A trigger stands in for whatever one row could make PostgreSQL refuse; validation lets the title through.
-    await t.database.query(sql`
-      create or replace function refuse_poison() returns trigger language plpgsql as $$
-      begin
-        if new.title = 'poison' then raise exception 'refused by a test trigger'; end if;
-        return new;
-      end $$`)
-    await t.database.query(
-      sql`create trigger refuse_poison before insert on events for each row execute function refuse_poison()`,
-    )
+    // Validation lets the title through; the database refuses it.
+    const lift = await refusePoisonEvents(t.database)
     try {
       const to = uid('poison')
       const titles = Array.from({ length: 30 }, (_, i) => (i === 15 ? 'poison' : `fine ${i}`))
@@ -552,7 +543,7 @@ describeEachBackend('publish', (backend) => {
       const stored = (await history(to)).map((e) => e.title)
       expect(stored.sort()).toEqual(titles.filter((title) => title !== 'poison').sort())
     } finally {
-      await t.database.query(sql`drop trigger refuse_poison on events`)
+      await lift()
     }
   })
 

@@ -14,6 +14,7 @@ import {
   describeEachBackend,
   describePostgres,
   dropPostgresDatabase,
+  refusePoisonEvents,
 } from './helpers/backends.ts'
 import { TestClock } from './helpers/clock.ts'
 import {
@@ -476,21 +477,7 @@ describeEachBackend('scheduled delivery', (backend) => {
   it('an item the database refuses stays pending without holding up the others, and goes out once it can', async () => {
     const a = newTenant()
     const deliverAt = at(HOUR_MS)
-    // A trigger stands in for whatever could make the database refuse one publish.
-    await t.database.query(sql`
-      create or replace function refuse_poison() returns trigger language plpgsql as $$
-      begin
-        if new.title = 'poison' then raise exception 'refused by a test trigger'; end if;
-        return new;
-      end $$`)
-    await t.database.query(
-      sql`create trigger refuse_poison before insert on events for each row execute function refuse_poison()`,
-    )
-    let dropped = false
-    const drop = async () => {
-      if (!dropped) await t.database.query(sql`drop trigger refuse_poison on events`)
-      dropped = true
-    }
+    const drop = await refusePoisonEvents(t.database)
     onTestFinished(drop)
     // The poison is due first: it must not stop the one after it.
     const poison = await a.publish({ ...event({ users: ['kim'] }, { title: 'poison' }), deliverAt })

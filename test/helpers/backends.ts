@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { sql } from 'drizzle-orm'
 import postgres from 'postgres'
 import { describe } from 'vitest'
 import { type Database, openDatabase } from '../../src/db/client.ts'
@@ -74,5 +75,32 @@ export async function dropPostgresDatabase(url: string) {
     await admin.unsafe(`drop database if exists ${name} with (force)`)
   } finally {
     await admin.end()
+  }
+}
+
+/**
+ * Makes the database refuse every event titled 'poison' (a trigger stands in for whatever could make it refuse
+ * one row) and returns what lifts it. The lift locks `events` before dropping the trigger: DROP TRIGGER on a
+ * partitioned table locks each partition before the parent, so beside a publish (parent, then partition) it can
+ * deadlock.
+ */
+export async function refusePoisonEvents(database: Database): Promise<() => Promise<void>> {
+  await database.query(sql`
+    create or replace function refuse_poison() returns trigger language plpgsql as $$
+    begin
+      if new.title = 'poison' then raise exception 'refused by a test trigger'; end if;
+      return new;
+    end $$`)
+  await database.query(
+    sql`create trigger refuse_poison before insert on events for each row execute function refuse_poison()`,
+  )
+  let lifted = false
+  return async () => {
+    if (lifted) return
+    await database.db.transaction(async (tx) => {
+      await tx.execute(sql`lock table events in access exclusive mode`)
+      await tx.execute(sql`drop trigger refuse_poison on events`)
+    })
+    lifted = true
   }
 }
