@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mintToken } from '../src/tokens.ts'
 import { PUBLISHER, startApp, startInstanceOn, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
@@ -158,6 +159,90 @@ describeEachBackend('recipients, roll-call and nudge', (backend) => {
       const res = await s.rollCall(id, {}, s.admin)
       expect(res.status, res.text).toBe(200)
       expect(idsOf(res.body.recipients)).toEqual(['has-device', 'head', 'in-directory', 'seen-by-token'])
+    })
+
+    it('a tenant broadcast follows users as they come and go between broadcasts: directory, tokens, devices, a device moved', async () => {
+      const s = school(t)
+      const broadcast = async () => {
+        await t.app.userClaims.flush()
+        const id = await s.publish({ tenant: true }, {}, s.admin)
+        const res = await s.rollCall(id, { limit: 1000 }, s.admin)
+        expect(res.status, res.text).toBe(200)
+        expect(res.body.totals.recipients).toBe(res.body.recipients.length)
+        return idsOf(res.body.recipients)
+      }
+      await s.listInDirectory('listed', {})
+      expect(await broadcast()).toEqual(['head', 'listed'])
+      expect(await broadcast()).toEqual(['head', 'listed']) // nothing changed: the same recipients again
+
+      await s.seen(s.user('seen'))
+      expect(await broadcast()).toEqual(['head', 'listed', 'seen'])
+      const endpoint = await s.registerDevice(s.user('device-owner'))
+      expect(await broadcast()).toEqual(['device-owner', 'head', 'listed', 'seen'])
+      const batch = await t
+        .http()
+        .post('/v1/directory/users/batch')
+        .set(s.auth(s.admin))
+        .send({
+          operations: [
+            { op: 'upsert', id: 'batch-1', roles: [], topics: [] },
+            { op: 'upsert', id: 'batch-2', roles: [], topics: [] },
+            { op: 'delete', id: 'listed' },
+          ],
+        })
+      expect(batch.status, batch.text).toBeLessThan(300)
+      expect(await broadcast()).toEqual(['batch-1', 'batch-2', 'device-owner', 'head', 'seen'])
+      // An update that adds no one (the directory entry changed, a token seen again) leaves them as they were.
+      await s.listInDirectory('batch-1', { displayName: 'Bea Batch' })
+      await s.seen(s.user('seen', { roles: ['parent'] }))
+      expect(await broadcast()).toEqual(['batch-1', 'batch-2', 'device-owner', 'head', 'seen'])
+
+      // What the routes never do, an operator may: the device's owner is known by it alone once their claims are
+      // gone, moves with it, and leaves when no table knows them.
+      await t.database.query(sql`delete from user_claims where tenant = ${s.tenant} and user_id = 'device-owner'`)
+      expect(await broadcast()).toEqual(['batch-1', 'batch-2', 'device-owner', 'head', 'seen'])
+      await t.database.query(sql`update push_subscriptions set user_id = 'new-owner' where endpoint = ${endpoint}`)
+      expect(await broadcast()).toEqual(['batch-1', 'batch-2', 'head', 'new-owner', 'seen'])
+      await t.database.query(sql`delete from push_subscriptions where endpoint = ${endpoint}`)
+      expect(await broadcast()).toEqual(['batch-1', 'batch-2', 'head', 'seen'])
+    })
+
+    it('broadcasts sent while users are being added each list everyone added before them, and the next lists all', async () => {
+      const s = school(t)
+      await s.listInDirectory('first', {})
+      const added = new Set<string>()
+      const sent: Array<{ before: string[]; id: Promise<string> }> = []
+      await Promise.all(
+        Array.from({ length: 20 }, async (_, i) => {
+          await s.listInDirectory(`user-${String(i).padStart(2, '0')}`, {})
+          added.add(`user-${String(i).padStart(2, '0')}`)
+          // Each addition is followed by a broadcast while others are still being added.
+          sent.push({ before: [...added], id: s.publish({ tenant: true }, {}, s.admin) })
+        }),
+      )
+      for (const { before, id } of sent) {
+        const res = await s.rollCall(await id, { limit: 1000 }, s.admin)
+        expect(res.status, res.text).toBe(200)
+        expect(idsOf(res.body.recipients)).toEqual(expect.arrayContaining(['first', ...before]))
+      }
+      await t.app.userClaims.flush()
+      const last = await s.rollCall(await s.publish({ tenant: true }, {}, s.admin), { limit: 1000 }, s.admin)
+      expect(idsOf(last.body.recipients)).toEqual(['first', 'head', ...[...added].sort()])
+    })
+
+    it('a tenant broadcast after a table of users is emptied (TRUNCATE) lists those still known', async () => {
+      const s = school(t)
+      const broadcast = async () => {
+        await t.app.userClaims.flush()
+        const res = await s.rollCall(await s.publish({ tenant: true }, {}, s.admin), {}, s.admin)
+        expect(res.status, res.text).toBe(200)
+        return idsOf(res.body.recipients)
+      }
+      await s.listInDirectory('listed', {})
+      expect(await broadcast()).toEqual(['head', 'listed'])
+      // Every tenant's directory goes: the tests before this one do not read theirs again.
+      await t.database.query(sql`truncate directory_users`)
+      expect(await broadcast()).toEqual(['head'])
     })
 
     it('named users are recipients as named, whether or not the service knows them', async () => {

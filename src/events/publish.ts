@@ -9,7 +9,7 @@ import { enqueueWebhooks } from '../webhooks/outbox.ts'
 import { eventJsonSql } from '../wire-format.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
 import { MAX_BATCH_EVENTS, MAX_DATA_BYTES, type NewEvent } from './model.ts'
-import { type RecipientStatement, recipientsSql } from './recipients.ts'
+import { type RecipientStatement, recipientsSql, rosterCtes, toTenantOnly } from './recipients.ts'
 import { type AcceptedEvent, deliveryTimeOf, insertScheduled, type ScheduledRef } from './scheduled.ts'
 
 export interface Published {
@@ -435,6 +435,8 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
         rows.map((r, i) => ({ n: i + 1, after: r.event.escalate?.after, unless: r.event.escalate?.unless })),
       )
     : undefined
+  const statement = recipientStatementOf(rows)
+  const rosters = statement.audiences.has('roster')
   return sql`
     with publish_lock as materialized (
       select pg_advisory_xact_lock_shared(${sql.raw(`${PUBLISH_LOCK.classId}, ${PUBLISH_LOCK.objId}`)})
@@ -450,14 +452,15 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
         localized_json text, in_inbox boolean, may_push boolean)) with ordinality as e
       order by e.ordinality
       returning *
-    ), recipients as materialized (${recipientsSql(sql`inserted`, recipientStatementOf(rows))}
-    ), recorded as (
+    ), recipients as materialized (${recipientsSql(sql`inserted`, statement)}
+    )${rosters ? sql`, ${rosterCtes(sql`inserted`)}` : sql``}, recorded as (
       insert into event_recipients (event_id, tenant, user_ids, escalate_at, escalate_unless, escalation)
-      select i.id, i.tenant, coalesce(r.user_ids, '{}'),
+      select i.id, i.tenant, coalesce(r.user_ids, ${rosters ? sql`roster.user_ids, ` : sql``}'{}'),
         i.created_at + make_interval(secs => x.after), x.unless, case when x.after is not null then 'pending' end
       from inserted i
       left join (select event_id, array_agg(user_id order by user_id collate "C") as user_ids from recipients group by event_id) r
         on r.event_id = i.id
+      ${rosters ? sql`left join roster on roster.tenant = i.tenant and ${toTenantOnly(sql`i`)}` : sql``}
       ${
         escalations
           ? sql`left join (select row_number() over (order by id) as n, id from inserted) position on position.id = i.id
@@ -467,7 +470,15 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
       -- An event to named users only keeps none: its recipients are its to_users (recipients.ts recipientsOf).
       where cardinality(i.to_roles) > 0 or cardinality(i.to_topics) > 0 or i.to_tenant or x.after is not null
       returning event_id, cardinality(user_ids) as recipients
-    ), planned as (${planPushes(sql`inserted`, sql`recipients`)}
+    ), planned as (${planPushes(
+      sql`inserted`,
+      rosters
+        ? // Of a roster's users, those with devices: the tenant's devices' users, in the same snapshot.
+          sql`(select event_id, tenant, user_id from recipients
+            union all select distinct e.id, s.tenant, s.user_id
+            from inserted e join push_subscriptions s on s.tenant = e.tenant where ${toTenantOnly(sql`e`)})`
+        : sql`recipients`,
+    )}
     ), published_hooks as (${enqueueWebhooks(
       'event.published',
       // eventJsonSql names the events table: here the inserted rows go by that name.
@@ -485,11 +496,12 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
 
 /** The tenants of a statement's events and the kinds of audience they name (recipients.ts). */
 function recipientStatementOf(rows: EventToInsert[]): RecipientStatement {
-  const audiences = new Set<'roles' | 'topics' | 'tenant'>()
+  const audiences = new Set<'roles' | 'topics' | 'tenant' | 'roster'>()
   for (const { event } of rows) {
-    if (event.to.roles?.length) audiences.add('roles')
-    if (event.to.topics?.length) audiences.add('topics')
-    if (event.to.tenant) audiences.add('tenant')
+    const { users, roles, topics, tenant } = event.to
+    if (roles?.length) audiences.add('roles')
+    if (topics?.length) audiences.add('topics')
+    if (tenant) audiences.add(users?.length || roles?.length || topics?.length ? 'tenant' : 'roster')
   }
   return { tenants: [...new Set(rows.map((r) => r.tenant))], audiences }
 }
