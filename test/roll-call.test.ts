@@ -230,6 +230,25 @@ describeEachBackend('recipients, roll-call and nudge', (backend) => {
       expect(idsOf(last.body.recipients)).toEqual(['first', 'head', ...[...added].sort()])
     })
 
+    it('new users registering devices all at once (their tokens’ claims written beside) are all registered, and the next broadcast lists them', async () => {
+      const s = school(t)
+      await s.seen(s.admin)
+      const users = Array.from({ length: 30 }, (_, i) => `new-${String(i).padStart(2, '0')}`)
+      // Each registration writes the device and the user's claims in one transaction, while the claims of the same
+      // tokens, seen by the requests, are written apart: twice over, in both orders.
+      for (let round = 0; round < 2; round++) {
+        await Promise.all(
+          users.map(async (user) => {
+            await s.registerDevice(s.user(user))
+            await t.app.userClaims.flush()
+          }),
+        )
+      }
+      await t.app.userClaims.flush()
+      const res = await s.rollCall(await s.publish({ tenant: true }, {}, s.admin), { limit: 1000 }, s.admin)
+      expect(idsOf(res.body.recipients)).toEqual(['head', ...users])
+    })
+
     it('a tenant broadcast after a table of users is emptied (TRUNCATE) lists those still known', async () => {
       const s = school(t)
       const broadcast = async () => {
