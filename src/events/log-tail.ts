@@ -81,7 +81,8 @@ export class LogTail {
 
   constructor(
     private readonly database: Database,
-    private readonly deliver: (rows: EventRow[]) => void,
+    /** May return a promise: the tail reads on once it settles (the hub's fan-outs are behind). */
+    private readonly deliver: (rows: EventRow[]) => void | Promise<void>,
     private readonly log: FastifyBaseLogger,
     private readonly pollMs: number,
     /** Kept as the tail's copy of the newest rows: replays of resumes among them read no database. */
@@ -170,7 +171,7 @@ export class LogTail {
     if (ready.length) {
       this.cursor = ready[ready.length - 1].id
       this.recent?.append(ready)
-      this.deliver(ready)
+      await this.deliver(ready)
     }
     if (this.pendingGap && this.pendingGap.upTo <= this.cursor) this.pendingGap = undefined
     if (!this.pendingGap) return rows.length === PAGE_SIZE

@@ -21,6 +21,23 @@ const ruledLive = (e: LiveEvent) => ({
 /** Broadcasts that come together are joined into one write per stream up to about this many characters. */
 const MAX_JOINED_LENGTH = 16_384
 
+/**
+ * A fan-out writes to sockets for at most about this long before the event loop gets a turn (a publish request
+ * read, a statement's answer), then goes on where it was. Written in one go, 10,000 streams held the loop for
+ * about 120 ms, and a publish arriving meanwhile waited for all of it before its statement could even start.
+ */
+const FAN_OUT_SLICE_MS = 2
+/** Streams written between two looks at the clock. */
+const WRITES_PER_CHECK = 64
+/**
+ * Rows waiting for fan-out past which dispatch asks the log tail to wait before it reads more: a fan-out slower
+ * than the publishes holds the backlog in the database, not in memory.
+ */
+const MAX_WAITING_ROWS = 2_000
+
+/** Rows of the log, or live-only events, waiting for the fan-out under way to end. */
+type WaitingFanOut = { kind: 'rows'; items: EventRow[] } | { kind: 'live'; items: LiveEvent[] }
+
 /** How often streams past their token's `exp` are looked for: a stream outlives its token by at most this. */
 const EXPIRY_SWEEP_MS = 1_000
 
@@ -76,11 +93,22 @@ export class StreamHub {
   size = 0
   /** Where the streams record what they were sent (the roll-call's "delivered"); nothing is recorded unset. */
   deliveryLog: DeliveryLog | undefined
+  /** The fan-out under way, and what waits for it to end, oldest first (see queueFanOut). */
+  private current: Iterator<void> | undefined
+  private readonly waiting: WaitingFanOut[] = []
+  private waitingRows = 0
+  /** Resolved once the rows waiting are fewer than MAX_WAITING_ROWS again (dispatch's backpressure). */
+  private roomWaiters: Array<() => void> = []
+  private fanningOut = false
+  /** How long a fan-out runs before the event loop's turn, and how many streams it writes between looks at the clock. */
+  fanOutSlice = { ms: FAN_OUT_SLICE_MS, writesPerCheck: WRITES_PER_CHECK }
 
   constructor(
     heartbeatMs: number,
     private readonly maxPerUser: number,
     private readonly metrics: Metrics,
+    /** A fan-out that threw (a bug): it is dropped, and the ones after it go on. */
+    private readonly onFanOutError: (err: unknown) => void,
   ) {
     this.heartbeat = setInterval(() => this.broadcastAll(HEARTBEAT_FRAME), heartbeatMs)
     this.heartbeat.unref()
@@ -139,9 +167,84 @@ export class StreamHub {
   /**
    * Fans committed rows of the log out, in id order. Each is serialized once. An edit or a recall has the
    * tenant and audience of its event, so it reaches the streams its event reached; an event recalled before it
-   * was read here is not sent at all (its recall follows).
+   * was read here is not sent at all (its recall follows). Returns a promise while too many rows wait for
+   * the fan-out under way: the log tail reads on once it settles.
    */
-  dispatch(rows: readonly EventRow[]): void {
+  dispatch(rows: readonly EventRow[]): Promise<void> | undefined {
+    this.waitingRows += rows.length
+    this.queueFanOut({ kind: 'rows', items: [...rows] })
+    if (this.waitingRows < MAX_WAITING_ROWS) return undefined
+    return new Promise((resolve) => this.roomWaiters.push(resolve))
+  }
+
+  /**
+   * A live-only event (`store: false`, events/live.ts) to this instance's streams that match it by the rules of
+   * dispatch (users, roles, topics and patterns, the tenant; the user's in-app preferences), its frame built once.
+   * It has no id: a stream named twice (as user and by role, say) is written once by a set of this dispatch's
+   * streams, and one that is behind or full drops it (StreamConnection.writeLive).
+   */
+  dispatchLive(e: LiveEvent): void {
+    this.dispatchLiveAll([e])
+  }
+
+  /**
+   * Several live-only events, in order (those sent together here, or a bus message from another instance). As in
+   * dispatch, tenant broadcasts that come together go to each stream in one write (a burst of them cost a write
+   * per event per stream, twice the CPU per delivery of stored broadcasts, which the log tail joins).
+   */
+  dispatchLiveAll(events: readonly LiveEvent[]): void {
+    this.queueFanOut({ kind: 'live', items: [...events] })
+  }
+
+  /**
+   * Fans out after what is queued before, in slices of about `fanOutSlice.ms` with the event loop's turn between
+   * them (setImmediate: after pending I/O). What arrives while a fan-out runs waits, and goes out with whatever
+   * else arrived meanwhile as one fan-out: tenant broadcasts among it are joined into one write per stream, as
+   * for a burst. A stream gets the rows of one fan-out before those of the next, so in id order. A stream that
+   * registers meanwhile starts above the tail's cursor, which covers every row queued (open-stream.ts): deliver()
+   * drops them for it, and its replay brings them. A stream that closes meanwhile drops them too.
+   */
+  private queueFanOut(next: WaitingFanOut): void {
+    const last = this.waiting.at(-1)
+    if (last?.kind === 'rows' && next.kind === 'rows') last.items.push(...next.items)
+    else if (last?.kind === 'live' && next.kind === 'live') last.items.push(...next.items)
+    else this.waiting.push(next)
+    if (!this.fanningOut) this.runFanOuts()
+  }
+
+  private readonly runFanOuts = (): void => {
+    this.fanningOut = true
+    const until = performance.now() + this.fanOutSlice.ms
+    for (;;) {
+      if (!this.current) {
+        const next = this.waiting.shift()
+        if (!next) break
+        if (next.kind === 'rows') {
+          this.current = this.fanOut(next.items)
+          this.waitingRows -= next.items.length
+          if (this.waitingRows < MAX_WAITING_ROWS) for (const resolve of this.roomWaiters.splice(0)) resolve()
+        } else this.current = this.fanOutLive(next.items)
+      }
+      let done: boolean | undefined
+      try {
+        done = this.current.next().done
+      } catch (err) {
+        done = true
+        this.onFanOutError(err)
+      }
+      if (done) this.current = undefined
+      else if (performance.now() >= until) {
+        setImmediate(this.runFanOuts)
+        return
+      }
+    }
+    this.fanningOut = false
+  }
+
+  /** dispatch's fan-out, pausing (yield) every `writesPerCheck` streams. */
+  private *fanOut(rows: readonly EventRow[]): Generator<void> {
+    const perCheck = this.fanOutSlice.writesPerCheck
+    let writes = 0
     for (let i = 0; i < rows.length; i++) {
       const e = rows[i]
       const t = this.tenants.get(e.tenant)
@@ -168,6 +271,7 @@ export class StreamHub {
           if (c.inApp && run.some((r) => c.hides(r.row))) {
             for (const r of run) if (!c.hides(r.row)) c.deliver(r.id, r.frame)
           } else c.deliverAll(run, joined)
+          if (++writes % perCheck === 0) yield
         }
         continue
       }
@@ -178,33 +282,32 @@ export class StreamHub {
       }
       // A broadcast whose text is per locale: one by one (a stream's locale picks its frame), never joined.
       if (e.toTenant) {
-        for (const c of t.all) send(c)
+        for (const c of t.all) {
+          send(c)
+          if (++writes % perCheck === 0) yield
+        }
         continue
       }
       // A stream named twice (as user and by role, say) gets the event once: deliver() skips repeated ids.
-      for (const user of e.toUsers) for (const c of streamsIn(t.byUser.get(user))) send(c)
-      for (const role of e.toRoles) for (const c of streamsIn(t.byRole.get(role))) send(c)
-      for (const topic of e.toTopics) for (const c of streamsIn(t.byTopic.get(topic))) send(c)
+      const named = [
+        ...e.toUsers.map((user) => t.byUser.get(user)),
+        ...e.toRoles.map((role) => t.byRole.get(role)),
+        ...e.toTopics.map((topic) => t.byTopic.get(topic)),
+      ]
+      for (const streams of named) {
+        for (const c of streamsIn(streams)) {
+          send(c)
+          if (++writes % perCheck === 0) yield
+        }
+      }
       if (e.toTopics.length) for (const c of t.withPrefixes) if (c.followsAnyTopic(e.toTopics)) send(c)
     }
   }
 
-  /**
-   * A live-only event (`store: false`, events/live.ts) to this instance's streams that match it by the rules of
-   * dispatch (users, roles, topics and patterns, the tenant; the user's in-app preferences), its frame built once.
-   * It has no id: a stream named twice (as user and by role, say) is written once by a set of this dispatch's
-   * streams, and one that is behind or full drops it (StreamConnection.writeLive).
-   */
-  dispatchLive(e: LiveEvent): void {
-    this.dispatchLiveAll([e])
-  }
-
-  /**
-   * Several live-only events, in order (those sent together here, or a bus message from another instance). As in
-   * dispatch, tenant broadcasts that come together go to each stream in one write (a burst of them cost a write
-   * per event per stream, twice the CPU per delivery of stored broadcasts, which the log tail joins).
-   */
-  dispatchLiveAll(events: readonly LiveEvent[]): void {
+  /** dispatchLiveAll's fan-out, pausing (yield) every `writesPerCheck` streams. */
+  private *fanOutLive(events: readonly LiveEvent[]): Generator<void> {
+    const perCheck = this.fanOutSlice.writesPerCheck
+    let writes = 0
     for (let i = 0; i < events.length; i++) {
       const e = events[i]
       if (!e.toTenant) {
@@ -227,6 +330,7 @@ export class StreamHub {
         if (c.inApp && ruled.some((r) => c.hides(r))) {
           for (const [k, r] of ruled.entries()) if (!c.hides(r)) c.writeLive(frames[k])
         } else c.writeLive(joined)
+        if (++writes % perCheck === 0) yield
       }
     }
   }
@@ -397,6 +501,7 @@ export class StreamHub {
   /** Ends every stream (shutdown); clients reconnect elsewhere and resume. Returns the streams it ended. */
   closeAll(): StreamConnection[] {
     this.shuttingDown = true
+    for (const resolve of this.roomWaiters.splice(0)) resolve()
     clearInterval(this.heartbeat)
     clearInterval(this.expirySweep)
     const ended = [...this.streams]

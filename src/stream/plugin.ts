@@ -15,7 +15,9 @@ declare module 'fastify' {
 /** The open streams of this instance (StreamHub). On shutdown they end first, so clients resume elsewhere. */
 export const streamPlugin = fp(
   async (app: FastifyInstance, options: Config['stream']) => {
-    const hub = new StreamHub(options.heartbeatMs, options.maxConnectionsPerUser, app.metrics)
+    const hub = new StreamHub(options.heartbeatMs, options.maxConnectionsPerUser, app.metrics, (err) =>
+      app.log.error({ err }, 'fanning events out to streams failed: some may lack them until they resume'),
+    )
     app.decorate('hub', hub)
     // Streams hold their sockets open: end them before the server waits for connections to finish.
     app.addHook('preClose', async () => {
