@@ -9,7 +9,7 @@ import { enqueueWebhooks } from '../webhooks/outbox.ts'
 import { eventJsonSql } from '../wire-format.ts'
 import { PUBLISH_LOCK } from './log-tail.ts'
 import { MAX_BATCH_EVENTS, MAX_DATA_BYTES, type NewEvent } from './model.ts'
-import { type RecipientStatement, recipientsSql, rosterCtes, toTenantOnly } from './recipients.ts'
+import { recipientStatementOf, recipientsSql, recipientsToPush, rosterCtes, toTenantOnly } from './recipients.ts'
 import { type AcceptedEvent, deliveryTimeOf, insertScheduled, type ScheduledRef } from './scheduled.ts'
 
 export interface Published {
@@ -470,15 +470,7 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
       -- An event to named users only keeps none: its recipients are its to_users (recipients.ts recipientsOf).
       where cardinality(i.to_roles) > 0 or cardinality(i.to_topics) > 0 or i.to_tenant or x.after is not null
       returning event_id, cardinality(user_ids) as recipients
-    ), planned as (${planPushes(
-      sql`inserted`,
-      rosters
-        ? // Of a roster's users, those with devices: the tenant's devices' users, in the same snapshot.
-          sql`(select event_id, tenant, user_id from recipients
-            union all select distinct e.id, s.tenant, s.user_id
-            from inserted e join push_subscriptions s on s.tenant = e.tenant where ${toTenantOnly(sql`e`)})`
-        : sql`recipients`,
-    )}
+    ), planned as (${planPushes(sql`inserted`, recipientsToPush(sql`inserted`, sql`recipients`, statement))}
     ), published_hooks as (${enqueueWebhooks(
       'event.published',
       // eventJsonSql names the events table: here the inserted rows go by that name.
@@ -492,18 +484,6 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
     from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
     ${announce ? sql`cross join announced` : sql``}
     order by i.id`
-}
-
-/** The tenants of a statement's events and the kinds of audience they name (recipients.ts). */
-function recipientStatementOf(rows: EventToInsert[]): RecipientStatement {
-  const audiences = new Set<'roles' | 'topics' | 'tenant' | 'roster'>()
-  for (const { event } of rows) {
-    const { users, roles, topics, tenant } = event.to
-    if (roles?.length) audiences.add('roles')
-    if (topics?.length) audiences.add('topics')
-    if (tenant) audiences.add(users?.length || roles?.length || topics?.length ? 'tenant' : 'roster')
-  }
-  return { tenants: [...new Set(rows.map((r) => r.tenant))], audiences }
 }
 
 /** The columns an event is stored with, but for its tenant (the row's) and actor (the caller's). */

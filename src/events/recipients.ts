@@ -2,6 +2,7 @@ import { and, eq, type SQL, sql } from 'drizzle-orm'
 import type { Caller } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
 import { type EventRow, events } from '../db/schema.ts'
+import type { NewEvent } from './model.ts'
 import { topicPatternMatches } from './visibility.ts'
 
 /**
@@ -116,6 +117,32 @@ export function rosterCtes(inserted: SQL): SQL {
 export interface RecipientStatement {
   tenants: readonly string[]
   audiences: ReadonlySet<'roles' | 'topics' | 'tenant' | 'roster'>
+}
+
+/** The tenants of a statement's events and the kinds of audience they name (toTenantOnly's rule, in JavaScript). */
+export function recipientStatementOf(
+  rows: ReadonlyArray<{ tenant: string; event: { to: NewEvent['to'] } }>,
+): RecipientStatement {
+  const audiences = new Set<'roles' | 'topics' | 'tenant' | 'roster'>()
+  for (const { event } of rows) {
+    const { users, roles, topics, tenant } = event.to
+    if (roles?.length) audiences.add('roles')
+    if (topics?.length) audiences.add('topics')
+    if (tenant) audiences.add(users?.length || roles?.length || topics?.length ? 'tenant' : 'roster')
+  }
+  return { tenants: [...new Set(rows.map((r) => r.tenant))], audiences }
+}
+
+/**
+ * SQL: the statement's recipients to plan pushes for (rows of event_id, tenant, user_id): `recipients` (the
+ * relation recipientsSql resolved), and for an event to its tenant alone, of its roster's users those with
+ * devices: the tenant's devices' users, in the same snapshot.
+ */
+export function recipientsToPush(inserted: SQL, recipients: SQL, statement: RecipientStatement): SQL {
+  if (!statement.audiences.has('roster')) return recipients
+  return sql`(select event_id, tenant, user_id from ${recipients}
+    union all select distinct e.id, s.tenant, s.user_id
+    from ${inserted} e join push_subscriptions s on s.tenant = e.tenant where ${toTenantOnly(sql`e`)})`
 }
 
 /** What a roll-call lists: everyone, or those who have (not) read or acked the event. */

@@ -93,13 +93,12 @@ export class StreamHub {
   size = 0
   /** Where the streams record what they were sent (the roll-call's "delivered"); nothing is recorded unset. */
   deliveryLog: DeliveryLog | undefined
-  /** The fan-out under way, and what waits for it to end, oldest first (see queueFanOut). */
+  /** The fan-out under way (set from its start to its end, across slices), and what waits for it, oldest first. */
   private current: Iterator<void> | undefined
   private readonly waiting: WaitingFanOut[] = []
   private waitingRows = 0
   /** Resolved once the rows waiting are fewer than MAX_WAITING_ROWS again (dispatch's backpressure). */
   private roomWaiters: Array<() => void> = []
-  private fanningOut = false
   /** How long a fan-out runs before the event loop's turn, and how many streams it writes between looks at the clock. */
   fanOutSlice = { ms: FAN_OUT_SLICE_MS, writesPerCheck: WRITES_PER_CHECK }
 
@@ -209,11 +208,10 @@ export class StreamHub {
     if (last?.kind === 'rows' && next.kind === 'rows') last.items.push(...next.items)
     else if (last?.kind === 'live' && next.kind === 'live') last.items.push(...next.items)
     else this.waiting.push(next)
-    if (!this.fanningOut) this.runFanOuts()
+    if (!this.current) this.runFanOuts()
   }
 
   private readonly runFanOuts = (): void => {
-    this.fanningOut = true
     const until = performance.now() + this.fanOutSlice.ms
     for (;;) {
       if (!this.current) {
@@ -222,7 +220,7 @@ export class StreamHub {
         if (next.kind === 'rows') {
           this.current = this.fanOut(next.items)
           this.waitingRows -= next.items.length
-          if (this.waitingRows < MAX_WAITING_ROWS) for (const resolve of this.roomWaiters.splice(0)) resolve()
+          if (this.waitingRows < MAX_WAITING_ROWS) this.releaseTail()
         } else this.current = this.fanOutLive(next.items)
       }
       let done: boolean | undefined
@@ -238,7 +236,11 @@ export class StreamHub {
         return
       }
     }
-    this.fanningOut = false
+  }
+
+  /** Lets the log tail read on (dispatch's backpressure). */
+  private releaseTail(): void {
+    for (const resolve of this.roomWaiters.splice(0)) resolve()
   }
 
   /** dispatch's fan-out, pausing (yield) every `writesPerCheck` streams. */
@@ -501,7 +503,7 @@ export class StreamHub {
   /** Ends every stream (shutdown); clients reconnect elsewhere and resume. Returns the streams it ended. */
   closeAll(): StreamConnection[] {
     this.shuttingDown = true
-    for (const resolve of this.roomWaiters.splice(0)) resolve()
+    this.releaseTail()
     clearInterval(this.heartbeat)
     clearInterval(this.expirySweep)
     const ended = [...this.streams]
