@@ -30,13 +30,26 @@ const TOKEN_TTL_S = 3600
 
 let pool: StreamPool | undefined
 
+/**
+ * Stream i's token, minted once: a client reconnects with the token it has (an EventSource with the same URL,
+ * a fetch client until it refreshes), so a reconnect storm brings back tokens the service has seen.
+ */
+function keptTokens(mint: (i: number) => string): (i: number) => string {
+  const tokens = new Map<number, string>()
+  return (i) => {
+    let token = tokens.get(i)
+    if (token === undefined) tokens.set(i, (token = mint(i)))
+    return token
+  }
+}
+
 function poolOptions(o: WorkerOpen): PoolOptions {
   const { secret, tenant, userPrefix, userOffset, path, anonymous, targeted, ...options } = o
   const sub = (i: number) => `${userPrefix}${userOffset + i}`
   if (targeted) {
     return {
       ...options,
-      tokenFor: (i) =>
+      tokenFor: keptTokens((i) =>
         mintToken(
           secret,
           {
@@ -47,13 +60,14 @@ function poolOptions(o: WorkerOpen): PoolOptions {
           },
           TOKEN_TTL_S,
         ),
+      ),
       pathFor: (i) => `/v1/stream?topics=${encodeURIComponent(topicName(topicOf(targeted, userOffset + i)))}`,
       addressedTo: (i) => addressedTo(targeted, userOffset + i),
     }
   }
   return {
     ...options,
-    tokenFor: anonymous ? () => undefined : (i) => mintToken(secret, { sub: sub(i), tenant }, TOKEN_TTL_S),
+    tokenFor: anonymous ? () => undefined : keptTokens((i) => mintToken(secret, { sub: sub(i), tenant }, TOKEN_TTL_S)),
     pathFor: path === undefined ? undefined : () => path,
   }
 }

@@ -135,11 +135,13 @@ declare module 'fastify' {
 
 /**
  * Verified tokens kept, by a hash of the token, until their `exp` (at most 10 minutes), least recently used
- * out first: an application's backend sends the same token with every publish. Verifying and checking the
- * claims was about a tenth of the service's CPU per single publish. Small, because each entry (payload,
- * Caller, key) is about 0.4 KB and streams mostly bring a token each, used once.
+ * out first: an application's backend sends the same token with every publish, and after a deploy or a dropped
+ * network every stream comes back at once with the token it had (a reconnect storm). Verifying and checking
+ * the claims was about a tenth of the service's CPU per single publish, and as much per resumed stream. As
+ * many as one instance holds streams (its open-file limit, about 20,000 here): a storm verifies each token
+ * once. Each entry (payload, Caller, key) is about 0.5 KB, held only for tokens seen.
  */
-const TOKEN_CACHE = 1_000
+const TOKEN_CACHE = 20_000
 
 export const authPlugin = fp(
   async (app: FastifyInstance, options: AuthOptions) => {

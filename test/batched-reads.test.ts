@@ -2,7 +2,7 @@ import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promi
 import type { SQL } from 'drizzle-orm'
 import { PgDialect } from 'drizzle-orm/pg-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BatchedReads } from '../src/db/batched-reads.ts'
+import { BatchedReads, MIN_QUERY_INTERVAL_MS } from '../src/db/batched-reads.ts'
 import { startApp, type TestApp } from './helpers/app.ts'
 import { describeEachBackend } from './helpers/backends.ts'
 import { live, publish, streams, unique, waitForId } from './helpers/stream-fixtures.ts'
@@ -61,6 +61,19 @@ describe('BatchedReads', () => {
     expect(await first).toBe(1)
     expect(await Promise.all([...later, last])).toEqual([2, 3, 4])
     expect(calls).toEqual([['a'], ['b', 'c', 'd']])
+  })
+
+  it('queries start MIN_QUERY_INTERVAL_MS apart: keys asked for one by one meanwhile share the next', async () => {
+    const { reads, calls, answer } = recorded({ a: 1, b: 2, c: 3 })
+    answer() // every read answers at once: only the interval keeps b and c apart from a
+    const started = performance.now()
+    expect(await reads.read('a')).toBe(1)
+    const b = reads.read('b')
+    await nextTurn() // without the interval, b would be read alone here
+    const c = reads.read('c')
+    expect(await Promise.all([b, c])).toEqual([2, 3])
+    expect(calls).toEqual([['a'], ['b', 'c']])
+    expect(performance.now() - started).toBeGreaterThanOrEqual(MIN_QUERY_INTERVAL_MS - 1)
   })
 
   it('a failed read fails its callers only; the next batch reads again', async () => {
