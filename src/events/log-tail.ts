@@ -74,7 +74,10 @@ export class LogTail {
   private settledUpTo = 0
   private running = false
   private again = false
-  private waiters: Array<() => void> = []
+  /** Callers of sync(): each waits for a read that began at or after its `since`. */
+  private waiters: Array<{ since: number; resolve: () => void }> = []
+  /** When the last read that ran to its end began (performance.now()). */
+  private settledFrom = Number.NEGATIVE_INFINITY
   private timer: NodeJS.Timeout | undefined
   private pollTimer: NodeJS.Timeout | undefined
   private stopped = false
@@ -109,7 +112,7 @@ export class LogTail {
     this.stopped = true
     clearInterval(this.pollTimer)
     clearTimeout(this.timer)
-    for (const w of this.waiters.splice(0)) w()
+    for (const w of this.waiters.splice(0)) w.resolve()
   }
 
   /** Something was committed: read the log soon. Calls during a read coalesce into one more read. */
@@ -122,11 +125,15 @@ export class LogTail {
     void this.run()
   }
 
-  /** Resolves after a read that began after this call: everything committed before the call is settled or waiting on a gap. */
-  sync(): Promise<void> {
+  /**
+   * Resolves after a read that began at or after `since` (performance.now(); by default, this call): everything
+   * committed before then is settled or waiting on a gap. A stream opening passes the moment its request
+   * arrived, so the tail's reads while it authenticated count, and the opens of a storm add no reads of their own.
+   */
+  sync(since = performance.now()): Promise<void> {
+    if (this.stopped || this.settledFrom >= since) return Promise.resolve()
     return new Promise((resolve) => {
-      if (this.stopped) return resolve()
-      this.waiters.push(resolve)
+      this.waiters.push({ since, resolve })
       this.wake()
     })
   }
@@ -136,17 +143,21 @@ export class LogTail {
     try {
       do {
         this.again = false
-        const waiters = this.waiters.splice(0)
+        const began = performance.now()
         let more = true
         while (more && !this.stopped) more = await this.readOnce()
-        for (const w of waiters) w()
+        this.settledFrom = began
+        // Those who asked before this read began are served by it; the others (who woke it again) by the next.
+        const waiting = this.waiters
+        this.waiters = waiting.filter((w) => w.since > began)
+        for (const w of waiting) if (w.since <= began) w.resolve()
       } while (this.again && !this.stopped)
     } catch (err) {
       this.log.warn({ err }, 'reading the event log failed; retrying')
       clearTimeout(this.timer)
       this.timer = setTimeout(() => this.wake(), ERROR_BACKOFF_MS)
       // Waiters of a failed read are released: their callers read the (older) cursor and try again later.
-      for (const w of this.waiters.splice(0)) w()
+      for (const w of this.waiters.splice(0)) w.resolve()
     } finally {
       this.running = false
     }

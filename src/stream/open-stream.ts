@@ -78,8 +78,9 @@ export async function openStream(
   await enterAll(presence, tenants, caller.userId)
   // Live only means: after everything committed before this request, which the tail may not have read yet
   // (a publish answers 201 before the tail wakes). Catch it up before the response starts, so nothing
-  // published after the client saw the stream open counts as "before".
-  if (lastEventId === undefined) await tail.sync()
+  // published after the client saw the stream open counts as "before". A read that began once the request was
+  // in (fastify's clock, from routing; without it, now) will do: opens arriving together share the tail's reads.
+  if (lastEventId === undefined) await tail.sync(performance.now() - reply.elapsedTime)
   // The client may have left during those awaits, before anything listened for it: stop here.
   if (reply.raw.destroyed || request.raw.socket?.destroyed) {
     for (const tenant of tenants) presence.leave(tenant, caller.userId)
