@@ -368,6 +368,42 @@ describeEachBackend('ordering: no gap, no duplicate across drops and resumes', (
     }
   }, 120_000)
 
+  it("an ack made from one stream while the event is still being written to the others reaches the user's other stream after the event, not before", async () => {
+    const tenant = `ord-${backend}-receipt`
+    const publisherToken = t.token({ sub: 'receipt-teacher', tenant, scope: PUBLISHER })
+    const readerToken = t.token({ sub: 'reader', tenant })
+    const open = async (token: string) => {
+      const s = await SseClient.open(t.url, { token })
+      expect(s.status).toBe(200)
+      await registered(s)
+      return s
+    }
+    // The reader's first stream is written first, the second last: 150 streams of others lie between them, each
+    // a pause of the fan-out, while the ack from the first comes back.
+    const first = await open(readerToken)
+    const others: SseClient[] = []
+    for (let i = 0; i < 150; i += 10)
+      others.push(
+        ...(await Promise.all(Array.from({ length: 10 }, (_, n) => open(t.token({ sub: `o-${i + n}`, tenant }))))),
+      )
+    const second = await open(readerToken)
+    const res = await t
+      .http()
+      .post('/v1/events')
+      .set('authorization', `Bearer ${publisherToken}`)
+      .send({ type: 'ordering.receipt', title: 'Acked at once', to: { tenant: true } })
+    expect(res.status, res.text).toBe(201)
+    const id = String(res.body.id)
+    await first.waitForNotifications(1)
+    const ack = await t.http().post(`/v1/events/${id}/ack`).set('authorization', `Bearer ${readerToken}`)
+    expect(ack.status, ack.text).toBe(204)
+    await second.waitForEvent('receipt')
+    const order = second.events.filter((e) => e.id === id || e.event === 'receipt').map((e) => e.event)
+    expect(order[0], 'the event before its receipt').not.toBe('receipt')
+    expect(order.slice(-1)).toEqual(['receipt'])
+    for (const s of [first, second, ...others]) s.close()
+  }, 60_000)
+
   it('a backlog larger than the fan-out queue (5,000 events at once, every fan-out pausing at each stream) reaches every stream whole and in order', async () => {
     const tenant = `ord-${backend}-backlog`
     const publisherToken = t.token({ sub: 'backlog-teacher', tenant, scope: PUBLISHER })

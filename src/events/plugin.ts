@@ -168,6 +168,8 @@ export const eventsPlugin = fp(
       }),
     )
     await tail.start()
+    // Receipts, roll-calls and nudges about events the tail has not read yet wait for those events' fan-out.
+    hub.readUpTo = () => tail.cursor
     bus.onWake(() => tail.wake())
     const stopPruning = schedulePruning(database, retentionDays, pruneIntervalS, app.log, auditRetentionDays)
     // Once every subsystem is up: a due publish wakes the push dispatcher, which must be there to hear it.

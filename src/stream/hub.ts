@@ -36,7 +36,11 @@ const WRITES_PER_CHECK = 64
 const MAX_WAITING_ROWS = 2_000
 
 /** Rows of the log, or live-only events, waiting for the fan-out under way to end. */
-type WaitingFanOut = { kind: 'rows'; items: EventRow[] } | { kind: 'live'; items: LiveEvent[] }
+type WaitingFanOut =
+  | { kind: 'rows'; items: EventRow[] }
+  | { kind: 'live'; items: LiveEvent[] }
+  /** Frames about events (receipts, roll-calls, nudges): each writes its own, after the events' fan-out. */
+  | { kind: 'notices'; items: Array<() => void> }
 
 /** How often streams past their token's `exp` are looked for: a stream outlives its token by at most this. */
 const EXPIRY_SWEEP_MS = 1_000
@@ -81,6 +85,9 @@ function removeFrom<K>(map: Map<K, Streams>, key: K, c: StreamConnection) {
   }
 }
 
+/** The largest of some event ids (as the API writes them); 0 for none. */
+const maxId = (ids: readonly string[]) => ids.reduce((max, id) => Math.max(max, Number(id)), 0)
+
 /** The per-instance registry of open streams and the fan-out of live events to them. */
 export class StreamHub {
   private readonly tenants = new Map<string, TenantStreams>()
@@ -99,6 +106,10 @@ export class StreamHub {
   private waitingRows = 0
   /** Resolved once the rows waiting are fewer than MAX_WAITING_ROWS again (dispatch's backpressure). */
   private roomWaiters: Array<() => void> = []
+  /** Notices about events the log tail has not read yet, in arrival order: each goes out after its events' fan-out. */
+  private held: Array<{ upTo: number; send: () => void }> = []
+  /** How far the log tail has read (its cursor; set by the events plugin). Unset: every event counts as read. */
+  readUpTo: () => number = () => Number.POSITIVE_INFINITY
   /** How long a fan-out runs before the event loop's turn, and how many streams it writes between looks at the clock. */
   fanOutSlice = { ms: FAN_OUT_SLICE_MS, writesPerCheck: WRITES_PER_CHECK }
 
@@ -172,6 +183,12 @@ export class StreamHub {
   dispatch(rows: readonly EventRow[]): Promise<void> | undefined {
     this.waitingRows += rows.length
     this.queueFanOut({ kind: 'rows', items: [...rows] })
+    const last = rows.at(-1)
+    if (last && this.held.length) {
+      const ready = this.held.filter((h) => h.upTo <= last.id)
+      this.held = this.held.filter((h) => h.upTo > last.id)
+      if (ready.length) this.queueFanOut({ kind: 'notices', items: ready.map((h) => h.send) })
+    }
     if (this.waitingRows < MAX_WAITING_ROWS) return undefined
     return new Promise((resolve) => this.roomWaiters.push(resolve))
   }
@@ -207,6 +224,7 @@ export class StreamHub {
     const last = this.waiting.at(-1)
     if (last?.kind === 'rows' && next.kind === 'rows') last.items.push(...next.items)
     else if (last?.kind === 'live' && next.kind === 'live') last.items.push(...next.items)
+    else if (last?.kind === 'notices' && next.kind === 'notices') last.items.push(...next.items)
     else this.waiting.push(next)
     if (!this.current) this.runFanOuts()
   }
@@ -221,7 +239,8 @@ export class StreamHub {
           this.current = this.fanOut(next.items)
           this.waitingRows -= next.items.length
           if (this.waitingRows < MAX_WAITING_ROWS) this.releaseTail()
-        } else this.current = this.fanOutLive(next.items)
+        } else if (next.kind === 'live') this.current = this.fanOutLive(next.items)
+        else this.current = this.sendNotices(next.items)
       }
       let done: boolean | undefined
       try {
@@ -236,6 +255,26 @@ export class StreamHub {
         return
       }
     }
+  }
+
+  /** Each notice's frames, pausing every `writesPerCheck` notices. */
+  private *sendNotices(notices: ReadonlyArray<() => void>): Generator<void> {
+    const perCheck = this.fanOutSlice.writesPerCheck
+    for (let i = 0; i < notices.length; i++) {
+      notices[i]()
+      if ((i + 1) % perCheck === 0) yield
+    }
+  }
+
+  /**
+   * Sends a notice about events up to `upTo` once the streams here have been sent them: after the fan-outs under
+   * way or waiting (an ack can come back from one stream while the event is still being written to the user's
+   * others), and after the event's own fan-out when the log tail has not read it yet (an ack made through
+   * another instance).
+   */
+  private afterEvents(upTo: number, send: () => void): void {
+    if (upTo > this.readUpTo()) this.held.push({ upTo, send })
+    else this.queueFanOut({ kind: 'notices', items: [send] })
   }
 
   /** Lets the log tail read on (dispatch's backpressure). */
@@ -390,16 +429,21 @@ export class StreamHub {
     return tenants
   }
 
-  /** An ack or read of the user's to every open stream of theirs here. */
+  /** An ack or read of the user's to every open stream of theirs here, after the events it is about. */
   sendReceipt(tenant: string, userId: string, notice: ReceiptNotice): void {
     const frame = receiptFrame(notice)
-    for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
+    const upTo = 'upTo' in notice ? Number(notice.upTo) : maxId(notice.ids)
+    this.afterEvents(upTo, () => {
+      for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
+    })
   }
 
-  /** To a publisher's open streams here: recipients acked or read their events. */
+  /** To a publisher's open streams here: recipients acked or read their events (after those events). */
   sendRollCall(tenant: string, userId: string, notice: RollCallNotice): void {
     const frame = rollCallFrame(notice)
-    for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
+    this.afterEvents(maxId(notice.ids), () => {
+      for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
+    })
   }
 
   /**
@@ -408,6 +452,10 @@ export class StreamHub {
    * the frame in a locale (an event whose type rendered its text per locale), once per locale used.
    */
   nudge(e: EventRow, users: readonly string[], frameFor: (locale: string | undefined) => string): void {
+    this.afterEvents(e.id, () => this.nudgeNow(e, users, frameFor))
+  }
+
+  private nudgeNow(e: EventRow, users: readonly string[], frameFor: (locale: string | undefined) => string): void {
     const t = this.tenants.get(e.tenant)
     if (!t) return
     const frames = new Map<string | undefined, string>()
