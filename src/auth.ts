@@ -1,4 +1,4 @@
-import { createPublicKey } from 'node:crypto'
+import { createPublicKey, hash } from 'node:crypto'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -134,19 +134,39 @@ declare module 'fastify' {
 }
 
 /**
- * Verified tokens kept, by a hash of the token, until their `exp` (at most 10 minutes), least recently used
- * out first: an application's backend sends the same token with every publish, and after a deploy or a dropped
- * network every stream comes back at once with the token it had (a reconnect storm). Verifying and checking
- * the claims was about a tenth of the service's CPU per single publish, and as much per resumed stream. As
- * many as one instance holds streams (its open-file limit, about 20,000 here): a storm verifies each token
- * once. Each entry (payload, Caller, key) is about 0.5 KB, held only for tokens seen.
+ * Verified tokens kept, by a hash of the token, until their `exp`, least recently used out first: an
+ * application's backend sends the same token with every publish, and after a deploy or a dropped network every
+ * stream comes back at once with the token it had (a reconnect storm). Verifying and checking the claims was
+ * about a tenth of the service's CPU per single publish, and as much per resumed stream. As many as one
+ * instance holds streams (its open-file limit, about 20,000 here): a storm verifies each token once. What is
+ * kept is the token's Caller (about 0.3 KB) under its SHA-256, and only for tokens seen.
  */
 const TOKEN_CACHE = 20_000
+
+/** Callers of verified tokens by their SHA-256 (see TOKEN_CACHE); a Map keeps them in order of last use. */
+class VerifiedTokens {
+  private readonly byHash = new Map<string, Caller>()
+
+  /** The caller of a token verified before and not expired since (with the same tolerance as verification). */
+  get(key: string, nowMs: number): Caller | undefined {
+    const caller = this.byHash.get(key)
+    if (caller === undefined) return undefined
+    this.byHash.delete(key)
+    if (caller.exp === undefined || nowMs > (caller.exp + CLOCK_SKEW_S) * 1000) return undefined
+    this.byHash.set(key, caller)
+    return caller
+  }
+
+  set(key: string, caller: Caller): void {
+    if (this.byHash.size >= TOKEN_CACHE) this.byHash.delete(this.byHash.keys().next().value as string)
+    this.byHash.set(key, caller)
+  }
+}
 
 export const authPlugin = fp(
   async (app: FastifyInstance, options: AuthOptions) => {
     // fast-jwt checks exp and nbf, with the same tolerance as iat (milliseconds).
-    const verify = { cache: TOKEN_CACHE, clockTolerance: CLOCK_SKEW_S * 1000 }
+    const verify = { clockTolerance: CLOCK_SKEW_S * 1000 }
     if (options.secret) {
       await app.register(fastifyJwt, { secret: options.secret, verify: { ...verify, algorithms: ['HS256'] } })
     } else if (options.publicKey) {
@@ -160,17 +180,18 @@ export const authPlugin = fp(
       throw new Error('auth needs a secret or a public key')
     }
 
-    /** The caller of each verified payload the token cache holds: a cached token's claims are checked once. */
-    const callers = new WeakMap<object, Caller>()
+    const verified = new VerifiedTokens()
     const verifyToken = (token: string): Caller => {
+      // One SHA-256 of the token (about 1 µs): fast-jwt's own cache hashed it twice per first verification.
+      const key = hash('sha256', token, 'base64url')
+      const known = verified.get(key, Date.now())
+      if (known) return known
       let payload: unknown
       try {
         payload = app.jwt.verify(token)
       } catch (err) {
         throw unauthorized(VERIFY_FAILURES[(err as { code?: string }).code ?? ''] ?? 'The token is not valid.')
       }
-      const known = callers.get(payload as object)
-      if (known) return known
       const claims = claimsSchema.safeParse(payload)
       if (!claims.success) {
         const fields = claims.error.issues.map((i) => i.path.join('.')).join(', ')
@@ -187,7 +208,7 @@ export const authPlugin = fp(
         scopes: new Set(c.scope.split(' ').filter(Boolean)),
         exp: c.exp,
       }
-      callers.set(payload as object, caller)
+      verified.set(key, caller)
       options.onNewCaller?.(caller)
       // The user's roles in the other tenants count there too (the push audience of role events).
       for (const tenant of caller.tenants?.keys() ?? [])

@@ -2,7 +2,7 @@ import { createHmac, generateKeyPairSync, type KeyObject } from 'node:crypto'
 import http from 'node:http'
 import { createSigner } from 'fast-jwt'
 import type { Response } from 'supertest'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { CLOCK_SKEW_S } from '../src/auth.ts'
 import { DEFAULT_JWT_MAX_TTL_S } from '../src/config.ts'
 import { PUBLISHER, startApp, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
@@ -111,6 +111,20 @@ describeEachBackend('auth: HS256 (JWT_SECRET)', (backend) => {
     const req = t.http().get('/v1/events')
     return authorization === undefined ? req : req.set('authorization', authorization)
   }
+
+  it('a token accepted before (and kept as verified) is refused once it has expired, past the clock tolerance, as a first use would be', async () => {
+    const token = hs256(TEST_JWT_SECRET, claims('hs-expiring-kept', { exp: nowS() + 60 }))
+    expect((await getEvents(`Bearer ${token}`)).status).toBe(200)
+    expect((await getEvents(`Bearer ${token}`)).status).toBe(200) // from what was kept
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + (60 + CLOCK_SKEW_S + 5) * 1000 })
+    try {
+      const res = await getEvents(`Bearer ${token}`)
+      expectUnauthorized(res)
+      expect(detailOf(res)).toBe('The token has expired.')
+    } finally {
+      vi.useRealTimers()
+    }
+  })
 
   it('a valid HS256 token reads, publishes and opens a stream', async () => {
     const reader = t.token({ sub: 'hs-valid-reader' })
