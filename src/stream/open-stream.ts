@@ -117,7 +117,6 @@ export async function openStream(
     return
   }
   conn.start(retryFrame(RETRY_MS))
-  shedRequestState(reply.raw)
   conn.closeAt(caller.exp)
   // Who, from where (request.ip follows TRUST_PROXY), and later when and why it closed: held, written each second.
   const audit = deps.audit
@@ -131,6 +130,8 @@ export async function openStream(
     conn.onClose((c) => audit.close(auditId, c.closeReason ?? 'error'))
     if (conn.closed) audit.close(auditId, conn.closeReason ?? 'error')
   }
+  // Nothing reads the request from here on (its headers, its address): what only it held is given back.
+  shedRequestState(reply.raw)
 
   // What the stream's closures keep for its whole life, shared in one context: deps, the app's logger and the
   // request id. None may use `request`, `reply` or `caller` (nor the request's own child logger): each is
