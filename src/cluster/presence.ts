@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { lt, type SQL, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
-import { MIN_QUERY_INTERVAL_MS } from '../db/batched-reads.ts'
+import { QuerySpacing } from '../db/batched-reads.ts'
 import type { Database } from '../db/client.ts'
 import { instances } from '../db/schema.ts'
 import { enqueueWebhooks, SQL_NOW_ISO } from '../webhooks/outbox.ts'
@@ -81,8 +81,8 @@ export class Presence {
   /** The write not yet started, which will take what `toWrite` holds; and the latest write (one runs at a time). */
   private nextWrite: Promise<void> | undefined
   private lastWrite: Promise<void> = Promise.resolve()
-  /** When the last write started (performance.now()): writes start at least MIN_QUERY_INTERVAL_MS apart. */
-  private lastStart = Number.NEGATIVE_INFINITY
+  /** Writes start at least MIN_QUERY_INTERVAL_MS apart. */
+  private readonly spacing = new QuerySpacing()
   private heartbeat: NodeJS.Timeout | undefined
   /** Other instances' rows exist only on PostgreSQL: on PGlite the hub's own limit is all there is. */
   private readonly clustered: boolean
@@ -191,7 +191,10 @@ export class Presence {
       // opens and closes of a storm's few milliseconds share one), with every user queued by then.
       const write: Promise<void> = this.lastWrite
         .catch(() => {})
-        .then(() => this.spaced())
+        .then(() => {
+          const wait = this.spacing.wait()
+          return wait > 0 ? sleep(wait) : undefined
+        })
         .then(() => this.writeQueued())
       write.catch(() => {}) // a leave's failure is logged by its caller; enter's callers await it
       this.nextWrite = this.lastWrite = write
@@ -199,15 +202,9 @@ export class Presence {
     return this.nextWrite
   }
 
-  /** Waits until MIN_QUERY_INTERVAL_MS has passed since the last write started. */
-  private spaced(): Promise<void> | undefined {
-    const wait = this.lastStart + MIN_QUERY_INTERVAL_MS - performance.now()
-    return wait > 0 ? sleep(wait) : undefined
-  }
-
   private async writeQueued() {
     this.nextWrite = undefined
-    this.lastStart = performance.now()
+    this.spacing.started()
     const now = Date.now()
     const batch: Written[] = []
     for (const u of this.toWrite.values()) {

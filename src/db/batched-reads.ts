@@ -23,6 +23,21 @@ const MAX_BATCH = 1_000
  */
 export const MIN_QUERY_INTERVAL_MS = 5
 
+/** The spacing of batched statements: each starts at least MIN_QUERY_INTERVAL_MS after the one before started. */
+export class QuerySpacing {
+  private lastStart = Number.NEGATIVE_INFINITY
+
+  /** Milliseconds until the next statement may start (0: now). */
+  wait(): number {
+    return Math.max(0, this.lastStart + MIN_QUERY_INTERVAL_MS - performance.now())
+  }
+
+  /** A statement starts now. */
+  started(): void {
+    this.lastStart = performance.now()
+  }
+}
+
 /**
  * Reads of one key each, asked for together, made as one query for all their keys (the stream opens of a
  * reconnect storm, thousands a second, read their users' subscriptions, preferences and locale this way). One
@@ -33,9 +48,9 @@ export const MIN_QUERY_INTERVAL_MS = 5
 export class BatchedReads<K, V> {
   private queued = new Map<string, { key: K; waiters: Waiter<V>[] }>()
   private running = false
-  /** When the last query started (performance.now()), and the flush waiting for the interval to pass. */
-  private lastStart = Number.NEGATIVE_INFINITY
-  private spacing: NodeJS.Timeout | undefined
+  private readonly spacing = new QuerySpacing()
+  /** The flush waiting for the spacing to pass. */
+  private spaced: NodeJS.Timeout | undefined
 
   constructor(
     private readonly keyOf: (key: K) => string,
@@ -56,16 +71,16 @@ export class BatchedReads<K, V> {
   }
 
   private flush() {
-    if (this.running || this.spacing || this.queued.size === 0) return
-    const wait = this.lastStart + MIN_QUERY_INTERVAL_MS - performance.now()
+    if (this.running || this.spaced || this.queued.size === 0) return
+    const wait = this.spacing.wait()
     if (wait > 0) {
-      this.spacing = setTimeout(() => {
-        this.spacing = undefined
+      this.spaced = setTimeout(() => {
+        this.spaced = undefined
         this.flush()
       }, wait)
       return
     }
-    this.lastStart = performance.now()
+    this.spacing.started()
     const all = [...this.queued]
     this.queued = new Map()
     this.running = true

@@ -222,9 +222,8 @@ export class StreamHub {
    */
   private queueFanOut(next: WaitingFanOut): void {
     const last = this.waiting.at(-1)
-    if (last?.kind === 'rows' && next.kind === 'rows') last.items.push(...next.items)
-    else if (last?.kind === 'live' && next.kind === 'live') last.items.push(...next.items)
-    else if (last?.kind === 'notices' && next.kind === 'notices') last.items.push(...next.items)
+    // The same kind as the last waiting: one fan-out for both (the union's item types match by kind).
+    if (last?.kind === next.kind) (last.items as unknown[]).push(...next.items)
     else this.waiting.push(next)
     if (!this.current) this.runFanOuts()
   }
@@ -432,16 +431,17 @@ export class StreamHub {
   /** An ack or read of the user's to every open stream of theirs here, after the events it is about. */
   sendReceipt(tenant: string, userId: string, notice: ReceiptNotice): void {
     const frame = receiptFrame(notice)
-    const upTo = 'upTo' in notice ? Number(notice.upTo) : maxId(notice.ids)
-    this.afterEvents(upTo, () => {
-      for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
-    })
+    this.writeToUserAfter(tenant, userId, 'upTo' in notice ? Number(notice.upTo) : maxId(notice.ids), frame)
   }
 
   /** To a publisher's open streams here: recipients acked or read their events (after those events). */
   sendRollCall(tenant: string, userId: string, notice: RollCallNotice): void {
-    const frame = rollCallFrame(notice)
-    this.afterEvents(maxId(notice.ids), () => {
+    this.writeToUserAfter(tenant, userId, maxId(notice.ids), rollCallFrame(notice))
+  }
+
+  /** A frame to every open stream of the user here, once the events up to `upTo` have been sent (afterEvents). */
+  private writeToUserAfter(tenant: string, userId: string, upTo: number, frame: string): void {
+    this.afterEvents(upTo, () => {
       for (const c of streamsIn(this.tenants.get(tenant)?.byUser.get(userId))) c.write(frame)
     })
   }
