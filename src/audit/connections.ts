@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
+import { deleteInBatches } from '../db/batched-delete.ts'
 import type { Database } from '../db/client.ts'
 import { InvalidFieldsError } from '../service-errors.ts'
 
@@ -13,9 +14,6 @@ export const AUDIT_FLUSH_MS = 1_000
 const MAX_HELD = 100_000
 /** User agents are kept up to this many characters: enough to tell browsers and versions apart. */
 export const MAX_USER_AGENT = 256
-/** Rows deleted per statement by the retention pass. */
-const PRUNE_BATCH = 5_000
-
 /** A stream as it opened, to record. */
 export interface OpenedConnection {
   tenant: string
@@ -177,18 +175,8 @@ const asRecord = (o: HeldOpen) => ({
 })
 
 /** Deletes connections opened more than `days` ago, in batches; returns how many. */
-export async function pruneConnections(database: Database, days: number): Promise<number> {
-  let deleted = 0
-  for (;;) {
-    const rows = await database.query<{ id: unknown }>(sql`
-      delete from stream_connections where id in (
-        select id from stream_connections
-        where opened_at < now() - make_interval(days => ${days})
-        limit ${PRUNE_BATCH})
-      returning id`)
-    deleted += rows.length
-    if (rows.length < PRUNE_BATCH) return deleted
-  }
+export function pruneConnections(database: Database, days: number): Promise<number> {
+  return deleteInBatches(database, 'stream_connections', sql`opened_at < now() - make_interval(days => ${days})`)
 }
 
 /** One audited stream connection, as the listing shows it. */

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type SQL, sql } from 'drizzle-orm'
+import { deleteInBatches } from '../db/batched-delete.ts'
 import type { Database } from '../db/client.ts'
 import { sqlStateOf } from '../db/errors.ts'
 
@@ -45,9 +46,6 @@ const DROP_RETRY_MS = 500
  * much holds nothing newer.
  */
 const CREATED_AT_SLACK = '1 minute'
-
-/** Push records of a dropped block are deleted this many per statement first (that table is not partitioned). */
-const PUSH_DELETE_BATCH = 5_000
 
 export const blockOf = (id: number) => Math.floor(id / BLOCK_IDS)
 const partitionName = (table: string, block: number) => `${table}_b${block}`
@@ -200,13 +198,8 @@ async function dropIfExpired(
   const events = sql.raw(partitionName('events', block))
   if (!(await allExpired(database, events, retentionDays))) return 'kept'
   const [{ n }] = await database.query<{ n: string | number }>(sql`select count(*) as n from ${events}`)
-  for (;;) {
-    const deleted = await database.query<{ id: unknown }>(sql`
-      delete from push_deliveries where id in (
-        select id from push_deliveries where ${inBlock(sql`event_id`, block)} limit ${PUSH_DELETE_BATCH})
-      returning id`)
-    if (deleted.length < PUSH_DELETE_BATCH) break
-  }
+  // Its push records first, in batches (that table is not partitioned).
+  await deleteInBatches(database, 'push_deliveries', inBlock(sql`event_id`, block))
   for (let attempt = 1; ; attempt++) {
     try {
       return await database.db.transaction(async (tx) => {

@@ -2,11 +2,10 @@ import { type SQL, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import { pruneConnections } from '../audit/connections.ts'
 import { DEFAULT_AUDIT_RETENTION_DAYS } from '../config.ts'
+import { DELETE_BATCH, deleteInBatches } from '../db/batched-delete.ts'
 import type { Database } from '../db/client.ts'
 import { BLOCK_IDS, dropExpiredBlocks, existingBlocks, inBlock, retentionBoundary, rollBlock } from './log-blocks.ts'
 
-/** Rows deleted per statement: short transactions that never hold up publishing for long. */
-const PRUNE_BATCH = 5_000
 /** Idempotency keys answer repeats for 24 h; after that they are only weight. */
 const IDEMPOTENCY_WINDOW = '24 hours'
 
@@ -60,29 +59,21 @@ export async function prune(
       const [gone] = await database.query<{ n: string | number }>(batch)
       const n = Number(gone?.n ?? 0)
       result.events += n
-      if (n < PRUNE_BATCH) break
+      if (n < DELETE_BATCH) break
     }
   }
-  for (;;) {
-    const rows = await database.query<{ key: unknown }>(sql`
-      delete from idempotency_keys where (tenant, key) in (
-        select tenant, key from idempotency_keys
-        where created_at < now() - interval '${sql.raw(IDEMPOTENCY_WINDOW)}'
-        limit ${PRUNE_BATCH})
-      returning key`)
-    result.idempotencyKeys += rows.length
-    if (rows.length < PRUNE_BATCH) break
-  }
-  for (;;) {
-    const rows = await database.query<{ id: unknown }>(sql`
-      delete from scheduled_publishes where id in (
-        select id from scheduled_publishes
-        where state <> 'pending' and settled_at < now() - make_interval(days => ${retentionDays})
-        limit ${PRUNE_BATCH})
-      returning id`)
-    result.scheduled += rows.length
-    if (rows.length < PRUNE_BATCH) break
-  }
+  // Keyed by (tenant, key): a batch names its rows by ctid.
+  result.idempotencyKeys = await deleteInBatches(
+    database,
+    'idempotency_keys',
+    sql`created_at < now() - interval '${sql.raw(IDEMPOTENCY_WINDOW)}'`,
+    'ctid',
+  )
+  result.scheduled = await deleteInBatches(
+    database,
+    'scheduled_publishes',
+    sql`state <> 'pending' and settled_at < now() - make_interval(days => ${retentionDays})`,
+  )
   result.connections = await pruneConnections(database, auditRetentionDays)
   return result
 }
@@ -130,7 +121,7 @@ async function blocksToPrune(database: Database, oldBelow: number): Promise<numb
 }
 
 /**
- * The statement of one batch of the row-by-row prune in one block of the log: up to PRUNE_BATCH of its events
+ * The statement of one batch of the row-by-row prune in one block of the log: up to DELETE_BATCH of its events
  * that expired (their ttl) or, with `old`, are older than `retentionDays`, deleted with their rows in the tables
  * keyed by event id (no foreign keys cascade: log-blocks.ts says why). Answers how many.
  */
@@ -140,8 +131,8 @@ export function expiredEventsBatch(retentionDays: number, block: number, old: bo
     : sql`expires_at <= now()`
   return sql`
     with gone as (
-      delete from events where ${inBlock(sql`id`, block)} and id in (
-        select id from events where ${inBlock(sql`id`, block)} and ${expired} limit ${PRUNE_BATCH})
+      delete from events where ${inBlock(sql`id`, block)} and id = any(array(
+        select id from events where ${inBlock(sql`id`, block)} and ${expired} limit ${DELETE_BATCH}))
       returning id
     ), receipts_gone as (
       delete from receipts where ${inBlock(sql`event_id`, block)} and event_id in (select id from gone)

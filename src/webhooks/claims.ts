@@ -1,11 +1,9 @@
 import { type SQL, sql } from 'drizzle-orm'
+import { deleteInBatches } from '../db/batched-delete.ts'
 import type { Database } from '../db/client.ts'
 
 // The webhook outbox's SQL, as the dispatcher (dispatcher.ts) runs it: claiming due deliveries, recording their
 // outcomes and the endpoints' health, handing claims back, pruning. When and how much is the dispatcher's call.
-
-/** Rows deleted per pruning statement: short transactions. */
-const PRUNE_BATCH = 5_000
 
 /** A webhook_deliveries row this instance has claimed, with its endpoint's URL and secret. */
 export interface ClaimedDelivery {
@@ -174,17 +172,11 @@ export class WebhookClaims {
   }
 
   /** Deletes sent and failed deliveries last changed more than `retentionDays` ago. Returns how many. */
-  async prune(retentionDays: number): Promise<number> {
-    let deleted = 0
-    for (;;) {
-      const rows = await this.database.query<{ id: unknown }>(sql`
-        delete from webhook_deliveries where id in (
-          select id from webhook_deliveries
-          where state <> 'pending' and updated_at < now() - make_interval(days => ${retentionDays})
-          limit ${PRUNE_BATCH})
-        returning id`)
-      deleted += rows.length
-      if (rows.length < PRUNE_BATCH) return deleted
-    }
+  prune(retentionDays: number): Promise<number> {
+    return deleteInBatches(
+      this.database,
+      'webhook_deliveries',
+      sql`state <> 'pending' and updated_at < now() - make_interval(days => ${retentionDays})`,
+    )
   }
 }
