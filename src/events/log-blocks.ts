@@ -172,31 +172,45 @@ export interface DroppedBlocks {
 export async function dropExpiredBlocks(database: Database, retentionDays: number): Promise<DroppedBlocks> {
   const dropped: DroppedBlocks = { blocks: [], events: 0 }
   const current = await currentBlock(database)
-  for (const block of await existingBlocks(database)) {
-    if (block >= current) break
-    const outcome = await dropIfExpired(database, block, retentionDays).catch((err) => {
+  const older = (await existingBlocks(database)).filter((block) => block < current)
+  for (const block of await expiredBlocks(database, older, retentionDays)) {
+    const outcome = await dropBlock(database, block).catch((err) => {
       // Another instance dropped it meanwhile (42P01: no such table); 55P03: the lock was never free within
       // DROP_LOCK_TIMEOUT. Either way, the next pass looks again.
-      if (sqlStateOf(err) === '42P01') return 'kept' as const
+      if (sqlStateOf(err) === '42P01') return 'gone' as const
       if (sqlStateOf(err) === '55P03') return 'busy' as const
       throw err
     })
     if (outcome === 'busy') break
-    if (outcome === 'kept') continue
+    if (outcome === 'gone') continue
     dropped.blocks.push(block)
     dropped.events += outcome.events
   }
   return dropped
 }
 
-/** Drops `block` if its events have all expired; what it held, or why not. */
-async function dropIfExpired(
-  database: Database,
-  block: number,
-  retentionDays: number,
-): Promise<{ events: number } | 'kept' | 'busy'> {
+/**
+ * Of `blocks`, those whose events have all expired, in one statement (two index lookups a block): the latest
+ * expiry has passed, or the newest event (by id) is older than the cutoff by more than CREATED_AT_SLACK; an
+ * empty block too. A block whose events expired in part by ttl and in part by age is not found here: pruning
+ * deletes its rows one by one, and the block, empty then, goes at the next pass.
+ */
+async function expiredBlocks(database: Database, blocks: readonly number[], retentionDays: number) {
+  if (blocks.length === 0) return []
+  const rows = await database.query<{ block: string | number }>(sql`
+    select b.block from unnest(${`{${blocks.join(',')}}`}::bigint[]) as b(block)
+    where coalesce((select max(expires_at) <= now() from events
+        where id >= b.block * ${BLOCK_IDS} and id < (b.block + 1) * ${BLOCK_IDS}), true)
+      or (select created_at < now() - make_interval(days => ${retentionDays}) - interval '${sql.raw(CREATED_AT_SLACK)}'
+        from events where id >= b.block * ${BLOCK_IDS} and id < (b.block + 1) * ${BLOCK_IDS}
+        order by id desc limit 1)
+    order by b.block`)
+  return rows.map((r) => Number(r.block))
+}
+
+/** Drops `block`, whose events have all expired, and its push records first; what it held, or 'busy'. */
+async function dropBlock(database: Database, block: number): Promise<{ events: number } | 'busy'> {
   const events = sql.raw(partitionName('events', block))
-  if (!(await allExpired(database, events, retentionDays))) return 'kept'
   const [{ n }] = await database.query<{ n: string | number }>(sql`select count(*) as n from ${events}`)
   // Its push records first, in batches (that table is not partitioned).
   await deleteInBatches(database, 'push_deliveries', inBlock(sql`event_id`, block))
@@ -213,25 +227,6 @@ async function dropIfExpired(
       await sleep(DROP_RETRY_MS)
     }
   }
-}
-
-/**
- * Whether every event of a block has expired or is older than `retentionDays`. Two index lookups answer most
- * blocks: the latest expiry has passed, or the newest event (by id) is older than the cutoff by more than
- * CREATED_AT_SLACK; otherwise the block's unexpired events are looked at one by one.
- */
-async function allExpired(database: Database, events: SQL, retentionDays: number): Promise<boolean> {
-  const cutoff = sql`now() - make_interval(days => ${retentionDays})`
-  const [bounds] = await database.query<{ expired: boolean | null; old: boolean | null }>(sql`
-    select (select max(expires_at) <= now() from ${events}) as expired,
-      (select created_at < ${cutoff} - interval '${sql.raw(CREATED_AT_SLACK)}' from ${events} order by id desc limit 1) as old`)
-  if (bounds === undefined) return false
-  // An empty block (both null) goes too.
-  if (bounds.expired !== false || bounds.old === true) return true
-  const [keep] = await database.query<{ one: number }>(
-    sql`select 1 as one from ${events} where expires_at > now() and created_at >= ${cutoff} limit 1`,
-  )
-  return keep === undefined
 }
 
 function dropStatement(block: number): SQL {
