@@ -174,6 +174,20 @@ describeEachBackend('the event log in blocks', (backend) => {
     expect(await prune(t.database, 30, 30, true)).toMatchObject({ blocks: 1, events: 1 })
     expect(await partitionsOf(t.database, 'events')).toEqual(['events_b4', 'events_b5'])
   })
+
+  it('deletes the rows of a block expired partly by age and partly by ttl, and drops it, empty, at the next pass', async () => {
+    const old = await publish('older than RETENTION_DAYS, ttl to come')
+    const short = await publish('its ttl passed', { ttl: 60 })
+    await ageCurrentBlock(4)
+    await t.database.query(sql`update events set created_at = created_at - interval '31 days' where id = ${old}`)
+    await t.database.query(sql`update events set expires_at = now() - interval '1 second' where id = ${short}`)
+
+    expect(await prune(t.database, 30, 30, true)).toMatchObject({ blocks: 0, events: 2 })
+    expect(await count(t.database, `events where id in (${old}, ${short})`)).toBe(0)
+    expect(await partitionsOf(t.database, 'events')).toContain('events_b4')
+    expect(await prune(t.database, 30, 30, true)).toMatchObject({ blocks: 1, events: 0 })
+    expect(await partitionsOf(t.database, 'events')).not.toContain('events_b4')
+  })
 })
 
 describePostgres('a block a long query is reading when the prune would drop it', () => {

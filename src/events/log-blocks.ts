@@ -184,8 +184,9 @@ export async function dropExpiredBlocks(database: Database, retentionDays: numbe
     })
     if (outcome === 'busy') break
     if (outcome === 'gone') continue
-    dropped.blocks.push(block)
     dropped.events += outcome.events
+    if (!outcome.dropped) break
+    dropped.blocks.push(block)
   }
   return dropped
 }
@@ -209,8 +210,11 @@ async function expiredBlocks(database: Database, blocks: readonly number[], rete
   return rows.map((r) => Number(r.block))
 }
 
-/** Drops `block`, whose events have all expired, and its push records first; what it held, or 'busy'. */
-async function dropBlock(database: Database, block: number): Promise<{ events: number } | 'busy'> {
+/**
+ * Drops `block`, whose events have all expired, and its push records first: the events it held, and whether this
+ * instance dropped the block (another may drop it once this one has emptied it); 'busy' if it was left as it was.
+ */
+async function dropBlock(database: Database, block: number): Promise<{ events: number; dropped: boolean } | 'busy'> {
   const events = sql.raw(partitionName('events', block))
   const [{ n }] = await database.query<{ n: string | number }>(sql`select count(*) as n from ${events}`)
   // Its push records first, in batches (that table is not partitioned).
@@ -220,8 +224,15 @@ async function dropBlock(database: Database, block: number): Promise<{ events: n
   // then also locks the parent tables, which publishing waits for, but only for a change to the catalog: 15-40 ms,
   // where dropping the full partitions held them 90-210 ms (bench/HISTORY.md, Session 14).
   if ((await underBlocksLock(database, tablesStatement('truncate', block))) === 'busy') return 'busy'
-  if ((await underBlocksLock(database, tablesStatement('drop table', block))) === 'busy') return 'busy'
-  return { events: Number(n) }
+  // Its events are gone now, whoever drops the empty block: if not this instance, the next pass or another one.
+  const dropped = await underBlocksLock(database, tablesStatement('drop table', block)).then(
+    (outcome) => outcome === 'done',
+    (err) => {
+      if (sqlStateOf(err) === '42P01' || sqlStateOf(err) === '55P03') return false
+      throw err
+    },
+  )
+  return { events: Number(n), dropped }
 }
 
 /**
