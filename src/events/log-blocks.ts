@@ -175,13 +175,8 @@ export async function dropExpiredBlocks(database: Database, retentionDays: numbe
   const current = await currentBlock(database)
   const older = (await existingBlocks(database)).filter((block) => block < current)
   for (const block of await expiredBlocks(database, older, retentionDays)) {
-    const outcome = await dropBlock(database, block).catch((err) => {
-      // Another instance dropped it meanwhile (42P01: no such table); 55P03: the lock was never free within
-      // DROP_LOCK_TIMEOUT. Either way, the next pass looks again.
-      if (sqlStateOf(err) === '42P01') return 'gone' as const
-      if (sqlStateOf(err) === '55P03') return 'busy' as const
-      throw err
-    })
+    // 'gone': another instance dropped it meanwhile; 'busy': the next pass looks again.
+    const outcome = await dropBlock(database, block)
     if (outcome === 'busy') break
     if (outcome === 'gone') continue
     dropped.events += outcome.events
@@ -212,44 +207,55 @@ async function expiredBlocks(database: Database, blocks: readonly number[], rete
 
 /**
  * Drops `block`, whose events have all expired, and its push records first: the events it held, and whether this
- * instance dropped the block (another may drop it once this one has emptied it); 'busy' if it was left as it was.
+ * instance dropped the block (another may drop it once this one has emptied it); 'busy' or 'gone' if it was left
+ * as it was (underBlocksLock).
  */
-async function dropBlock(database: Database, block: number): Promise<{ events: number; dropped: boolean } | 'busy'> {
-  const events = sql.raw(partitionName('events', block))
-  const [{ n }] = await database.query<{ n: string | number }>(sql`select count(*) as n from ${events}`)
+async function dropBlock(
+  database: Database,
+  block: number,
+): Promise<{ events: number; dropped: boolean } | 'busy' | 'gone'> {
   // Its push records first, in batches (that table is not partitioned).
   await deleteInBatches(database, 'push_deliveries', inBlock(sql`event_id`, block))
   // Emptied, then dropped, each in a transaction of its own. TRUNCATE locks the block's partitions only (a publish
   // writes through the parent tables to the current block), and their files are given back as it commits. DROP
   // then also locks the parent tables, which publishing waits for, but only for a change to the catalog: 15-40 ms,
   // where dropping the full partitions held them 90-210 ms (bench/HISTORY.md, Session 14).
-  if ((await underBlocksLock(database, tablesStatement('truncate', block))) === 'busy') return 'busy'
+  let events = 0
+  const emptied = await underBlocksLock(database, async (tx) => {
+    const [{ n }] = await database.query<{ n: string | number }>(
+      sql`select count(*) as n from ${sql.raw(partitionName('events', block))}`,
+      tx,
+    )
+    events = Number(n)
+    await database.query(tablesStatement('truncate', block), tx)
+  })
+  if (emptied !== 'done') return emptied
   // Its events are gone now, whoever drops the empty block: if not this instance, the next pass or another one.
-  const dropped = await underBlocksLock(database, tablesStatement('drop table', block)).then(
-    (outcome) => outcome === 'done',
-    (err) => {
-      if (sqlStateOf(err) === '42P01' || sqlStateOf(err) === '55P03') return false
-      throw err
-    },
-  )
-  return { events: Number(n), dropped }
+  const dropped = await underBlocksLock(database, (tx) => database.query(tablesStatement('drop table', block), tx))
+  return { events, dropped: dropped === 'done' }
 }
 
 /**
- * Runs `statement` in a transaction holding BLOCKS_LOCK ('busy' when another instance holds it), waiting at most
- * DROP_LOCK_TIMEOUT for its tables' locks, up to DROP_ATTEMPTS times DROP_RETRY_MS apart (then throws 55P03).
+ * Runs `work` in a transaction holding BLOCKS_LOCK, waiting at most DROP_LOCK_TIMEOUT for its tables' locks, up to
+ * DROP_ATTEMPTS times DROP_RETRY_MS apart. 'busy': another instance holds BLOCKS_LOCK, or the tables' locks were
+ * never free; 'gone': the block's tables are not there (42P01: another instance dropped them).
  */
-async function underBlocksLock(database: Database, statement: SQL): Promise<'done' | 'busy'> {
+async function underBlocksLock(
+  database: Database,
+  work: (tx: Parameters<Database['query']>[1]) => Promise<unknown>,
+): Promise<'done' | 'busy' | 'gone'> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await database.db.transaction(async (tx) => {
         if (!(await tryBlocksLock(database, tx))) return 'busy' as const
         await database.query(sql.raw(`set local lock_timeout = '${DROP_LOCK_TIMEOUT}'`), tx)
-        await database.query(statement, tx)
+        await work(tx)
         return 'done' as const
       })
     } catch (err) {
-      if (sqlStateOf(err) !== '55P03' || attempt === DROP_ATTEMPTS) throw err
+      if (sqlStateOf(err) === '42P01') return 'gone'
+      if (sqlStateOf(err) !== '55P03') throw err
+      if (attempt === DROP_ATTEMPTS) return 'busy'
       await sleep(DROP_RETRY_MS)
     }
   }
