@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { OPERATIONS } from '../src/docs.ts'
+import { groupedDigits } from '../src/grouped-digits.ts'
 import { problemSchema } from '../src/problems.ts'
 import { eventPage, listedEvent, published } from '../src/routes/schemas.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
@@ -184,6 +185,19 @@ describe('OpenAPI document (SPEC 8)', () => {
     expect(
       operation('POST', '/v1/events/batch').requestBody.content['application/json'].schema.properties.events,
     ).toMatchObject({ type: 'array', minItems: 1, maxItems: 1000 })
+  })
+
+  it('limits in the descriptions read as counts, digits grouped (without Intl, which would cost ~5 MB at start)', () => {
+    const directoryBatch = operation('POST', '/v1/directory/users/batch').requestBody.content['application/json']
+    expect(directoryBatch.schema.properties.operations.description).toMatch(/^At most 5,000 operations, /)
+    const system = operation('POST', '/v1/system/events')
+    expect(system.description).toContain('one statement per 1,000 tenants.')
+    expect(system.requestBody.content['application/json'].schema.properties.tenants.description).toContain(
+      'a list (at most 10,000, duplicates once)',
+    )
+    expect(groupedDigits(0)).toBe('0')
+    expect(groupedDigits(999)).toBe('999')
+    expect(groupedDigits(1_234_567)).toBe('1,234,567')
   })
 
   it('request schemas of the other routes are there: query, path and body', () => {

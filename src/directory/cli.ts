@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { createInterface } from 'node:readline'
 import type { ParseArgsConfig, parseArgs } from 'node:util'
+import { groupedDigits } from '../grouped-digits.ts'
 import { MAX_BATCH_OPERATIONS } from './limits.ts'
 
 // `herald directory`: the user directory from the command line (an admin token): import a CSV or JSONL file
@@ -29,7 +30,7 @@ herald directory list [--role R] [--topic T] --token <admin jwt>
 herald directory get <id> --token <admin jwt>
 herald directory remove <id> --token <admin jwt>
 
-import: creates or replaces each user of the file (the tenant's other users stay), ${MAX_BATCH_OPERATIONS.toLocaleString('en-US')} a
+import: creates or replaces each user of the file (the tenant's other users stay), ${groupedDigits(MAX_BATCH_OPERATIONS)} a
 request, each request all or nothing. The file is read as a stream, so its size does not matter.
   CSV (.csv): a header line naming the columns, in any order: id (required), roles, topics, displayName, locale,
   timeZone. roles and topics hold several values separated by ";" or spaces ("student;prefect", "class:7A club:*");
@@ -144,7 +145,7 @@ async function estimateUsers(path: string, csv: boolean): Promise<number> {
   return Math.max(0, lines - (csv ? 1 : 0))
 }
 
-const count = (n: number) => n.toLocaleString('en-US')
+const count = groupedDigits
 
 /** The message of a refused batch, each bad operation named by its line in the file. */
 function refusal(status: number, text: string, lines: number[]): { message: string; line?: number } {

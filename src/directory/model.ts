@@ -3,6 +3,7 @@ import { storableText } from '../db/storable-text.ts'
 import { nameSchema } from '../events/model.ts'
 import { topicPatternSchema } from '../events/preference-rules.ts'
 import { isTimeZone } from '../events/quiet-hours.ts'
+import { groupedDigits } from '../grouped-digits.ts'
 import { MAX_BATCH_OPERATIONS } from './limits.ts'
 
 // The user directory's rules: what a directory user is made of, and what the batch and the listing take. The
@@ -88,7 +89,7 @@ export const directoryBatchSchema = z.strictObject({
     .min(1)
     .max(MAX_BATCH_OPERATIONS)
     .describe(
-      `At most ${MAX_BATCH_OPERATIONS.toLocaleString('en-US')} operations, applied in one transaction: all of them, ` +
+      `At most ${groupedDigits(MAX_BATCH_OPERATIONS)} operations, applied in one transaction: all of them, ` +
         'or (when any is invalid) none. An id given more than once: its last operation counts.',
     ),
 })

@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { eventIdSchema, MAX_BATCH_EVENTS, nameSchema, newEventSchema } from '../events/model.ts'
 import { rawDataOfEvent } from '../events/raw-json.ts'
 import { MAX_LISTED_TENANTS } from '../events/system-broadcasts.ts'
+import { groupedDigits } from '../grouped-digits.ts'
 import { idempotencyHeaders } from './schemas.ts'
 
 /** Who gets a platform broadcast: a list of tenants, or "*" for every tenant the service knows. */
@@ -20,7 +21,7 @@ const tenantsSchema = z
     { error: (issue) => (issue.code === 'invalid_union' ? unionMessage(issue.errors) : undefined) },
   )
   .describe(
-    `The tenants to publish in: a list (at most ${MAX_LISTED_TENANTS.toLocaleString('en')}, duplicates once), or ` +
+    `The tenants to publish in: a list (at most ${groupedDigits(MAX_LISTED_TENANTS)}, duplicates once), or ` +
       '"*" for every tenant the service knows (its directory, users seen through tokens, devices, open streams, ' +
       'events in the log).',
   )
@@ -71,7 +72,7 @@ export async function systemRoutes(fastify: FastifyInstance) {
           '`events:broadcast` is a 403). Each tenant gets its own copy of the event (its own id, the operator as ' +
           'publisher), delivered, pushed, acked, read and reported to that tenant’s webhooks as any event it ' +
           'published; nothing in it names the other tenants. All tenants or none are published, in one ' +
-          `transaction of one statement per ${MAX_BATCH_EVENTS.toLocaleString('en')} tenants. The ` +
+          `transaction of one statement per ${groupedDigits(MAX_BATCH_EVENTS)} tenants. The ` +
           'Idempotency-Key works as for a batch (scoped to the operator’s tenant and user).',
         tags: ['system'],
         body: systemEventBody,
