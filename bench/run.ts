@@ -162,7 +162,7 @@ const log = (message: string) => process.stderr.write(`${message}\n`)
 
 async function main() {
   // The service runs as `npm start` runs it, from dist/: built from the sources as they are now.
-  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' })
+  execFileSync(process.execPath, ['scripts/build.mjs'], { stdio: 'inherit' })
   const limits = fileLimits()
   const profileDir = values['cpu-prof'] ? mkdtempSync(join(tmpdir(), 'herald-bench-prof-')) : undefined
   const nchanWorkers = values['nchan-workers']

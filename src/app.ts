@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto'
 import type { Agent } from 'node:https'
-import { fileURLToPath } from 'node:url'
 import fastifyStatic from '@fastify/static'
 import Fastify from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
@@ -19,6 +18,7 @@ import { MAX_JSON_DEPTH, nestsDeeperThan } from './events/raw-json.ts'
 import { limitsPlugin } from './limits.ts'
 import { redactUrl } from './log-redaction.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
+import { PUBLIC_DIR } from './package-files.ts'
 import { HttpProblem, registerErrorHandling, sendProblem, serializeError } from './problems.ts'
 import { CHANGE_PUSHES, countPendingPushes, planNudgePushes, planPushes } from './push/outbox.ts'
 import { pushPlugin } from './push/plugin.ts'
@@ -70,9 +70,6 @@ export interface AppOptions {
    */
   clock?: () => Date
 }
-
-/** The demo page, the browser client and the service worker. */
-export const PUBLIC_DIR = fileURLToPath(new URL('../public', import.meta.url))
 
 /**
  * TRUST_PROXY as Fastify's `trustProxy`. A number of hops trusts that many proxies next to us, whoever they are

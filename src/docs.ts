@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifySchema, RouteOptions } from 'fastify'
 import { jsonSchemaTransform } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { MAX_JSON_DEPTH } from './events/raw-json.ts'
+import { PACKAGE_JSON } from './package-files.ts'
 import { type ProblemCode, problemSchema, type problems } from './problems.ts'
 
 /** Where the UI is served; the document itself is at `/docs/json` (and `/docs/yaml`). */
@@ -14,9 +15,7 @@ export const DOCS_PREFIX = '/docs'
 const OPENAPI_VERSION = '3.1.0'
 
 /** The document's version and licence are the package's. */
-const PACKAGE: { version: string; license: string } = JSON.parse(
-  readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
-)
+const PACKAGE: { version: string; license: string } = JSON.parse(readFileSync(PACKAGE_JSON, 'utf8'))
 
 /**
  * The document is served by the service it describes: its operations are on the host it came from, whatever

@@ -4,9 +4,10 @@ import { join } from 'node:path'
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Database, openDatabase } from '../src/db/client.ts'
-import { MIGRATIONS_FOLDER, runMigrations } from '../src/db/migrate.ts'
+import { runMigrations } from '../src/db/migrate.ts'
 import { BLOCK_IDS } from '../src/events/log-blocks.ts'
 import { prune } from '../src/events/retention.ts'
+import { MIGRATIONS_FOLDER } from '../src/package-files.ts'
 import { PUBLISHER, startApp, type TestApp } from './helpers/app.ts'
 import {
   type BackendName,

@@ -1,9 +1,8 @@
-import { fileURLToPath } from 'node:url'
 import { sql } from 'drizzle-orm'
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
+import { MIGRATIONS_FOLDER } from '../package-files.ts'
 import type { Database } from './client.ts'
 
-export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url))
 /** Arbitrary constant: instances starting together on one PostgreSQL take turns migrating. */
 const MIGRATION_LOCK_KEY = 727_140_001
 

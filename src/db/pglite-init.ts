@@ -6,7 +6,7 @@ loadDrizzleWithoutLookups()
 // Loaded after the hook, so that drizzle-orm loads with it.
 const { drizzle } = await import('drizzle-orm/pglite')
 const { migrate } = await import('drizzle-orm/pglite/migrator')
-const { MIGRATIONS_FOLDER } = await import('./migrate.ts')
+const { MIGRATIONS_FOLDER } = await import('../package-files.ts')
 const { createDatabase } = await import('./pglite-setup.ts')
 
 const [dir, role] = process.argv.slice(2)

@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { extname, join } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { join } from 'node:path'
 import v8 from 'node:v8'
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite'
+import { ENTRY_FLAGS, PGLITE_INIT_FILE } from '../package-files.ts'
 import { DataDirLockedError, lockDataDir } from './data-lock.ts'
 
 /**
@@ -53,13 +52,6 @@ export const hasDatabase = (dir: string) => existsSync(join(dir, 'PG_VERSION'))
 /** Exit code of the first-start child when another process holds the folder (EX_CONFIG, as the service's own). */
 const LOCKED_EXIT = 78
 
-/** The child's entry file, next to this one: `.ts` from source (tsx, vitest), `.js` once compiled to dist/. */
-const thisFile = fileURLToPath(import.meta.url)
-const childFile = fileURLToPath(new URL(`./pglite-init${extname(thisFile)}`, import.meta.url))
-/** From source the child needs tsx's loader, resolved from here so that any working directory will do. */
-const loaderArgs = () =>
-  extname(childFile) === '.ts' ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href] : []
-
 /**
  * Makes a new PGlite folder's database in a child process: initdb (a WebAssembly module of its own, run beside a
  * second PGlite instance) and the migrations. Done in the service's process, that memory stays with it, as
@@ -75,7 +67,7 @@ const loaderArgs = () =>
  */
 export async function createDatabaseInChild(dir: string, role: string): Promise<void> {
   if (hasDatabase(dir)) return
-  const child = spawn(process.execPath, [...loaderArgs(), childFile, dir, role], {
+  const child = spawn(process.execPath, [...ENTRY_FLAGS, PGLITE_INIT_FILE, dir, role], {
     stdio: ['ignore', 'ignore', 'pipe'],
   })
   let stderr = ''

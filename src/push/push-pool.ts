@@ -1,8 +1,6 @@
-import { createRequire } from 'node:module'
 import os from 'node:os'
-import { extname } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Piscina } from 'piscina'
+import { ENTRY_FLAGS, PUSH_WORKER_FILE } from '../package-files.ts'
 import type { PushAnswer, PushRequest, PushWorkerData } from './push-worker.ts'
 
 /**
@@ -12,19 +10,6 @@ import type { PushAnswer, PushRequest, PushWorkerData } from './push-worker.ts'
  * thread keeps a core of its own (with PGlite, the database runs on it too).
  */
 export const PUSH_THREADS = Math.max(1, os.availableParallelism() - 1)
-
-/** The worker file next to this one: `.ts` when run from source (tsx, vitest), `.js` once compiled to dist/. */
-const workerFile = fileURLToPath(new URL(`./push-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url))
-
-/**
- * From source, each thread is given tsx's loader: threads inherit the process's node flags, which carry it
- * under `tsx src/server.ts` but not under vitest (it transforms files itself). Resolved from here, so that
- * any working directory will do. Compiled, threads need nothing.
- */
-const workerExecArgv = () =>
-  extname(workerFile) === '.ts'
-    ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href]
-    : undefined
 
 export interface PushPoolOptions {
   /** Pushes the dispatcher may have in flight at once (PUSH_CONCURRENCY): a thread never queues one of them. */
@@ -58,7 +43,7 @@ export class PushPool {
 
   private start() {
     return new Piscina<PushRequest, PushAnswer>({
-      filename: workerFile,
+      filename: PUSH_WORKER_FILE,
       name: 'sendPushRequest',
       // All threads at once: piscina adds one only when the others are full, and these never are.
       minThreads: PUSH_THREADS,
@@ -67,7 +52,8 @@ export class PushPool {
       // A thread waiting with Atomics.wait would stop its open connections' I/O and timers.
       atomics: 'disabled',
       workerData: { ca: this.options.ca } satisfies PushWorkerData,
-      execArgv: workerExecArgv(),
+      // From source, tsx's loader; built, the process's own flags (a thread inherits them when given none).
+      execArgv: ENTRY_FLAGS.length > 0 ? [...ENTRY_FLAGS] : undefined,
     })
   }
 }

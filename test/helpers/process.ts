@@ -18,7 +18,12 @@ export interface Child {
  * kill -9 kills it rather than orphaning it.
  */
 export function runTs(entry: string, args: string[] = [], env: Record<string, string | undefined> = {}): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+  return runNode(['--import', 'tsx', entry, ...args], env)
+}
+
+/** Runs `node <args>` from the project's folder (a built entry in dist/, as `npm start` runs it). */
+export function runNode(args: string[], env: Record<string, string | undefined> = {}): Child {
+  const proc = spawn(process.execPath, args, {
     cwd: ROOT,
     // One process per instance unless a test asks for workers (WORKERS defaults to one per core on PostgreSQL).
     env: { ...process.env, LOG_LEVEL: 'warn', WORKERS: '1', ...env },
