@@ -1,6 +1,8 @@
 import https from 'node:https'
 import { sql } from 'drizzle-orm'
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
+import { settleDue } from '../src/events/escalation.ts'
+import { BLOCK_IDS, blockOf, blockStatements, existingBlocks } from '../src/events/log-blocks.ts'
 import { mintToken } from '../src/tokens.ts'
 import { PUBLISHER, startApp, startInstanceOn, TEST_JWT_SECRET, type TestApp } from './helpers/app.ts'
 import {
@@ -152,6 +154,44 @@ describeEachBackend('escalation and event webhooks', (backend) => {
     expect(await escalateAfter(61)).toBe(0)
     await sleep(700)
     expect(s.received('event.unread')).toEqual([])
+  })
+
+  // The settling statement names the event ids from the first due one on, so PostgreSQL plans it over those blocks
+  // of the log only: over every block, a plan took 41-147 ms to make on a log of 91 daily blocks.
+  it('escalations due in an older and a newer block of the log are both reported; each pass plans only the blocks from its first due event on', async () => {
+    const s = await school(t, ['event.unread'])
+    const older = await s.publish({ to: { users: ['ada'] }, escalate: { after: 900 } })
+    // Two days on, the log writes to a block two blocks later (log-blocks.ts moves the id sequence each day).
+    const newest = blockOf(Number(older)) + 2
+    const have = new Set(await existingBlocks(t.database))
+    for (let block = blockOf(Number(older)) + 1; block <= newest + 1; block++) {
+      if (!have.has(block)) for (const statement of blockStatements(block)) await t.database.query(sql.raw(statement))
+    }
+    await t.database.query(sql`select setval(pg_get_serial_sequence('events', 'id'), ${newest * BLOCK_IDS - 1})`)
+    const newer = await s.publish({ to: { users: ['bob'] }, escalate: { after: 900 } })
+    expect(blockOf(Number(newer))).toBe(newest)
+
+    /** The blocks of the log that the settling statement's plan reads, given `first`. */
+    const plannedBlocks = async (first: string) => {
+      const plan = await t.database.query<{ 'QUERY PLAN': string }>(sql`explain ${settleDue(new Date(), first)}`)
+      const text = plan.map((r) => r['QUERY PLAN']).join('\n')
+      return [
+        ...new Set([...text.matchAll(/\b(?:events|event_recipients|receipts)_b(\d+)\b/g)].map((m) => Number(m[1]))),
+      ]
+    }
+    // The newest block, and the one kept ready after it: none before.
+    expect(Math.min(...(await plannedBlocks(newer)))).toBe(newest)
+    expect(Math.min(...(await plannedBlocks(older)))).toBe(blockOf(Number(older)))
+
+    expect(await escalateAfter(901)).toBe(2)
+    const reports = await receiver.waitFor(
+      () => (s.received('event.unread').length >= 2 ? s.received('event.unread') : undefined),
+      'two event.unread webhooks',
+    )
+    expect(reports.map((r) => [r.payload.data.userId, r.payload.data.eventId]).sort()).toEqual([
+      ['ada', older],
+      ['bob', newer],
+    ])
   })
 
   it('an event without `escalate` is never reported', async () => {
