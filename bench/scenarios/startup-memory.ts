@@ -132,7 +132,7 @@ export async function startupMemory(ctx: BenchContext, scope: Scope): Promise<Sc
   const runs = ctx.quick ? 1 : RUNS
   const alsoPostgres = process.env.DATABASE_URL ? ' and PostgreSQL' : ''
   ctx.log(`${NAME}: npm run build, then ${runs} first and later starts on PGlite${alsoPostgres}`)
-  // tsc writes dist/ even when it reports type errors: measured all the same, and said so.
+  // The build's tsc step reports type errors after esbuild has written the bundle: measured all the same, and said so.
   const build = spawnSync('npm', ['run', '-s', 'build'], { cwd: ROOT, encoding: 'utf8' })
   const buildErrors = build.status !== 0
   if (buildErrors)
