@@ -11,6 +11,7 @@
 import { spawnSync } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { build } from 'esbuild'
@@ -21,7 +22,7 @@ const { values } = parseArgs({
 })
 const outdir = values.outdir
 
-rmSync(new URL(outdir, `file://${ROOT}/`), { recursive: true, force: true })
+rmSync(resolve(ROOT, outdir), { recursive: true, force: true })
 
 /** What every bundle shares: Node's ES modules, with the packages left to Node to load from node_modules. */
 const common = {

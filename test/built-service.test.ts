@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, expect, it, onTestFinished, vi } from 'vitest'
+import { START_FLAGS } from '../bench/processes.ts'
 import { createPostgresDatabase, describeEachBackend, dropPostgresDatabase } from './helpers/backends.ts'
 import { type Child, ROOT, runNode } from './helpers/process.ts'
 import { type PushService, startPushService } from './helpers/push-service.ts'
@@ -18,13 +19,6 @@ import { SseClient } from './helpers/sse.ts'
 vi.setConfig({ testTimeout: 240_000, hookTimeout: 240_000 })
 
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
-
-/** The node flags of the start script (`node <flags> dist/server.js`). */
-function startFlags(): string[] {
-  const m = /\bnode((?:\s+--\S+)*)\s+dist\/server\.js/.exec(pkg.scripts.start)
-  if (!m) throw new Error(`the start script does not run node dist/server.js: ${pkg.scripts.start}`)
-  return m[1].trim().split(/\s+/).filter(Boolean)
-}
 
 let outdir: string
 let push: PushService
@@ -59,7 +53,7 @@ describeEachBackend('the built service, as npm start runs it', (backend) => {
     const databaseUrl = backend === 'postgres' ? await createPostgresDatabase() : ''
     // Zero configuration but where to keep data: the service makes its token secret there, and the CLI reads it.
     const env = { DATA_DIR: dataDir, DATABASE_URL: databaseUrl, JWT_SECRET: '', JWT_PUBLIC_KEY: '' }
-    const server: Child = runNode([...startFlags(), join(outdir, 'server.js')], {
+    const server: Child = runNode([...START_FLAGS, join(outdir, 'server.js')], {
       ...env,
       PORT: '0',
       HOST: '127.0.0.1',

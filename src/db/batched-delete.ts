@@ -29,10 +29,18 @@ export function deleteBatch(table: string, where: SQL, key: BatchKey = 'id'): SQ
 }
 
 /** Deletes every row of `table` matching `where`, DELETE_BATCH per statement (each its own transaction); how many. */
-export async function deleteInBatches(database: Database, table: string, where: SQL, key: BatchKey = 'id') {
+export function deleteInBatches(database: Database, table: string, where: SQL, key: BatchKey = 'id') {
+  return repeatBatches(database, deleteBatch(table, where, key))
+}
+
+/**
+ * Runs `batch`, a statement that deletes up to DELETE_BATCH rows and answers how many (`n`), until a batch comes
+ * back short; how many in all.
+ */
+export async function repeatBatches(database: Database, batch: SQL): Promise<number> {
   let deleted = 0
   for (;;) {
-    const [row] = await database.query<{ n: string | number }>(deleteBatch(table, where, key))
+    const [row] = await database.query<{ n: string | number }>(batch)
     const n = Number(row?.n ?? 0)
     deleted += n
     if (n < DELETE_BATCH) return deleted

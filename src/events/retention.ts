@@ -2,7 +2,7 @@ import { type SQL, sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import { pruneConnections } from '../audit/connections.ts'
 import { DEFAULT_AUDIT_RETENTION_DAYS } from '../config.ts'
-import { DELETE_BATCH, deleteInBatches } from '../db/batched-delete.ts'
+import { DELETE_BATCH, deleteInBatches, repeatBatches } from '../db/batched-delete.ts'
 import type { Database } from '../db/client.ts'
 import { BLOCK_IDS, dropExpiredBlocks, existingBlocks, inBlock, retentionBoundary, rollBlock } from './log-blocks.ts'
 
@@ -54,13 +54,10 @@ export async function prune(
   // and events older than retentionDays in the blocks below the boundary only (in the whole log when it is one block).
   const oldBelow = rollBlocks ? await retentionBoundary(database, retentionDays) : Number.MAX_SAFE_INTEGER
   for (const block of await blocksToPrune(database, oldBelow)) {
-    for (;;) {
-      const batch = expiredEventsBatch(retentionDays, block, block * BLOCK_IDS < oldBelow)
-      const [gone] = await database.query<{ n: string | number }>(batch)
-      const n = Number(gone?.n ?? 0)
-      result.events += n
-      if (n < DELETE_BATCH) break
-    }
+    result.events += await repeatBatches(
+      database,
+      expiredEventsBatch(retentionDays, block, block * BLOCK_IDS < oldBelow),
+    )
   }
   // Keyed by (tenant, key): a batch names its rows by ctid.
   result.idempotencyKeys = await deleteInBatches(
