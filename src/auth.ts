@@ -163,6 +163,21 @@ class VerifiedTokens {
   }
 }
 
+/**
+ * The scopes a `scope` claim grants, one set per distinct claim: tokens are cached as long as they last, one per
+ * connected user, and nearly all of them carry one of a few scope strings.
+ */
+function scopeSet(scope: string): ReadonlySet<string> {
+  let scopes = scopeSets.get(scope)
+  if (scopes) return scopes
+  scopes = new Set(scope.split(' ').filter(Boolean))
+  if (scopeSets.size >= MAX_SCOPE_SETS) scopeSets.delete(scopeSets.keys().next().value as string)
+  scopeSets.set(scope, scopes)
+  return scopes
+}
+const scopeSets = new Map<string, ReadonlySet<string>>()
+const MAX_SCOPE_SETS = 1_000
+
 export const authPlugin = fp(
   async (app: FastifyInstance, options: AuthOptions) => {
     // fast-jwt checks exp and nbf, with the same tolerance as iat (milliseconds).
@@ -205,7 +220,7 @@ export const authPlugin = fp(
         roles: c.roles,
         tenants: c.tenants && coveredTenants(c.tenant, c.roles, c.tenants),
         topics: c.topics,
-        scopes: new Set(c.scope.split(' ').filter(Boolean)),
+        scopes: scopeSet(c.scope),
         exp: c.exp,
       }
       verified.set(key, caller)

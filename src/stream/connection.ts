@@ -6,6 +6,7 @@ import type { EventRow } from '../db/schema.ts'
 import type { InAppFilter } from '../events/preference-rules.ts'
 import type { Viewer } from '../events/visibility.ts'
 import { chunkOf, evictedFrame, type Frame, HEARTBEAT_FRAME } from '../wire-format.ts'
+import { releaseResponse } from './idle-memory.ts'
 
 export type CloseReason = 'client' | 'evicted' | 'expired' | 'slow' | 'shutdown' | 'error'
 
@@ -23,6 +24,20 @@ let nextConnectionId = 1
 const NONE: ReadonlySet<string> = new Set()
 const NO_PREFIXES: readonly string[] = []
 const NO_TENANTS: ReadonlyMap<string, ReadonlySet<string>> = new Map()
+/** Ends a chunked HTTP/1.1 body: written by the stream itself once its response is let go. */
+const LAST_CHUNK = '0\r\n\r\n'
+
+/** The stream a socket carries once its response is let go: what the socket's close listener closes. */
+const STREAM_OF = Symbol('herald.stream')
+type StreamSocket = Socket & { [STREAM_OF]?: StreamConnection }
+/** Every stream's close listener on its socket: one function, not a closure per stream. */
+function closeStreamOfSocket(this: StreamSocket) {
+  this[STREAM_OF]?.close('client')
+}
+/** A tick after `start` (scheduled without a closure per stream): see StreamConnection.settle. */
+function settleStream(c: StreamConnection) {
+  if (!c.closed) c.settle()
+}
 
 /**
  * One open SSE stream, in one of three states:
@@ -72,9 +87,21 @@ export class StreamConnection {
    * as prebuilt chunks. Otherwise (an HTTP/1.0 client or proxy) frames go through the response as they are.
    */
   private socket: Socket | undefined
+  /**
+   * The response, until frames go to the socket and Node's per-response state is let go (idle-memory.ts
+   * releaseResponse): from then on the socket is the stream's only handle, and `res` is undefined.
+   */
+  private res: ServerResponse | undefined
   closeReason: CloseReason | undefined
-  /** Set by whoever opened the stream: replays ids after `afterId` from the log, then calls goLive(). */
-  catchUp: ((afterId: number) => Promise<void>) | undefined
+  /**
+   * Set by whoever opened the stream: replays ids after `afterId` from the log, then calls goLive(). One function
+   * shared by every stream of the app (it is given the stream), not a closure per stream.
+   */
+  catchUp: ((c: StreamConnection, afterId: number) => Promise<void>) | undefined
+  /** The request that opened the stream (its log lines carry it). */
+  requestId: string | undefined
+  /** The stream's record in the connection audit (audit/connections.ts), once it has one. */
+  auditId: string | undefined
   private state: 'replaying' | 'live' | 'behind' = 'replaying'
   private queued: Array<{ id: number; frame: Frame }> = []
   /** When the token ends, in ms (Infinity without `exp`): the hub closes expired streams each second. */
@@ -89,7 +116,7 @@ export class StreamConnection {
     readonly userId: string,
     roles: readonly string[],
     topics: readonly string[],
-    private readonly res: ServerResponse,
+    res: ServerResponse,
     private readonly bufferLimit: number,
     private readonly slowReaderTimeoutMs: number,
     /** Counts event frames written live (replays are counted by whoever replays). */
@@ -99,6 +126,7 @@ export class StreamConnection {
     this.roles = roles.length ? new Set(roles) : NONE
     this.exactTopics = topics.length ? new Set(topics.filter((t) => !t.endsWith('*'))) : NONE
     this.topicPrefixes = topics.length ? topics.filter((t) => t.endsWith('*')) : NO_PREFIXES
+    this.res = res
     res.on('close', () => this.close('client')) // emitted once; `once` would add a wrapper per stream
   }
 
@@ -112,7 +140,7 @@ export class StreamConnection {
 
   /** Bytes waiting in the socket, or in the response and its socket until frames go to the socket directly. */
   private sinkLength(): number {
-    return (this.socket ?? this.res).writableLength
+    return (this.socket ?? this.res)?.writableLength ?? 0
   }
 
   private written() {
@@ -248,16 +276,16 @@ export class StreamConnection {
   private send(chunk: string | Frame): boolean {
     const socket = this.socket ?? this.takeSocket()
     if (socket) return socket.write(typeof chunk === 'string' ? chunkOf(chunk) : chunk.asChunk)
-    return this.res.write(typeof chunk === 'string' ? chunk : chunk.text)
+    return (this.res as ServerResponse).write(typeof chunk === 'string' ? chunk : chunk.text)
   }
 
   /**
-   * What emits 'drain' after `send` returned false: the socket, also while frames still go through the response
-   * (the response relays its socket's 'drain' only while it is the socket's current message, which idle-memory.ts
-   * undoes).
+   * What emits 'drain' after `send` returned false, and 'close' when the client leaves: the socket, also while
+   * frames still go through the response (the response relays its socket's 'drain' only while it is the
+   * socket's current message, which idle-memory.ts undoes).
    */
   private get sink(): NodeJS.EventEmitter {
-    return this.socket ?? this.res.socket ?? this.res
+    return this.socket ?? this.res?.socket ?? (this.res as ServerResponse)
   }
 
   /**
@@ -274,6 +302,19 @@ export class StreamConnection {
     return socket
   }
 
+  /**
+   * Once the head is out and the opener has given back what the request held (idle-memory.ts shedRequestState):
+   * takes the socket, and lets the response go, so that an idle stream holds neither it nor its request. The
+   * socket then tells of the client leaving (the response no longer does).
+   */
+  settle(): void {
+    const socket = this.socket ?? this.takeSocket()
+    if (!socket || !this.res || !releaseResponse(this.res, socket)) return
+    this.res = undefined
+    ;(socket as StreamSocket)[STREAM_OF] = this
+    socket.on('close', closeStreamOfSocket)
+  }
+
   private fallBehind() {
     this.state = 'behind'
     this.slowTimer = setTimeout(() => this.close('slow'), this.slowReaderTimeoutMs)
@@ -282,7 +323,7 @@ export class StreamConnection {
       if (this.closed) return
       this.state = 'replaying'
       const catchUp = this.catchUp
-      if (catchUp) void catchUp(this.lastQueuedId)
+      if (catchUp) void catchUp(this, this.lastQueuedId)
       else this.close('slow')
     }
     // A socket emits 'drain' only after a write past its high-water mark, which since Node 22 is 64 KiB: a stream
@@ -308,11 +349,11 @@ export class StreamConnection {
       const done = () => {
         clearTimeout(timer)
         sink.off('drain', done)
-        this.res.off('close', done)
+        sink.off('close', done)
         resolve()
       }
       sink.on('drain', done)
-      this.res.on('close', done)
+      sink.on('close', done)
     })
   }
 
@@ -325,8 +366,10 @@ export class StreamConnection {
   /** The response head is ready: sends it with `first`, and from now on the stream may be written to. */
   start(first: string): void {
     this.started = true
-    this.res.write(first)
+    ;(this.res as ServerResponse).write(first)
     this.takeSocket()
+    // Since Node 22 the head goes out on the next turn.
+    setImmediate(settleStream, this)
   }
 
   /** Replay finished: send what queued meanwhile, then go live. */
@@ -345,9 +388,26 @@ export class StreamConnection {
     if (this.expiresAt <= Date.now()) this.close('expired')
   }
 
+  /** False once the response (or, without it, the socket) is ended or gone. */
+  private writable(): boolean {
+    if (this.res) return !this.res.writableEnded
+    const socket = this.socket as Socket
+    return !socket.destroyed && !socket.writableEnded
+  }
+
+  /** Ends the response: through Node while it has it, else as Node would, the last chunk and then the connection. */
+  private end(): void {
+    if (this.res) {
+      this.res.end()
+      return
+    }
+    const socket = this.socket as Socket
+    socket.end(LAST_CHUNK, () => socket.destroy())
+  }
+
   /** Drops the connection now, whatever it still had to send (shutdown, after its grace period). */
   destroy(): void {
-    this.res.destroy()
+    ;(this.res ?? this.socket)?.destroy()
   }
 
   /** Closes the stream for being over the per-user limit of `max` streams, telling the client why. */
@@ -357,6 +417,7 @@ export class StreamConnection {
     this.close('evicted')
   }
 
+  /** `listener` runs once the stream has closed. Shared functions (given the stream) keep no closure per stream. */
   onClose(listener: (c: StreamConnection) => void) {
     this.onClosed.push(listener)
   }
@@ -370,10 +431,11 @@ export class StreamConnection {
     if (!this.started) {
       // Closed before the head went out (evicted, shutdown): the opener ends the response once it can,
       // with the farewell.
-    } else if (reason === 'slow' || reason === 'error') this.res.destroy()
-    else if (!this.res.writableEnded) {
+    } else if (reason === 'slow' || reason === 'error') this.destroy()
+    else if (this.writable()) {
+      // (Writing the farewell may take the socket and let the response go: end() looks again.)
       if (this.farewell) this.send(this.farewell)
-      this.res.end()
+      this.end()
     }
     for (const listener of this.onClosed) listener(this)
   }

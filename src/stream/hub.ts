@@ -152,9 +152,12 @@ export class StreamHub {
     this.size++
     this.metrics.openStreams.inc()
     this.metrics.streamsOpened.inc()
-    c.onClose(() => this.remove(c))
+    c.onClose(this.removeClosed)
     if (this.shuttingDown) c.close('shutdown')
   }
+
+  /** Every stream's close listener here: one function, not a closure per stream. */
+  private readonly removeClosed = (c: StreamConnection) => this.remove(c)
 
   private remove(c: StreamConnection): void {
     if (!this.streams.delete(c)) return

@@ -103,3 +103,40 @@ function dropBytes() {}
 function endSocket(this: Socket) {
   this.end()
 }
+
+type HttpSocket = ConnectionSocket & { _httpMessage?: unknown; _peername?: unknown }
+type DetachableResponse = ServerResponse & { detachSocket?: (socket: Socket) => void }
+
+/**
+ * For as long as a response is open Node keeps the request, the response, and the connection's own state with
+ * the bound listeners that use it: about 2 KB per idle stream, none of it used again once frames go to the socket
+ * directly and the parser is released (above). So the response is detached from its socket, as Node does for a
+ * connection upgraded to a WebSocket, and its listeners on the socket come off:
+ *  - Node's close listener, which would tell the request and response the client left: the stream listens on the
+ *    socket itself (StreamConnection);
+ *  - Node's drain listener, which relays 'drain' to the response: the stream waits on the socket's own;
+ *  - Node's error listener, which answers a client error with a 400 where no response is in flight (none is,
+ *    once detached): a socket error destroys the socket anyway, and the stream closes with it.
+ * The stream then ends the chunked body itself (StreamConnection.close). The peer address Node cached when the
+ * request read it goes too (read again if asked). Returns false, changing nothing, unless the parser is released
+ * and each of Node's listeners is found.
+ */
+export function releaseResponse(res: ServerResponse, socket: Socket): boolean {
+  const s = socket as HttpSocket
+  const detach = (res as DetachableResponse).detachSocket
+  if (s.parser || s._httpMessage !== res || typeof detach !== 'function') return false
+  const onClose = socket.listeners('close').find((l) => l.name === 'bound socketOnClose')
+  const onDrain = socket.listeners('drain').find((l) => l.name === 'bound socketOnDrain')
+  const onError = socket.listeners('error').find((l) => l.name === 'socketOnError')
+  if (!onClose || !onDrain || !onError) return false
+  detach.call(res, socket)
+  socket.off('close', onClose as (...args: unknown[]) => void)
+  socket.off('drain', onDrain as (...args: unknown[]) => void)
+  socket.off('error', onError as (...args: unknown[]) => void)
+  socket.on('error', ignoreError)
+  if (s._peername) s._peername = undefined
+  return true
+}
+
+/** A socket error: the socket is destroyed with it and emits 'close', which ends the stream. */
+function ignoreError() {}

@@ -100,9 +100,8 @@ export async function openStream(
   conn.inApp = inApp
   conn.locale = locale
   if (otherTenants.size) conn.otherTenants = otherTenants
-  conn.onClose((c) => {
-    for (const tenant of c.tenants) presence.leave(tenant, c.userId)
-  })
+  const hooks = hooksFor(deps, request.server.log)
+  conn.onClose(hooks.leave)
   // Registered before the response starts: from this instant live events above the watermark queue.
   conn.lastQueuedId = Math.max(lastEventId ?? 0, tail.cursor)
   hub.add(conn)
@@ -119,42 +118,28 @@ export async function openStream(
   conn.start(retryFrame(RETRY_MS))
   conn.closeAt(caller.exp)
   // Who, from where (request.ip follows TRUST_PROXY), and later when and why it closed: held, written each second.
-  const audit = deps.audit
-  if (audit) {
-    const auditId = audit.open({
+  if (deps.audit) {
+    conn.auditId = deps.audit.open({
       tenant: caller.tenant,
       userId: caller.userId,
       userAgent: request.headers['user-agent'],
       clientIp: request.ip,
     })
-    conn.onClose((c) => audit.close(auditId, c.closeReason ?? 'error'))
-    if (conn.closed) audit.close(auditId, conn.closeReason ?? 'error')
+    if (conn.closed) deps.audit.close(conn.auditId, conn.closeReason ?? 'error')
   }
   // Nothing reads the request from here on (its headers, its address): what only it held is given back.
   shedRequestState(reply.raw)
 
-  // What the stream's closures keep for its whole life, shared in one context: deps, the app's logger and the
-  // request id. None may use `request`, `reply` or `caller` (nor the request's own child logger): each is
-  // memory held by every idle stream.
+  // From here the stream keeps no closure of its own: `request`, `reply`, `caller` (and the request's child
+  // logger) would each be memory held by every idle stream. What it needs later is on `conn`.
   const log = request.server.log
-  const reqId = request.id
-  conn.onClose((c) =>
-    log.info(
-      {
-        reqId,
-        stream: c.id,
-        user: c.userId,
-        tenant: c.tenant,
-        reason: c.closeReason,
-        durationMs: Date.now() - c.openedAt,
-        // What the stream cost at most while its client read slowly: the slow-reader limit at work.
-        peakBufferedBytes: c.peakBufferedBytes,
-      },
-      'stream closed',
-    ),
+  conn.requestId = request.id
+  conn.onClose(hooks.closed)
+  log.info(
+    { reqId: conn.requestId, stream: conn.id, user: caller.userId, tenant: caller.tenant, topics, lastEventId },
+    'stream opened',
   )
-  log.info({ reqId, stream: conn.id, user: caller.userId, tenant: caller.tenant, topics, lastEventId }, 'stream opened')
-  conn.catchUp = (after) => catchUp(deps, conn, log, after)
+  conn.catchUp = hooks.catchUp
 
   if (lastEventId === undefined) {
     conn.goLive()
@@ -179,6 +164,45 @@ export async function openStream(
     return
   }
   await catchUp(deps, conn, log, from)
+}
+
+/** What every stream of one app does when it closes or falls behind: one set of functions, given the stream. */
+interface StreamHooks {
+  /** Counts the user out of each tenant the stream carried. */
+  leave: (c: StreamConnection) => void
+  /** Records the close in the audit and the log. */
+  closed: (c: StreamConnection) => void
+  catchUp: (c: StreamConnection, after: number) => Promise<void>
+}
+const hooksByDeps = new WeakMap<StreamDeps, StreamHooks>()
+
+function hooksFor(deps: StreamDeps, log: FastifyBaseLogger): StreamHooks {
+  let hooks = hooksByDeps.get(deps)
+  if (hooks) return hooks
+  hooks = {
+    leave: (c) => {
+      for (const tenant of c.tenants) deps.presence.leave(tenant, c.userId)
+    },
+    closed: (c) => {
+      if (c.auditId !== undefined) deps.audit?.close(c.auditId, c.closeReason ?? 'error')
+      log.info(
+        {
+          reqId: c.requestId,
+          stream: c.id,
+          user: c.userId,
+          tenant: c.tenant,
+          reason: c.closeReason,
+          durationMs: Date.now() - c.openedAt,
+          // What the stream cost at most while its client read slowly: the slow-reader limit at work.
+          peakBufferedBytes: c.peakBufferedBytes,
+        },
+        'stream closed',
+      )
+    },
+    catchUp: (c, after) => catchUp(deps, c, log, after),
+  }
+  hooksByDeps.set(deps, hooks)
+  return hooks
 }
 
 /** Replays ids in (after, watermark] while live events above the watermark queue, then goes live. */
