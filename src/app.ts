@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto'
 import type { Agent } from 'node:https'
 import fastifyStatic from '@fastify/static'
 import Fastify from 'fastify'
@@ -22,6 +21,7 @@ import { PUBLIC_DIR } from './package-files.ts'
 import { HttpProblem, registerErrorHandling, sendProblem, serializeError } from './problems.ts'
 import { CHANGE_PUSHES, countPendingPushes, planNudgePushes, planPushes } from './push/outbox.ts'
 import { pushPlugin } from './push/plugin.ts'
+import { randomId } from './random-id.ts'
 import { auditRoutes } from './routes/audit.ts'
 import { demoRoutes } from './routes/demo.ts'
 import { DIRECTORY_BATCH_BODY_LIMIT, directoryRoutes } from './routes/directory.ts'
@@ -93,7 +93,7 @@ const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/
 /** The client's X-Request-Id when it is safe, otherwise one of our own. */
 function requestIdOf(request: { headers: Record<string, string | string[] | undefined> }): string {
   const sent = request.headers['x-request-id']
-  return typeof sent === 'string' && SAFE_REQUEST_ID.test(sent) ? sent : randomUUID()
+  return typeof sent === 'string' && SAFE_REQUEST_ID.test(sent) ? sent : randomId()
 }
 
 /** How the service logs. */

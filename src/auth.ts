@@ -176,6 +176,8 @@ function scopeSet(scope: string): ReadonlySet<string> {
   return scopes
 }
 const scopeSets = new Map<string, ReadonlySet<string>>()
+/** Roles or topics a token has none of: one empty list for every cached caller. */
+const NO_NAMES: readonly string[] = Object.freeze([])
 const MAX_SCOPE_SETS = 1_000
 
 export const authPlugin = fp(
@@ -217,9 +219,9 @@ export const authPlugin = fp(
       const caller: Caller = {
         userId: c.sub,
         tenant: c.tenant,
-        roles: c.roles,
+        roles: c.roles.length ? c.roles : NO_NAMES,
         tenants: c.tenants && coveredTenants(c.tenant, c.roles, c.tenants),
-        topics: c.topics,
+        topics: c.topics.length ? c.topics : NO_NAMES,
         scopes: scopeSet(c.scope),
         exp: c.exp,
       }

@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto'
 import { sql } from 'drizzle-orm'
 import type { FastifyBaseLogger } from 'fastify'
 import { deleteInBatches } from '../db/batched-delete.ts'
 import type { Database } from '../db/client.ts'
+import { randomId } from '../random-id.ts'
 import { InvalidFieldsError } from '../service-errors.ts'
 
 /** Opened and closed streams are written this often. */
@@ -73,7 +73,7 @@ export class ConnectionAudit {
 
   /** A stream opened; returns its audit id, for `closed`. */
   open(c: OpenedConnection): string {
-    const id = randomUUID()
+    const id = randomId()
     if (this.held >= MAX_HELD) {
       this.dropped++
       return id

@@ -103,7 +103,8 @@ export class StreamConnection {
   /** The stream's record in the connection audit (audit/connections.ts), once it has one. */
   auditId: string | undefined
   private state: 'replaying' | 'live' | 'behind' = 'replaying'
-  private queued: Array<{ id: number; frame: Frame }> = []
+  /** Live events that arrived during a replay (none: undefined, as for most streams, which never replay). */
+  private queued: Array<{ id: number; frame: Frame }> | undefined
   /** When the token ends, in ms (Infinity without `exp`): the hub closes expired streams each second. */
   expiresAt = Number.POSITIVE_INFINITY
   private slowTimer: NodeJS.Timeout | undefined
@@ -224,6 +225,7 @@ export class StreamConnection {
     this.lastQueuedId = id
     this.deliveryLog?.delivered(this.userId, id)
     if (this.state === 'replaying') {
+      this.queued ??= []
       this.queued.push({ id, frame })
       if (this.queued.length > MAX_QUEUED_DURING_REPLAY) this.close('slow')
       return
@@ -359,7 +361,7 @@ export class StreamConnection {
 
   /** Everything up to `id` is known to the client or predates it: later events only. */
   skipThrough(id: number): void {
-    this.queued = this.queued.filter((q) => q.id > id)
+    this.queued = this.queued?.filter((q) => q.id > id)
     this.lastQueuedId = Math.max(this.lastQueuedId, id)
   }
 
@@ -377,8 +379,8 @@ export class StreamConnection {
     if (this.closed) return
     this.state = 'live'
     const queued = this.queued
-    this.queued = []
-    if (queued.length) this.sendLive(queued.map((q) => q.frame.text).join(''), queued.length)
+    this.queued = undefined
+    if (queued?.length) this.sendLive(queued.map((q) => q.frame.text).join(''), queued.length)
   }
 
   /** Ends the stream when its token expires: now if it already has, else by the hub's sweep (no timer per stream). */
@@ -427,7 +429,7 @@ export class StreamConnection {
     this.closed = true
     this.closeReason = reason
     clearTimeout(this.slowTimer)
-    this.queued = []
+    this.queued = undefined
     if (!this.started) {
       // Closed before the head went out (evicted, shutdown): the opener ends the response once it can,
       // with the farewell.
