@@ -1,11 +1,17 @@
 import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startApp, type TestApp } from './helpers/app.ts'
 import { describeEachBackend } from './helpers/backends.ts'
 import { SseClient } from './helpers/sse.ts'
 import { live, publish, streams, unique, waitForId } from './helpers/stream-fixtures.ts'
+
+setFlagsFromString('--expose-gc')
+/** A full garbage collection (vitest does not run with --expose-gc). */
+const gc = runInNewContext('gc') as () => void
 
 // A stream's life: presence, token expiry, the per-user limit, the connection it runs on, server shutdown.
 
@@ -168,6 +174,34 @@ describeEachBackend('stream', (backend) => {
       // Kept alive, the connection would wait for a next request until the keep-alive timeout (72 s).
       await waitUntil(() => c.ended, 'the server to close the connection', 2_000)
       expect(Date.now() - endedAt).toBeLessThan(2_000)
+      c.socket.destroy()
+    })
+
+    it('once open, an idle stream holds neither its request nor its response (idle-memory.ts), and still delivers', async () => {
+      const tenant = unique('let-go')
+      // Which of each new stream's request and response the garbage collector took: told by a FinalizationRegistry
+      // (a WeakRef would keep them alive until Node ends the job, which it does not between timers).
+      const collected = new Set<string>()
+      const registry = new FinalizationRegistry<string>((name) => collected.add(name))
+      const hub = t.app.hub
+      const add = hub.add
+      hub.add = (c) => {
+        const res = (c as unknown as { res: { req: object } }).res
+        registry.register(res, 'response')
+        registry.register(res.req, 'request')
+        add.call(hub, c)
+      }
+      let c: Awaited<ReturnType<typeof rawStream>>
+      try {
+        c = await rawStream(t.token({ sub: 'idle', tenant }))
+      } finally {
+        hub.add = add
+      }
+      await sleep(50)
+      gc()
+      await waitUntil(() => collected.size === 2, 'the request and the response to be collected')
+      const id = await publish(t, tenant, { to: { users: ['idle'] } })
+      await waitUntil(() => c.text.includes(`id: ${id}\n`), 'the event')
       c.socket.destroy()
     })
 
