@@ -105,12 +105,18 @@ const waitUntil = (done: () => boolean, what: string) =>
 /** A turn of the event loop: the stream settles a tick after it starts. */
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve))
 
+/** A stream that is live and has settled (its socket taken, its response let go, a turn after it started). */
+async function openLive() {
+  const o = await open()
+  o.opened.conn.goLive()
+  await nextTurn()
+  await nextTurn()
+  return o
+}
+
 describe('a stream connection', () => {
   it('once settled holds neither its request nor its response, and still delivers', async () => {
-    const { opened, client } = await open()
-    opened.conn.goLive()
-    await nextTurn()
-    await nextTurn()
+    const { opened, client } = await openLive()
     gc()
     await waitUntil(() => opened.collected.size === 2, 'the request and the response to be collected')
     opened.conn.deliver(1, new Frame('id: 1\ndata: after\n\n'))
@@ -131,10 +137,7 @@ describe('a stream connection', () => {
   })
 
   it('evicted once settled: the same, written by the stream itself', async () => {
-    const { opened, client } = await open()
-    opened.conn.goLive()
-    await nextTurn()
-    await nextTurn()
+    const { opened, client } = await openLive()
     gc()
     await waitUntil(() => opened.collected.has('response'), 'the response to be collected')
     opened.conn.evict(3)
@@ -144,20 +147,14 @@ describe('a stream connection', () => {
   })
 
   it('once settled, closes when the client goes away', async () => {
-    const { opened, client } = await open()
-    opened.conn.goLive()
-    await nextTurn()
-    await nextTurn()
+    const { opened, client } = await openLive()
     client.socket.destroy()
     await waitUntil(() => opened.conn.closed, 'the stream to close')
     expect(opened.conn.closeReason).toBe('client')
   })
 
   it('once settled, a slow client is dropped: the connection is destroyed, nothing more is written', async () => {
-    const { opened, client } = await open()
-    opened.conn.goLive()
-    await nextTurn()
-    await nextTurn()
+    const { opened, client } = await openLive()
     client.socket.pause()
     const big = new Frame(`data: ${'x'.repeat(256 * 1024)}\n\n`)
     for (let id = 1; id <= 40 && !opened.conn.closed; id++) opened.conn.deliver(id, big)

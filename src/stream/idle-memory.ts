@@ -35,8 +35,11 @@ function releaseFastifyRequest(res: ServerResponse) {
  * the head is out (`_headerSent`), Node only asks whether there is one (`headersSent`, and a second writeHead
  * is refused), so every stream shares one short stand-in. If the head is not out yet, the rope of small
  * strings it was built from is flattened (read with a regular expression), 0.7 KB down to the head's length.
+ * Only for a response the stream keeps (an HTTP/1.0 client, or one releaseResponse could not let go).
  */
 function releaseSentHead(res: ServerResponse) {
+  // A response already let go (releaseResponse: detached from its socket) goes whole, head and headers with it.
+  if (!res.socket) return
   const out = res as unknown as { _header?: unknown; _headerSent?: unknown } & Record<symbol, unknown>
   if (typeof out._header !== 'string') return
   if (out._headerSent !== true) {
