@@ -1,5 +1,5 @@
 import cluster from 'node:cluster'
-import { announceListening } from './cluster/workers.ts'
+import { announceListening, workerListenOptions } from './cluster/workers.ts'
 import { type Config, ConfigError, loadConfig, withDevSecret } from './config.ts'
 import type { Database } from './db/client.ts'
 import { loadDrizzleWithoutLookups } from './db/drizzle-modules.ts'
@@ -104,7 +104,7 @@ async function main() {
   process.on('SIGINT', () => (cluster.isWorker ? undefined : shutdown('SIGINT')))
 
   const host = config.http.host ?? defaultHost(config)
-  await app.listen({ port: config.http.port, host })
+  await app.listen({ port: config.http.port, host, ...workerListenOptions(config.http.port) })
   const url = localUrl(host, (app.server.address() as { port: number }).port)
   const storage =
     database.kind === 'pglite' ? `embedded PGlite in ${pgliteDirIn(config.database.dataDir)}` : 'PostgreSQL'

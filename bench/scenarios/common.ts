@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { mintToken } from '../../src/tokens.ts'
+import { sparePort } from '../../test/helpers/pg-cluster.ts'
 import type { NchanWorkers } from '../nchan.ts'
 import { type RunningServer, START_FLAGS, startServer } from '../processes.ts'
 import { Publisher } from '../publisher.ts'
@@ -84,7 +85,8 @@ export async function startService(ctx: BenchContext, scope: Scope, env: Record<
     // As `npm start` runs it: built to JavaScript (bench/run.ts builds it first), no TypeScript loader in memory.
     'dist/server.js',
     {
-      PORT: '0',
+      // Workers listen each on a socket of their own only on a port set beforehand, as a deployment sets PORT.
+      PORT: ctx.serviceWorkers === '1' ? '0' : String(await sparePort()),
       HOST: '127.0.0.1',
       DATA_DIR: dataDir,
       JWT_SECRET: ctx.secret,
