@@ -47,7 +47,13 @@ async function main() {
   if (config.workers > 1 && cluster.isPrimary) {
     // Every core: the workers are the instances; this process only keeps them running (cluster/workers.ts).
     const { runPrimary } = await import('./cluster/workers.ts')
-    runPrimary({ workers: config.workers, shutdownDeadlineMs: SHUTDOWN_DEADLINE_MS })
+    const host = config.http.host ?? defaultHost(config)
+    await runPrimary({
+      workers: config.workers,
+      port: config.http.port,
+      host,
+      shutdownDeadlineMs: SHUTDOWN_DEADLINE_MS,
+    })
     return
   }
 

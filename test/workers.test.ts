@@ -125,6 +125,29 @@ for (const sharing of ['sockets of their own', 'the primary hands connections'] 
       for (const s of streams) s.close()
     })
 
+    if (sharing === 'sockets of their own')
+      it('a second service started on the same port refuses to start (EADDRINUSE) instead of taking a share of its connections', async () => {
+        const second = runTs('src/server.ts', [], {
+          DATABASE_URL: dbUrl,
+          JWT_SECRET: TEST_JWT_SECRET,
+          PORT: String(port),
+          HOST: '127.0.0.1',
+          WORKERS: '2',
+        })
+        try {
+          const exit = await Promise.race([second.exited, new Promise((resolve) => setTimeout(resolve, 15_000))])
+          expect(exit, second.stderr).toEqual({ code: 1, signal: null })
+          expect(second.stderr).toMatch(/EADDRINUSE/)
+          expect(listenersOn(port).sort()).toEqual(childrenOf(service.proc.pid as number).sort())
+        } finally {
+          // Still running (it started after all): its workers go with it, or they would share the port on.
+          if (second.proc.exitCode === null) {
+            for (const pid of childrenOf(second.proc.pid as number)) process.kill(pid, 'SIGKILL')
+            second.proc.kill('SIGKILL')
+          }
+        }
+      }, 30_000)
+
     it('starts another worker when one dies, and keeps serving meanwhile', async () => {
       const primary = service.proc.pid as number
       const [victim] = childrenOf(primary)

@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster'
+import net from 'node:net'
 import { AggregatorRegistry, type Registry } from 'prom-client'
 
 /**
@@ -33,12 +34,19 @@ const MAX_RESTART_DELAY_MS = 30_000
 
 export interface PrimaryOptions {
   workers: number
+  /** Where the workers listen: the primary makes sure nothing else does first (assertPortFree). */
+  port: number
+  host: string
   /** How long the workers have to drain after SIGTERM before the primary ends them. */
   shutdownDeadlineMs: number
 }
 
-/** Runs the primary: forks the workers, keeps them running, and stops them on SIGTERM or SIGINT. */
-export function runPrimary({ workers, shutdownDeadlineMs }: PrimaryOptions): void {
+/**
+ * Runs the primary: forks the workers, keeps them running, and stops them on SIGTERM or SIGINT. Rejects when the
+ * port is taken, before any worker starts.
+ */
+export async function runPrimary({ workers, port, host, shutdownDeadlineMs }: PrimaryOptions): Promise<void> {
+  if (workersListenApart(port)) await assertPortFree(port, host)
   const aggregator = new AggregatorRegistry()
   let stopping = false
   let announced = false
@@ -110,15 +118,33 @@ export function runPrimary({ workers, shutdownDeadlineMs }: PrimaryOptions): voi
 }
 
 /**
- * How a worker listens on the service's port. On Linux with a port set, each worker opens a listening socket of its
- * own on it (SO_REUSEPORT) and the kernel spreads new connections among them: the primary touches none. Otherwise
- * node:cluster's default holds: the primary accepts every connection and passes it to a worker over IPC, which
- * costs the two processes about 0.2 ms of CPU per connection (bench scenario 3: 0.60 ms per stream opened with two
- * workers against 0.38 with their own sockets), and makes the primary one process that every connection waits on.
- * `PORT=0` (any free port) keeps the default: only one socket shared by all can agree on which port that is.
+ * True where each worker listens on the service's port with a socket of its own (SO_REUSEPORT, Linux) and the
+ * kernel spreads new connections among them: the primary touches none. Otherwise node:cluster's default holds: the
+ * primary accepts every connection and passes it to a worker over IPC, which costs the two processes about 0.2 ms
+ * of CPU per connection (bench scenario 3: 0.60 ms per stream opened with two workers against 0.38 with their own
+ * sockets), and makes the primary one process that every connection waits on. `PORT=0` (any free port) keeps the
+ * default: only one socket shared by all can agree on which port that is.
  */
+export const workersListenApart = (port: number) => port !== 0 && process.platform === 'linux'
+
+/** What a worker adds to its listen options (workersListenApart). */
 export function workerListenOptions(port: number): { exclusive: true; reusePort: true } | Record<string, never> {
-  return cluster.isWorker && port !== 0 && process.platform === 'linux' ? { exclusive: true, reusePort: true } : {}
+  return cluster.isWorker && workersListenApart(port) ? { exclusive: true, reusePort: true } : {}
+}
+
+/**
+ * Fails (EADDRINUSE) when something listens on the port already. Sockets with SO_REUSEPORT share a port with any
+ * other such socket of the same user: without this look, a second service started on the port by mistake would
+ * quietly take a share of the connections instead of failing to start. Once the workers listen, a socket without
+ * the option (this look, in a second service) cannot join them.
+ */
+async function assertPortFree(port: number, host: string): Promise<void> {
+  const probe = net.createServer()
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject)
+    probe.listen({ port, host }, resolve)
+  })
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
 }
 
 /** True in a worker process of a WORKERS > 1 service. */
