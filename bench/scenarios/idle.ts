@@ -50,18 +50,23 @@ export interface IdleFigures {
   generatorProcesses: number
 }
 
-/** Scenario 3: one process holding as many idle authenticated streams as fit, the service and the references. */
+/**
+ * Scenario 3: one process holding as many idle authenticated streams as fit, the service and the references. With
+ * `--workers N` the service holds N times as many, what its workers' file limits allow together; the references
+ * (one process each) as many as one process.
+ */
 export async function idle(ctx: BenchContext, scope: Scope): Promise<ScenarioResult> {
   const streams = ctx.quick ? 1_000 : SINGLE_PROCESS_STREAMS
-  const run = async (kind: TargetKind) => {
+  const workers = Number(ctx.serviceWorkers)
+  const run = async (kind: TargetKind, count = streams) => {
     scope.check()
-    ctx.log(`idle: ${kind}, ${streams} streams`)
+    ctx.log(`idle: ${kind}, ${count} streams`)
     const target = await startTarget(kind, ctx, scope)
-    const figures = await measureOne(target, ctx, scope, streams)
+    const figures = await measureOne(target, ctx, scope, count)
     await target.server.stop()
     return figures
   }
-  const ours = await run('herald')
+  const ours = await run('herald', streams * workers)
   const rawNode = await run('rawNode')
   if (ctx.nchanMissing) ctx.log(`idle: nchan skipped: ${ctx.nchanMissing}`)
   const nchan = ctx.nchanMissing ? undefined : await run('nchan')
@@ -73,7 +78,11 @@ export async function idle(ctx: BenchContext, scope: Scope): Promise<ScenarioRes
     return row
   }
   const rows: Row[] = [
-    compared('streams open (1 process)', (f) => f.streams, false),
+    compared(
+      workers > 1 ? `streams open (herald: ${workers} workers)` : 'streams open (1 process)',
+      (f) => f.streams,
+      false,
+    ),
     compared('streams opened /s', (f) => f.streamsOpenedPerSec),
     compared('server CPU ms / stream opened', (f) => f.serverCpuMsPerStreamOpened),
     compared('server RSS MiB, idle', (f) => f.serverRssMiBIdle),
