@@ -25,10 +25,13 @@ const MAX_JOINED_LENGTH = 16_384
  * A fan-out writes to sockets for at most about this long before the event loop gets a turn (a publish request
  * read, a statement's answer), then goes on where it was. Written in one go, 10,000 streams held the loop for
  * about 120 ms, and a publish arriving meanwhile waited for all of it before its statement could even start.
+ * Short turns keep a steady publisher's answers fast, so its next events arrive while the fan-out runs and go
+ * out joined: at 1,000 streams and one publish in flight, 0.1 ms gave 102,000-143,000 deliveries /s at 5-8 µs
+ * of CPU each, 2 ms gave 64,000-80,000 at 11-13.5 µs (bench/HISTORY.md, Session 17). A turn costs a few µs.
  */
-const FAN_OUT_SLICE_MS = 2
-/** Streams written between two looks at the clock. */
-const WRITES_PER_CHECK = 64
+const FAN_OUT_SLICE_MS = 0.1
+/** Streams written between two looks at the clock (a write takes 5-15 µs). */
+const WRITES_PER_CHECK = 8
 /**
  * Rows waiting for fan-out past which dispatch asks the log tail to wait before it reads more: a fan-out slower
  * than the publishes holds the backlog in the database, not in memory.
