@@ -1,5 +1,5 @@
 import cluster from 'node:cluster'
-import { announceListening, workerListenOptions } from './cluster/workers.ts'
+import { announceListening, runPrimary, workerListenOptions } from './cluster/workers.ts'
 import { type Config, ConfigError, loadConfig, withDevSecret } from './config.ts'
 import type { Database } from './db/client.ts'
 import { loadDrizzleWithoutLookups } from './db/drizzle-modules.ts'
@@ -44,10 +44,9 @@ async function main() {
     throw err
   }
 
+  const host = config.http.host ?? defaultHost(config)
   if (config.workers > 1 && cluster.isPrimary) {
     // Every core: the workers are the instances; this process only keeps them running (cluster/workers.ts).
-    const { runPrimary } = await import('./cluster/workers.ts')
-    const host = config.http.host ?? defaultHost(config)
     await runPrimary({
       workers: config.workers,
       port: config.http.port,
@@ -109,7 +108,6 @@ async function main() {
   // A worker stops when the primary says so (SIGTERM); Ctrl-C reaches the whole process group, primary included.
   process.on('SIGINT', () => (cluster.isWorker ? undefined : shutdown('SIGINT')))
 
-  const host = config.http.host ?? defaultHost(config)
   await app.listen({ port: config.http.port, host, ...workerListenOptions(config.http.port) })
   const url = localUrl(host, (app.server.address() as { port: number }).port)
   const storage =

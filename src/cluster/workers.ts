@@ -122,10 +122,10 @@ export async function runPrimary({ workers, port, host, shutdownDeadlineMs }: Pr
  * kernel spreads new connections among them: the primary touches none. Otherwise node:cluster's default holds: the
  * primary accepts every connection and passes it to a worker over IPC, which costs the two processes about 0.2 ms
  * of CPU per connection (bench scenario 3: 0.60-0.64 ms per stream opened with two workers against 0.30-0.34 with
- * their own sockets), and makes the primary one process that every connection waits on. `PORT=0` (any free port) keeps the
- * default: only one socket shared by all can agree on which port that is.
+ * their own sockets), and makes the primary one process that every connection waits on. `PORT=0` (any free port)
+ * keeps the default: only one socket shared by all can agree on which port that is.
  */
-export const workersListenApart = (port: number) => port !== 0 && process.platform === 'linux'
+const workersListenApart = (port: number) => port !== 0 && process.platform === 'linux'
 
 /** What a worker adds to its listen options (workersListenApart). */
 export function workerListenOptions(port: number): { exclusive: true; reusePort: true } | Record<string, never> {
