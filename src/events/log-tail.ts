@@ -81,6 +81,9 @@ export class LogTail {
   private timer: NodeJS.Timeout | undefined
   private pollTimer: NodeJS.Timeout | undefined
   private stopped = false
+  /** Rows this instance's publishes committed since the last turn of the event loop (offer()). */
+  private offered: EventRow[] = []
+  private offerPending = false
 
   constructor(
     private readonly database: Database,
@@ -126,6 +129,31 @@ export class LogTail {
   }
 
   /**
+   * A publish of this instance committed these rows. If the tail is idle and they follow its cursor with no id
+   * missing, it delivers them as its read would have, without reading them back: an event published at a quiet
+   * moment reaches its streams a database round trip sooner (1.5 ms at the median, more when the database is
+   * busy). Otherwise this is a wake(): the read joins them with whatever else committed, so under load events
+   * still go out together. What one statement answered (coalesced single publishes) is taken together, on the
+   * next turn of the event loop.
+   */
+  offer(rows: readonly EventRow[]): void {
+    if (this.stopped || rows.length === 0) return
+    for (const row of rows) this.offered.push(row)
+    if (this.offerPending) return
+    this.offerPending = true
+    setImmediate(() => this.takeOffered())
+  }
+
+  private takeOffered() {
+    this.offerPending = false
+    const rows = this.offered.sort((a, b) => a.id - b.id)
+    this.offered = []
+    if (this.stopped || rows[rows.length - 1].id <= this.cursor) return // read already
+    if (this.running || this.pendingGap || !followOn(this.cursor, rows)) return this.wake()
+    void this.run(rows)
+  }
+
+  /**
    * Resolves after a read that began at or after `since` (performance.now(); by default, this call): everything
    * committed before then is settled or waiting on a gap. A stream opening passes the moment its request
    * arrived, so the tail's reads while it authenticated count, and the opens of a storm add no reads of their own.
@@ -138,9 +166,12 @@ export class LogTail {
     })
   }
 
-  private async run() {
+  /** Reads until nothing is left; first delivers `offered` (offer()), which settles no sync() waiter: not a read. */
+  private async run(offered?: EventRow[]) {
     this.running = true
     try {
+      if (offered) await this.take(offered)
+      if (offered && !this.again) return
       do {
         this.again = false
         const began = performance.now()
@@ -179,11 +210,7 @@ export class LogTail {
       ready.push(eventRowOf(raw))
       expected = id + 1
     }
-    if (ready.length) {
-      this.cursor = ready[ready.length - 1].id
-      this.recent?.append(ready)
-      await this.deliver(ready)
-    }
+    if (ready.length) await this.take(ready)
     if (this.pendingGap && this.pendingGap.upTo <= this.cursor) this.pendingGap = undefined
     if (!this.pendingGap) return rows.length === PAGE_SIZE
 
@@ -203,6 +230,13 @@ export class LogTail {
     return false
   }
 
+  /** Moves the cursor past `ready` (settled rows, in id order, following the cursor) and delivers them. */
+  private take(ready: EventRow[]) {
+    this.cursor = ready[ready.length - 1].id
+    this.recent?.append(ready)
+    return this.deliver(ready)
+  }
+
   /** Virtual transaction ids of the publishes in flight in this database. */
   private async publishesInFlight(): Promise<string[]> {
     const rows = await this.database.query<{ vxid: string }>(sql`
@@ -212,6 +246,11 @@ export class LogTail {
         and classid = ${PUBLISH_LOCK.classId} and objid = ${PUBLISH_LOCK.objId} and objsubid = 2`)
     return rows.map((r) => r.vxid)
   }
+}
+
+/** Whether `rows` (in id order) are the ids right after `cursor`, none missing. */
+function followOn(cursor: number, rows: readonly EventRow[]): boolean {
+  return rows.every((row, i) => row.id === cursor + 1 + i)
 }
 
 const asDate = (v: Date | string) => (v instanceof Date ? v : new Date(v))

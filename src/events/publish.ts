@@ -3,11 +3,11 @@ import { and, eq, type SQL, sql } from 'drizzle-orm'
 import { type Caller, requireScope } from '../auth.ts'
 import type { Database, Db } from '../db/client.ts'
 import { refusedByDatabase } from '../db/errors.ts'
-import { idempotencyKeys } from '../db/schema.ts'
+import { type EventRow, idempotencyKeys } from '../db/schema.ts'
 import { ConflictError, type FieldError, InvalidFieldsError, UnprocessableError } from '../service-errors.ts'
 import { enqueueWebhooks } from '../webhooks/outbox.ts'
 import { eventJsonSql } from '../wire-format.ts'
-import { PUBLISH_LOCK } from './log-tail.ts'
+import { eventRowOf, PUBLISH_LOCK, type TailRow } from './log-tail.ts'
 import { MAX_BATCH_EVENTS, MAX_DATA_BYTES, type NewEvent } from './model.ts'
 import { recipientStatementOf, recipientsSql, recipientsToPush, rosterCtes, toTenantOnly } from './recipients.ts'
 import { type AcceptedEvent, deliveryTimeOf, insertScheduled, type ScheduledRef } from './scheduled.ts'
@@ -21,6 +21,8 @@ export interface Published {
   pushes: number
   /** Live-only events sent (`store: false`, events/live.ts): nothing was stored, and `ids` is empty. */
   live?: number
+  /** The events as committed, in id order, for the log tail (LogTail.offer); none when replayed. */
+  committed?: EventRow[]
 }
 
 /** A publish accepted for later (`deliverAt`): the scheduled item that will publish it (scheduler.ts). */
@@ -392,9 +394,8 @@ class SinglePublishes {
   }
 }
 
-interface InsertedRow {
-  id: string | number
-  created_at: Date | string
+/** An inserted event's row (every column, as the log tail reads it) and the pushes planned for it. */
+interface InsertedRow extends TailRow {
   pushes: string | number
 }
 
@@ -404,6 +405,7 @@ function published(rows: InsertedRow[]): Published {
     createdAt: new Date(rows[0].created_at),
     replayed: false,
     pushes: rows.reduce((sum, r) => sum + Number(r.pushes), 0),
+    committed: rows.map(eventRowOf),
   }
 }
 
@@ -480,7 +482,7 @@ function insertEvents(rows: EventToInsert[], planPushes: PlanPushes, announce: A
         from inserted as events left join recorded on recorded.event_id = events.id`,
     )})
     ${announce ? sql`, announced as materialized (${announce(sql`(select max(id) from inserted)`)})` : sql``}
-    select i.id, i.created_at, coalesce(p.pushes, 0) as pushes
+    select i.*, coalesce(p.pushes, 0) as pushes
     from inserted i left join (select event_id, count(*) as pushes from planned group by event_id) p on p.event_id = i.id
     ${announce ? sql`cross join announced` : sql``}
     order by i.id`

@@ -107,10 +107,12 @@ export class EventService {
    */
   followUp(result: Published, batch: ReadonlyArray<Pick<NewEvent, 'priority'>>): void {
     const { tail, metrics } = this.deps
-    // The tail reads the events back rather than taking them from here: under load one read carries every
-    // publish committed meanwhile, and a burst of broadcasts goes to each stream in a few writes, not one per
-    // publish (handing each publish's rows to the hub directly doubled fan-out's CPU per delivery).
-    tail.wake()
+    // Offered to the tail, not handed to the hub: the tail takes them only when it is idle and they are next in
+    // the log, and otherwise reads them back, so that under load one read carries every publish committed
+    // meanwhile and a burst of broadcasts goes to each stream in a few writes, not one per publish (handing each
+    // publish's rows to the hub directly doubled fan-out's CPU per delivery).
+    if (result.committed) tail.offer(result.committed)
+    else tail.wake()
     if (result.pushes) this.deps.onPushesPlanned() // delayed pushes and other instances' are found by its poll
     // Tallied first: a batch of 1,000 is four counter updates, not 1,000.
     const byPriority = new Map<Priority, number>()
