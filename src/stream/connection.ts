@@ -8,6 +8,13 @@ import type { Viewer } from '../events/visibility.ts'
 import { chunkOf, evictedFrame, type Frame, HEARTBEAT_FRAME } from '../wire-format.ts'
 import { releaseResponse } from './idle-memory.ts'
 
+/** Consecutive events in id order that go to each stream in one write (StreamConnection.deliverAll). */
+export interface JoinedEvents {
+  readonly events: ReadonlyArray<{ readonly id: number; readonly frame: Frame }>
+  /** The frames of `events[first]` and those after it, as one. */
+  joinedFrom(first: number): Frame
+}
+
 export type CloseReason = 'client' | 'evicted' | 'expired' | 'slow' | 'shutdown' | 'error'
 
 /** Live events that may wait behind a replay before the connection counts as too slow. */
@@ -234,17 +241,23 @@ export class StreamConnection {
   }
 
   /**
-   * Consecutive live events in id order, and `joined`, their frames as one: a stream that has none of them
-   * yet gets `joined` in one write; one that is replaying or already has some gets them one by one.
+   * Consecutive live events in id order, written together: a live stream gets those it does not have yet (the
+   * first ones may have reached it already, joined to the fan-out before) in one write; one that is replaying
+   * or behind gets them one by one, as deliver() takes them.
    */
-  deliverAll(events: ReadonlyArray<{ id: number; frame: Frame }>, joined: Frame): void {
-    if (this.state !== 'live' || this.closed || events[0].id <= this.lastQueuedId) {
+  deliverAll(run: JoinedEvents): void {
+    const { events } = run
+    if (this.state !== 'live' || this.closed) {
       for (const e of events) this.deliver(e.id, e.frame)
       return
     }
+    let first = 0
+    while (first < events.length && events[first].id <= this.lastQueuedId) first++
+    if (first === events.length) return
     this.lastQueuedId = events[events.length - 1].id
-    if (this.deliveryLog) for (const e of events) this.deliveryLog.delivered(this.userId, e.id)
-    this.sendLive(joined, events.length)
+    if (this.deliveryLog)
+      for (let i = first; i < events.length; i++) this.deliveryLog.delivered(this.userId, events[i].id)
+    this.sendLive(run.joinedFrom(first), events.length - first)
   }
 
   /** Writes `count` live events' frames; past the buffer limit the stream falls behind. */

@@ -5,7 +5,7 @@ import type { InAppFilter } from '../events/preference-rules.ts'
 import type { ReceiptNotice, RollCallNotice } from '../events/receipts.ts'
 import type { Metrics } from '../metrics.ts'
 import { Frame, HEARTBEAT_FRAME, liveFrame, logFrame, RowFrames, receiptFrame, rollCallFrame } from '../wire-format.ts'
-import type { DeliveryLog, StreamConnection } from './connection.ts'
+import type { DeliveryLog, JoinedEvents, StreamConnection } from './connection.ts'
 
 /** A row of the log as its frame: an event (`notification`), an edit of one (`update`) or a recall (`delete`). */
 const eventFrame = (e: EventRow) => new Frame(logFrame(e))
@@ -62,6 +62,40 @@ class TenantStreams {
   readonly byTopic = new Map<string, Streams>()
   /** Streams following a `prefix*` pattern: few, so matched by scanning. */
   readonly withPrefixes = new Set<StreamConnection>()
+}
+
+/** Whether `row` can join a run of broadcasts to `tenant` (JoinedRun): one of them, neither recalled nor per locale. */
+const joinsRun = (row: EventRow | undefined, tenant: string): boolean =>
+  row?.toTenant === true && row.localizedJson === null && row.tenant === tenant && !row.recalledAt
+
+/** Broadcasts to one tenant written to each stream together: their frames, joined from any one on when needed. */
+class JoinedRun implements JoinedEvents {
+  readonly events: Array<{ id: number; frame: Frame; row: EventRow }> = []
+  /** Characters of all the frames. */
+  length = 0
+  private joined: Array<Frame | undefined> = []
+
+  constructor(first: EventRow) {
+    this.add(first)
+  }
+
+  add(row: EventRow): void {
+    const frame = eventFrame(row)
+    this.events.push({ id: row.id, frame, row })
+    this.length += frame.text.length
+    this.joined = []
+  }
+
+  joinedFrom(first: number): Frame {
+    if (first === this.events.length - 1) return this.events[first].frame
+    let frame = this.joined[first]
+    if (!frame) {
+      let text = ''
+      for (let i = first; i < this.events.length; i++) text += this.events[i].frame.text
+      frame = this.joined[first] = new Frame(text)
+    }
+    return frame
+  }
 }
 
 const NO_STREAMS: readonly StreamConnection[] = []
@@ -222,7 +256,9 @@ export class StreamHub {
    * Fans out after what is queued before, in slices of about `fanOutSlice.ms` with the event loop's turn between
    * them (setImmediate: after pending I/O). What arrives while a fan-out runs waits, and goes out with whatever
    * else arrived meanwhile as one fan-out: tenant broadcasts among it are joined into one write per stream, as
-   * for a burst. A stream gets the rows of one fan-out before those of the next, so in id order. A stream that
+   * for a burst. Broadcasts next in line also join a run of broadcasts to their tenant being written, for the
+   * streams it has not reached yet (joinWaiting). A stream gets the rows of one fan-out before those of the next,
+   * so in id order. A stream that
    * registers meanwhile starts above the tail's cursor, which covers every row queued (open-stream.ts): deliver()
    * drops them for it, and its replay brings them. A stream that closes meanwhile drops them too.
    */
@@ -298,26 +334,20 @@ export class StreamHub {
       if (e.toTenant && e.localizedJson === null) {
         // Broadcasts to one tenant that come together (a burst) go to each stream in one write, up to a size
         // that keeps a slow reader's share of memory where a single event would put it.
-        const run = [{ id: e.id, frame: eventFrame(e), row: e }]
-        let length = run[0].frame.text.length
-        while (
-          length < MAX_JOINED_LENGTH &&
-          rows[i + 1]?.toTenant &&
-          rows[i + 1].localizedJson === null &&
-          rows[i + 1].tenant === e.tenant &&
-          !rows[i + 1].recalledAt
-        ) {
-          const next = rows[++i]
-          run.push({ id: next.id, frame: eventFrame(next), row: next })
-          length += run[run.length - 1].frame.text.length
-        }
-        const joined = run.length === 1 ? run[0].frame : new Frame(run.map((r) => r.frame.text).join(''))
+        const run = new JoinedRun(e)
+        while (run.length < MAX_JOINED_LENGTH && joinsRun(rows[i + 1], e.tenant)) run.add(rows[++i])
+        // Broadcasts waiting behind this fan-out may join the run only if nothing else of it comes after.
+        const lastOfFanOut = i === rows.length - 1
+        let joined = 0
         for (const c of t.all) {
           // A stream whose user turned some of these off (preferences, `inApp: false`) gets the others one by one.
-          if (c.inApp && run.some((r) => c.hides(r.row))) {
-            for (const r of run) if (!c.hides(r.row)) c.deliver(r.id, r.frame)
-          } else c.deliverAll(run, joined)
-          if (++writes % perCheck === 0) yield
+          if (c.inApp && run.events.some((r) => c.hides(r.row))) {
+            for (const r of run.events) if (!c.hides(r.row)) c.deliver(r.id, r.frame)
+          } else c.deliverAll(run)
+          if (++writes % perCheck === 0) {
+            yield
+            if (lastOfFanOut) joined = this.joinWaiting(run, e.tenant, joined)
+          }
         }
         continue
       }
@@ -348,6 +378,23 @@ export class StreamHub {
       }
       if (e.toTopics.length) for (const c of t.withPrefixes) if (c.followsAnyTopic(e.toTopics)) send(c)
     }
+  }
+
+  /**
+   * Broadcasts to the run's tenant that the log tail read while the run is being written join it for the streams
+   * it has not reached yet: those get them in this write, not one whole fan-out later, and the fan-out that then
+   * goes out for them skips what a stream has (StreamConnection.deliverAll). Only rows next in line: the first
+   * rows of the next waiting fan-out, each a broadcast of this tenant, none recalled or per locale. `joined`:
+   * how many of that fan-out's rows the run has taken already; returns how many it has now.
+   */
+  private joinWaiting(run: JoinedRun, tenant: string, joined: number): number {
+    const next = this.waiting[0]
+    if (next?.kind !== 'rows') return joined
+    let taken = joined
+    while (taken < next.items.length && run.length < MAX_JOINED_LENGTH && joinsRun(next.items[taken], tenant)) {
+      run.add(next.items[taken++])
+    }
+    return taken
   }
 
   /** dispatchLiveAll's fan-out, pausing (yield) every `writesPerCheck` streams. */

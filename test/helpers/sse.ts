@@ -32,6 +32,8 @@ export class SseClient {
   readonly events: StreamEvent[] = []
   readonly comments: string[] = []
   raw = ''
+  /** `raw` as the socket delivered it: what the server wrote at once arrives as one piece (on loopback). */
+  readonly chunks: string[] = []
   retry: number | undefined
   ended = false
   private request!: http.ClientRequest
@@ -82,6 +84,7 @@ export class SseClient {
         res.on('data', (chunk: string) => {
           if (client.status === 200) {
             client.raw += chunk
+            client.chunks.push(chunk)
             parser.feed(chunk)
           } else client.body += chunk
         })
