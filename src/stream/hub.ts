@@ -258,9 +258,9 @@ export class StreamHub {
    * else arrived meanwhile as one fan-out: tenant broadcasts among it are joined into one write per stream, as
    * for a burst. Broadcasts next in line also join a run of broadcasts to their tenant being written, for the
    * streams it has not reached yet (joinWaiting). A stream gets the rows of one fan-out before those of the next,
-   * so in id order. A stream that
-   * registers meanwhile starts above the tail's cursor, which covers every row queued (open-stream.ts): deliver()
-   * drops them for it, and its replay brings them. A stream that closes meanwhile drops them too.
+   * so in id order. A stream that registers meanwhile starts above the tail's cursor, which covers every row
+   * queued (open-stream.ts): deliver() drops them for it, and its replay brings them. A stream that closes
+   * meanwhile drops them too.
    */
   private queueFanOut(next: WaitingFanOut): void {
     const last = this.waiting.at(-1)
