@@ -4,6 +4,7 @@ import type { EventRow } from '../src/db/schema.ts'
 import { MAX_ACTION_TITLE_CHARS, MAX_ACTIONS } from '../src/events/model.ts'
 import { MAX_PUSH_PLAINTEXT_BYTES, pushPayload } from '../src/push/payload.ts'
 import { describeEachBackend } from './helpers/backends.ts'
+import { eventRow } from './helpers/event-rows.ts'
 import {
   api,
   attemptsAt,
@@ -317,37 +318,22 @@ describeEachBackend('action buttons and pictures', (backend) => {
 describe('the push payload cut to fit 4 KiB (push/payload.ts)', () => {
   const ACK_TOKEN = 'a'.repeat(200)
   /** An event row as the dispatcher reads it. */
-  const row = (fields: Partial<EventRow> = {}): EventRow => ({
-    id: 7,
-    tenant: 't',
-    type: 'grade.posted',
-    title: 'New grade',
-    body: 'Maths: 18/20',
-    dataJson: null,
-    priority: 'normal',
-    url: '/grades/42',
-    collapseKey: null,
-    actionsJson: JSON.stringify(ACTIONS_OUT),
-    icon: PICTURES.icon,
-    image: PICTURES.image,
-    badge: PICTURES.badge,
-    actor: 'teacher',
-    kind: 'event',
-    refId: null,
-    revision: 0,
-    recalledAt: null,
-    toUsers: ['alice'],
-    toRoles: [],
-    toTopics: [],
-    toTenant: false,
-    localizedJson: null,
-    inInbox: true,
-    mayPush: true,
-    superseded: false,
-    createdAt: new Date('2026-12-05T10:00:00.000Z'),
-    expiresAt: new Date('2026-12-12T10:00:00.000Z'),
-    ...fields,
-  })
+  const row = (fields: Partial<EventRow> = {}): EventRow =>
+    eventRow(7, {
+      type: 'grade.posted',
+      title: 'New grade',
+      body: 'Maths: 18/20',
+      url: '/grades/42',
+      actionsJson: JSON.stringify(ACTIONS_OUT),
+      icon: PICTURES.icon,
+      image: PICTURES.image,
+      badge: PICTURES.badge,
+      actor: 'teacher',
+      toUsers: ['alice'],
+      createdAt: new Date('2026-12-05T10:00:00.000Z'),
+      expiresAt: new Date('2026-12-12T10:00:00.000Z'),
+      ...fields,
+    })
   const cut = (fields: Partial<EventRow>) => {
     const text = pushPayload(row(fields), ACK_TOKEN)
     expect(Buffer.byteLength(text)).toBeLessThanOrEqual(MAX_PUSH_PLAINTEXT_BYTES)

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest'
 import type { EventRow } from '../src/db/schema.ts'
 import { startApp, type TestApp } from './helpers/app.ts'
 import { describeEachBackend } from './helpers/backends.ts'
+import { eventRow } from './helpers/event-rows.ts'
 import { SseClient } from './helpers/sse.ts'
 
 /**
@@ -26,39 +27,15 @@ describeEachBackend('a fan-out joins the broadcasts that arrive while it runs', 
     await t?.close()
   })
 
-  const row = (title: string, to: { users?: string[]; tenant?: boolean }): EventRow => {
-    const now = new Date()
-    return {
-      id: ++nextId,
+  const row = (title: string, to: { users?: string[]; tenant?: boolean }): EventRow =>
+    eventRow(++nextId, {
       tenant,
       type: 'joins.test',
       title,
-      body: null,
-      dataJson: null,
-      priority: 'normal',
-      url: null,
-      collapseKey: null,
-      actionsJson: null,
-      icon: null,
-      image: null,
-      badge: null,
       actor: 'teacher',
-      kind: 'event',
-      refId: null,
-      revision: 0,
-      recalledAt: null,
       toUsers: to.users ?? [],
-      toRoles: [],
-      toTopics: [],
       toTenant: to.tenant ?? false,
-      localizedJson: null,
-      inInbox: true,
-      mayPush: true,
-      superseded: false,
-      createdAt: now,
-      expiresAt: new Date(now.getTime() + 3_600_000),
-    }
-  }
+    })
 
   async function openStreams(users: string[]) {
     const streams = await Promise.all(users.map((sub) => SseClient.open(t.url, { token: t.token({ sub, tenant }) })))

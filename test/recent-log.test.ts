@@ -5,6 +5,7 @@ import { RecentLog } from '../src/events/recent-log.ts'
 import { type LocalizedText, localizedRow, logFrame } from '../src/wire-format.ts'
 import { startApp, type TestApp } from './helpers/app.ts'
 import { describeEachBackend } from './helpers/backends.ts'
+import { eventRow } from './helpers/event-rows.ts'
 import { SseClient, type StreamEvent } from './helpers/sse.ts'
 import { live, publish, publishBatch, waitForId, withoutPings } from './helpers/stream-fixtures.ts'
 
@@ -625,37 +626,7 @@ describe('RecentLog', () => {
   })
 
   /** A row of the log as the tail hands it over: an event to `u` of tenant `t`, published now, for an hour. */
-  const row = (id: number, over: Partial<EventRow> = {}): EventRow => ({
-    id,
-    tenant: 't',
-    type: 'test.event',
-    title: `Event ${id}`,
-    body: null,
-    dataJson: null,
-    priority: 'normal',
-    url: null,
-    collapseKey: null,
-    actionsJson: null,
-    icon: null,
-    image: null,
-    badge: null,
-    actor: 'publisher',
-    kind: 'event',
-    refId: null,
-    revision: 0,
-    recalledAt: null,
-    toUsers: ['u'],
-    toRoles: [],
-    toTopics: [],
-    toTenant: false,
-    localizedJson: null,
-    inInbox: true,
-    mayPush: true,
-    superseded: false,
-    createdAt: new Date(NOW),
-    expiresAt: new Date(NOW + HOUR),
-    ...over,
-  })
+  const row = (id: number, over: Partial<EventRow> = {}): EventRow => eventRow(id, over, NOW)
   const rows = (...ids: number[]) => ids.map((id) => row(id))
   /** A log that begins after id 10, with generous limits unless told. */
   const logOf = (limits: Partial<{ rows: number; chars: number; ageMs: number }> = {}) => {
