@@ -5,6 +5,7 @@ import { startApp, type TestApp } from './helpers/app.ts'
 import { describeEachBackend } from './helpers/backends.ts'
 import { eventRow } from './helpers/event-rows.ts'
 import { SseClient } from './helpers/sse.ts'
+import { live } from './helpers/stream-fixtures.ts'
 
 /**
  * A broadcast that reaches the hub while a fan-out of broadcasts to its tenant is under way joins it for the
@@ -37,14 +38,9 @@ describeEachBackend('a fan-out joins the broadcasts that arrive while it runs', 
       toTenant: to.tenant ?? false,
     })
 
-  async function openStreams(users: string[]) {
-    const streams = await Promise.all(users.map((sub) => SseClient.open(t.url, { token: t.token({ sub, tenant }) })))
-    for (const s of streams) {
-      expect(s.status).toBe(200)
-      for (let i = 0; i < 500 && !s.raw.includes('retry:'); i++) await sleep(5)
-    }
-    return streams
-  }
+  /** Streams of the tenant's users, each live (its retry line written: registered in the hub). */
+  const openStreams = (users: string[]) =>
+    Promise.all(users.map(async (sub) => live(await SseClient.open(t.url, { token: t.token({ sub, tenant }) }))))
 
   it('every stream gets both broadcasts once, in order, whichever fan-out brought the second', async () => {
     const users = ['j1', 'j2', 'j3', 'j4', 'j5']

@@ -59,18 +59,15 @@ describeEachBackend('the log tail, offered what a publish committed', (backend) 
     return { ...eventRowOf(raw), title }
   }
 
-  const until = async (check: () => boolean, what: string) => {
-    for (let waited = 0; !check(); waited += 10) {
-      if (waited > 5_000) throw new Error(`timed out waiting for ${what}`)
-      await sleep(10)
-    }
-  }
+  /** Polls the delivered rows until `check` holds (5 s at most). */
+  const delivering = (delivered: EventRow[], check: (count: number) => boolean) =>
+    expect.poll(() => check(delivered.length), { timeout: 5_000 }).toBe(true)
 
   it('delivers rows that follow its cursor as offered, without reading the log, and only once', async () => {
     const { tail, delivered } = await startTail()
     const id = await publish('as stored')
     tail.offer([await offeredCopy(id, 'as offered')])
-    await until(() => delivered.length > 0, 'the offered row')
+    await delivering(delivered, (n) => n > 0)
     expect(delivered.map((r) => [r.id, r.title])).toEqual([[id, 'as offered']])
     // A read after it finds the row behind the cursor: not delivered again.
     await tail.sync()
@@ -82,7 +79,7 @@ describeEachBackend('the log tail, offered what a publish committed', (backend) 
     const first = await publish('first, stored')
     const second = await publish('second, stored')
     tail.offer([await offeredCopy(second, 'second, offered')])
-    await until(() => delivered.length >= 2, 'both rows')
+    await delivering(delivered, (n) => n >= 2)
     expect(delivered.map((r) => [r.id, r.title])).toEqual([
       [first, 'first, stored'],
       [second, 'second, stored'],
@@ -108,7 +105,7 @@ describeEachBackend('the log tail, offered what a publish committed', (backend) 
     const { tail, delivered } = await startTail(() => (++calls === 1 ? held : undefined))
     const first = await publish('first')
     tail.wake()
-    await until(() => delivered.length === 1, 'the first row')
+    await delivering(delivered, (n) => n === 1)
     // The tail is still delivering the first row: these commit meanwhile, and are offered.
     const second = await publish('second, stored')
     const third = await publish('third, stored')
@@ -116,7 +113,7 @@ describeEachBackend('the log tail, offered what a publish committed', (backend) 
     await sleep(50)
     expect(delivered.map((r) => r.id)).toEqual([first])
     release()
-    await until(() => delivered.length >= 3, 'the rows committed meanwhile')
+    await delivering(delivered, (n) => n >= 3)
     expect(delivered.map((r) => [r.id, r.title])).toEqual([
       [first, 'first'],
       [second, 'second, stored'],

@@ -338,7 +338,7 @@ export class StreamHub {
         while (run.length < MAX_JOINED_LENGTH && joinsRun(rows[i + 1], e.tenant)) run.add(rows[++i])
         // Broadcasts waiting behind this fan-out may join the run only if nothing else of it comes after.
         const lastOfFanOut = i === rows.length - 1
-        let joined = 0
+        let taken = 0
         for (const c of t.all) {
           // A stream whose user turned some of these off (preferences, `inApp: false`) gets the others one by one.
           if (c.inApp && run.events.some((r) => c.hides(r.row))) {
@@ -346,7 +346,7 @@ export class StreamHub {
           } else c.deliverAll(run)
           if (++writes % perCheck === 0) {
             yield
-            if (lastOfFanOut) joined = this.joinWaiting(run, e.tenant, joined)
+            if (lastOfFanOut) taken = this.joinWaiting(run, e.tenant, taken)
           }
         }
         continue
@@ -384,13 +384,12 @@ export class StreamHub {
    * Broadcasts to the run's tenant that the log tail read while the run is being written join it for the streams
    * it has not reached yet: those get them in this write, not one whole fan-out later, and the fan-out that then
    * goes out for them skips what a stream has (StreamConnection.deliverAll). Only rows next in line: the first
-   * rows of the next waiting fan-out, each a broadcast of this tenant, none recalled or per locale. `joined`:
-   * how many of that fan-out's rows the run has taken already; returns how many it has now.
+   * rows of the next waiting fan-out, each a broadcast of this tenant, none recalled or per locale. `taken`:
+   * how many of that fan-out's rows the run holds already; returns how many it holds now.
    */
-  private joinWaiting(run: JoinedRun, tenant: string, joined: number): number {
+  private joinWaiting(run: JoinedRun, tenant: string, taken: number): number {
     const next = this.waiting[0]
-    if (next?.kind !== 'rows') return joined
-    let taken = joined
+    if (next?.kind !== 'rows') return taken
     while (taken < next.items.length && run.length < MAX_JOINED_LENGTH && joinsRun(next.items[taken], tenant)) {
       run.add(next.items[taken++])
     }
