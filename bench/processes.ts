@@ -1,7 +1,8 @@
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { buildSync } from 'esbuild'
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -126,14 +127,35 @@ export const START_FLAGS: readonly string[] = (() => {
   return m[1].split(/\s+/).filter(Boolean)
 })()
 
+/**
+ * A TypeScript reference server (bench/*.ts) built to one JavaScript file, as the service is built to dist/: the
+ * packages stay in node_modules, anything it takes from src/ is bundled in. Its path. Run through tsx, or through
+ * Node's own type stripping (a WebAssembly compiler), a reference would hold tens of MB that the service does not.
+ */
+export function builtReference(entry: string): string {
+  const outfile = join(ROOT, 'node_modules/.cache/herald-bench', `${basename(entry, '.ts')}.mjs`)
+  buildSync({
+    absWorkingDir: ROOT,
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    packages: 'external',
+    platform: 'node',
+    format: 'esm',
+    target: 'node22.12',
+    logLevel: 'warning',
+  })
+  return outfile
+}
+
 /** Long enough for PGlite to create its files and migrate on a busy machine. */
 const START_TIMEOUT_MS = 60_000
 /** The service exits within 10 s of SIGTERM by contract; a little more before we stop asking. */
 const STOP_GRACE_MS = 12_000
 
 /**
- * Runs an entry point with node itself (so signals reach it): a TypeScript one as `node --import tsx <entry>` (as the
- * tests do), a built one (dist/) as it is; and waits for its "listening on http://host:port" line.
+ * Runs an entry point with node itself (so signals reach it): a TypeScript reference (bench/*.ts) built first
+ * (builtReference), the service's dist/ as it is. Waits for its "listening on http://host:port" line.
  */
 export async function startServer(
   name: string,
@@ -142,7 +164,7 @@ export async function startServer(
   nodeFlags: string[] = [],
 ): Promise<RunningServer> {
   const proc = track(
-    spawn(process.execPath, [...nodeFlags, ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []), entry], {
+    spawn(process.execPath, [...nodeFlags, entry.endsWith('.ts') ? builtReference(entry) : entry], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -27,8 +27,8 @@ import { referenceLabel } from './targets.ts'
 
 /** Every scenario ends within this, measured or not; its processes are killed at the limit. */
 const SCENARIO_LIMIT_MS = 150_000
-/** Scenarios measuring three servers one after the other (ours, raw Node, Nchan) at 10,000 streams or more. */
-const THREE_SERVER_LIMIT_MS = 180_000
+/** Scenario 3: four servers one after the other (ours, raw Node, Nchan, the stack's floor), 19,000 streams each. */
+const IDLE_LIMIT_MS = 240_000
 /** Scenario 1: three servers at 10,000 streams, each with 3 rounds of a burst and a one-in-flight phase. */
 const FANOUT_10K_LIMIT_MS = 300_000
 /** Scenario 2: three servers, 5 rounds of two phases each, then a paced phase of 10 s each. */
@@ -85,7 +85,7 @@ const SCENARIOS: Scenario[] = [
       ),
     limitMs: FANOUT_1K_LIMIT_MS,
   },
-  { id: '3', name: 'idle', run: idle, limitMs: THREE_SERVER_LIMIT_MS },
+  { id: '3', name: 'idle', run: idle, limitMs: IDLE_LIMIT_MS },
   { id: '3s', name: 'idle-scaleout', run: idleScaleout },
   { id: '4', name: 'publish', run: publishThroughput },
   { id: '5', name: 'replay', run: replay },
@@ -259,11 +259,13 @@ function table(rows: Row[], ctx: BenchContext): string {
       : typeof v === 'number'
         ? v.toLocaleString('en-US', { maximumFractionDigits: 2 })
         : v
-  // Nchan's columns only when some scenario measured it.
-  const withNchan = rows.some((r) => r.length > 5)
+  // Nchan's columns only when some scenario measured it; the stack floor's only when some scenario measured that.
+  const withFloor = rows.some((r) => r.length > 7)
+  const withNchan = withFloor || rows.some((r) => r.length > 5)
   const workers = ctx.serviceWorkers === '1' ? '' : `, ${ctx.serviceWorkers} workers`
   const header = ['scenario', 'figure', `herald (${ctx.backend}${workers})`, 'raw node', 'ratio']
   if (withNchan) header.push(referenceLabel('nchan', ctx.nchanWorkers), 'ratio')
+  if (withFloor) header.push(referenceLabel('stackFloor', ctx.nchanWorkers), 'ratio')
   const cells = [header, ...rows.map((r) => header.map((_, i) => show(r[i])))]
   const widths = header.map((_, i) => Math.max(...cells.map((c) => c[i].length)))
   const line = (c: string[]) => c.map((s, i) => (i < 2 ? s.padEnd(widths[i]) : s.padStart(widths[i]))).join('  ')

@@ -1,10 +1,11 @@
-// The servers a scenario measures in the same way: the service, the raw-Node reference, nginx + Nchan.
+// The servers a scenario measures in the same way: the service, the raw-Node reference, nginx + Nchan, and the
+// stack's floor (bench/stack-floor-server.ts: the service's libraries with one stream route and one publish route).
 // Each says how a stream subscribes to a tenant's broadcasts and how a broadcast is published to it.
 import { type NchanWorkers, nchanWorkersLabel, startNchan } from './nchan.ts'
 import type { RunningServer } from './processes.ts'
-import { type BenchContext, type Scope, startReference, startService } from './scenarios/common.ts'
+import { type BenchContext, type Scope, startReference, startService, startStackFloor } from './scenarios/common.ts'
 
-export type TargetKind = 'herald' | 'rawNode' | 'nchan'
+export type TargetKind = 'herald' | 'rawNode' | 'nchan' | 'stackFloor'
 
 /** What a broadcast says: the same for every target. */
 export interface BroadcastEvent {
@@ -28,7 +29,7 @@ export interface Target {
 const DAY_MS = 24 * 3600 * 1000
 
 /** The service's and the raw-Node reference's publish route: the body users send. */
-function restTarget(kind: 'herald' | 'rawNode', server: RunningServer): Target {
+function restTarget(kind: 'herald' | 'rawNode' | 'stackFloor', server: RunningServer): Target {
   return {
     kind,
     server,
@@ -81,9 +82,17 @@ export async function startTarget(kind: TargetKind, ctx: BenchContext, scope: Sc
       return restTarget(kind, await startReference(ctx, scope))
     case 'nchan':
       return nchanTarget(await startNchan(ctx.nchanWorkers, scope))
+    case 'stackFloor':
+      return restTarget(kind, await startStackFloor(ctx, scope))
   }
 }
 
 /** Column titles of the references. */
 export const referenceLabel = (kind: TargetKind, nchanWorkers: NchanWorkers) =>
-  kind === 'rawNode' ? 'raw node' : kind === 'nchan' ? `nchan (${nchanWorkersLabel(nchanWorkers)})` : 'herald'
+  kind === 'rawNode'
+    ? 'raw node'
+    : kind === 'nchan'
+      ? `nchan (${nchanWorkersLabel(nchanWorkers)})`
+      : kind === 'stackFloor'
+        ? 'stack floor'
+        : 'herald'

@@ -32,8 +32,11 @@ export interface BenchContext {
 
 export type Cell = number | string | null
 
-/** A table row: scenario, figure, ours, raw-Node reference, ratio to it, and (when measured) Nchan, ratio to it. */
-export type Row = [string, string, Cell, Cell, number | null, Cell?, (number | null)?]
+/**
+ * A table row: scenario, figure, ours, raw-Node reference, ratio to it; then, when measured, Nchan and ratio to it,
+ * and the stack's floor and ratio to it (Nchan's cells null where only the floor was measured).
+ */
+export type Row = [string, string, Cell, Cell, number | null, Cell?, (number | null)?, Cell?, (number | null)?]
 
 export interface ScenarioResult {
   /** The JSON line. */
@@ -166,6 +169,29 @@ export async function startReference(ctx: BenchContext, scope: Scope): Promise<R
     HOST: '127.0.0.1',
     JWT_SECRET: ctx.secret,
   })
+  scope.defer(() => server.stop())
+  return server
+}
+
+/**
+ * The stack's floor (bench/stack-floor-server.ts) with the service's node flags, on the service's database: DATABASE_URL's
+ * PostgreSQL, or PGlite in a temp directory.
+ */
+export async function startStackFloor(ctx: BenchContext, scope: Scope): Promise<RunningServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'herald-bench-floor-'))
+  scope.defer(() => rmSync(dataDir, { recursive: true, force: true }))
+  const server = await startServer(
+    'stack floor',
+    'bench/stack-floor-server.ts',
+    {
+      PORT: '0',
+      HOST: '127.0.0.1',
+      JWT_SECRET: ctx.secret,
+      DATA_DIR: dataDir,
+      DATABASE_URL: process.env.DATABASE_URL ?? '',
+    },
+    [...START_FLAGS],
+  )
   scope.defer(() => server.stop())
   return server
 }

@@ -51,7 +51,8 @@ export interface IdleFigures {
 }
 
 /**
- * Scenario 3: one process holding as many idle authenticated streams as fit, the service and the references. With
+ * Scenario 3: one process holding as many idle authenticated streams as fit, the service and the references (raw
+ * Node, Nchan, and the stack's floor: the service's libraries with one stream route). With
  * `--workers N` the service holds N times as many, what its workers' file limits allow together; the references
  * (one process each) as many as one process.
  */
@@ -70,11 +71,15 @@ export async function idle(ctx: BenchContext, scope: Scope): Promise<ScenarioRes
   const rawNode = await run('rawNode')
   if (ctx.nchanMissing) ctx.log(`idle: nchan skipped: ${ctx.nchanMissing}`)
   const nchan = ctx.nchanMissing ? undefined : await run('nchan')
+  // The service's libraries alone: what opening a stream and holding it cost before anything of the service's own.
+  const floor = await run('stackFloor')
 
   const name = 'idle'
   const compared = (label: string, pick: (f: IdleFigures) => number, withRatio = true): Row => {
     const row: Row = [name, label, pick(ours), pick(rawNode), withRatio ? ratio(pick(ours), pick(rawNode)) : null]
     if (nchan) row.push(pick(nchan), withRatio ? ratio(pick(ours), pick(nchan)) : null)
+    else row.push(null, null)
+    row.push(pick(floor), withRatio ? ratio(pick(ours), pick(floor)) : null)
     return row
   }
   const rows: Row[] = [
@@ -105,8 +110,9 @@ export async function idle(ctx: BenchContext, scope: Scope): Promise<ScenarioRes
       references: {
         rawNode,
         nchan: nchan ?? { skipped: ctx.nchanMissing },
+        stackFloor: floor,
       },
-      ratios: { rawNode: ratiosTo(rawNode), nchan: nchan ? ratiosTo(nchan) : null },
+      ratios: { rawNode: ratiosTo(rawNode), nchan: nchan ? ratiosTo(nchan) : null, stackFloor: ratiosTo(floor) },
     },
     rows,
   }

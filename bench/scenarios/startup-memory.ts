@@ -2,8 +2,8 @@ import { type ChildProcess, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ROOT, START_FLAGS, spawnTracked, stopChild } from '../processes.ts'
-import { round } from '../stats.ts'
+import { builtReference, ROOT, START_FLAGS, spawnTracked, stopChild } from '../processes.ts'
+import { ratio, round } from '../stats.ts'
 import type { BenchContext, Row, ScenarioResult, Scope } from './common.ts'
 
 const NAME = 'startup-memory'
@@ -17,6 +17,9 @@ const START_TIMEOUT_MS = 120_000
 const STOP_GRACE_MS = 12_000
 /** The compiled service, as `npm start` runs it. */
 const ENTRY = 'dist/server.js'
+/** The references: raw Node's http with no database, and the least that the service's libraries hold. */
+const RAW_NODE_ENTRY = 'bench/reference-server.ts'
+const STACK_FLOOR_ENTRY = 'bench/stack-floor-server.ts'
 
 interface Start {
   rssMiB: number
@@ -64,37 +67,59 @@ function listening(proc: ChildProcess): Promise<string> {
 }
 
 /**
- * Starts `node dist/server.js` with no configuration but DATA_DIR (and DATABASE_URL: empty for PGlite), lets it
- * idle IDLE_MS once listening, reads its RSS and peak, and stops it with SIGTERM.
+ * Starts `node <START_FLAGS> <entry>` with `env`, lets it idle IDLE_MS once listening, reads its RSS and peak, and
+ * stops it with SIGTERM. `storage`, when given, is what the service's "listening on" line must name.
  */
-async function measureStart(scope: Scope, dataDir: string, databaseUrl: string, storage: string): Promise<Start> {
+async function measureStart(
+  scope: Scope,
+  entry: string,
+  env: Record<string, string>,
+  storage?: string,
+): Promise<Start> {
   scope.check()
   const started = Date.now()
-  const proc = spawnTracked(process.execPath, [...START_FLAGS, ENTRY], {
-    DATA_DIR: dataDir,
+  const proc = spawnTracked(process.execPath, [...START_FLAGS, entry.endsWith('.ts') ? builtReference(entry) : entry], {
     PORT: '0',
     HOST: '127.0.0.1',
-    DATABASE_URL: databaseUrl,
-    // Zero configuration: whatever the shell has, the service generates its secret in DATA_DIR.
-    JWT_SECRET: '',
-    JWT_PUBLIC_KEY: '',
     LOG_LEVEL: 'warn',
-    // The RSS read is this process's: one instance, not a primary and its workers.
-    WORKERS: '1',
+    ...env,
   })
   scope.defer(() => stopChild(proc, STOP_GRACE_MS))
   const line = await listening(proc)
   const startSec = round((Date.now() - started) / 1000, 1)
-  if (!line.includes(storage)) throw new Error(`the service says "${line}", not ${storage}`)
+  if (storage && !line.includes(storage)) throw new Error(`the service says "${line}", not ${storage}`)
   // Keep draining its output (warnings) so that a full pipe never blocks it.
   proc.stdout?.resume()
   proc.stderr?.resume()
   await new Promise((resolve) => setTimeout(resolve, IDLE_MS))
   const start = { rssMiB: statusMiB(proc.pid!, 'VmRSS'), peakMiB: statusMiB(proc.pid!, 'VmHWM'), startSec }
   await stopChild(proc, STOP_GRACE_MS)
-  if (proc.exitCode !== 0) throw new Error(`the service exited ${proc.exitCode ?? proc.signalCode} on SIGTERM`)
+  if (proc.exitCode !== 0) throw new Error(`${entry} exited ${proc.exitCode ?? proc.signalCode} on SIGTERM`)
   return start
 }
+
+/** The service with no configuration but DATA_DIR (and DATABASE_URL: empty for PGlite). */
+const serviceStart = (scope: Scope, dataDir: string, databaseUrl: string, storage: string) =>
+  measureStart(
+    scope,
+    ENTRY,
+    {
+      DATA_DIR: dataDir,
+      DATABASE_URL: databaseUrl,
+      // Zero configuration: whatever the shell has, the service generates its secret in DATA_DIR.
+      JWT_SECRET: '',
+      JWT_PUBLIC_KEY: '',
+      // The RSS read is this process's: one instance, not a primary and its workers.
+      WORKERS: '1',
+    },
+    storage,
+  )
+
+/** The references, with the same node flags: raw Node's http (no database), and the stack's floor. */
+const REFERENCE_SECRET = 'bench-startup-memory-reference-secret-000000'
+const rawNodeStart = (scope: Scope) => measureStart(scope, RAW_NODE_ENTRY, { JWT_SECRET: REFERENCE_SECRET })
+const stackFloorStart = (scope: Scope, dataDir: string, databaseUrl: string) =>
+  measureStart(scope, STACK_FLOOR_ENTRY, { JWT_SECRET: REFERENCE_SECRET, DATA_DIR: dataDir, DATABASE_URL: databaseUrl })
 
 function spread(values: number[]): Spread {
   const sorted = [...values].sort((a, b) => a - b)
@@ -144,8 +169,8 @@ export async function startupMemory(ctx: BenchContext, scope: Scope): Promise<Sc
   for (let i = 0; i < runs; i++) {
     const dataDir = mkdtempSync(join(tmpdir(), 'herald-bench-memory-'))
     scope.defer(() => rmSync(dataDir, { recursive: true, force: true }))
-    first.push(await measureStart(scope, dataDir, '', 'embedded PGlite'))
-    later.push(await measureStart(scope, dataDir, '', 'embedded PGlite'))
+    first.push(await serviceStart(scope, dataDir, '', 'embedded PGlite'))
+    later.push(await serviceStart(scope, dataDir, '', 'embedded PGlite'))
     ctx.log(`  PGlite run ${i + 1}: first start ${first[i].rssMiB} MiB, later start ${later[i].rssMiB} MiB`)
   }
   const postgres: Start[] = []
@@ -153,14 +178,42 @@ export async function startupMemory(ctx: BenchContext, scope: Scope): Promise<Sc
     for (let i = 0; i < runs; i++) {
       const dataDir = mkdtempSync(join(tmpdir(), 'herald-bench-memory-'))
       scope.defer(() => rmSync(dataDir, { recursive: true, force: true }))
-      postgres.push(await measureStart(scope, dataDir, process.env.DATABASE_URL, 'PostgreSQL'))
+      postgres.push(await serviceStart(scope, dataDir, process.env.DATABASE_URL, 'PostgreSQL'))
       ctx.log(`  PostgreSQL run ${i + 1}: ${postgres[i].rssMiB} MiB`)
     }
+  }
+
+  // The references, as many starts each. The stack's floor on PGlite is read at its second start on a folder, as
+  // the service's later start is.
+  const rawNode: Start[] = []
+  const floorPglite: Start[] = []
+  const floorPostgres: Start[] = []
+  for (let i = 0; i < runs; i++) {
+    rawNode.push(await rawNodeStart(scope))
+    const dataDir = mkdtempSync(join(tmpdir(), 'herald-bench-memory-'))
+    scope.defer(() => rmSync(dataDir, { recursive: true, force: true }))
+    await stackFloorStart(scope, dataDir, '')
+    floorPglite.push(await stackFloorStart(scope, dataDir, ''))
+    if (process.env.DATABASE_URL) floorPostgres.push(await stackFloorStart(scope, dataDir, process.env.DATABASE_URL))
+    ctx.log(
+      `  references run ${i + 1}: raw node ${rawNode[i].rssMiB} MiB, stack floor on PGlite ${floorPglite[i].rssMiB} MiB` +
+        (floorPostgres[i] ? `, on PostgreSQL ${floorPostgres[i].rssMiB} MiB` : ''),
+    )
   }
 
   const pgliteFirst = summary(first)
   const pgliteLater = summary(later)
   const onPostgres = postgres.length ? summary(postgres) : undefined
+  const references = {
+    rawNode: summary(rawNode),
+    stackFloor: {
+      pglite: summary(floorPglite),
+      postgres: floorPostgres.length ? summary(floorPostgres) : { skipped: 'DATABASE_URL not set' },
+    },
+  }
+  const toFloorPglite = ratio(pgliteLater.rssMiB.median, references.stackFloor.pglite.rssMiB.median)
+  const toFloorPostgres =
+    onPostgres && floorPostgres.length ? ratio(onPostgres.rssMiB.median, summary(floorPostgres).rssMiB.median) : null
   return {
     line: {
       scenario: NAME,
@@ -171,13 +224,20 @@ export async function startupMemory(ctx: BenchContext, scope: Scope): Promise<Sc
       buildErrors,
       pglite: { firstStart: pgliteFirst, laterStart: pgliteLater },
       postgres: onPostgres ?? { skipped: 'DATABASE_URL not set' },
-      references: null,
-      ratios: null,
+      references: { command: `node ${RAW_NODE_ENTRY}, node ${STACK_FLOOR_ENTRY}`, ...references },
+      ratios: { stackFloor: { pgliteLaterStart: toFloorPglite, postgres: toFloorPostgres } },
     },
     rows: [
       ...rows('PGlite first start', pgliteFirst),
       ...rows('PGlite later start', pgliteLater),
       ...(onPostgres ? rows('PostgreSQL', onPostgres) : []),
+      ...rows('raw node reference (no database)', references.rawNode),
+      ...rows('stack floor on PGlite, later start', references.stackFloor.pglite),
+      ...(floorPostgres.length ? rows('stack floor on PostgreSQL', summary(floorPostgres)) : []),
+      [NAME, 'idle RSS: herald / stack floor, PGlite later start', toFloorPglite, null, null],
+      ...(toFloorPostgres === null
+        ? []
+        : [[NAME, 'idle RSS: herald / stack floor, PostgreSQL', toFloorPostgres, null, null] as Row]),
     ],
   }
 }
