@@ -151,12 +151,13 @@ function rows(label: string, s: ReturnType<typeof summary>): Row[] {
 /**
  * Idle RSS of a zero-configuration start, as `npm start` runs the service (compiled; built here first): on
  * PGlite a first start (empty DATA_DIR: initdb and migrations) and a later start on the same folder, RUNS times
- * each; with DATABASE_URL, also RUNS starts on that PostgreSQL.
+ * each; with DATABASE_URL, also RUNS starts on that PostgreSQL. Then the references as many times: raw Node, and
+ * the stack's floor on the same databases, to which the service's idle RSS is given as a ratio.
  */
 export async function startupMemory(ctx: BenchContext, scope: Scope): Promise<ScenarioResult> {
   const runs = ctx.quick ? 1 : RUNS
   const alsoPostgres = process.env.DATABASE_URL ? ' and PostgreSQL' : ''
-  ctx.log(`${NAME}: npm run build, then ${runs} first and later starts on PGlite${alsoPostgres}`)
+  ctx.log(`${NAME}: npm run build, then ${runs} first and later starts on PGlite${alsoPostgres}, then the references`)
   // The build's tsc step reports type errors after esbuild has written the bundle: measured all the same, and said so.
   const build = spawnSync('npm', ['run', '-s', 'build'], { cwd: ROOT, encoding: 'utf8' })
   const buildErrors = build.status !== 0
