@@ -174,24 +174,28 @@ export async function startReference(ctx: BenchContext, scope: Scope): Promise<R
 }
 
 /**
- * The stack's floor (bench/stack-floor-server.ts) with the service's node flags, on the service's database: DATABASE_URL's
- * PostgreSQL, or PGlite in a temp directory.
+ * The stack's floor (bench/stack-floor-server.ts) with the service's node flags, on the service's database:
+ * DATABASE_URL's PostgreSQL, or PGlite in a temp directory. On PGlite it is started once to make its database
+ * (initdb runs in its own process, which the service does in a child) and measured from its second start.
  */
 export async function startStackFloor(ctx: BenchContext, scope: Scope): Promise<RunningServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'herald-bench-floor-'))
   scope.defer(() => rmSync(dataDir, { recursive: true, force: true }))
-  const server = await startServer(
-    'stack floor',
-    'bench/stack-floor-server.ts',
-    {
-      PORT: '0',
-      HOST: '127.0.0.1',
-      JWT_SECRET: ctx.secret,
-      DATA_DIR: dataDir,
-      DATABASE_URL: process.env.DATABASE_URL ?? '',
-    },
-    [...START_FLAGS],
-  )
+  const start = () =>
+    startServer(
+      'stack floor',
+      'bench/stack-floor-server.ts',
+      {
+        PORT: '0',
+        HOST: '127.0.0.1',
+        JWT_SECRET: ctx.secret,
+        DATA_DIR: dataDir,
+        DATABASE_URL: process.env.DATABASE_URL ?? '',
+      },
+      [...START_FLAGS],
+    )
+  if (!process.env.DATABASE_URL) await (await start()).stop()
+  const server = await start()
   scope.defer(() => server.stop())
   return server
 }
