@@ -76,6 +76,29 @@ describe('BatchedReads', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(MIN_QUERY_INTERVAL_MS - 1)
   })
 
+  it('after a read that ran long, the next waits as long again: keys asked for meanwhile share it', async () => {
+    // PGlite runs each read on this thread: while one runs, the opens that would queue keys cannot move.
+    const RAN_MS = 100
+    const calls: Array<{ keys: string[]; at: number }> = []
+    const reads = new BatchedReads<string, string>(
+      (key) => key,
+      async (keys) => {
+        calls.push({ keys: [...keys], at: performance.now() })
+        await sleep(RAN_MS)
+        return new Map(keys.map((k) => [k, k.toUpperCase()]))
+      },
+      '',
+    )
+    expect(await reads.read('a')).toBe('A')
+    const ended = performance.now()
+    const b = reads.read('b')
+    await sleep(RAN_MS / 5) // past MIN_QUERY_INTERVAL_MS: without the rule, b would be read alone by now
+    const c = reads.read('c')
+    expect(await Promise.all([b, c])).toEqual(['B', 'C'])
+    expect(calls.map((call) => call.keys)).toEqual([['a'], ['b', 'c']])
+    expect(calls[1].at - ended).toBeGreaterThanOrEqual(RAN_MS - 5)
+  })
+
   it('a failed read fails its callers only; the next batch reads again', async () => {
     let failing = true
     const { reads, calls, answer } = recorded({ a: 1, b: 2 }, () => (failing ? new Error('database down') : undefined))

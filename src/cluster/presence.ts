@@ -81,7 +81,7 @@ export class Presence {
   /** The write not yet started, which will take what `toWrite` holds; and the latest write (one runs at a time). */
   private nextWrite: Promise<void> | undefined
   private lastWrite: Promise<void> = Promise.resolve()
-  /** Writes start at least MIN_QUERY_INTERVAL_MS apart. */
+  /** Writes are spaced as the batched reads are (QuerySpacing). */
   private readonly spacing = new QuerySpacing()
   private heartbeat: NodeJS.Timeout | undefined
   /** Other instances' rows exist only on PostgreSQL: on PGlite the hub's own limit is all there is. */
@@ -187,8 +187,9 @@ export class Presence {
     if (queued) queued.opened ||= opened
     else this.toWrite.set(key, { key, tenant, userId, opened })
     if (!this.nextWrite) {
-      // Starts once the write in progress has ended, and at least MIN_QUERY_INTERVAL_MS after it started (the
-      // opens and closes of a storm's few milliseconds share one), with every user queued by then.
+      // Starts once the write in progress has ended, at least MIN_QUERY_INTERVAL_MS after it started and as long
+      // after it ended as it ran (the opens and closes of a storm's few milliseconds share one), with every user
+      // queued by then.
       const write: Promise<void> = this.lastWrite
         .catch(() => {})
         .then(() => {
@@ -226,6 +227,8 @@ export class Presence {
       const left = batch.filter((u) => u.streams === 0).length
       this.log.warn({ err, entered: batch.length - left, left }, 'presence update failed')
       throw err
+    } finally {
+      this.spacing.finished()
     }
     this.reportOverLimit(over)
   }
