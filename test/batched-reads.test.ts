@@ -2,7 +2,7 @@ import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promi
 import type { SQL } from 'drizzle-orm'
 import { PgDialect } from 'drizzle-orm/pg-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BatchedReads, MIN_QUERY_INTERVAL_MS } from '../src/db/batched-reads.ts'
+import { BatchedReads, MAX_WAIT_AFTER_MS, MIN_QUERY_INTERVAL_MS } from '../src/db/batched-reads.ts'
 import { startApp, type TestApp } from './helpers/app.ts'
 import { describeEachBackend } from './helpers/backends.ts'
 import { live, publish, streams, unique, waitForId } from './helpers/stream-fixtures.ts'
@@ -76,19 +76,25 @@ describe('BatchedReads', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(MIN_QUERY_INTERVAL_MS - 1)
   })
 
-  it('after a read that ran long, the next waits as long again: keys asked for meanwhile share it', async () => {
-    // PGlite runs each read on this thread: while one runs, the opens that would queue keys cannot move.
-    const RAN_MS = 100
+  /** A BatchedReads whose every read takes `ranMs`; `calls`: each read's keys and when it started. */
+  function slow(ranMs: number) {
     const calls: Array<{ keys: string[]; at: number }> = []
     const reads = new BatchedReads<string, string>(
       (key) => key,
       async (keys) => {
         calls.push({ keys: [...keys], at: performance.now() })
-        await sleep(RAN_MS)
+        await sleep(ranMs)
         return new Map(keys.map((k) => [k, k.toUpperCase()]))
       },
       '',
     )
+    return { reads, calls }
+  }
+
+  it('after a read that ran long, the next waits as long again: keys asked for meanwhile share it', async () => {
+    // PGlite runs each read on this thread: while one runs, the opens that would queue keys cannot move.
+    const RAN_MS = MAX_WAIT_AFTER_MS
+    const { reads, calls } = slow(RAN_MS)
     expect(await reads.read('a')).toBe('A')
     const ended = performance.now()
     const b = reads.read('b')
@@ -97,6 +103,17 @@ describe('BatchedReads', () => {
     expect(await Promise.all([b, c])).toEqual(['B', 'C'])
     expect(calls.map((call) => call.keys)).toEqual([['a'], ['b', 'c']])
     expect(calls[1].at - ended).toBeGreaterThanOrEqual(RAN_MS - 5)
+  })
+
+  it('however long a read ran, the next waits at most MAX_WAIT_AFTER_MS after it', async () => {
+    const RAN_MS = 3 * MAX_WAIT_AFTER_MS
+    const { reads, calls } = slow(RAN_MS)
+    expect(await reads.read('a')).toBe('A')
+    const ended = performance.now()
+    expect(await reads.read('b')).toBe('B')
+    const waited = calls[1].at - ended
+    expect(waited).toBeGreaterThanOrEqual(MAX_WAIT_AFTER_MS - 5)
+    expect(waited).toBeLessThan(2 * MAX_WAIT_AFTER_MS)
   })
 
   it('a failed read fails its callers only; the next batch reads again', async () => {

@@ -22,6 +22,11 @@ const MAX_BATCH = 1_000
  * milliseconds share one. A key asked for after a quiet spell is read at once.
  */
 export const MIN_QUERY_INTERVAL_MS = 5
+/**
+ * The most a batched statement waits after the one before ended, however long that one ran: a statement held up
+ * on PostgreSQL (a lock, a busy server) must not hold the next opens up as long again.
+ */
+export const MAX_WAIT_AFTER_MS = 100
 
 /**
  * The spacing of batched statements: each starts at least MIN_QUERY_INTERVAL_MS after the one before started, and
@@ -29,7 +34,8 @@ export const MIN_QUERY_INTERVAL_MS = 5
  * statement at a time on this very thread (PGlite): while a statement runs nothing else moves, so the next, started
  * at once, would hold the one key that arrived meanwhile, and a reconnect storm would cost a statement per stream
  * (4.6 ms each there). Left idle as long as it ran, the database serves the other steps of the opens under way, and
- * their keys go together. On PostgreSQL a statement ends well within the first rule's interval.
+ * their keys go together (the wait is MAX_WAIT_AFTER_MS at most). On PostgreSQL a statement ends well within the
+ * first rule's interval.
  */
 export class QuerySpacing {
   private lastStart = Number.NEGATIVE_INFINITY
@@ -38,7 +44,7 @@ export class QuerySpacing {
   /** Milliseconds until the next statement may start (0: now). */
   wait(): number {
     const now = performance.now()
-    const ran = Math.max(0, this.lastEnd - this.lastStart)
+    const ran = Math.min(MAX_WAIT_AFTER_MS, Math.max(0, this.lastEnd - this.lastStart))
     return Math.max(0, this.lastStart + MIN_QUERY_INTERVAL_MS - now, this.lastEnd + ran - now)
   }
 
