@@ -162,9 +162,13 @@ export async function machineQuiet(quietPct = 15, maxMs = 20_000): Promise<numbe
   return Date.now() - started
 }
 
+/** The references' sources (built before they run: builtReference). */
+export const RAW_NODE_ENTRY = 'bench/reference-server.ts'
+export const STACK_FLOOR_ENTRY = 'bench/stack-floor-server.ts'
+
 /** Starts the raw-Node reference server. */
 export async function startReference(ctx: BenchContext, scope: Scope): Promise<RunningServer> {
-  const server = await startServer('reference', 'bench/reference-server.ts', {
+  const server = await startServer('reference', RAW_NODE_ENTRY, {
     PORT: '0',
     HOST: '127.0.0.1',
     JWT_SECRET: ctx.secret,
@@ -184,7 +188,7 @@ export async function startStackFloor(ctx: BenchContext, scope: Scope): Promise<
   const start = () =>
     startServer(
       'stack floor',
-      'bench/stack-floor-server.ts',
+      STACK_FLOOR_ENTRY,
       {
         PORT: '0',
         HOST: '127.0.0.1',

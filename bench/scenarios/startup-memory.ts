@@ -4,7 +4,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { builtReference, ROOT, START_FLAGS, spawnTracked, stopChild } from '../processes.ts'
 import { ratio, round } from '../stats.ts'
-import type { BenchContext, Row, ScenarioResult, Scope } from './common.ts'
+import {
+  type BenchContext,
+  RAW_NODE_ENTRY,
+  type Row,
+  type ScenarioResult,
+  type Scope,
+  STACK_FLOOR_ENTRY,
+} from './common.ts'
 
 const NAME = 'startup-memory'
 /** How long a started service idles before its RSS is read: started, migrated, no streams, 5 s. */
@@ -17,9 +24,6 @@ const START_TIMEOUT_MS = 120_000
 const STOP_GRACE_MS = 12_000
 /** The compiled service, as `npm start` runs it. */
 const ENTRY = 'dist/server.js'
-/** The references: raw Node's http with no database, and the least that the service's libraries hold. */
-const RAW_NODE_ENTRY = 'bench/reference-server.ts'
-const STACK_FLOOR_ENTRY = 'bench/stack-floor-server.ts'
 
 interface Start {
   rssMiB: number
